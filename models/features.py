@@ -1,0 +1,86 @@
+"""The one source of truth for the taxi features, their types and the label.
+
+Everything else (preprocessing, model, serving client, tests) reads feature
+names and sizes from here. Raw names are the CSV column names; transformed
+names carry the `_xf` suffix, as in TFX's own taxi examples.
+"""
+
+from typing import Dict, List
+
+# Numeric features, z-scored by tf.Transform. No missing values in the data;
+# should one be missing it counts as 0 before scaling.
+DENSE_FLOAT_FEATURE_KEYS: List[str] = ['trip_miles', 'fare', 'trip_seconds']
+
+# Coordinates, bucketized into quantiles. Dropoff coordinates are missing for
+# ~3% of trips; missing values get a bucket of their own (index BUCKET_COUNT).
+BUCKET_FEATURE_KEYS: List[str] = [
+    'pickup_latitude', 'pickup_longitude', 'dropoff_latitude',
+    'dropoff_longitude'
+]
+FEATURE_BUCKET_COUNT = 10
+
+# Free-text categories turned into vocabularies. `company` is missing for ~34%
+# of trips; the empty string then is a vocabulary entry of its own.
+VOCAB_FEATURE_KEYS: List[str] = ['payment_type', 'company']
+VOCAB_SIZE = 1000
+OOV_SIZE = 10
+
+# Integer categories used as they are; value -> one-hot index. The size is
+# max value + 1. Community areas are 1..77 (Chicago has 77), missing -> 0.
+CATEGORICAL_FEATURE_MAX_VALUES: Dict[str, int] = {
+    'trip_start_hour': 24,
+    'trip_start_day': 8,
+    'trip_start_month': 13,
+    'pickup_community_area': 78,
+    'dropoff_community_area': 78,
+}
+CATEGORICAL_FEATURE_KEYS: List[str] = list(CATEGORICAL_FEATURE_MAX_VALUES)
+
+# Columns present in the data but not used by the model, and why:
+#   pickup_census_tract  - empty in all 15,002 rows
+#   dropoff_census_tract - 28% missing, ~500 ids; community area carries it
+#   trip_start_timestamp - used to cut spans; month/day/hour carry its signal
+UNUSED_FEATURE_KEYS: List[str] = [
+    'pickup_census_tract', 'dropoff_census_tract', 'trip_start_timestamp'
+]
+
+# Label: did the rider tip more than 20% of the fare?
+LABEL_KEY = 'tips'
+FARE_KEY = 'fare'
+TIP_FRACTION = 0.2
+
+# Type of every raw feature in the CSV / tf.Example (label excluded), as the
+# curated schema declares it. The serving signature for JSON clients takes
+# these dtypes; a missing value is '' for strings and NaN for floats.
+RAW_FEATURE_TYPES: Dict[str, str] = {
+    'trip_miles': 'float',
+    'fare': 'float',
+    'trip_seconds': 'int',
+    'pickup_latitude': 'float',
+    'pickup_longitude': 'float',
+    'dropoff_latitude': 'float',
+    'dropoff_longitude': 'float',
+    'payment_type': 'string',
+    'company': 'string',
+    'trip_start_hour': 'int',
+    'trip_start_day': 'int',
+    'trip_start_month': 'int',
+    'pickup_community_area': 'int',
+    'dropoff_community_area': 'int',
+}
+MODEL_FEATURE_KEYS: List[str] = (
+    DENSE_FLOAT_FEATURE_KEYS + BUCKET_FEATURE_KEYS + VOCAB_FEATURE_KEYS +
+    CATEGORICAL_FEATURE_KEYS)
+assert sorted(MODEL_FEATURE_KEYS) == sorted(RAW_FEATURE_TYPES)
+
+
+def transformed_name(key: str) -> str:
+  """Name of the tf.Transform output for raw feature `key`."""
+  return key + '_xf'
+
+
+def transformed_names(keys: List[str]) -> List[str]:
+  return [transformed_name(key) for key in keys]
+
+
+LABEL_XF = transformed_name(LABEL_KEY)

@@ -1,0 +1,222 @@
+"""Keras wide-and-deep model for the taxi tips label, and the TFX Trainer `run_fn`.
+
+The exported SavedModel carries three signatures:
+  * `serving_default`    - serialized tf.Example in (`examples`), probability
+                           out (`outputs`). What the Evaluator and TF Serving's
+                           predict/classify on tf.Example use.
+  * `serving_raw`        - one tensor per raw feature (see
+                           features.RAW_FEATURE_TYPES), for JSON clients. A
+                           missing value is '' (string) or NaN (float).
+  * `transform_features` - tf.Example in, transformed features out; the
+                           Evaluator uses it to compute the label.
+Both serving signatures run the same tf.Transform graph and the same model,
+so they give the same prediction for the same trip.
+"""
+
+import json
+import math
+import os
+from typing import Any, Dict, List
+
+from absl import logging
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx.components.trainer.fn_args_utils import DataAccessor
+from tfx.components.trainer.fn_args_utils import FnArgs
+from tfx_bsl.tfxio import dataset_options
+
+from models import features
+
+# Keys of the `hparams` dict the pipeline passes in Trainer's custom_config.
+HPARAM_KEYS = ('hidden_units', 'learning_rate', 'batch_size')
+HISTORY_FILE = 'history.json'
+RAW_SIGNATURE = 'serving_raw'
+_DTYPES = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
+
+
+def _one_hot_sizes() -> Dict[str, int]:
+  """Transformed categorical feature -> number of distinct indices."""
+  sizes = {}
+  for key in features.BUCKET_FEATURE_KEYS:
+    sizes[key] = features.FEATURE_BUCKET_COUNT + 1  # + the missing bucket
+  for key in features.VOCAB_FEATURE_KEYS:
+    sizes[key] = features.VOCAB_SIZE + features.OOV_SIZE
+  sizes.update(features.CATEGORICAL_FEATURE_MAX_VALUES)
+  return {features.transformed_name(k): v for k, v in sizes.items()}
+
+
+def build_keras_model(hidden_units: List[int],
+                      learning_rate: float) -> tf.keras.Model:
+  """Wide (one-hot categories) and deep (z-scored numbers) binary classifier."""
+  dense_keys = features.transformed_names(features.DENSE_FLOAT_FEATURE_KEYS)
+  one_hot_sizes = _one_hot_sizes()
+  inputs = {
+      key: tf.keras.layers.Input(name=key, shape=(1,), dtype='float32')
+      for key in dense_keys
+  }
+  inputs.update({
+      key: tf.keras.layers.Input(name=key, shape=(1,), dtype='int64')
+      for key in one_hot_sizes
+  })
+
+  deep = tf.keras.layers.concatenate([inputs[key] for key in dense_keys])
+  for units in hidden_units:
+    deep = tf.keras.layers.Dense(units, activation='relu')(deep)
+  wide = tf.keras.layers.concatenate([
+      tf.keras.layers.CategoryEncoding(num_tokens=size,
+                                       output_mode='one_hot')(inputs[key])
+      for key, size in one_hot_sizes.items()
+  ])
+  output = tf.keras.layers.Dense(1, activation='sigmoid')(
+      tf.keras.layers.concatenate([deep, wide]))
+
+  model = tf.keras.Model(inputs, output)
+  model.compile(
+      loss='binary_crossentropy',
+      optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
+      metrics=[tf.keras.metrics.BinaryAccuracy()])
+  return model
+
+
+def _input_fn(file_pattern: List[str], data_accessor: DataAccessor,
+              tf_transform_output: tft.TFTransformOutput,
+              batch_size: int) -> tf.data.Dataset:
+  """Raw examples -> endless (transformed features, label) batches.
+
+  Transform runs with materialize=False (writing transformed copies of every
+  span cost far more than it saved), so the transform graph is applied here,
+  batch by batch, exactly as the serving signatures apply it.
+  """
+  dataset = data_accessor.tf_dataset_factory(
+      file_pattern,
+      dataset_options.TensorFlowDatasetOptions(batch_size=batch_size),
+      tf_transform_output.raw_metadata.schema)
+  transform_layer = tf_transform_output.transform_features_layer()
+
+  def transform(raw_features):
+    transformed = transform_layer(raw_features)
+    label = transformed.pop(features.LABEL_XF)
+    return transformed, label
+
+  return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).repeat()
+
+
+def _examples_signature(model, tf_transform_output):
+  """serving_default: serialized tf.Example -> {'outputs': probability}."""
+  model.tft_layer_serving = tf_transform_output.transform_features_layer()
+  raw_feature_spec = tf_transform_output.raw_feature_spec()
+  raw_feature_spec.pop(features.LABEL_KEY)
+
+  @tf.function(input_signature=[
+      tf.TensorSpec(shape=[None], dtype=tf.string, name='examples')
+  ])
+  def serve_tf_examples_fn(serialized_tf_examples):
+    raw = tf.io.parse_example(serialized_tf_examples, raw_feature_spec)
+    return {'outputs': model(model.tft_layer_serving(raw))}
+
+  return serve_tf_examples_fn
+
+
+def _raw_features_signature(model, tf_transform_output):
+  """serving_raw: one [batch] tensor per raw feature -> {'outputs': ...}.
+
+  Dense inputs are turned into the same sparse form tf.io.parse_example gives
+  for a tf.Example, so a missing value ('' or NaN) is treated exactly like an
+  absent feature in `serving_default`.
+  """
+  model.tft_layer_raw = tf_transform_output.transform_features_layer()
+  specs = [
+      tf.TensorSpec(shape=[None], dtype=_DTYPES[kind], name=key)
+      for key, kind in features.RAW_FEATURE_TYPES.items()
+  ]
+
+  @tf.function(input_signature=specs)
+  def serve_raw_fn(*tensors):
+    raw = {}
+    for (key, kind), value in zip(features.RAW_FEATURE_TYPES.items(), tensors):
+      if kind == 'string':
+        present = tf.not_equal(value, '')
+      elif kind == 'float':
+        present = tf.logical_not(tf.math.is_nan(value))
+      else:
+        present = tf.ones_like(value, dtype=tf.bool)
+      rows = tf.where(present)[:, 0]
+      raw[key] = tf.SparseTensor(
+          indices=tf.stack([rows, tf.zeros_like(rows)], axis=1),
+          values=tf.gather(value, rows),
+          dense_shape=tf.stack([tf.shape(value, out_type=tf.int64)[0], 1]))
+    return {'outputs': model(model.tft_layer_raw(raw))}
+
+  return serve_raw_fn
+
+
+def _transform_features_signature(model, tf_transform_output):
+  """transform_features: tf.Example -> transformed features (for TFMA)."""
+  model.tft_layer_eval = tf_transform_output.transform_features_layer()
+  raw_feature_spec = tf_transform_output.raw_feature_spec()
+
+  @tf.function(input_signature=[
+      tf.TensorSpec(shape=[None], dtype=tf.string, name='examples')
+  ])
+  def transform_features_fn(serialized_tf_examples):
+    raw = tf.io.parse_example(serialized_tf_examples, raw_feature_spec)
+    return model.tft_layer_eval(raw)
+
+  return transform_features_fn
+
+
+def export_serving_model(model: tf.keras.Model,
+                         tf_transform_output: tft.TFTransformOutput,
+                         export_dir: str) -> None:
+  """Saves `model` with all three signatures (see module docstring)."""
+  signatures = {
+      'serving_default': _examples_signature(model, tf_transform_output),
+      RAW_SIGNATURE: _raw_features_signature(model, tf_transform_output),
+      'transform_features': _transform_features_signature(
+          model, tf_transform_output),
+  }
+  tf.saved_model.save(model, export_dir, signatures=signatures)
+
+
+def run_fn(fn_args: FnArgs) -> None:
+  """TFX Trainer entry point: train on transformed examples, export the model.
+
+  Hyperparameters come from `fn_args.custom_config['hparams']` (set in
+  pipeline/configs.py), so they are recorded in ML Metadata with the run.
+  """
+  hparams: Dict[str, Any] = dict((fn_args.custom_config or {}).get('hparams', {}))
+  missing = [k for k in HPARAM_KEYS if k not in hparams]
+  if missing:
+    raise ValueError(f'Trainer custom_config["hparams"] lacks {missing}')
+  tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+  train_dataset = _input_fn(fn_args.train_files, fn_args.data_accessor,
+                            tf_transform_output, hparams['batch_size'])
+  eval_dataset = _input_fn(fn_args.eval_files, fn_args.data_accessor,
+                           tf_transform_output, hparams['batch_size'])
+
+  model = build_keras_model(hparams['hidden_units'], hparams['learning_rate'])
+  # Eval loss before and after training: the convergence check tests read.
+  initial = model.evaluate(eval_dataset, steps=fn_args.eval_steps, verbose=0,
+                           return_dict=True)
+  history = model.fit(
+      train_dataset,
+      steps_per_epoch=fn_args.train_steps,
+      validation_data=eval_dataset,
+      validation_steps=fn_args.eval_steps,
+      verbose=0)
+  record = {
+      'hparams': hparams,
+      'initial_eval_loss': float(initial['loss']),
+      'metrics': {k: [float(v) for v in vs]
+                  for k, vs in history.history.items()},
+  }
+  logging.info('Training finished: %s', record)
+  tf.io.gfile.makedirs(fn_args.model_run_dir)
+  with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE),
+                         'w') as f:
+    json.dump(record, f, indent=2)
+  if any(math.isnan(v) for vs in record['metrics'].values() for v in vs):
+    # A NaN model must never reach the Evaluator, let alone serving.
+    raise ValueError(f'Training diverged (NaN in metrics): {record}')
+
+  export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)

@@ -1,0 +1,1 @@
+"""What runs, in what order: configuration, the TFX DAG, run summaries."""

@@ -1,0 +1,85 @@
+"""Readable console output for long pipeline runs.
+
+TensorFlow, Beam and TFX together print thousands of log lines per run. The
+console gets one line per component (what ran, whether it was cached, how
+long it took) and errors; everything else goes to a log file whose path the
+summary prints.
+"""
+
+import logging
+import os
+import sys
+import time
+import warnings
+from typing import Dict, Optional, TextIO
+
+# Set before TensorFlow is imported anywhere in the process.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+
+class ComponentProgress(logging.Handler):
+  """Turns TFX's launcher log records into one console line per component."""
+
+  def __init__(self, out: TextIO = sys.stdout):
+    super().__init__(level=logging.INFO)
+    self._out = out
+    self._started: Dict[str, float] = {}
+    self._cached: Dict[str, bool] = {}
+    self._current: Optional[str] = None
+    self.states: Dict[str, str] = {}  # node id -> ran / cached / failed
+
+  def emit(self, record: logging.LogRecord) -> None:
+    msg, args = record.msg, record.args or ()
+    if msg == 'Component %s is running.':
+      self._current = str(args[0])
+      self._started[self._current] = time.time()
+      self._out.write(f'  {self._current:<30} ')
+      self._out.flush()
+    elif msg == 'A cached execution %d is used.' and self._current:
+      self._cached[self._current] = True
+    elif msg == 'Component %s is finished.':
+      node = str(args[0])
+      state = 'cached' if self._cached.get(node) else 'ran'
+      self._finish(node, state)
+
+  def _finish(self, node: str, state: str) -> None:
+    elapsed = time.time() - self._started.get(node, time.time())
+    self.states[node] = state
+    self._out.write(f'{state:<7} {elapsed:6.1f} s\n')
+    self._out.flush()
+    self._current = None
+
+  def fail_current(self) -> Optional[str]:
+    """Marks the component that was running as failed; returns its id."""
+    node = self._current
+    if node:
+      self._finish(node, 'FAILED')
+    return node
+
+
+def quiet_logging(log_path: str) -> ComponentProgress:
+  """Full INFO log to `log_path`; console: component progress only.
+
+  Errors are not echoed as they happen: a failed run's summary names the
+  component and the error, and the log file has the traceback.
+  """
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  warnings.filterwarnings('ignore')
+  import absl.logging  # pylint: disable=g-import-not-at-top
+  root = logging.getLogger()
+  for handler in list(root.handlers):
+    root.removeHandler(handler)
+  # TensorFlow adds its own stderr handler when imported before this call.
+  tf_logger = logging.getLogger('tensorflow')
+  for handler in list(tf_logger.handlers):
+    tf_logger.removeHandler(handler)
+  tf_logger.propagate = True
+  root.setLevel(logging.INFO)
+  absl.logging.set_verbosity(absl.logging.INFO)
+  file_handler = logging.FileHandler(log_path)
+  file_handler.setFormatter(
+      logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+  root.addHandler(file_handler)
+  progress = ComponentProgress()
+  root.addHandler(progress)
+  return progress

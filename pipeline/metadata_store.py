@@ -1,0 +1,111 @@
+"""ML Metadata access: the connection config and the queries runners need.
+
+Uses `ml_metadata` directly (no tfx import), so lineage tools stay light.
+TFX records three context types per pipeline: `pipeline` (name),
+`pipeline_run` (one per run) and `node` (`<pipeline>.<node id>`).
+"""
+
+import dataclasses
+import os
+from typing import Dict, List, Optional
+
+import ml_metadata as mlmd
+from ml_metadata.proto import metadata_store_pb2
+
+
+def sqlite_config(path: str) -> metadata_store_pb2.ConnectionConfig:
+  """SQLite MLMD at `path` (created on first use, parent dirs included)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  config = metadata_store_pb2.ConnectionConfig()
+  config.sqlite.filename_uri = path
+  config.sqlite.connection_mode = (
+      metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE)
+  return config
+
+
+def open_store(config: metadata_store_pb2.ConnectionConfig
+              ) -> mlmd.MetadataStore:
+  return mlmd.MetadataStore(config)
+
+
+def _custom(entity, key: str, default=None):
+  if key not in entity.custom_properties:
+    return default
+  value = entity.custom_properties[key]
+  kind = value.WhichOneof('value')
+  return getattr(value, kind) if kind else default
+
+
+def ingested_spans(store: mlmd.MetadataStore, pipeline_name: str,
+                   example_gen_id: str = 'CsvExampleGen') -> List[int]:
+  """Spans ExampleGen has produced Examples for (successful runs only)."""
+  context = store.get_context_by_type_and_name(
+      'node', f'{pipeline_name}.{example_gen_id}')
+  if context is None:
+    return []
+  spans = {
+      int(_custom(a, 'span'))
+      for a in store.get_artifacts_by_context(context.id)
+      if a.state == metadata_store_pb2.Artifact.LIVE and
+      _custom(a, 'span') is not None
+  }
+  return sorted(spans)
+
+
+@dataclasses.dataclass
+class NodeRun:
+  """What one node did in one pipeline run."""
+  node_id: str
+  state: str  # COMPLETE, CACHED, FAILED, RUNNING, ...
+  outputs: Dict[str, List[metadata_store_pb2.Artifact]]
+
+
+def latest_run(store: mlmd.MetadataStore, pipeline_name: str
+              ) -> Optional[metadata_store_pb2.Context]:
+  """The `pipeline_run` context of the newest execution of `pipeline_name`."""
+  pipeline_ctx = store.get_context_by_type_and_name('pipeline', pipeline_name)
+  if pipeline_ctx is None:
+    return None
+  executions = store.get_executions_by_context(pipeline_ctx.id)
+  if not executions:
+    return None
+  newest = max(executions, key=lambda e: e.id)
+  return next((c for c in store.get_contexts_by_execution(newest.id)
+               if c.type == 'pipeline_run'), None)
+
+
+def run_nodes(store: mlmd.MetadataStore, run: metadata_store_pb2.Context,
+              pipeline_name: str) -> Dict[str, NodeRun]:
+  """Node id -> what it did in `run`, with its output artifacts by key."""
+  prefix = pipeline_name + '.'
+  nodes = {}
+  for execution in sorted(store.get_executions_by_context(run.id),
+                          key=lambda e: e.id):
+    node_id = next(
+        (c.name[len(prefix):] for c in store.get_contexts_by_execution(
+            execution.id) if c.type == 'node' and c.name.startswith(prefix)),
+        execution.name or str(execution.id))
+    outputs: Dict[str, List[metadata_store_pb2.Artifact]] = {}
+    events = [
+        e for e in store.get_events_by_execution_ids([execution.id])
+        if e.type in (metadata_store_pb2.Event.OUTPUT,
+                      metadata_store_pb2.Event.DECLARED_OUTPUT)
+    ]
+    artifacts = {
+        a.id: a for a in store.get_artifacts_by_id(
+            [e.artifact_id for e in events])
+    }
+    for event in events:
+      key = event.path.steps[0].key if event.path.steps else ''
+      outputs.setdefault(key, []).append(artifacts[event.artifact_id])
+    nodes[node_id] = NodeRun(
+        node_id=node_id,
+        state=metadata_store_pb2.Execution.State.Name(
+            execution.last_known_state),
+        outputs=outputs)
+  return nodes
+
+
+def custom_property(artifact, key: str, default=None):
+  """A custom property of an MLMD artifact/execution as a Python value."""
+  return _custom(artifact, key, default)

@@ -1,0 +1,252 @@
+"""The taxi TFX pipeline: `create_pipeline` reads top to bottom like the DAG.
+
+  CsvExampleGen (one span per run)
+    -> StatisticsGen -> ExampleValidator (vs. the curated, imported schema)
+    -> DataValidationGate (stops the run on any anomaly)
+  span window Resolver (latest N spans)   -> Transform -> Trainer
+  latest blessed model Resolver (baseline) -> Evaluator -> Pusher (blessed only)
+
+Imports name TFX modules directly rather than `tfx.v1`: `tfx.v1` pulls in
+google-cloud-aiplatform (~10 s per process here) that local runs never use.
+"""
+
+import hashlib
+import os
+from typing import List, Optional
+
+import tensorflow_model_analysis as tfma
+from tfx.components import CsvExampleGen
+from tfx.components import Evaluator
+from tfx.components import ExampleValidator
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.components import Pusher
+from tfx.components import StatisticsGen
+from tfx.components import Trainer
+from tfx.components import Transform
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.dsl.input_resolution.strategies.span_range_strategy import SpanRangeStrategy
+from tfx.orchestration import pipeline as tfx_pipeline
+from tfx.proto import example_gen_pb2
+from tfx.proto import pusher_pb2
+from tfx.proto import range_config_pb2
+from tfx.proto import trainer_pb2
+from tfx.types import Channel
+from tfx.types import standard_artifacts
+
+from ml_metadata.proto import metadata_store_pb2
+from models import features
+from pipeline import configs
+from pipeline.validation_gate import DataValidationGate
+
+
+def code_version(models_dir: str = configs.MODELS_DIR) -> str:
+  """Fingerprint of the model code.
+
+  TFX loads `preprocessing_fn` / `run_fn` by module path, and a module path
+  alone would let the cache reuse a Transform or Trainer run made with older
+  code. Passing this fingerprint in their custom_config makes any code change
+  a cache miss, and records which code made each artifact in ML Metadata.
+  """
+  digest = hashlib.sha256()
+  for name in sorted(os.listdir(models_dir)):
+    if name.endswith('.py'):
+      with open(os.path.join(models_dir, name), 'rb') as f:
+        digest.update(name.encode() + b'\0' + f.read())
+  return digest.hexdigest()[:16]
+
+
+def schema_snapshot(cfg: configs.PipelineConfig) -> str:
+  """Content-addressed copy of the curated schema under the pipeline root.
+
+  ImportSchemaGen's cache key is the schema *path*, not its content, so an
+  edited schema.pbtxt would silently reuse the old Schema artifact. Importing
+  `<pipeline_root>/schema/<sha256>/schema.pbtxt` instead makes every schema
+  edit a cache miss and records the exact schema version in ML Metadata.
+  """
+  with open(cfg.schema_path, 'rb') as f:
+    content = f.read()
+  digest = hashlib.sha256(content).hexdigest()[:16]
+  path = os.path.join(cfg.pipeline_root, 'schema', digest, 'schema.pbtxt')
+  if not os.path.exists(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'wb') as f:
+      f.write(content)
+    os.replace(tmp, path)  # atomic: a reader never sees half a schema
+  return path
+
+
+def example_gen(cfg: configs.PipelineConfig,
+                span: Optional[int] = None) -> CsvExampleGen:
+  """ExampleGen for one span of `cfg.data_root` (latest span if None)."""
+  range_config = None
+  if span is not None:
+    range_config = range_config_pb2.RangeConfig(
+        static_range=range_config_pb2.StaticRange(
+            start_span_number=span, end_span_number=span))
+  return CsvExampleGen(
+      input_base=cfg.data_root,
+      input_config=example_gen_pb2.Input(splits=[
+          example_gen_pb2.Input.Split(name='single_split',
+                                      pattern=configs.SPAN_PATTERN)
+      ]),
+      range_config=range_config)
+
+
+def eval_config(cfg: configs.PipelineConfig) -> tfma.EvalConfig:
+  """TFMA config: metrics, slices, and the thresholds that decide blessing.
+
+  Metrics are computed overall and per slice; the blessing thresholds apply
+  to the overall slice only (a slice of 3 disputed fares has no meaningful AUC).
+  """
+  def overall(threshold: tfma.MetricThreshold):
+    return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
+                                         threshold=threshold)]
+
+  return tfma.EvalConfig(
+      model_specs=[
+          tfma.ModelSpec(
+              signature_name='serving_default',
+              label_key=features.LABEL_XF,
+              preprocessing_function_names=['transform_features'])
+      ],
+      slicing_specs=[tfma.SlicingSpec()] + [
+          tfma.SlicingSpec(feature_keys=[key]) for key in configs.SLICE_FEATURES
+      ],
+      metrics_specs=[
+          tfma.MetricsSpec(metrics=[
+              tfma.MetricConfig(class_name='ExampleCount'),
+              tfma.MetricConfig(
+                  class_name='AUC',
+                  per_slice_thresholds=overall(tfma.MetricThreshold(
+                      value_threshold=tfma.GenericValueThreshold(
+                          lower_bound={'value': cfg.min_auc}),
+                      # Skipped on the first run (no baseline yet).
+                      change_threshold=tfma.GenericChangeThreshold(
+                          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                          absolute={'value': -cfg.max_auc_drop})))),
+              tfma.MetricConfig(
+                  class_name='BinaryAccuracy',
+                  per_slice_thresholds=overall(tfma.MetricThreshold(
+                      value_threshold=tfma.GenericValueThreshold(
+                          lower_bound={'value': cfg.min_binary_accuracy})))),
+              tfma.MetricConfig(class_name='Calibration'),
+              tfma.MetricConfig(class_name='MeanLabel'),
+              tfma.MetricConfig(class_name='MeanPrediction'),
+          ])
+      ])
+
+
+def create_pipeline(
+    cfg: configs.PipelineConfig,
+    metadata_connection_config: Optional[
+        metadata_store_pb2.ConnectionConfig] = None,
+    beam_pipeline_args: Optional[List[str]] = None,
+) -> tfx_pipeline.Pipeline:
+  """The full pipeline: ingest and validate one span, train on the window."""
+  ingest = example_gen(cfg, cfg.span)
+
+  statistics_gen = StatisticsGen(examples=ingest.outputs['examples'])
+
+  # The schema is curated and version-controlled (schema/schema.pbtxt).
+  schema_gen = ImportSchemaGen(schema_file=schema_snapshot(cfg))
+
+  example_validator = ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema_gen.outputs['schema'])
+
+  validation_gate = DataValidationGate(
+      anomalies=example_validator.outputs['anomalies'],
+      examples=ingest.outputs['examples'],
+      data_root=cfg.data_root,
+      span_pattern=configs.SPAN_PATTERN)
+
+  # Every span ExampleGen has ingested so far (any run), latest N of them.
+  span_window = Resolver(
+      strategy_class=SpanRangeStrategy,
+      config={
+          'range_config':
+              range_config_pb2.RangeConfig(
+                  rolling_range=range_config_pb2.RollingRange(
+                      num_spans=cfg.window_spans))
+      },
+      examples=Channel(
+          type=standard_artifacts.Examples,
+          producer_component_id=ingest.id,
+          output_key='examples')).with_id('span_window_resolver')
+  # Resolve only after this run's span is ingested and has passed the gate.
+  span_window.add_upstream_node(validation_gate)
+
+  version = code_version()
+  transform = Transform(
+      examples=span_window.outputs['examples'],
+      schema=schema_gen.outputs['schema'],
+      preprocessing_fn=configs.PREPROCESSING_FN,
+      disable_statistics=True,
+      materialize=False,
+      disable_analyzer_cache=True,
+      custom_config={'code_version': version})
+
+  trainer = Trainer(
+      run_fn=configs.RUN_FN,
+      examples=span_window.outputs['examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      schema=schema_gen.outputs['schema'],
+      train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
+      eval_args=trainer_pb2.EvalArgs(num_steps=cfg.eval_steps),
+      custom_config={'hparams': cfg.hparams, 'code_version': version})
+
+  # The baseline the candidate must not fall behind.
+  model_resolver = Resolver(
+      strategy_class=LatestBlessedModelStrategy,
+      model=Channel(type=standard_artifacts.Model),
+      model_blessing=Channel(type=standard_artifacts.ModelBlessing)).with_id(
+          'latest_blessed_model_resolver')
+
+  evaluator = Evaluator(
+      examples=span_window.outputs['examples'],
+      model=trainer.outputs['model'],
+      baseline_model=model_resolver.outputs['model'],
+      eval_config=eval_config(cfg))
+
+  # Pushes only if the Evaluator blessed the model, to <base>/<version>/.
+  pusher = Pusher(
+      model=trainer.outputs['model'],
+      model_blessing=evaluator.outputs['blessing'],
+      push_destination=pusher_pb2.PushDestination(
+          filesystem=pusher_pb2.PushDestination.Filesystem(
+              base_directory=cfg.serving_model_dir)))
+
+  return tfx_pipeline.Pipeline(
+      pipeline_name=cfg.pipeline_name,
+      pipeline_root=cfg.pipeline_root,
+      components=[
+          ingest, statistics_gen, schema_gen, example_validator,
+          validation_gate, span_window, transform, trainer, model_resolver,
+          evaluator, pusher
+      ],
+      enable_cache=cfg.enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=beam_pipeline_args)
+
+
+def create_ingest_pipeline(
+    cfg: configs.PipelineConfig,
+    span: int,
+    metadata_connection_config: Optional[
+        metadata_store_pb2.ConnectionConfig] = None,
+    beam_pipeline_args: Optional[List[str]] = None,
+) -> tfx_pipeline.Pipeline:
+  """ExampleGen alone for one earlier span, to fill the training window.
+
+  Same pipeline name and node id as the full pipeline, so its Examples land in
+  the same ML Metadata contexts and the span window Resolver finds them.
+  """
+  return tfx_pipeline.Pipeline(
+      pipeline_name=cfg.pipeline_name,
+      pipeline_root=cfg.pipeline_root,
+      components=[example_gen(cfg, span)],
+      enable_cache=cfg.enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=beam_pipeline_args)

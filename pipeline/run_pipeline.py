@@ -1,0 +1,194 @@
+"""Run the taxi pipeline with any TFX DAG runner, then summarize the outcome.
+
+Shared by every local runner so that they differ only in the runner object:
+  1. fill the training window: ingest earlier spans not yet in ML Metadata
+     (ExampleGen only, one small pipeline run per span);
+  2. run the full pipeline on the target span (latest by default);
+  3. read the outcome from ML Metadata and print a summary.
+"""
+
+import dataclasses
+import glob
+import os
+import re
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Optional
+
+from pipeline import configs
+from pipeline import console
+from pipeline import metadata_store
+
+SPAN_DIR = re.compile(r'span-(\d+)$')
+
+
+def spans_on_disk(data_root: str) -> List[int]:
+  """Span numbers with a `span-N/` directory under `data_root`."""
+  spans = []
+  for path in glob.glob(os.path.join(data_root, 'span-*')):
+    match = SPAN_DIR.search(path)
+    if match and os.path.isdir(path):
+      spans.append(int(match.group(1)))
+  return sorted(spans)
+
+
+def window(target: int, size: int, available: List[int]) -> List[int]:
+  """Spans of the rolling window that ends at `target`."""
+  return [s for s in available if target - size < s <= target]
+
+
+@dataclasses.dataclass
+class RunOutcome:
+  """What a run did, read back from ML Metadata."""
+  ok: bool
+  error: Optional[str]
+  span: Optional[int]
+  window: List[int]
+  nodes: Dict[str, metadata_store.NodeRun]
+  blessed: Optional[bool]
+  pushed_version: Optional[str]
+  pushed_path: Optional[str]
+  metrics: Dict[str, float]
+  baseline_metrics: Dict[str, float]
+  seconds: float
+
+
+def _evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
+  """Overall-slice metrics per model ('' = candidate, 'baseline')."""
+  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  result: Dict[str, Dict[str, float]] = {}
+  for metrics in tfma.load_metrics(uri):
+    if metrics.slice_key.single_slice_keys:
+      continue
+    for kv in metrics.metric_keys_and_values:
+      if kv.key.is_diff:
+        continue
+      if kv.value.HasField('double_value'):
+        model = 'baseline' if kv.key.model_name == 'baseline' else ''
+        result.setdefault(model, {})[kv.key.name] = kv.value.double_value.value
+  return result
+
+
+def read_outcome(cfg: configs.PipelineConfig, ok: bool, error: Optional[str],
+                 window_spans: List[int], seconds: float) -> RunOutcome:
+  """Builds the RunOutcome of the newest run from ML Metadata."""
+  store = metadata_store.open_store(
+      metadata_store.sqlite_config(cfg.metadata_path))
+  run = metadata_store.latest_run(store, cfg.pipeline_name)
+  nodes = metadata_store.run_nodes(store, run, cfg.pipeline_name) if run else {}
+  prop = metadata_store.custom_property
+
+  def output(node: str, key: str):
+    artifacts = nodes[node].outputs.get(key) if node in nodes else None
+    return artifacts[0] if artifacts else None
+
+  examples = output('CsvExampleGen', 'examples')
+  blessing = output('Evaluator', 'blessing')
+  evaluation = output('Evaluator', 'evaluation')
+  pushed = output('Pusher', 'pushed_model')
+  metrics = _evaluation_metrics(evaluation.uri) if evaluation else {}
+  did_push = bool(pushed and prop(pushed, 'pushed') == 1)
+  return RunOutcome(
+      ok=ok, error=error,
+      span=int(prop(examples, 'span')) if examples else cfg.span,
+      window=window_spans,
+      nodes=nodes,
+      blessed=bool(prop(blessing, 'blessed')) if blessing else None,
+      pushed_version=str(prop(pushed, 'pushed_version')) if did_push else None,
+      pushed_path=prop(pushed, 'pushed_destination') if did_push else None,
+      metrics=metrics.get('', {}),
+      baseline_metrics=metrics.get('baseline', {}),
+      seconds=seconds)
+
+
+def _versions_on_disk(base: str) -> List[str]:
+  if not os.path.isdir(base):
+    return []
+  return sorted((d for d in os.listdir(base) if d.isdigit()), key=int)
+
+
+def format_summary(cfg: configs.PipelineConfig, outcome: RunOutcome,
+                   log_path: str) -> str:
+  """Human-readable end-of-run summary."""
+  rel = lambda p: os.path.relpath(p) if p and not os.path.relpath(p).startswith('../..') else p  # pylint: disable=g-long-lambda
+  lines = ['', f'Summary ({outcome.seconds:.1f} s)']
+  add = lambda k, v: lines.append(f'  {k:<18} {v}')
+  add('span ingested', outcome.span)
+  if outcome.window:
+    add('training window', f'spans {outcome.window[0]}-{outcome.window[-1]} '
+        f'({len(outcome.window)} spans)')
+
+  def fmt(m: Dict[str, float]) -> str:
+    keys = [('auc', 'AUC'), ('binary_accuracy', 'accuracy'),
+            ('calibration', 'calibration'), ('example_count', 'examples')]
+    return ', '.join(f'{label} {m[k]:.4g}' for k, label in keys if k in m)
+
+  if not outcome.ok:
+    add('result', 'STOPPED - nothing was pushed')
+    add('reason', (outcome.error or 'unknown').strip().replace('\n', '\n' + ' ' * 21))
+  else:
+    if outcome.metrics:
+      add('candidate', fmt(outcome.metrics))
+    add('baseline', fmt(outcome.baseline_metrics) if outcome.baseline_metrics
+        else 'none (first blessed model)')
+    add('blessed', {True: 'yes', False: 'NO (see thresholds in pipeline/configs.py)',
+                    None: 'n/a'}[outcome.blessed])
+    if outcome.pushed_version:
+      add('pushed', f'version {outcome.pushed_version} -> {rel(outcome.pushed_path)}')
+    else:
+      add('pushed', 'nothing new (model not blessed)' if outcome.blessed is False
+          else 'nothing new')
+  versions = _versions_on_disk(cfg.serving_model_dir)
+  add('serving', f'{rel(cfg.serving_model_dir)}: '
+      + (f'versions {", ".join(versions)} (latest {versions[-1]} is served)'
+         if versions else 'no version yet'))
+  add('artifacts', rel(cfg.pipeline_root))
+  add('metadata', f'{rel(cfg.metadata_path)} (SQLite)')
+  add('full log', rel(log_path))
+  return '\n'.join(lines)
+
+
+def run_pipeline(cfg: configs.PipelineConfig,
+                 make_runner: Callable[[], Any],
+                 beam_pipeline_args: Optional[List[str]] = None) -> RunOutcome:
+  """Backfills the window, runs the full pipeline, prints the summary."""
+  start = time.time()
+  log_path = os.path.join(cfg.pipeline_root, 'logs',
+                          time.strftime('run-%Y%m%d-%H%M%S.log'))
+  progress = console.quiet_logging(log_path)
+  print(f'Loading TFX (first import takes ~15 s) ...', flush=True)
+  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
+
+  available = spans_on_disk(cfg.data_root)
+  if not available:
+    raise SystemExit(f'No span-N/ directories under {cfg.data_root}')
+  target = cfg.span if cfg.span is not None else available[-1]
+  if target not in available:
+    raise SystemExit(f'Span {target} not found under {cfg.data_root} '
+                     f'(spans there: {available})')
+  spans = window(target, cfg.window_spans, available)
+  connection = metadata_store.sqlite_config(cfg.metadata_path)
+  ingested = set(metadata_store.ingested_spans(
+      metadata_store.open_store(connection), cfg.pipeline_name))
+  missing = [s for s in spans if s != target and s not in ingested]
+  if missing:
+    print(f'Ingesting {len(missing)} earlier span(s) of the training window '
+          f'({missing[0]}..{missing[-1]}):', flush=True)
+  for span in missing:
+    make_runner().run(taxi_pipeline.create_ingest_pipeline(
+        cfg, span, connection, beam_pipeline_args))
+  print(f'Running pipeline {cfg.pipeline_name!r} on span {target}, '
+        f'training window {spans[0]}..{spans[-1]}:', flush=True)
+  ok, error = True, None
+  try:
+    make_runner().run(taxi_pipeline.create_pipeline(
+        cfg, connection, beam_pipeline_args))
+  except Exception as e:  # pylint: disable=broad-except
+    node = progress.fail_current()
+    ok = False
+    error = f'{node or "pipeline"} failed: {type(e).__name__}: {e}'
+    with open(log_path, 'a') as f:
+      f.write(traceback.format_exc())
+  outcome = read_outcome(cfg, ok, error, spans, time.time() - start)
+  print(format_summary(cfg, outcome, log_path), flush=True)
+  return outcome

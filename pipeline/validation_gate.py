@@ -1,0 +1,68 @@
+"""A gate that stops the pipeline when a new span breaks the data contract.
+
+TFX's ExampleValidator records anomalies but does not stop anything: Transform
+and Trainer would happily train on a span with a missing column. This
+component reads the anomalies of the span just ingested and fails, naming the
+span, its files, the split and every feature at fault, so nothing downstream
+(Trainer, Evaluator, Pusher) runs. A failed execution is recorded in ML
+Metadata as such; artifacts of earlier runs and pushed models are untouched.
+"""
+
+import glob
+import os
+from typing import List
+
+from tfx.dsl.component.experimental.annotations import InputArtifact
+from tfx.dsl.component.experimental.annotations import Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils
+from tfx.types.standard_artifacts import ExampleAnomalies
+from tfx.types.standard_artifacts import Examples
+
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+ANOMALIES_FILE = 'SchemaDiff.pb'  # what ExampleValidator writes per split
+
+
+class DataAnomaliesError(RuntimeError):
+  """The ingested span does not match the curated schema."""
+
+
+def read_anomalies(anomalies: ExampleAnomalies) -> List[str]:
+  """One line per anomaly: '<split>: <feature>: <description>'."""
+  lines = []
+  for split in artifact_utils.decode_split_names(anomalies.split_names):
+    path = os.path.join(
+        artifact_utils.get_split_uri([anomalies], split), ANOMALIES_FILE)
+    with fileio.open(path, 'rb') as f:
+      proto = anomalies_pb2.Anomalies.FromString(f.read())
+    if proto.HasField('dataset_anomaly_info'):
+      info = proto.dataset_anomaly_info
+      lines.append(f'{split}: <dataset>: {info.description or info.short_description}')
+    for feature, info in sorted(proto.anomaly_info.items()):
+      lines.append(f'{split}: column {feature!r}: '
+                   f'{info.short_description} - {info.description}')
+  return lines
+
+
+def span_files(data_root: str, span_pattern: str, span: int) -> List[str]:
+  """The input files of `span`, for error messages."""
+  return sorted(glob.glob(os.path.join(
+      data_root, span_pattern.replace('{SPAN}', str(span)))))
+
+
+@component
+def DataValidationGate(  # pylint: disable=invalid-name
+    anomalies: InputArtifact[ExampleAnomalies],
+    examples: InputArtifact[Examples],
+    data_root: Parameter[str],
+    span_pattern: Parameter[str]) -> None:
+  """Raises DataAnomaliesError if ExampleValidator found any anomaly."""
+  problems = read_anomalies(anomalies)
+  if problems:
+    span = examples.get_int_custom_property('span')
+    files = ', '.join(span_files(data_root, span_pattern, span)) or '(none)'
+    raise DataAnomaliesError(
+        f'span {span} ({files}) does not match the schema; stopping before '
+        'Transform/Trainer/Pusher:\n  ' + '\n  '.join(problems))
