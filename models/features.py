@@ -20,7 +20,8 @@ BUCKET_FEATURE_KEYS: List[str] = [
 FEATURE_BUCKET_COUNT = 10
 
 # Free-text categories turned into vocabularies. `company` is missing for ~34%
-# of trips; the empty string then is a vocabulary entry of its own.
+# of trips; tf.Transform keeps no empty token, so a missing value (like an
+# unseen one) lands in one of the OOV buckets.
 VOCAB_FEATURE_KEYS: List[str] = ['payment_type', 'company']
 VOCAB_SIZE = 1000
 OOV_SIZE = 10

@@ -5,7 +5,8 @@ shape, so a missing CSV cell is simply an absent value). Missing values are
 handled where the data really has them:
   * coordinates: quantile buckets are computed on present values only, and a
     missing coordinate gets bucket index FEATURE_BUCKET_COUNT;
-  * strings (company): '' becomes a vocabulary entry of its own;
+  * strings (company): a missing value lands in an OOV bucket, as an unseen
+    value does;
   * integer categories: missing -> 0; values outside [0, size) also -> 0, so an
     unseen hour like 99 can never crash the one-hot layer at serving time.
 """

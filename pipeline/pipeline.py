@@ -3,7 +3,7 @@
   CsvExampleGen (one span per run)
     -> StatisticsGen -> ExampleValidator (vs. the curated, imported schema)
     -> DataValidationGate (stops the run on any anomaly)
-  span window Resolver (latest N spans)   -> Transform -> Trainer
+  span window Resolver (latest N valid spans) -> Transform -> Trainer
   latest blessed model Resolver (baseline) -> Evaluator -> Pusher (blessed only)
 
 Imports name TFX modules directly rather than `tfx.v1`: `tfx.v1` pulls in
@@ -25,7 +25,6 @@ from tfx.components import Trainer
 from tfx.components import Transform
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
-from tfx.dsl.input_resolution.strategies.span_range_strategy import SpanRangeStrategy
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import example_gen_pb2
 from tfx.proto import pusher_pb2
@@ -37,6 +36,7 @@ from tfx.types import standard_artifacts
 from ml_metadata.proto import metadata_store_pb2
 from models import features
 from pipeline import configs
+from pipeline.span_window import ValidSpanWindowStrategy
 from pipeline.validation_gate import DataValidationGate
 
 
@@ -162,19 +162,18 @@ def create_pipeline(
       data_root=cfg.data_root,
       span_pattern=configs.SPAN_PATTERN)
 
-  # Every span ExampleGen has ingested so far (any run), latest N of them.
+  # The latest N spans ingested so far (any run), minus rejected ones.
   span_window = Resolver(
-      strategy_class=SpanRangeStrategy,
-      config={
-          'range_config':
-              range_config_pb2.RangeConfig(
-                  rolling_range=range_config_pb2.RollingRange(
-                      num_spans=cfg.window_spans))
-      },
+      strategy_class=ValidSpanWindowStrategy,
+      config={'num_spans': cfg.window_spans},
       examples=Channel(
           type=standard_artifacts.Examples,
           producer_component_id=ingest.id,
-          output_key='examples')).with_id('span_window_resolver')
+          output_key='examples'),
+      anomalies=Channel(
+          type=standard_artifacts.ExampleAnomalies,
+          producer_component_id=example_validator.id,
+          output_key='anomalies')).with_id('span_window_resolver')
   # Resolve only after this run's span is ingested and has passed the gate.
   span_window.add_upstream_node(validation_gate)
 

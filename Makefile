@@ -1,0 +1,43 @@
+# The two commands a newcomer needs:  make run   and   make test
+# Both create or refresh .venv from requirements.lock when needed (a no-op
+# when it is up to date). Needs only Python 3.10 with venv and pip.
+
+PYTHON ?= $(shell command -v python3.10 2>/dev/null || ls -d $(HOME)/.pyenv/versions/3.10*/bin/python 2>/dev/null | tail -n 1)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+PYTEST_ARGS ?=
+
+.PHONY: venv run test lock clean help
+
+help:
+	@echo "make run    - run the pipeline on the bundled data (ARGS='--train-steps 200 ...')"
+	@echo "make test   - run the test suite (PYTEST_ARGS='-k unit ...')"
+	@echo "make lock   - re-resolve requirements.in into requirements.lock"
+	@echo "make clean  - remove outputs/ (pipeline artifacts, metadata, pushed models)"
+
+$(STAMP): requirements.lock setup.py
+	@test -n "$(PYTHON)" || { echo "Python 3.10 not found (TFX 1.16 needs it); set PYTHON=/path/to/python3.10"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(PY) -m uv pip install -q --python $(PY) -r requirements.lock
+	$(PY) -m uv pip install -q --python $(PY) --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(PY) local_runner.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Regenerate the lock after editing requirements.in.
+lock: $(STAMP)
+	$(PY) -m uv pip compile requirements.in --python-version 3.10 \
+	  --python-platform x86_64-manylinux_2_28 -o requirements.lock
+
+clean:
+	rm -rf outputs

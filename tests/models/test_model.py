@@ -1,0 +1,91 @@
+"""The Keras model and run_fn, trained for real on raw bundled rows."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import features
+from models import model
+from tests import helpers
+
+
+def test_model_builds_with_one_input_per_transformed_feature():
+  keras_model = model.build_keras_model([8, 4], 0.01)
+  expected = set(features.transformed_names(features.MODEL_FEATURE_KEYS))
+  assert set(keras_model.input) == expected
+  assert keras_model.output_shape == (None, 1)
+
+
+def test_run_fn_without_hparams_fails_clearly(tmp_path):
+  from tfx.components.trainer.fn_args_utils import FnArgs  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match='hparams'):
+    model.run_fn(FnArgs(custom_config={}))
+
+
+def test_run_fn_lowers_the_loss(trained_model):
+  with open(os.path.join(trained_model.model_run_dir, model.HISTORY_FILE)) as f:
+    history = json.load(f)
+  final = history['metrics']['val_loss'][-1]
+  assert final < history['initial_eval_loss'], history
+
+
+def _load(trained_model):
+  return tf.saved_model.load(trained_model.serving_model_dir)
+
+
+def _raw_inputs(rows):
+  """Rows as the serving_raw signature takes them: '' / NaN when missing."""
+  inputs = {}
+  for key, kind in features.RAW_FEATURE_TYPES.items():
+    values = [row[key] for row in rows]
+    if kind == 'string':
+      inputs[key] = tf.constant(values)
+    elif kind == 'float':
+      inputs[key] = tf.constant(
+          [float(v) if v else math.nan for v in values], tf.float32)
+    else:
+      inputs[key] = tf.constant([int(float(v)) if v else 0 for v in values],
+                                tf.int64)
+  return inputs
+
+
+def test_signatures_exist(trained_model):
+  loaded = _load(trained_model)
+  assert {'serving_default', model.RAW_SIGNATURE,
+          'transform_features'} <= set(loaded.signatures)
+
+
+def test_both_serving_signatures_agree_and_give_probabilities(
+    trained_model, eval_rows):
+  loaded = _load(trained_model)
+  schema = helpers.load_schema()
+  serialized = tf.constant([
+      helpers.to_example(r, schema, drop_label=True).SerializeToString()
+      for r in eval_rows
+  ])
+  from_examples = loaded.signatures['serving_default'](
+      examples=serialized)['outputs'].numpy()
+  from_raw = loaded.signatures[model.RAW_SIGNATURE](
+      **_raw_inputs(eval_rows))['outputs'].numpy()
+  assert from_examples.shape == (len(eval_rows), 1)
+  assert not np.isnan(from_examples).any()
+  assert ((from_examples >= 0) & (from_examples <= 1)).all()
+  np.testing.assert_allclose(from_examples, from_raw, rtol=1e-5, atol=1e-6)
+  # The rows include real missing values, and the model is not constant.
+  assert any(not r['dropoff_latitude'] or not r['company'] for r in eval_rows)
+  assert from_examples.std() > 1e-3
+
+
+def test_out_of_domain_values_give_a_finite_prediction(trained_model,
+                                                        eval_rows):
+  loaded = _load(trained_model)
+  row = dict(eval_rows[0], payment_type='Bitcoin', company='Nobody Cab',
+             trip_start_hour='99', pickup_community_area='-5',
+             fare='100000', trip_miles='')
+  out = loaded.signatures[model.RAW_SIGNATURE](
+      **_raw_inputs([row]))['outputs'].numpy()
+  assert np.isfinite(out).all() and 0 <= out[0, 0] <= 1
