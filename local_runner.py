@@ -20,6 +20,7 @@ def main(argv=None) -> int:
   cfg = configs.from_flags(parser.parse_args(argv))
 
   # Heavy imports (TensorFlow, TFX) only after --help had its chance.
+  print('Loading TensorFlow and TFX (~15 s) ...', flush=True)
   from pipeline.run_pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
   outcome = run_pipeline(cfg, LocalDagRunner)

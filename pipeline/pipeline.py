@@ -23,6 +23,7 @@ from tfx.components import Pusher
 from tfx.components import StatisticsGen
 from tfx.components import Trainer
 from tfx.components import Transform
+from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration import pipeline as tfx_pipeline
@@ -36,6 +37,7 @@ from tfx.types import standard_artifacts
 from ml_metadata.proto import metadata_store_pb2
 from models import features
 from pipeline import configs
+from pipeline import pusher
 from pipeline.span_window import ValidSpanWindowStrategy
 from pipeline.validation_gate import DataValidationGate
 
@@ -158,6 +160,7 @@ def create_pipeline(
 
   validation_gate = DataValidationGate(
       anomalies=example_validator.outputs['anomalies'],
+      statistics=statistics_gen.outputs['statistics'],
       examples=ingest.outputs['examples'],
       data_root=cfg.data_root,
       span_pattern=configs.SPAN_PATTERN)
@@ -165,15 +168,14 @@ def create_pipeline(
   # The latest N spans ingested so far (any run), minus rejected ones.
   span_window = Resolver(
       strategy_class=ValidSpanWindowStrategy,
-      config={'num_spans': cfg.window_spans},
+      config={
+          'num_spans': cfg.window_spans,
+          'gate_context': f'{cfg.pipeline_name}.{validation_gate.id}',
+      },
       examples=Channel(
           type=standard_artifacts.Examples,
           producer_component_id=ingest.id,
-          output_key='examples'),
-      anomalies=Channel(
-          type=standard_artifacts.ExampleAnomalies,
-          producer_component_id=example_validator.id,
-          output_key='anomalies')).with_id('span_window_resolver')
+          output_key='examples')).with_id('span_window_resolver')
   # Resolve only after this run's span is ingested and has passed the gate.
   span_window.add_upstream_node(validation_gate)
 
@@ -209,8 +211,10 @@ def create_pipeline(
       baseline_model=model_resolver.outputs['model'],
       eval_config=eval_config(cfg))
 
-  # Pushes only if the Evaluator blessed the model, to <base>/<version>/.
-  pusher = Pusher(
+  # Pushes only if the Evaluator blessed the model, to <base>/<version>/;
+  # never the same model twice, never a half-copied version (pipeline/pusher.py).
+  model_pusher = Pusher(
+      custom_executor_spec=executor_spec.ExecutorClassSpec(pusher.Executor),
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
       push_destination=pusher_pb2.PushDestination(
@@ -223,7 +227,7 @@ def create_pipeline(
       components=[
           ingest, statistics_gen, schema_gen, example_validator,
           validation_gate, span_window, transform, trainer, model_resolver,
-          evaluator, pusher
+          evaluator, model_pusher
       ],
       enable_cache=cfg.enable_cache,
       metadata_connection_config=metadata_connection_config,

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 from pipeline import configs
 from pipeline import console
 from pipeline import metadata_store
+from pipeline import pusher
 
 SPAN_DIR = re.compile(r'span-(\d+)$')
 
@@ -48,6 +49,7 @@ class RunOutcome:
   blessed: Optional[bool]
   pushed_version: Optional[str]
   pushed_path: Optional[str]
+  already_pushed_version: Optional[str]
   metrics: Dict[str, float]
   baseline_metrics: Dict[str, float]
   seconds: float
@@ -96,15 +98,11 @@ def read_outcome(cfg: configs.PipelineConfig, ok: bool, error: Optional[str],
       blessed=bool(prop(blessing, 'blessed')) if blessing else None,
       pushed_version=str(prop(pushed, 'pushed_version')) if did_push else None,
       pushed_path=prop(pushed, 'pushed_destination') if did_push else None,
+      already_pushed_version=prop(pushed, 'already_pushed_version')
+      if pushed else None,
       metrics=metrics.get('', {}),
       baseline_metrics=metrics.get('baseline', {}),
       seconds=seconds)
-
-
-def _versions_on_disk(base: str) -> List[str]:
-  if not os.path.isdir(base):
-    return []
-  return sorted((d for d in os.listdir(base) if d.isdigit()), key=int)
 
 
 def format_summary(cfg: configs.PipelineConfig, outcome: RunOutcome,
@@ -135,10 +133,13 @@ def format_summary(cfg: configs.PipelineConfig, outcome: RunOutcome,
                     None: 'n/a'}[outcome.blessed])
     if outcome.pushed_version:
       add('pushed', f'version {outcome.pushed_version} -> {rel(outcome.pushed_path)}')
+    elif outcome.already_pushed_version:
+      add('pushed', f'nothing new (this model is version '
+          f'{outcome.already_pushed_version})')
     else:
       add('pushed', 'nothing new (model not blessed)' if outcome.blessed is False
           else 'nothing new')
-  versions = _versions_on_disk(cfg.serving_model_dir)
+  versions = [str(v) for v in pusher.versions(cfg.serving_model_dir)]
   add('serving', f'{rel(cfg.serving_model_dir)}: '
       + (f'versions {", ".join(versions)} (latest {versions[-1]} is served)'
          if versions else 'no version yet'))
@@ -156,7 +157,6 @@ def run_pipeline(cfg: configs.PipelineConfig,
   log_path = os.path.join(cfg.pipeline_root, 'logs',
                           time.strftime('run-%Y%m%d-%H%M%S.log'))
   progress = console.quiet_logging(log_path)
-  print(f'Loading TFX (first import takes ~15 s) ...', flush=True)
   from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
 
   available = spans_on_disk(cfg.data_root)

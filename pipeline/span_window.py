@@ -1,11 +1,11 @@
 """Resolver strategy for the training window: the latest N *valid* spans.
 
 TFX's SpanRangeStrategy takes every Examples artifact in the span range. Here
-that is not enough: ExampleGen succeeds on a span before ExampleValidator and
-the gate reject it, so a rejected span's Examples stay in ML Metadata and
-would leak into the next run's training data. This strategy
-  * drops every Examples artifact whose statistics ExampleValidator found
-    anomalous (lineage: Examples -> StatisticsGen -> ExampleValidator);
+that is not enough: ExampleGen succeeds on a span before the validation gate
+rejects it, so a rejected span's Examples stay in ML Metadata and would leak
+into the next run's training data. This strategy
+  * drops every Examples artifact whose latest DataValidationGate execution
+    failed (read from ML Metadata: the gate's executions and their inputs);
   * keeps one artifact per span, the newest (a re-ingested, corrected span
     replaces the old one);
   * returns the latest `num_spans` spans, newest first (as SpanRangeStrategy).
@@ -20,52 +20,25 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import types
 from tfx.dsl.components.common import resolver
 
-_OUTPUT = (metadata_store_pb2.Event.OUTPUT,
-           metadata_store_pb2.Event.DECLARED_OUTPUT)
-_INPUT = (metadata_store_pb2.Event.INPUT,
-          metadata_store_pb2.Event.DECLARED_INPUT)
 
-
-def _producers(store: mlmd.MetadataStore, artifact_ids: List[int]) -> Dict[int, int]:
-  """artifact id -> id of the execution that produced it."""
-  if not artifact_ids:
-    return {}
+def rejected_examples(store: mlmd.MetadataStore, gate_context: str) -> Set[int]:
+  """Ids of Examples whose latest gate execution (node context) failed."""
+  context = store.get_context_by_type_and_name('node', gate_context)
+  if context is None:
+    return set()
+  executions = {e.id: e for e in store.get_executions_by_context(context.id)}
+  latest: Dict[int, metadata_store_pb2.Execution] = {}
+  for event in store.get_events_by_execution_ids(list(executions)):
+    if (event.type == metadata_store_pb2.Event.INPUT and event.path.steps and
+        event.path.steps[0].key == 'examples'):
+      execution = executions[event.execution_id]
+      if (event.artifact_id not in latest or
+          execution.id > latest[event.artifact_id].id):
+        latest[event.artifact_id] = execution
   return {
-      e.artifact_id: e.execution_id
-      for e in store.get_events_by_artifact_ids(artifact_ids)
-      if e.type in _OUTPUT
+      artifact_id for artifact_id, execution in latest.items()
+      if execution.last_known_state == metadata_store_pb2.Execution.FAILED
   }
-
-
-def _inputs(store: mlmd.MetadataStore, execution_ids: List[int],
-            key: str) -> Dict[int, int]:
-  """execution id -> id of its input artifact under `key`."""
-  if not execution_ids:
-    return {}
-  return {
-      e.execution_id: e.artifact_id
-      for e in store.get_events_by_execution_ids(execution_ids)
-      if e.type in _INPUT and e.path.steps and e.path.steps[0].key == key
-  }
-
-
-def _is_anomalous(anomalies: types.Artifact) -> bool:
-  """ExampleValidator sets 'blessed' = {split: 0|1} on its output."""
-  if not anomalies.has_custom_property('blessed'):
-    return False
-  blessed = anomalies.get_json_value_custom_property('blessed') or {}
-  return any(int(v) == 0 for v in blessed.values())
-
-
-def rejected_examples(store: mlmd.MetadataStore,
-                      anomalies: List[types.Artifact]) -> Set[int]:
-  """Ids of Examples artifacts whose validation found anomalies."""
-  bad = [a.id for a in anomalies if _is_anomalous(a)]
-  validator_runs = _producers(store, bad)
-  stats_of_run = _inputs(store, list(validator_runs.values()), 'statistics')
-  stats_runs = _producers(store, list(stats_of_run.values()))
-  examples_of_run = _inputs(store, list(stats_runs.values()), 'examples')
-  return set(examples_of_run.values())
 
 
 def _span(artifact: types.Artifact) -> int:
@@ -75,21 +48,22 @@ def _span(artifact: types.Artifact) -> int:
 class ValidSpanWindowStrategy(resolver.ResolverStrategy):
   """Latest `num_spans` spans whose Examples were not rejected.
 
-  Inputs: `examples` (all Examples of ExampleGen) and `anomalies` (all
-  ExampleAnomalies of ExampleValidator). Outputs the same keys; `examples`
-  is the window, newest span first.
+  Input and output: `examples` (all Examples of ExampleGen in; the window,
+  newest span first, out). `gate_context` is the validation gate's node
+  context name, `<pipeline name>.<gate node id>`.
   """
 
-  def __init__(self, num_spans: int):
+  def __init__(self, num_spans: int, gate_context: str):
     if num_spans <= 0:
       raise ValueError(f'num_spans must be positive, got {num_spans}')
     self._num_spans = num_spans
+    self._gate_context = gate_context
 
   def resolve_artifacts(
       self, store: mlmd.MetadataStore,
       input_dict: Dict[str, List[types.Artifact]]
   ) -> Optional[Dict[str, List[types.Artifact]]]:
-    rejected = rejected_examples(store, input_dict.get('anomalies', []))
+    rejected = rejected_examples(store, self._gate_context)
     newest_per_span: Dict[int, types.Artifact] = {}
     for examples in input_dict['examples']:
       if examples.id in rejected or not examples.has_custom_property('span'):

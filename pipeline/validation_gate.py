@@ -2,7 +2,8 @@
 
 TFX's ExampleValidator records anomalies but does not stop anything: Transform
 and Trainer would happily train on a span with a missing column. This
-component reads the anomalies of the span just ingested and fails, naming the
+component reads the anomalies (and example counts) of the span just
+ingested and fails, naming the
 span, its files, the split and every feature at fault, so nothing downstream
 (Trainer, Evaluator, Pusher) runs. A failed execution is recorded in ML
 Metadata as such; artifacts of earlier runs and pushed models are untouched.
@@ -19,10 +20,13 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.types.standard_artifacts import ExampleAnomalies
 from tfx.types.standard_artifacts import Examples
+from tfx.types.standard_artifacts import ExampleStatistics
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tensorflow_metadata.proto.v0 import statistics_pb2
 
 ANOMALIES_FILE = 'SchemaDiff.pb'  # what ExampleValidator writes per split
+STATISTICS_FILE = 'FeatureStats.pb'  # what StatisticsGen writes per split
 
 
 class DataAnomaliesError(RuntimeError):
@@ -46,6 +50,24 @@ def read_anomalies(anomalies: ExampleAnomalies) -> List[str]:
   return lines
 
 
+def empty_splits(statistics: ExampleStatistics) -> List[str]:
+  """Splits with no examples at all.
+
+  TFDV skips validation of an empty dataset entirely (no anomaly, not even
+  the schema's min_examples_count), so an empty or header-only file would
+  pass ExampleValidator. The gate checks for it itself.
+  """
+  empty = []
+  for split in artifact_utils.decode_split_names(statistics.split_names):
+    path = os.path.join(
+        artifact_utils.get_split_uri([statistics], split), STATISTICS_FILE)
+    with fileio.open(path, 'rb') as f:
+      stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read())
+    if sum(d.num_examples for d in stats.datasets) == 0:
+      empty.append(split)
+  return empty
+
+
 def span_files(data_root: str, span_pattern: str, span: int) -> List[str]:
   """The input files of `span`, for error messages."""
   return sorted(glob.glob(os.path.join(
@@ -55,11 +77,14 @@ def span_files(data_root: str, span_pattern: str, span: int) -> List[str]:
 @component
 def DataValidationGate(  # pylint: disable=invalid-name
     anomalies: InputArtifact[ExampleAnomalies],
+    statistics: InputArtifact[ExampleStatistics],
     examples: InputArtifact[Examples],
     data_root: Parameter[str],
     span_pattern: Parameter[str]) -> None:
-  """Raises DataAnomaliesError if ExampleValidator found any anomaly."""
-  problems = read_anomalies(anomalies)
+  """Raises DataAnomaliesError on any anomaly or an empty split."""
+  problems = [f'{split}: <dataset>: no examples (empty or header-only file)'
+              for split in empty_splits(statistics)]
+  problems += read_anomalies(anomalies)
   if problems:
     span = examples.get_int_custom_property('span')
     files = ', '.join(span_files(data_root, span_pattern, span)) or '(none)'
