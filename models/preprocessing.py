@@ -3,6 +3,8 @@
 All raw features arrive as SparseTensors (the curated schema gives no fixed
 shape, so a missing CSV cell is simply an absent value). Missing values are
 handled where the data really has them:
+  * numbers (trip_seconds, ~0.1% missing): z-scored over present values, a
+    missing value gets the mean (0 after scaling);
   * coordinates: quantile buckets are computed on present values only, and a
     missing coordinate gets bucket index FEATURE_BUCKET_COUNT;
   * strings (company): a missing value lands in an OOV bucket, as an unseen
@@ -56,8 +58,10 @@ def preprocessing_fn(inputs: Dict[str, Tensor]) -> Dict[str, tf.Tensor]:
   """tf.Transform callback: raw features -> model inputs and label."""
   outputs = {}
   for key in features.DENSE_FLOAT_FEATURE_KEYS:
-    value = tf.cast(_dense(inputs[key], 0), tf.float32)
-    outputs[features.transformed_name(key)] = tft.scale_to_z_score(value)
+    # Mean and variance over present values; a missing value becomes 0 after
+    # scaling, i.e. the mean.
+    scaled = tft.scale_to_z_score(tf.cast(inputs[key], tf.float32))
+    outputs[features.transformed_name(key)] = _dense(scaled, 0.0)
 
   for key in features.BUCKET_FEATURE_KEYS:
     outputs[features.transformed_name(key)] = _bucketize_with_missing(

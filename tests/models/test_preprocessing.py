@@ -31,6 +31,8 @@ def transformed(tmp_path_factory):
            dropoff_community_area=''),
       _row(fare='40', tips='9', trip_miles='4', trip_seconds='400',
            payment_type='Cash', company='B', trip_start_hour='0'),
+      _row(fare='50', tips='0', trip_miles='5', trip_seconds='',
+           payment_type='Cash', company='B', trip_start_hour='1'),
   ]
   schema = helpers.load_schema()
   out = str(tmp_path_factory.mktemp('tft'))
@@ -42,17 +44,23 @@ def transformed(tmp_path_factory):
 def test_numeric_features_are_z_scored(transformed):
   _, rows = transformed
   for key in features.DENSE_FLOAT_FEATURE_KEYS:
-    values = np.array([r[features.transformed_name(key)] for r in rows])
+    present = rows if key != 'trip_seconds' else rows[:4]
+    values = np.array([r[features.transformed_name(key)] for r in present])
     assert values.mean() == pytest.approx(0.0, abs=1e-5), key
     assert values.std() == pytest.approx(1.0, abs=1e-4), key
   fares = [r['fare_xf'] for r in rows]
   assert fares == sorted(fares)  # order preserved
 
 
+def test_missing_number_gets_the_mean(transformed):
+  _, rows = transformed
+  assert float(rows[4]['trip_seconds_xf']) == 0.0
+
+
 def test_label_is_tip_above_twenty_percent_of_fare(transformed):
   _, rows = transformed
   # tips 3/10 > 20%, 1/20 no, 0/30 no, 9/40 > 20%
-  assert [int(r[features.LABEL_XF]) for r in rows] == [1, 0, 0, 1]
+  assert [int(r[features.LABEL_XF]) for r in rows] == [1, 0, 0, 1, 0]
 
 
 def test_vocabularies_are_built_by_frequency(transformed):
@@ -61,9 +69,9 @@ def test_vocabularies_are_built_by_frequency(transformed):
   output = tft.TFTransformOutput(out)
   payment = [v.decode() for v in output.vocabulary_by_name('payment_type')]
   assert payment == ['Cash', 'Credit Card']
-  assert [int(r['payment_type_xf']) for r in rows] == [0, 0, 1, 0]
+  assert [int(r['payment_type_xf']) for r in rows] == [0, 0, 1, 0, 0]
   company = [v.decode() for v in output.vocabulary_by_name('company')]
-  assert company == ['A', 'B']  # tf.Transform keeps no empty token
+  assert sorted(company) == ['A', 'B']  # tf.Transform keeps no empty token
   # A missing company lands in an out-of-vocabulary bucket.
   assert len(company) <= int(rows[1]['company_xf']) < (
       len(company) + features.OOV_SIZE)
@@ -80,7 +88,7 @@ def test_missing_coordinates_get_their_own_bucket(transformed):
 
 def test_categories_out_of_range_or_missing_map_to_zero(transformed):
   _, rows = transformed
-  assert [int(r['trip_start_hour_xf']) for r in rows] == [5, 0, 23, 0]
+  assert [int(r['trip_start_hour_xf']) for r in rows] == [5, 0, 23, 0, 1]
   assert int(rows[2]['dropoff_community_area_xf']) == 0
 
 

@@ -1,0 +1,58 @@
+"""The README path, as a newcomer runs it: `make run` on the bundled data.
+
+Runs the real Makefile target in a subprocess (fewer training steps, outputs
+in a temporary directory) and checks what the README promises: a pushed,
+loadable model version, the summary, and where things were written.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests import helpers
+
+pytestmark = pytest.mark.e2e
+
+
+def _readme():
+  with open(os.path.join(helpers.REPO, 'README.md')) as f:
+    return f.read()
+
+
+def test_readme_names_the_two_commands():
+  readme = _readme()
+  assert 'make run' in readme and 'make test' in readme
+  with open(os.path.join(helpers.REPO, '.ci', 'run')) as f:
+    assert 'make test' in f.read()
+
+
+def test_local_runner_help_is_fast_and_complete():
+  out = subprocess.run([sys.executable, 'local_runner.py', '--help'],
+                       cwd=helpers.REPO, capture_output=True, text=True,
+                       timeout=60, check=True).stdout
+  for flag in ('--data-root', '--pipeline-root', '--serving-dir',
+               '--train-steps', '--eval-steps', '--metadata-path'):
+    assert flag in out
+
+
+def test_make_run_pushes_a_model_and_prints_the_summary(tmp_path):
+  args = (f'--pipeline-root {tmp_path}/pipeline --serving-dir {tmp_path}/serving'
+          ' --train-steps 200 --eval-steps 20')
+  result = subprocess.run(['make', '--no-print-directory', 'run', f'ARGS={args}'],
+                          cwd=helpers.REPO, capture_output=True, text=True,
+                          timeout=1200)
+  out = result.stdout
+  assert result.returncode == 0, out + result.stderr[-3000:]
+  assert 'Ingesting 15 earlier span(s)' in out
+  for component in ('CsvExampleGen', 'StatisticsGen', 'ExampleValidator',
+                    'Transform', 'Trainer', 'Evaluator', 'Pusher'):
+    assert re.search(rf'^\s+{component}\s+ran\s', out, re.M), component
+  match = re.search(r'pushed\s+version (\d+) -> (\S+)', out)
+  assert match, out
+  version_dir = os.path.join(tmp_path, 'serving', 'taxi', match.group(1))
+  assert os.path.isfile(os.path.join(version_dir, 'saved_model.pb'))
+  assert os.path.isfile(os.path.join(tmp_path, 'pipeline', 'metadata.sqlite'))
+  assert 'training window    spans 1-16' in out
