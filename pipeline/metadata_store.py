@@ -9,6 +9,7 @@ import dataclasses
 import os
 from typing import Dict, List, Optional
 
+from google.protobuf import json_format
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
@@ -33,6 +34,8 @@ def _custom(entity, key: str, default=None):
     return default
   value = entity.custom_properties[key]
   kind = value.WhichOneof('value')
+  if kind == 'struct_value':  # JSON custom properties, e.g. {split: 0|1}
+    return json_format.MessageToDict(value.struct_value)
   return getattr(value, kind) if kind else default
 
 

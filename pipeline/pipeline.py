@@ -42,19 +42,19 @@ from pipeline.span_window import ValidSpanWindowStrategy
 from pipeline.validation_gate import DataValidationGate
 
 
-def code_version(models_dir: str = configs.MODELS_DIR) -> str:
-  """Fingerprint of the model code.
+def code_version(*modules: str) -> str:
+  """Fingerprint of model code files (`models/<module>.py`).
 
   TFX loads `preprocessing_fn` / `run_fn` by module path, and a module path
   alone would let the cache reuse a Transform or Trainer run made with older
-  code. Passing this fingerprint in their custom_config makes any code change
-  a cache miss, and records which code made each artifact in ML Metadata.
+  code. Passing this fingerprint in their custom_config makes a change to the
+  code they run a cache miss, and records which code made each artifact in
+  ML Metadata.
   """
   digest = hashlib.sha256()
-  for name in sorted(os.listdir(models_dir)):
-    if name.endswith('.py'):
-      with open(os.path.join(models_dir, name), 'rb') as f:
-        digest.update(name.encode() + b'\0' + f.read())
+  for module in sorted(modules):
+    with open(os.path.join(configs.MODELS_DIR, module + '.py'), 'rb') as f:
+      digest.update(module.encode() + b'\0' + f.read())
   return digest.hexdigest()[:16]
 
 
@@ -179,7 +179,6 @@ def create_pipeline(
   # Resolve only after this run's span is ingested and has passed the gate.
   span_window.add_upstream_node(validation_gate)
 
-  version = code_version()
   transform = Transform(
       examples=span_window.outputs['examples'],
       schema=schema_gen.outputs['schema'],
@@ -187,7 +186,9 @@ def create_pipeline(
       disable_statistics=True,
       materialize=False,
       disable_analyzer_cache=True,
-      custom_config={'code_version': version})
+      custom_config={
+          'code_version': code_version('features', 'preprocessing')
+      })
 
   trainer = Trainer(
       run_fn=configs.RUN_FN,
@@ -196,7 +197,10 @@ def create_pipeline(
       schema=schema_gen.outputs['schema'],
       train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
       eval_args=trainer_pb2.EvalArgs(num_steps=cfg.eval_steps),
-      custom_config={'hparams': cfg.hparams, 'code_version': version})
+      custom_config={
+          'hparams': cfg.hparams,
+          'code_version': code_version('features', 'preprocessing', 'model'),
+      })
 
   # The baseline the candidate must not fall behind.
   model_resolver = Resolver(
