@@ -11,7 +11,7 @@ Metadata as such; artifacts of earlier runs and pushed models are untouched.
 
 import glob
 import os
-from typing import List
+from typing import Any, Dict, List
 
 from tfx.dsl.component.experimental.annotations import InputArtifact
 from tfx.dsl.component.experimental.annotations import Parameter
@@ -33,14 +33,22 @@ class DataAnomaliesError(RuntimeError):
   """The ingested span does not match the curated schema."""
 
 
+def _per_split(artifact, file_name: str, proto_class) -> Dict[str, Any]:
+  """split name -> the binary proto `file_name` TFX wrote for that split."""
+  protos = {}
+  for split in artifact_utils.decode_split_names(artifact.split_names):
+    path = os.path.join(artifact_utils.get_split_uri([artifact], split),
+                        file_name)
+    with fileio.open(path, 'rb') as f:
+      protos[split] = proto_class.FromString(f.read())
+  return protos
+
+
 def read_anomalies(anomalies: ExampleAnomalies) -> List[str]:
   """One line per anomaly: '<split>: <feature>: <description>'."""
   lines = []
-  for split in artifact_utils.decode_split_names(anomalies.split_names):
-    path = os.path.join(
-        artifact_utils.get_split_uri([anomalies], split), ANOMALIES_FILE)
-    with fileio.open(path, 'rb') as f:
-      proto = anomalies_pb2.Anomalies.FromString(f.read())
+  for split, proto in _per_split(anomalies, ANOMALIES_FILE,
+                                 anomalies_pb2.Anomalies).items():
     if proto.HasField('dataset_anomaly_info'):
       info = proto.dataset_anomaly_info
       lines.append(f'{split}: <dataset>: {info.description or info.short_description}')
@@ -57,15 +65,10 @@ def empty_splits(statistics: ExampleStatistics) -> List[str]:
   the schema's min_examples_count), so an empty or header-only file would
   pass ExampleValidator. The gate checks for it itself.
   """
-  empty = []
-  for split in artifact_utils.decode_split_names(statistics.split_names):
-    path = os.path.join(
-        artifact_utils.get_split_uri([statistics], split), STATISTICS_FILE)
-    with fileio.open(path, 'rb') as f:
-      stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read())
-    if sum(d.num_examples for d in stats.datasets) == 0:
-      empty.append(split)
-  return empty
+  protos = _per_split(statistics, STATISTICS_FILE,
+                      statistics_pb2.DatasetFeatureStatisticsList)
+  return [split for split, stats in protos.items()
+          if sum(d.num_examples for d in stats.datasets) == 0]
 
 
 def span_files(data_root: str, span_pattern: str, span: int) -> List[str]:
