@@ -8,8 +8,12 @@ not blessed), 1 when it stopped (data anomalies, a failed component).
 
 import argparse
 import sys
+import time
 
 from pipeline import configs
+from pipeline import console
+
+START = time.time()  # only light modules above: the summary counts the rest
 
 
 def main(argv=None) -> int:
@@ -21,9 +25,10 @@ def main(argv=None) -> int:
 
   # Heavy imports (TensorFlow, TFX) only after --help had its chance.
   print('Loading TensorFlow and TFX (~15 s) ...', flush=True)
+  console.quiet_imports()
   from pipeline.run_pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
-  outcome = run_pipeline(cfg, LocalDagRunner)
+  outcome = run_pipeline(cfg, LocalDagRunner, started_at=START)
   return 0 if outcome.ok else 1
 
 

@@ -47,6 +47,9 @@ class PipelineConfig:
                               'where TFX writes artifacts')
   metadata_path: Optional[str] = _field(
       None, 'SQLite ML Metadata file (default: <pipeline-root>/metadata.sqlite)')
+  metadata_config: Optional[str] = _field(
+      None, 'text-format ml_metadata ConnectionConfig file (e.g. MySQL); '
+      'overrides --metadata-path')
   serving_dir: str = _field(
       os.path.join(OUTPUT_DIR, 'serving'),
       'TF Serving model base path root: pushes go to <dir>/<model>/<version>/')

@@ -13,8 +13,17 @@ import time
 import warnings
 from typing import Dict, Optional, TextIO
 
-# Set before TensorFlow is imported anywhere in the process.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+
+def quiet_imports() -> None:
+  """Silences what TensorFlow and Google client libraries print on import.
+
+  Call before importing them: TF's C++ log level is read once at load time,
+  and google-api-core warns about Python 3.10 support on every import.
+  """
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  warnings.filterwarnings('ignore', category=FutureWarning)
+  warnings.filterwarnings('ignore', category=DeprecationWarning)
 
 
 class ComponentProgress(logging.Handler):
@@ -64,6 +73,7 @@ def quiet_logging(log_path: str) -> ComponentProgress:
   component and the error, and the log file has the traceback.
   """
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  quiet_imports()
   warnings.filterwarnings('ignore')
   import absl.logging  # pylint: disable=g-import-not-at-top
   root = logging.getLogger()

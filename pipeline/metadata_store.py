@@ -10,6 +10,7 @@ import os
 from typing import Dict, List, Optional
 
 from google.protobuf import json_format
+from google.protobuf import text_format
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
@@ -22,6 +23,31 @@ def sqlite_config(path: str) -> metadata_store_pb2.ConnectionConfig:
   config.sqlite.connection_mode = (
       metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE)
   return config
+
+
+def connection_config(metadata_path: str,
+                      config_file: Optional[str] = None
+                     ) -> metadata_store_pb2.ConnectionConfig:
+  """The store to use: a ConnectionConfig text proto if given, else SQLite.
+
+  A config file can name any backend ml_metadata supports, e.g.
+    mysql { host: "127.0.0.1" port: 3306 database: "mlmd" user: "tfx" }
+  """
+  if not config_file:
+    return sqlite_config(metadata_path)
+  with open(config_file) as f:
+    return text_format.Parse(f.read(), metadata_store_pb2.ConnectionConfig())
+
+
+def describe(config: metadata_store_pb2.ConnectionConfig) -> str:
+  """Where the store is, for humans; never includes a password."""
+  kind = config.WhichOneof('config')
+  if kind == 'sqlite':
+    return f'{config.sqlite.filename_uri} (SQLite)'
+  if kind == 'mysql':
+    m = config.mysql
+    return f'{m.user}@{m.host or m.socket}:{m.port}/{m.database} (MySQL)'
+  return kind or 'unknown'
 
 
 def open_store(config: metadata_store_pb2.ConnectionConfig

@@ -23,6 +23,11 @@ from pipeline import pusher
 SPAN_DIR = re.compile(r'span-(\d+)$')
 
 
+def _connection(cfg: configs.PipelineConfig):
+  return metadata_store.connection_config(cfg.metadata_path,
+                                          cfg.metadata_config)
+
+
 def spans_on_disk(data_root: str) -> List[int]:
   """Span numbers with a `span-N/` directory under `data_root`."""
   spans = []
@@ -74,8 +79,7 @@ def _evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
 def read_outcome(cfg: configs.PipelineConfig, ok: bool, error: Optional[str],
                  window_spans: List[int], seconds: float) -> RunOutcome:
   """Builds the RunOutcome of the newest run from ML Metadata."""
-  store = metadata_store.open_store(
-      metadata_store.sqlite_config(cfg.metadata_path))
+  store = metadata_store.open_store(_connection(cfg))
   run = metadata_store.latest_run(store, cfg.pipeline_name)
   nodes = metadata_store.run_nodes(store, run, cfg.pipeline_name) if run else {}
   prop = metadata_store.custom_property
@@ -105,11 +109,16 @@ def read_outcome(cfg: configs.PipelineConfig, ok: bool, error: Optional[str],
       seconds=seconds)
 
 
+def _short(path: str) -> str:
+  """Path relative to the working directory when it lies below it."""
+  relative = os.path.relpath(path)
+  return path if relative.startswith('..') else relative
+
+
 def format_summary(cfg: configs.PipelineConfig, outcome: RunOutcome,
                    log_path: str) -> str:
   """Human-readable end-of-run summary."""
-  rel = lambda p: os.path.relpath(p) if p and not os.path.relpath(p).startswith('../..') else p  # pylint: disable=g-long-lambda
-  lines = ['', f'Summary ({outcome.seconds:.1f} s)']
+  lines = ['', f'Summary ({outcome.seconds:.1f} s wall time)']
   add = lambda k, v: lines.append(f'  {k:<18} {v}')
   add('span ingested', outcome.span)
   if outcome.window:
@@ -132,7 +141,7 @@ def format_summary(cfg: configs.PipelineConfig, outcome: RunOutcome,
     add('blessed', {True: 'yes', False: 'NO (see thresholds in pipeline/configs.py)',
                     None: 'n/a'}[outcome.blessed])
     if outcome.pushed_version:
-      add('pushed', f'version {outcome.pushed_version} -> {rel(outcome.pushed_path)}')
+      add('pushed', f'version {outcome.pushed_version} -> {_short(outcome.pushed_path)}')
     elif outcome.already_pushed_version:
       add('pushed', f'nothing new (this model is version '
           f'{outcome.already_pushed_version})')
@@ -140,20 +149,27 @@ def format_summary(cfg: configs.PipelineConfig, outcome: RunOutcome,
       add('pushed', 'nothing new (model not blessed)' if outcome.blessed is False
           else 'nothing new')
   versions = [str(v) for v in pusher.versions(cfg.serving_model_dir)]
-  add('serving', f'{rel(cfg.serving_model_dir)}: '
+  add('serving', f'{_short(cfg.serving_model_dir)}: '
       + (f'versions {", ".join(versions)} (latest {versions[-1]} is served)'
          if versions else 'no version yet'))
-  add('artifacts', rel(cfg.pipeline_root))
-  add('metadata', f'{rel(cfg.metadata_path)} (SQLite)')
-  add('full log', rel(log_path))
+  add('artifacts', _short(cfg.pipeline_root))
+  connection = _connection(cfg)
+  add('metadata', f'{_short(connection.sqlite.filename_uri)} (SQLite)'
+      if connection.HasField('sqlite') else metadata_store.describe(connection))
+  add('full log', _short(log_path))
   return '\n'.join(lines)
 
 
 def run_pipeline(cfg: configs.PipelineConfig,
                  make_runner: Callable[[], Any],
-                 beam_pipeline_args: Optional[List[str]] = None) -> RunOutcome:
-  """Backfills the window, runs the full pipeline, prints the summary."""
-  start = time.time()
+                 beam_pipeline_args: Optional[List[str]] = None,
+                 started_at: Optional[float] = None) -> RunOutcome:
+  """Backfills the window, runs the full pipeline, prints the summary.
+
+  `started_at` (time.time() at process start) makes the summary's time
+  include the TensorFlow/TFX imports, as a user's stopwatch would.
+  """
+  start = started_at or time.time()
   log_path = os.path.join(cfg.pipeline_root, 'logs',
                           time.strftime('run-%Y%m%d-%H%M%S.log'))
   progress = console.quiet_logging(log_path)
@@ -167,7 +183,7 @@ def run_pipeline(cfg: configs.PipelineConfig,
     raise SystemExit(f'Span {target} not found under {cfg.data_root} '
                      f'(spans there: {available})')
   spans = window(target, cfg.window_spans, available)
-  connection = metadata_store.sqlite_config(cfg.metadata_path)
+  connection = _connection(cfg)
   ingested = set(metadata_store.ingested_spans(
       metadata_store.open_store(connection), cfg.pipeline_name))
   missing = [s for s in spans if s != target and s not in ingested]

@@ -42,9 +42,12 @@ def main(argv=None) -> int:
                       help=f'SQLite ML Metadata file (default: {defaults.metadata_path})')
   parser.add_argument('--pipeline-name', default=defaults.pipeline_name,
                       help=f'pipeline name (default: {defaults.pipeline_name})')
+  parser.add_argument('--metadata-config', default=None,
+                      help='text-format ml_metadata ConnectionConfig file '
+                      '(e.g. MySQL); overrides --metadata-path')
   args = parser.parse_args(argv)
-  store = metadata_store.open_store(
-      metadata_store.sqlite_config(args.metadata_path))
+  store = metadata_store.open_store(metadata_store.connection_config(
+      args.metadata_path, args.metadata_config))
   print(describe(store, args.pipeline_name))
   return 0
 
