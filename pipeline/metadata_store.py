@@ -81,11 +81,17 @@ def ingested_spans(store: mlmd.MetadataStore, pipeline_name: str,
   return sorted(spans)
 
 
+_INPUT = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+_OUTPUT = (metadata_store_pb2.Event.OUTPUT,
+           metadata_store_pb2.Event.DECLARED_OUTPUT)
+
+
 @dataclasses.dataclass
 class NodeRun:
   """What one node did in one pipeline run."""
   node_id: str
   state: str  # COMPLETE, CACHED, FAILED, RUNNING, ...
+  inputs: Dict[str, List[metadata_store_pb2.Artifact]]
   outputs: Dict[str, List[metadata_store_pb2.Artifact]]
 
 
@@ -105,7 +111,7 @@ def latest_run(store: mlmd.MetadataStore, pipeline_name: str
 
 def run_nodes(store: mlmd.MetadataStore, run: metadata_store_pb2.Context,
               pipeline_name: str) -> Dict[str, NodeRun]:
-  """Node id -> what it did in `run`, with its output artifacts by key."""
+  """Node id -> what it did in `run`, with its artifacts by event key."""
   prefix = pipeline_name + '.'
   nodes = {}
   for execution in sorted(store.get_executions_by_context(run.id),
@@ -114,24 +120,25 @@ def run_nodes(store: mlmd.MetadataStore, run: metadata_store_pb2.Context,
         (c.name[len(prefix):] for c in store.get_contexts_by_execution(
             execution.id) if c.type == 'node' and c.name.startswith(prefix)),
         execution.name or str(execution.id))
-    outputs: Dict[str, List[metadata_store_pb2.Artifact]] = {}
-    events = [
-        e for e in store.get_events_by_execution_ids([execution.id])
-        if e.type in (metadata_store_pb2.Event.OUTPUT,
-                      metadata_store_pb2.Event.DECLARED_OUTPUT)
-    ]
+    events = store.get_events_by_execution_ids([execution.id])
     artifacts = {
         a.id: a for a in store.get_artifacts_by_id(
             [e.artifact_id for e in events])
     }
+    by_direction = {_INPUT: {}, _OUTPUT: {}}
     for event in events:
+      direction = next((d for d in by_direction if event.type in d), None)
+      if direction is None:
+        continue
       key = event.path.steps[0].key if event.path.steps else ''
-      outputs.setdefault(key, []).append(artifacts[event.artifact_id])
+      by_direction[direction].setdefault(key, []).append(
+          artifacts[event.artifact_id])
     nodes[node_id] = NodeRun(
         node_id=node_id,
         state=metadata_store_pb2.Execution.State.Name(
             execution.last_known_state),
-        outputs=outputs)
+        inputs=by_direction[_INPUT],
+        outputs=by_direction[_OUTPUT])
   return nodes
 
 

@@ -89,6 +89,10 @@ def read_outcome(cfg: configs.PipelineConfig, ok: bool, error: Optional[str],
     return artifacts[0] if artifacts else None
 
   examples = output('CsvExampleGen', 'examples')
+  trained_on = nodes['Trainer'].inputs.get('examples', []) if (
+      'Trainer' in nodes) else []
+  if trained_on:  # the real window: rejected spans are left out
+    window_spans = sorted(int(prop(a, 'span')) for a in trained_on)
   blessing = output('Evaluator', 'blessing')
   evaluation = output('Evaluator', 'evaluation')
   pushed = output('Pusher', 'pushed_model')
@@ -109,6 +113,18 @@ def read_outcome(cfg: configs.PipelineConfig, ok: bool, error: Optional[str],
       seconds=seconds)
 
 
+def _span_ranges(spans: List[int]) -> str:
+  """[1, 2, 3, 5] -> 'spans 1-3, 5'."""
+  ranges: List[List[int]] = []
+  for span in spans:
+    if ranges and span == ranges[-1][1] + 1:
+      ranges[-1][1] = span
+    else:
+      ranges.append([span, span])
+  return 'spans ' + ', '.join(f'{a}-{b}' if a != b else str(a)
+                              for a, b in ranges)
+
+
 def _short(path: str) -> str:
   """Path relative to the working directory when it lies below it."""
   relative = os.path.relpath(path)
@@ -122,8 +138,8 @@ def format_summary(cfg: configs.PipelineConfig, outcome: RunOutcome,
   add = lambda k, v: lines.append(f'  {k:<18} {v}')
   add('span ingested', outcome.span)
   if outcome.window:
-    add('training window', f'spans {outcome.window[0]}-{outcome.window[-1]} '
-        f'({len(outcome.window)} spans)')
+    add('training window', _span_ranges(outcome.window)
+        + f' ({len(outcome.window)} spans)')
 
   def fmt(m: Dict[str, float]) -> str:
     keys = [('auc', 'AUC'), ('binary_accuracy', 'accuracy'),
@@ -190,13 +206,13 @@ def run_pipeline(cfg: configs.PipelineConfig,
   if missing:
     print(f'Ingesting {len(missing)} earlier span(s) of the training window '
           f'({missing[0]}..{missing[-1]}):', flush=True)
-  for span in missing:
-    make_runner().run(taxi_pipeline.create_ingest_pipeline(
-        cfg, span, connection, beam_pipeline_args))
-  print(f'Running pipeline {cfg.pipeline_name!r} on span {target}, '
-        f'training window {spans[0]}..{spans[-1]}:', flush=True)
   ok, error = True, None
   try:
+    for span in missing:
+      make_runner().run(taxi_pipeline.create_ingest_pipeline(
+          cfg, span, connection, beam_pipeline_args))
+    print(f'Running pipeline {cfg.pipeline_name!r} on span {target}, '
+          f'training window {spans[0]}..{spans[-1]}:', flush=True)
     make_runner().run(taxi_pipeline.create_pipeline(
         cfg, connection, beam_pipeline_args))
   except Exception as e:  # pylint: disable=broad-except

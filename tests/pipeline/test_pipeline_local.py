@@ -216,6 +216,7 @@ def test_rejected_spans_never_enter_the_training_window(cfg, first_run):
                     helpers.read_span(12, 300))
   outcome = _run(cfg)
   assert outcome.ok, outcome.error
+  assert outcome.window == [2, 3, 4]
   store = _store(cfg)
   transform = _latest_execution(store, 'Transform')
   ids = [e.artifact_id for e in store.get_events_by_execution_ids(
