@@ -1,0 +1,92 @@
+"""A model server that speaks TF Serving's REST API: `python -m serving`.
+
+Takes tensorflow_model_server's flags and serves the versions Pusher writes
+under `<model_base_path>/<version>/`. Work in progress for issue 3: the REST
+predict/status/metadata API is implemented; gRPC (`--port`), :classify and
+:regress are not yet, and say so.
+
+    python -m serving --model_name taxi --model_base_path outputs/serving/taxi
+    curl localhost:8501/v1/models/taxi
+"""
+
+import argparse
+import http.server
+import logging
+import os
+import signal
+import sys
+import warnings
+
+DEFAULT_REST_PORT = 8501
+DEFAULT_GRPC_PORT = 8500
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog='python -m serving', description=__doc__.split('\n\n')[0],
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument('--port', type=int, default=DEFAULT_GRPC_PORT,
+                      help='gRPC port (gRPC API not implemented yet)')
+  parser.add_argument('--rest_api_port', type=int, default=DEFAULT_REST_PORT,
+                      help='REST API port (0: pick a free port)')
+  parser.add_argument('--bind_address', default='127.0.0.1',
+                      help='address to listen on (0.0.0.0 to expose)')
+  parser.add_argument('--model_name', default=None, help='served model name')
+  parser.add_argument('--model_base_path', default=None,
+                      help='directory holding <version>/ SavedModels')
+  parser.add_argument('--model_config_file', default=None,
+                      help='TF Serving model_config_list text proto '
+                      '(instead of --model_name/--model_base_path)')
+  parser.add_argument('--file_system_poll_wait_seconds', type=float,
+                      default=1.0, help='how often to look for new versions')
+  parser.add_argument('--max_request_bytes', type=int, default=10 << 20,
+                      help='larger request bodies are refused with 400')
+  args = parser.parse_args(argv)
+  if bool(args.model_config_file) == bool(args.model_base_path):
+    parser.error('give either --model_config_file or --model_base_path')
+  if args.model_base_path and not args.model_name:
+    parser.error('--model_base_path needs --model_name')
+  return args
+
+
+def _raise_interrupt(*_):
+  raise KeyboardInterrupt  # ends serve_forever() in the main thread
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  warnings.filterwarnings('ignore', category=FutureWarning)
+  logging.basicConfig(level=logging.INFO,
+                      format='%(asctime)s %(levelname)s %(message)s')
+  from serving import model_config  # pylint: disable=g-import-not-at-top
+  from serving import model_registry  # pylint: disable=g-import-not-at-top
+  from serving import rest_api  # pylint: disable=g-import-not-at-top
+
+  configs = (model_config.load(args.model_config_file)
+             if args.model_config_file else
+             model_config.from_flags(args.model_name, args.model_base_path))
+  registry = model_registry.ModelRegistry(
+      configs, poll_seconds=args.file_system_poll_wait_seconds)
+  registry.start()
+  server = http.server.ThreadingHTTPServer(
+      (args.bind_address, args.rest_api_port),
+      rest_api.make_handler(registry, args.max_request_bytes))
+  server.daemon_threads = True
+  host, port = server.server_address[:2]
+  logging.info('REST API at http://%s:%d/v1/models/%s (gRPC not implemented '
+               'yet)', host, port, configs[0].name)
+  print(f'REST_API_PORT={port}', flush=True)  # for scripts and tests
+  signal.signal(signal.SIGTERM, _raise_interrupt)
+  try:
+    server.serve_forever()
+  except KeyboardInterrupt:
+    pass
+  finally:
+    registry.stop()
+    server.server_close()
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

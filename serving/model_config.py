@@ -1,0 +1,81 @@
+"""Which models and versions to serve, as TF Serving decides it.
+
+Reads TF Serving's own `--model_config_file` format (a text-format
+`ModelServerConfig` with a `model_config_list`), so the very same file works
+with the official `tensorflow/serving` image, or builds the equivalent of
+`--model_name` + `--model_base_path` (serve the latest version).
+"""
+
+import dataclasses
+import os
+from typing import Dict, List, Optional
+
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """One served model: where its versions live and which of them to serve."""
+  name: str
+  base_path: str
+  policy: str = 'latest'  # latest | all | specific
+  num_versions: int = 1  # for `latest`
+  specific: tuple = ()  # for `specific`
+  labels: Dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def versions_on_disk(base_path: str) -> List[int]:
+  """Numeric version directories under a model base path, ascending."""
+  try:
+    names = os.listdir(base_path)
+  except FileNotFoundError:
+    return []
+  return sorted(int(n) for n in names
+                if n.isdigit() and os.path.isdir(os.path.join(base_path, n)))
+
+
+def wanted_versions(config: ModelConfig, on_disk: List[int]) -> List[int]:
+  """The versions the policy asks for, among those on disk, ascending."""
+  if config.policy == 'all':
+    return list(on_disk)
+  if config.policy == 'specific':
+    return [v for v in on_disk if v in config.specific]
+  return list(on_disk[-config.num_versions:]) if on_disk else []
+
+
+def from_flags(model_name: str, model_base_path: str) -> List[ModelConfig]:
+  """`--model_name X --model_base_path P`: serve the latest version of X."""
+  return [ModelConfig(name=model_name, base_path=os.path.abspath(model_base_path))]
+
+
+def parse(text: str, relative_to: str = '.') -> List[ModelConfig]:
+  """Parses a `model_config_list { config { ... } }` text proto."""
+  proto = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+  if not proto.HasField('model_config_list'):
+    raise ValueError('model config has no model_config_list')
+  configs = []
+  for c in proto.model_config_list.config:
+    if not c.name or not c.base_path:
+      raise ValueError(f'every config needs name and base_path: {c}')
+    policy = c.model_version_policy.WhichOneof('policy_choice') or 'latest'
+    configs.append(ModelConfig(
+        name=c.name,
+        base_path=os.path.join(relative_to, c.base_path),
+        policy=policy,
+        num_versions=(c.model_version_policy.latest.num_versions or 1),
+        specific=tuple(c.model_version_policy.specific.versions),
+        labels=dict(c.version_labels)))
+  names = [c.name for c in configs]
+  if len(set(names)) != len(names):
+    raise ValueError(f'duplicate model names in config: {names}')
+  return configs
+
+
+def load(path: str) -> List[ModelConfig]:
+  with open(path) as f:
+    return parse(f.read(), relative_to=os.path.dirname(os.path.abspath(path)))
+
+
+def find(configs: List[ModelConfig], name: str) -> Optional[ModelConfig]:
+  return next((c for c in configs if c.name == name), None)

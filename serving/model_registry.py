@@ -1,0 +1,171 @@
+"""Loaded model versions, kept in step with the base path on disk.
+
+A background thread polls each model's base path (as TF Serving does, every
+`poll_seconds`), loads versions the policy wants, and swaps in a new
+immutable {version: LoadedVersion} map in one assignment: a request sees
+either the old set or the new one, never a half-loaded model. A version
+directory that is incomplete (no saved_model.pb yet) is skipped until it is
+complete; one that fails to load is refused with a log line and not retried
+until its saved_model.pb changes. The versions already served keep serving.
+"""
+
+import dataclasses
+import logging
+import os
+import threading
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from serving import model_config
+
+log = logging.getLogger('serving')
+SAVED_MODEL = 'saved_model.pb'
+
+
+class NotFound(Exception):
+  """Unknown model, version, label or signature (HTTP 404 / NOT_FOUND)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedVersion:
+  """One loaded SavedModel version."""
+  version: int
+  path: str
+  model: object  # the tf.saved_model.load() result
+  signature_defs: Mapping[str, object]  # name -> SignatureDef proto
+
+
+def _read_signature_defs(path: str) -> Dict[str, object]:
+  """SignatureDefs exactly as stored in saved_model.pb (what TF Serving reports)."""
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(path, SAVED_MODEL), 'rb') as f:
+    saved = saved_model_pb2.SavedModel.FromString(f.read())
+  return dict(saved.meta_graphs[0].signature_def)
+
+
+def load_version(path: str, version: int) -> LoadedVersion:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  model = tf.saved_model.load(path)
+  signature_defs = _read_signature_defs(path)
+  if 'serving_default' not in model.signatures:
+    raise ValueError(f'no serving_default signature (has {sorted(model.signatures)})')
+  return LoadedVersion(version, path, model, signature_defs)
+
+
+class ModelRegistry:
+  """Thread-safe view of the served models and their versions."""
+
+  def __init__(self, configs: List[model_config.ModelConfig],
+               poll_seconds: float = 1.0):
+    self.configs = configs
+    self._poll_seconds = poll_seconds
+    self._served: Dict[str, Mapping[int, LoadedVersion]] = {
+        c.name: {} for c in configs}
+    self._refused: Dict[str, float] = {}  # saved_model.pb path -> its mtime
+    self._stop = threading.Event()
+    self._thread: Optional[threading.Thread] = None
+
+  # --- loading -------------------------------------------------------------
+  def poll_once(self) -> None:
+    """Loads wanted versions, unloads unwanted ones, swaps atomically.
+
+    The version policy is applied to the versions that can be served:
+    complete on disk and not refused. So a corrupt newest version leaves
+    the current one serving instead of leaving nothing.
+    """
+    for config in self.configs:
+      current = self._served[config.name]
+      loaded = dict(current)
+      while True:
+        servable = [v for v in model_config.versions_on_disk(config.base_path)
+                    if v in loaded or self._may_load(config, v)]
+        wanted = model_config.wanted_versions(config, servable)
+        to_load = [v for v in wanted if v not in loaded]
+        if not to_load:
+          break
+        for version in to_load:  # a failure marks it refused: loop again
+          version_model = self._try_load(config, version)
+          if version_model:
+            loaded[version] = version_model
+      updated = {v: loaded[v] for v in wanted}
+      if set(updated) != set(current):
+        self._served[config.name] = updated  # one atomic assignment
+        log.info('model %s: serving versions %s', config.name,
+                 sorted(updated) or 'none')
+
+  def _pb(self, config, version: int) -> str:
+    return os.path.join(config.base_path, str(version), SAVED_MODEL)
+
+  def _may_load(self, config, version: int) -> bool:
+    """Complete (saved_model.pb is copied last) and not refused as it is."""
+    pb = self._pb(config, version)
+    try:
+      return self._refused.get(pb) != os.path.getmtime(pb)
+    except FileNotFoundError:
+      return False
+
+  def _try_load(self, config, version: int) -> Optional[LoadedVersion]:
+    path = os.path.dirname(self._pb(config, version))
+    try:
+      loaded = load_version(path, version)
+    except Exception as e:  # pylint: disable=broad-except
+      pb = self._pb(config, version)
+      self._refused[pb] = os.path.getmtime(pb) if os.path.exists(pb) else -1
+      log.error('model %s: refusing version %d at %s: %s: %s', config.name,
+                version, path, type(e).__name__, str(e).splitlines()[0][:300])
+      return None
+    log.info('model %s: loaded version %d from %s', config.name, version, path)
+    return loaded
+
+  def start(self) -> None:
+    self.poll_once()
+    self._thread = threading.Thread(target=self._loop, name='version-poller',
+                                    daemon=True)
+    self._thread.start()
+
+  def _loop(self) -> None:
+    while not self._stop.wait(self._poll_seconds):
+      try:
+        self.poll_once()
+      except Exception:  # pylint: disable=broad-except
+        log.exception('polling the model base paths failed; will retry')
+
+  def stop(self) -> None:
+    self._stop.set()
+
+  # --- lookups -------------------------------------------------------------
+  def _config(self, name: str) -> model_config.ModelConfig:
+    config = model_config.find(self.configs, name)
+    if config is None:
+      raise NotFound(f'Servable not found for request: Latest({name})')
+    return config
+
+  def versions(self, name: str) -> Mapping[int, LoadedVersion]:
+    self._config(name)
+    return self._served[name]
+
+  def resolve(self, name: str, version: Optional[int] = None,
+              label: Optional[str] = None) -> LoadedVersion:
+    """The version a request names: explicit, by label, or the latest."""
+    config = self._config(name)
+    served = self._served[name]
+    if label is not None:
+      if label not in config.labels:
+        raise NotFound(f'Unrecognized servable version label: {label}')
+      version = config.labels[label]
+    if version is None:
+      if not served:
+        raise NotFound(f'Servable not found for request: Latest({name})')
+      return served[max(served)]
+    if version not in served:
+      raise NotFound(f'Servable not found for request: Specific({name}, {version})')
+    return served[version]
+
+  def status(self, name: str, version: Optional[int] = None,
+             label: Optional[str] = None) -> List[Tuple[int, str]]:
+    """[(version, state)] as GetModelStatus reports it."""
+    if version is not None or label is not None:
+      return [(self.resolve(name, version, label).version, 'AVAILABLE')]
+    served = self.versions(name)
+    if not served:
+      raise NotFound(f'Could not find any versions of model {name}')
+    return [(v, 'AVAILABLE') for v in sorted(served, reverse=True)]

@@ -1,0 +1,224 @@
+"""TF Serving's REST API (v1) over a ModelRegistry.
+
+Request and response bodies follow TF Serving 2.16: `instances` (row) or
+`inputs` (columnar) in, `predictions` or `outputs` out, bytes as
+{"b64": "..."}, errors as {"error": "..."} with 400/404/500 status codes.
+"""
+
+import base64
+import http.server
+import json
+import logging
+import re
+from typing import Any, Dict, Optional, Tuple
+
+from google.protobuf import json_format
+
+from serving.model_registry import LoadedVersion
+from serving.model_registry import ModelRegistry
+from serving.model_registry import NotFound
+
+log = logging.getLogger('serving')
+
+_MODEL_PATH = re.compile(
+    r'^/v1/models/(?P<name>[^/:]+)'
+    r'(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?'
+    r'(?P<rest>/metadata|:predict|:classify|:regress)?$')
+
+
+class BadRequest(Exception):
+  """The request is malformed (HTTP 400 / INVALID_ARGUMENT)."""
+
+
+def _decode(value: Any) -> Any:
+  """Replaces {"b64": "..."} with the bytes it encodes, recursively."""
+  if isinstance(value, dict):
+    if set(value) == {'b64'}:
+      try:
+        return base64.b64decode(value['b64'], validate=True)
+      except (ValueError, TypeError) as e:
+        raise BadRequest(f'Invalid b64 value: {e}') from e
+    return {k: _decode(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return [_decode(v) for v in value]
+  return value
+
+
+def _to_json(value: Any) -> Any:
+  if isinstance(value, bytes):
+    try:
+      return value.decode('utf-8')
+    except UnicodeDecodeError:
+      return {'b64': base64.b64encode(value).decode('ascii')}
+  if isinstance(value, list):
+    return [_to_json(v) for v in value]
+  return value
+
+
+def _columns(body: Dict[str, Any], input_names) -> Tuple[Dict[str, Any], bool]:
+  """Request body -> ({input name: column}, row_format)."""
+  if ('instances' in body) == ('inputs' in body):
+    raise BadRequest('Request must have exactly one of "instances" or "inputs"')
+  if 'instances' in body:
+    rows = _decode(body['instances'])
+    if not isinstance(rows, list) or not rows:
+      raise BadRequest('"instances" must be a non-empty list')
+    if all(isinstance(r, dict) for r in rows):
+      missing = [n for n in input_names if any(n not in r for r in rows)]
+      if missing:
+        raise BadRequest(f'Missing input(s) {missing} in some instances')
+      return {n: [r[n] for r in rows] for n in input_names}, True
+    if len(input_names) != 1:
+      raise BadRequest(f'Signature takes named inputs {sorted(input_names)}; '
+                       'send each instance as an object')
+    return {next(iter(input_names)): rows}, True
+  inputs = _decode(body['inputs'])
+  if isinstance(inputs, dict):
+    missing = [n for n in input_names if n not in inputs]
+    if missing:
+      raise BadRequest(f'Missing input(s) {missing} in "inputs"')
+    return {n: inputs[n] for n in input_names}, False
+  if len(input_names) != 1:
+    raise BadRequest(f'Signature takes named inputs {sorted(input_names)}')
+  return {next(iter(input_names)): inputs}, False
+
+
+def _tf_error_message(error: Exception) -> str:
+  """The line of a TensorFlow error that says what was wrong with the input.
+
+  Graph execution errors start with boilerplate ("Graph execution error:",
+  "Detected at node ...", stack frames); the cause is the first other line.
+  """
+  text = getattr(error, 'message', None) or str(error)
+  skip = ('Graph execution error', 'Detected at node', '<stack traces',
+          'File "', '[[', '\t', '  ')
+  for line in text.splitlines():
+    if line.strip() and not line.startswith(skip):
+      return line.strip()[:500]
+  return text.strip()[:500]
+
+
+def predict(loaded: LoadedVersion, body: Dict[str, Any]) -> Dict[str, Any]:
+  """Runs a signature on a REST predict body; returns the response body."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not isinstance(body, dict):
+    raise BadRequest('Request body must be a JSON object')
+  name = body.get('signature_name') or 'serving_default'
+  if name not in loaded.model.signatures:  # FAILED_PRECONDITION in TF Serving
+    raise BadRequest(f'Serving signature name: "{name}" not found in '
+                     'signature def')
+  fn = loaded.model.signatures[name]
+  specs = fn.structured_input_signature[1]
+  columns, row_format = _columns(body, list(specs))
+  tensors = {}
+  for key, spec in specs.items():
+    try:
+      tensors[key] = tf.constant(columns[key], dtype=spec.dtype)
+    except (TypeError, ValueError) as e:
+      raise BadRequest(f'Input {key!r}: expected {spec.dtype.name} values: '
+                       f'{str(e).splitlines()[0]}') from e
+    if not spec.shape.is_compatible_with(tensors[key].shape):
+      raise BadRequest(f'Input {key!r}: shape {tensors[key].shape} does not '
+                       f'match {spec.shape}')
+  try:
+    outputs = fn(**tensors)
+  except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+    raise BadRequest(_tf_error_message(e)) from e
+  outputs = {k: _to_json(v.numpy().tolist()) for k, v in outputs.items()}
+  if not row_format:
+    return {'outputs': next(iter(outputs.values())) if len(outputs) == 1
+            else outputs}
+  if len(outputs) == 1:
+    return {'predictions': next(iter(outputs.values()))}
+  rows = len(next(iter(outputs.values())))
+  return {'predictions': [{k: v[i] for k, v in outputs.items()}
+                          for i in range(rows)]}
+
+
+def status_body(registry: ModelRegistry, name: str, version: Optional[int],
+                label: Optional[str]) -> Dict[str, Any]:
+  return {'model_version_status': [
+      {'version': str(v), 'state': state,
+       'status': {'error_code': 'OK', 'error_message': ''}}
+      for v, state in registry.status(name, version, label)]}
+
+
+def metadata_body(loaded: LoadedVersion, name: str) -> Dict[str, Any]:
+  return {
+      'model_spec': {'name': name, 'signature_name': '',
+                     'version': str(loaded.version)},
+      'metadata': {'signature_def': {'signature_def': {
+          k: json_format.MessageToDict(v) for k, v in
+          sorted(loaded.signature_defs.items())}}},
+  }
+
+
+def make_handler(registry: ModelRegistry, max_request_bytes: int):
+  """A BaseHTTPRequestHandler class bound to `registry`."""
+
+  class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    server_version = 'tfx-reference-model-server'
+
+    def log_message(self, fmt, *args):  # access log at debug level only
+      log.debug('%s %s', self.address_string(), fmt % args)
+
+    def _send(self, code: int, body: Dict[str, Any]) -> None:
+      data = json.dumps(body).encode()
+      self.send_response(code)
+      self.send_header('Content-Type', 'application/json')
+      self.send_header('Content-Length', str(len(data)))
+      self.end_headers()
+      self.wfile.write(data)
+
+    def _route(self):
+      match = _MODEL_PATH.match(self.path.split('?')[0])
+      if not match:
+        raise NotFound(f'Malformed request: {self.command} {self.path}')
+      version = match['version']
+      return (match['name'], int(version) if version else None,
+              match['label'], match['rest'] or '')
+
+    def _handle(self, action):
+      try:
+        code, body = 200, action()
+      except BadRequest as e:
+        code, body = 400, {'error': str(e)}
+      except NotFound as e:
+        code, body = 404, {'error': str(e)}
+      except Exception as e:  # pylint: disable=broad-except
+        log.exception('request failed: %s %s', self.command, self.path)
+        code, body = 500, {'error': f'{type(e).__name__}: {e}'}
+      self._send(code, body)
+
+    def do_GET(self):  # pylint: disable=invalid-name
+      def action():
+        name, version, label, rest = self._route()
+        if rest == '':
+          return status_body(registry, name, version, label)
+        if rest == '/metadata':
+          return metadata_body(registry.resolve(name, version, label), name)
+        raise BadRequest(f'Use POST for {rest}')
+      self._handle(action)
+
+    def do_POST(self):  # pylint: disable=invalid-name
+      def action():
+        length = int(self.headers.get('Content-Length') or 0)
+        if length > max_request_bytes:
+          self.close_connection = True  # the unread body ends the connection
+          raise BadRequest(f'Request of {length} bytes exceeds the limit of '
+                           f'{max_request_bytes} bytes')
+        raw = self.rfile.read(length)
+        name, version, label, rest = self._route()
+        if rest != ':predict':
+          if rest in (':classify', ':regress'):
+            raise NotFound(f'{rest[1:]} is not implemented by this server yet')
+          raise BadRequest(f'Use GET for {self.path}')
+        try:
+          body = json.loads(raw or b'null')
+        except ValueError as e:
+          raise BadRequest(f'JSON Parse error: {e}') from e
+        return predict(registry.resolve(name, version, label), body)
+      self._handle(action)
+
+  return Handler

@@ -1,0 +1,227 @@
+"""Contract tests of `python -m serving` against a real trained model.
+
+Each test talks to a real server process on a free loopback port; the
+process is always stopped at the end of the module.
+"""
+
+import base64
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import features
+from models import model
+from tests import helpers
+
+pytestmark = pytest.mark.integration
+
+
+class Server:
+  """A `python -m serving` process; read its port from stdout."""
+
+  def __init__(self, base_path):
+    self.proc = subprocess.Popen(
+        [sys.executable, '-m', 'serving', '--model_name', 'taxi',
+         '--model_base_path', base_path, '--rest_api_port', '0',
+         '--file_system_poll_wait_seconds', '0.2',
+         '--max_request_bytes', '200000'],
+        cwd=helpers.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    deadline = time.time() + 120
+    line = ''
+    while time.time() < deadline and not line.startswith('REST_API_PORT='):
+      line = self.proc.stdout.readline()
+      if not line and self.proc.poll() is not None:
+        raise RuntimeError('server died: ' + self.proc.stderr.read()[-3000:])
+    self.url = f'http://127.0.0.1:{line.strip().split("=")[1]}'
+
+  def request(self, path, body=None, raw=None):
+    data = raw if raw is not None else (
+        json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(self.url + path, data=data,
+                                 method='POST' if data is not None else 'GET')
+    try:
+      with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+      return e.code, json.loads(e.read())
+
+  def stop(self):
+    self.proc.terminate()
+    try:
+      self.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+      self.proc.kill()
+    return self.proc.stderr.read()
+
+
+def _copy_version(src, base, version):
+  """Like Pusher: copy to a hidden dir, then rename into place."""
+  incoming = os.path.join(base, f'.incoming-{version}')
+  shutil.copytree(src, incoming)
+  os.rename(incoming, os.path.join(base, str(version)))
+
+
+@pytest.fixture(scope='module')
+def base_path(tmp_path_factory, trained_model):
+  base = str(tmp_path_factory.mktemp('models') / 'taxi')
+  os.makedirs(base)
+  _copy_version(trained_model.serving_model_dir, base, 1)
+  return base
+
+
+@pytest.fixture(scope='module')
+def server(base_path):
+  s = Server(base_path)
+  yield s
+  s.stop()
+
+
+def _wait_for(predicate, seconds=30):
+  deadline = time.time() + seconds
+  while time.time() < deadline:
+    if predicate():
+      return True
+    time.sleep(0.2)
+  return False
+
+
+def _raw_rows(rows):
+  out = []
+  for row in rows:
+    item = {}
+    for key, kind in features.RAW_FEATURE_TYPES.items():
+      text = row[key]
+      if kind == 'string':
+        item[key] = text
+      elif kind == 'float':
+        item[key] = float(text) if text else math.nan
+      else:
+        item[key] = int(float(text)) if text else 0
+    out.append(item)
+  return out
+
+
+def _in_process(trained_model, rows):
+  loaded = tf.saved_model.load(trained_model.serving_model_dir)
+  schema = helpers.load_schema()
+  examples = tf.constant([helpers.to_example(r, schema, drop_label=True)
+                          .SerializeToString() for r in rows])
+  return loaded.signatures['serving_default'](examples=examples)['outputs'].numpy()
+
+
+def test_status_of_model_version_and_unknowns(server):
+  ok = {'model_version_status': [{'version': '1', 'state': 'AVAILABLE',
+                                  'status': {'error_code': 'OK',
+                                             'error_message': ''}}]}
+  assert server.request('/v1/models/taxi') == (200, ok)
+  assert server.request('/v1/models/taxi/versions/1') == (200, ok)
+  code, body = server.request('/v1/models/nope')
+  assert code == 404 and 'nope' in body['error']
+  code, body = server.request('/v1/models/taxi/versions/99')
+  assert code == 404 and '99' in body['error']
+  code, body = server.request('/v1/models/taxi/labels/stable')
+  assert code == 404 and 'stable' in body['error']
+
+
+def test_metadata_lists_the_signatures(server):
+  code, body = server.request('/v1/models/taxi/metadata')
+  assert code == 200
+  assert body['model_spec'] == {'name': 'taxi', 'signature_name': '',
+                                'version': '1'}
+  defs = body['metadata']['signature_def']['signature_def']
+  assert {'serving_default', model.RAW_SIGNATURE} <= set(defs)
+  assert set(defs[model.RAW_SIGNATURE]['inputs']) == set(
+      features.RAW_FEATURE_TYPES)
+
+
+def test_predict_rows_and_columns_equal_in_process(server, trained_model,
+                                                   eval_rows):
+  rows = eval_rows[:20]
+  expected = _in_process(trained_model, rows)
+  schema = helpers.load_schema()
+  b64 = [{'b64': base64.b64encode(helpers.to_example(
+      r, schema, drop_label=True).SerializeToString()).decode()} for r in rows]
+  code, body = server.request('/v1/models/taxi:predict', {'instances': b64})
+  assert code == 200, body
+  np.testing.assert_allclose(body['predictions'], expected, rtol=1e-5)
+  code, body = server.request('/v1/models/taxi/versions/1:predict',
+                              {'inputs': {'examples': b64}})
+  assert code == 200, body
+  np.testing.assert_allclose(body['outputs'], expected, rtol=1e-5)
+  raw = _raw_rows(rows)
+  code, body = server.request('/v1/models/taxi:predict', {
+      'signature_name': model.RAW_SIGNATURE, 'instances': raw})
+  assert code == 200, body
+  np.testing.assert_allclose(body['predictions'], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize('raw, expect', [
+    (b'{not json', 'JSON Parse error'),
+    (b'[]', 'JSON object'),
+    (b'{}', 'exactly one of'),
+    (b'{"instances": []}', 'non-empty'),
+    (b'{"instances": [{"fare": 1.0}], "signature_name": "serving_raw"}',
+     'Missing input'),
+    (b'{"instances": ["not base64 bytes"]}', 'Could not parse'),
+    (b'{"signature_name": "nope", "instances": [1]}', 'nope'),
+    (b'{"instances": [{"b64": "%%%"}]}', 'b64'),
+])
+def test_malformed_requests_get_400_with_a_message(server, raw, expect):
+  code, body = server.request('/v1/models/taxi:predict', raw=raw)
+  assert code == 400, body
+  assert expect in body['error'], body
+
+
+def test_wrong_dtype_and_oversized_request_are_400(server, eval_rows):
+  row = _raw_rows(eval_rows[:1])[0]
+  row['trip_miles'] = 'far'
+  code, body = server.request('/v1/models/taxi:predict', {
+      'signature_name': model.RAW_SIGNATURE, 'instances': [row]})
+  assert code == 400 and 'trip_miles' in body['error'], body
+  code, body = server.request('/v1/models/taxi:predict',
+                              raw=b'{"instances": [' + b'1,' * 150000 + b'1]}')
+  assert code == 400 and 'exceeds' in body['error']
+
+
+def test_server_survives_hundreds_of_bad_requests(server, trained_model,
+                                                  eval_rows):
+  for i in range(300):
+    code, _ = server.request('/v1/models/taxi:predict',
+                             raw=json.dumps({'instances': [i]}).encode()[:-i % 7 or None])
+    assert code == 400
+  code, body = server.request('/v1/models/taxi:predict', {
+      'signature_name': model.RAW_SIGNATURE,
+      'instances': _raw_rows(eval_rows[:3])})
+  assert code == 200
+  np.testing.assert_allclose(body['predictions'],
+                             _in_process(trained_model, eval_rows[:3]),
+                             rtol=1e-5)
+
+
+def test_new_version_is_picked_up_and_corrupt_one_refused(
+    server, base_path, trained_model):
+  _copy_version(trained_model.serving_model_dir, base_path, 2)
+  assert _wait_for(lambda: server.request('/v1/models/taxi')[1][
+      'model_version_status'][0]['version'] == '2')
+  corrupt = os.path.join(base_path, '.incoming-3')
+  shutil.copytree(trained_model.serving_model_dir, corrupt)
+  with open(os.path.join(corrupt, 'saved_model.pb'), 'wb') as f:
+    f.write(b'not a saved model')
+  os.rename(corrupt, os.path.join(base_path, '3'))
+  time.sleep(2)
+  code, body = server.request('/v1/models/taxi')
+  assert code == 200
+  assert [s['version'] for s in body['model_version_status']] == ['2']
+  code, _ = server.request('/v1/models/taxi/versions/3')
+  assert code == 404
