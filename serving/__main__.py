@@ -1,12 +1,14 @@
 """A model server that speaks TF Serving's REST API: `python -m serving`.
 
 Takes tensorflow_model_server's flags and serves the versions Pusher writes
-under `<model_base_path>/<version>/`. Work in progress for issue 3: the REST
-predict/status/metadata API is implemented; gRPC (`--port`), :classify and
-:regress are not yet, and say so.
+under `<model_base_path>/<version>/`: REST (status, metadata, predict) and
+gRPC (PredictionService.Predict/GetModelMetadata, ModelService.GetModelStatus).
+:classify / :regress answer as TF Serving does for predict-only models.
 
     python -m serving --model_name taxi --model_base_path outputs/serving/taxi
     curl localhost:8501/v1/models/taxi
+Work in progress (issue 3): no request batching, version labels come only
+from --model_config_file.
 """
 
 import argparse
@@ -26,7 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
       prog='python -m serving', description=__doc__.split('\n\n')[0],
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument('--port', type=int, default=DEFAULT_GRPC_PORT,
-                      help='gRPC port (gRPC API not implemented yet)')
+                      help='gRPC port (0: pick a free port)')
   parser.add_argument('--rest_api_port', type=int, default=DEFAULT_REST_PORT,
                       help='REST API port (0: pick a free port)')
   parser.add_argument('--bind_address', default='127.0.0.1',
@@ -61,6 +63,7 @@ def main(argv=None) -> int:
                       format='%(asctime)s %(levelname)s %(message)s')
   from serving import model_config  # pylint: disable=g-import-not-at-top
   from serving import model_registry  # pylint: disable=g-import-not-at-top
+  from serving import grpc_api  # pylint: disable=g-import-not-at-top
   from serving import rest_api  # pylint: disable=g-import-not-at-top
 
   configs = (model_config.load(args.model_config_file)
@@ -73,16 +76,21 @@ def main(argv=None) -> int:
       (args.bind_address, args.rest_api_port),
       rest_api.make_handler(registry, args.max_request_bytes))
   server.daemon_threads = True
+  grpc_server, grpc_port = grpc_api.make_server(
+      registry, f'{args.bind_address}:{args.port}', args.max_request_bytes)
+  grpc_server.start()
   host, port = server.server_address[:2]
-  logging.info('REST API at http://%s:%d/v1/models/%s (gRPC not implemented '
-               'yet)', host, port, configs[0].name)
-  print(f'REST_API_PORT={port}', flush=True)  # for scripts and tests
+  logging.info('REST API at http://%s:%d/v1/models/%s, gRPC at %s:%d', host,
+               port, configs[0].name, host, grpc_port)
+  # Machine-readable ports, for scripts and tests.
+  print(f'REST_API_PORT={port} GRPC_PORT={grpc_port}', flush=True)
   signal.signal(signal.SIGTERM, _raise_interrupt)
   try:
     server.serve_forever()
   except KeyboardInterrupt:
     pass
   finally:
+    grpc_server.stop(grace=2)
     registry.stop()
     server.server_close()
   return 0

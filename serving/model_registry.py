@@ -16,13 +16,10 @@ import threading
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from serving import model_config
+from serving.errors import NotFound
 
 log = logging.getLogger('serving')
 SAVED_MODEL = 'saved_model.pb'
-
-
-class NotFound(Exception):
-  """Unknown model, version, label or signature (HTTP 404 / NOT_FOUND)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,9 +14,13 @@ from typing import Any, Dict, Optional, Tuple
 
 from google.protobuf import json_format
 
+from serving import inference
+from serving.errors import BadRequest
+from serving.errors import FailedPrecondition
+from serving.errors import NotFound
+from serving.errors import ServingError
 from serving.model_registry import LoadedVersion
 from serving.model_registry import ModelRegistry
-from serving.model_registry import NotFound
 
 log = logging.getLogger('serving')
 
@@ -24,10 +28,6 @@ _MODEL_PATH = re.compile(
     r'^/v1/models/(?P<name>[^/:]+)'
     r'(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?'
     r'(?P<rest>/metadata|:predict|:classify|:regress)?$')
-
-
-class BadRequest(Exception):
-  """The request is malformed (HTTP 400 / INVALID_ARGUMENT)."""
 
 
 def _decode(value: Any) -> Any:
@@ -83,48 +83,15 @@ def _columns(body: Dict[str, Any], input_names) -> Tuple[Dict[str, Any], bool]:
   return {next(iter(input_names)): inputs}, False
 
 
-def _tf_error_message(error: Exception) -> str:
-  """The line of a TensorFlow error that says what was wrong with the input.
-
-  Graph execution errors start with boilerplate ("Graph execution error:",
-  "Detected at node ...", stack frames); the cause is the first other line.
-  """
-  text = getattr(error, 'message', None) or str(error)
-  skip = ('Graph execution error', 'Detected at node', '<stack traces',
-          'File "', '[[', '\t', '  ')
-  for line in text.splitlines():
-    if line.strip() and not line.startswith(skip):
-      return line.strip()[:500]
-  return text.strip()[:500]
-
-
 def predict(loaded: LoadedVersion, body: Dict[str, Any]) -> Dict[str, Any]:
   """Runs a signature on a REST predict body; returns the response body."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not isinstance(body, dict):
     raise BadRequest('Request body must be a JSON object')
-  name = body.get('signature_name') or 'serving_default'
-  if name not in loaded.model.signatures:  # FAILED_PRECONDITION in TF Serving
-    raise BadRequest(f'Serving signature name: "{name}" not found in '
-                     'signature def')
-  fn = loaded.model.signatures[name]
-  specs = fn.structured_input_signature[1]
+  name = body.get('signature_name') or inference.DEFAULT_SIGNATURE
+  specs = inference.signature(loaded, name).structured_input_signature[1]
   columns, row_format = _columns(body, list(specs))
-  tensors = {}
-  for key, spec in specs.items():
-    try:
-      tensors[key] = tf.constant(columns[key], dtype=spec.dtype)
-    except (TypeError, ValueError) as e:
-      raise BadRequest(f'Input {key!r}: expected {spec.dtype.name} values: '
-                       f'{str(e).splitlines()[0]}') from e
-    if not spec.shape.is_compatible_with(tensors[key].shape):
-      raise BadRequest(f'Input {key!r}: shape {tensors[key].shape} does not '
-                       f'match {spec.shape}')
-  try:
-    outputs = fn(**tensors)
-  except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-    raise BadRequest(_tf_error_message(e)) from e
-  outputs = {k: _to_json(v.numpy().tolist()) for k, v in outputs.items()}
+  outputs = {k: _to_json(v.tolist())
+             for k, v in inference.run(loaded, name, columns).items()}
   if not row_format:
     return {'outputs': next(iter(outputs.values())) if len(outputs) == 1
             else outputs}
@@ -133,6 +100,19 @@ def predict(loaded: LoadedVersion, body: Dict[str, Any]) -> Dict[str, Any]:
   rows = len(next(iter(outputs.values())))
   return {'predictions': [{k: v[i] for k, v in outputs.items()}
                           for i in range(rows)]}
+
+
+def check_classify_or_regress(loaded: LoadedVersion, body: Any,
+                              method: str) -> None:
+  """:classify / :regress need a classify / regress signature.
+
+  The taxi model exports predict signatures only (TF2 tf.function
+  signatures always are), so TF Serving answers these with
+  FAILED_PRECONDITION; this server does the same.
+  """
+  name = body.get('signature_name', '') if isinstance(body, dict) else ''
+  inference.check_method(loaded, name, f'tensorflow/serving/{method}')
+  raise FailedPrecondition(f'{method} signatures are not supported')
 
 
 def status_body(registry: ModelRegistry, name: str, version: Optional[int],
@@ -182,10 +162,8 @@ def make_handler(registry: ModelRegistry, max_request_bytes: int):
     def _handle(self, action):
       try:
         code, body = 200, action()
-      except BadRequest as e:
-        code, body = 400, {'error': str(e)}
-      except NotFound as e:
-        code, body = 404, {'error': str(e)}
+      except ServingError as e:
+        code, body = e.http_status, {'error': str(e)}
       except Exception as e:  # pylint: disable=broad-except
         log.exception('request failed: %s %s', self.command, self.path)
         code, body = 500, {'error': f'{type(e).__name__}: {e}'}
@@ -210,15 +188,16 @@ def make_handler(registry: ModelRegistry, max_request_bytes: int):
                            f'{max_request_bytes} bytes')
         raw = self.rfile.read(length)
         name, version, label, rest = self._route()
-        if rest != ':predict':
-          if rest in (':classify', ':regress'):
-            raise NotFound(f'{rest[1:]} is not implemented by this server yet')
+        if rest not in (':predict', ':classify', ':regress'):
           raise BadRequest(f'Use GET for {self.path}')
         try:
           body = json.loads(raw or b'null')
         except ValueError as e:
           raise BadRequest(f'JSON Parse error: {e}') from e
-        return predict(registry.resolve(name, version, label), body)
+        loaded = registry.resolve(name, version, label)
+        if rest != ':predict':
+          check_classify_or_regress(loaded, body, rest[1:])
+        return predict(loaded, body)
       self._handle(action)
 
   return Handler

@@ -32,7 +32,7 @@ class Server:
   def __init__(self, base_path):
     self.proc = subprocess.Popen(
         [sys.executable, '-m', 'serving', '--model_name', 'taxi',
-         '--model_base_path', base_path, '--rest_api_port', '0',
+         '--model_base_path', base_path, '--rest_api_port', '0', '--port', '0',
          '--file_system_poll_wait_seconds', '0.2',
          '--max_request_bytes', '200000'],
         cwd=helpers.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -43,7 +43,9 @@ class Server:
       line = self.proc.stdout.readline()
       if not line and self.proc.poll() is not None:
         raise RuntimeError('server died: ' + self.proc.stderr.read()[-3000:])
-    self.url = f'http://127.0.0.1:{line.strip().split("=")[1]}'
+    ports = dict(item.split('=') for item in line.split())
+    self.url = f'http://127.0.0.1:{ports["REST_API_PORT"]}'
+    self.grpc_address = f'127.0.0.1:{ports["GRPC_PORT"]}'
 
   def request(self, path, body=None, raw=None):
     data = raw if raw is not None else (
@@ -225,3 +227,103 @@ def test_new_version_is_picked_up_and_corrupt_one_refused(
   assert [s['version'] for s in body['model_version_status']] == ['2']
   code, _ = server.request('/v1/models/taxi/versions/3')
   assert code == 404
+
+
+@pytest.mark.parametrize('method', ['classify', 'regress'])
+def test_classify_and_regress_need_matching_signatures(server, method):
+  """The taxi model exports predict signatures, as TF2 always does: 400."""
+  code, body = server.request(f'/v1/models/taxi:{method}',
+                              {'examples': [{'fare': 1.0}]})
+  assert code == 400
+  assert f'tensorflow/serving/{method}' in body['error']
+  assert 'tensorflow/serving/predict' in body['error']
+
+
+# --- gRPC, through the official tensorflow_serving.apis stubs ---------------
+
+@pytest.fixture(scope='module')
+def grpc_stubs(server):
+  import grpc  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.apis import model_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+  channel = grpc.insecure_channel(server.grpc_address)
+  yield (prediction_service_pb2_grpc.PredictionServiceStub(channel),
+         model_service_pb2_grpc.ModelServiceStub(channel))
+  channel.close()
+
+
+def _raw_request(rows, name='taxi', version=None):
+  from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = name
+  request.model_spec.signature_name = model.RAW_SIGNATURE
+  if version is not None:
+    request.model_spec.version.value = version
+  for key, values in _columns(rows).items():
+    request.inputs[key].CopyFrom(tf.make_tensor_proto(values))
+  return request
+
+
+def _columns(rows):
+  raw = _raw_rows(rows)
+  columns = {}
+  for key, kind in features.RAW_FEATURE_TYPES.items():
+    dtype = {'float': np.float32, 'int': np.int64, 'string': object}[kind]
+    columns[key] = np.array([r[key] for r in raw], dtype=dtype)
+  return columns
+
+
+def test_grpc_status_matches_rest(server, grpc_stubs):
+  from tensorflow_serving.apis import get_model_status_pb2  # pylint: disable=g-import-not-at-top
+  _, model_service = grpc_stubs
+  request = get_model_status_pb2.GetModelStatusRequest()
+  request.model_spec.name = 'taxi'
+  response = model_service.GetModelStatus(request, timeout=30)
+  rest = server.request('/v1/models/taxi')[1]['model_version_status']
+  assert [str(s.version) for s in response.model_version_status] == [
+      s['version'] for s in rest]
+  assert all(s.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+             for s in response.model_version_status)
+
+
+def test_grpc_predict_equals_in_process(grpc_stubs, trained_model, eval_rows):
+  prediction, _ = grpc_stubs
+  rows = eval_rows[:10]
+  response = prediction.Predict(_raw_request(rows), timeout=30)
+  got = tf.make_ndarray(response.outputs['outputs'])
+  np.testing.assert_allclose(got, _in_process(trained_model, rows), rtol=1e-5)
+  assert response.model_spec.name == 'taxi'
+  assert response.model_spec.signature_name == model.RAW_SIGNATURE
+  assert response.model_spec.version.value >= 1
+
+
+def test_grpc_metadata_has_signature_defs(grpc_stubs):
+  from tensorflow_serving.apis import get_model_metadata_pb2  # pylint: disable=g-import-not-at-top
+  prediction, _ = grpc_stubs
+  request = get_model_metadata_pb2.GetModelMetadataRequest()
+  request.model_spec.name = 'taxi'
+  request.metadata_field.append('signature_def')
+  response = prediction.GetModelMetadata(request, timeout=30)
+  signature_map = get_model_metadata_pb2.SignatureDefMap()
+  response.metadata['signature_def'].Unpack(signature_map)
+  assert {'serving_default', model.RAW_SIGNATURE} <= set(
+      signature_map.signature_def)
+
+
+def test_grpc_errors_carry_tf_serving_status_codes(grpc_stubs, eval_rows):
+  import grpc  # pylint: disable=g-import-not-at-top
+  prediction, _ = grpc_stubs
+  with pytest.raises(grpc.RpcError) as err:
+    prediction.Predict(_raw_request(eval_rows[:1], name='nope'), timeout=30)
+  assert err.value.code() == grpc.StatusCode.NOT_FOUND
+  with pytest.raises(grpc.RpcError) as err:
+    prediction.Predict(_raw_request(eval_rows[:1], version=999), timeout=30)
+  assert err.value.code() == grpc.StatusCode.NOT_FOUND
+  request = _raw_request(eval_rows[:1])
+  request.inputs['trip_miles'].CopyFrom(tf.make_tensor_proto(['far']))
+  with pytest.raises(grpc.RpcError) as err:
+    prediction.Predict(request, timeout=30)
+  assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert 'trip_miles' in err.value.details()
+  # and the server still answers
+  assert prediction.Predict(_raw_request(eval_rows[:2]), timeout=30).outputs

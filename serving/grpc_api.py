@@ -1,0 +1,139 @@
+"""TF Serving's gRPC API over a ModelRegistry, on the official protos.
+
+PredictionService: Predict and GetModelMetadata are served; Classify and
+Regress answer FAILED_PRECONDITION unless the signature is a classify /
+regress one (TF2 exports predict signatures only), as TF Serving does.
+ModelService: GetModelStatus.
+"""
+
+from concurrent import futures
+from typing import Optional, Tuple
+
+import grpc
+from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import model_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from serving import inference
+from serving.errors import BadRequest
+from serving.errors import ServingError
+from serving.model_registry import LoadedVersion
+from serving.model_registry import ModelRegistry
+
+_AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+def _spec(spec) -> Tuple[str, Optional[int], Optional[str]]:
+  version = spec.version.value if spec.HasField('version') else None
+  label = spec.version_label if spec.WhichOneof('version_choice') == \
+      'version_label' else None
+  return spec.name, version, label
+
+
+def _fill_spec(target, name: str, loaded: LoadedVersion, signature: str):
+  target.name = name
+  target.version.value = loaded.version
+  target.signature_name = signature
+
+
+def _abort_on_error(method):
+  """Maps ServingError to its gRPC status; anything else to INTERNAL."""
+  def wrapper(self, request, context):
+    try:
+      return method(self, request, context)
+    except ServingError as e:
+      context.abort(getattr(grpc.StatusCode, e.grpc_code), str(e))
+    except Exception as e:  # pylint: disable=broad-except
+      context.abort(grpc.StatusCode.INTERNAL, f'{type(e).__name__}: {e}')
+  wrapper.__name__ = method.__name__
+  return wrapper
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+  """tensorflow.serving.PredictionService."""
+
+  def __init__(self, registry: ModelRegistry):
+    self._registry = registry
+
+  @_abort_on_error
+  def Predict(self, request, context):  # pylint: disable=invalid-name
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    name, version, label = _spec(request.model_spec)
+    loaded = self._registry.resolve(name, version, label)
+    signature = request.model_spec.signature_name or inference.DEFAULT_SIGNATURE
+    try:
+      inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+    except (TypeError, ValueError) as e:
+      raise BadRequest(f'Cannot read input tensors: {e}') from e
+    outputs = inference.run(loaded, signature, inputs)
+    wanted = set(request.output_filter) or set(outputs)
+    unknown = wanted - set(outputs)
+    if unknown:
+      raise BadRequest(f'output_filter names unknown outputs {sorted(unknown)}')
+    response = predict_pb2.PredictResponse()
+    _fill_spec(response.model_spec, name, loaded, signature)
+    for key in sorted(wanted):
+      response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+    return response
+
+  @_abort_on_error
+  def GetModelMetadata(self, request, context):  # pylint: disable=invalid-name
+    if list(request.metadata_field) != ['signature_def']:
+      raise BadRequest('Metadata field must be exactly ["signature_def"]')
+    name, version, label = _spec(request.model_spec)
+    loaded = self._registry.resolve(name, version, label)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, value in loaded.signature_defs.items():
+      signature_map.signature_def[key].CopyFrom(value)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    _fill_spec(response.model_spec, name, loaded, '')
+    response.metadata['signature_def'].Pack(signature_map)
+    return response
+
+  def _unsupported(self, request, method: str):
+    name, version, label = _spec(request.model_spec)
+    loaded = self._registry.resolve(name, version, label)
+    inference.check_method(loaded, request.model_spec.signature_name,
+                           f'tensorflow/serving/{method}')
+    raise BadRequest(f'{method} signatures are not supported')
+
+  @_abort_on_error
+  def Classify(self, request, context):  # pylint: disable=invalid-name
+    self._unsupported(request, 'classify')
+
+  @_abort_on_error
+  def Regress(self, request, context):  # pylint: disable=invalid-name
+    self._unsupported(request, 'regress')
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+  """tensorflow.serving.ModelService (status only; config reload is not)."""
+
+  def __init__(self, registry: ModelRegistry):
+    self._registry = registry
+
+  @_abort_on_error
+  def GetModelStatus(self, request, context):  # pylint: disable=invalid-name
+    name, version, label = _spec(request.model_spec)
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for v, _ in self._registry.status(name, version, label):
+      status = response.model_version_status.add()
+      status.version = v
+      status.state = _AVAILABLE
+    return response
+
+
+def make_server(registry: ModelRegistry, address: str,
+                max_message_bytes: int, workers: int = 8) -> Tuple[grpc.Server, int]:
+  """A started-able gRPC server and the port it bound."""
+  server = grpc.server(
+      futures.ThreadPoolExecutor(max_workers=workers),
+      options=[('grpc.max_receive_message_length', max_message_bytes)])
+  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+      PredictionService(registry), server)
+  model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+      ModelService(registry), server)
+  port = server.add_insecure_port(address)
+  return server, port

@@ -1,0 +1,74 @@
+"""Running a signature of a loaded version: shared by the REST and gRPC APIs."""
+
+from typing import Dict, Mapping
+
+import numpy as np
+
+from serving.errors import BadRequest
+from serving.errors import FailedPrecondition
+from serving.model_registry import LoadedVersion
+
+DEFAULT_SIGNATURE = 'serving_default'
+PREDICT_METHOD = 'tensorflow/serving/predict'
+
+
+def signature(loaded: LoadedVersion, name: str):
+  """The concrete function of signature `name` (default if empty)."""
+  name = name or DEFAULT_SIGNATURE
+  if name not in loaded.model.signatures:
+    raise FailedPrecondition(
+        f'Serving signature name: "{name}" not found in signature def')
+  return loaded.model.signatures[name]
+
+
+def check_method(loaded: LoadedVersion, name: str, method: str) -> None:
+  """TF Serving's check that e.g. :classify gets a classify signature."""
+  signature(loaded, name)
+  actual = loaded.signature_defs[name or DEFAULT_SIGNATURE].method_name
+  if actual != method:
+    kind = method.rsplit('/', 1)[-1]
+    raise FailedPrecondition(
+        f'Expected {kind} signature method_name to be {method}. Was: {actual}')
+
+
+def tf_error_message(error: Exception) -> str:
+  """The line of a TensorFlow error that says what was wrong with the input.
+
+  Graph execution errors start with boilerplate ("Graph execution error:",
+  "Detected at node ...", stack frames); the cause is the first other line.
+  """
+  text = getattr(error, 'message', None) or str(error)
+  skip = ('Graph execution error', 'Detected at node', '<stack traces',
+          'File "', '[[', '\\t', '  ')
+  for line in text.splitlines():
+    if line.strip() and not line.startswith(skip):
+      return line.strip()[:500]
+  return text.strip()[:500]
+
+
+def run(loaded: LoadedVersion, signature_name: str,
+        inputs: Mapping[str, object]) -> Dict[str, np.ndarray]:
+  """Converts `inputs` (lists or arrays) to the signature's dtypes and runs it."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  fn = signature(loaded, signature_name)
+  specs = fn.structured_input_signature[1]
+  unknown = sorted(set(inputs) - set(specs))
+  missing = sorted(set(specs) - set(inputs))
+  if unknown or missing:
+    raise BadRequest(f'Inputs do not match the signature: missing {missing}, '
+                     f'unknown {unknown}')
+  tensors = {}
+  for key, spec in specs.items():
+    try:
+      tensors[key] = tf.constant(inputs[key], dtype=spec.dtype)
+    except (TypeError, ValueError) as e:
+      raise BadRequest(f'Input {key!r}: expected {spec.dtype.name} values: '
+                       f'{str(e).splitlines()[0]}') from e
+    if not spec.shape.is_compatible_with(tensors[key].shape):
+      raise BadRequest(f'Input {key!r}: shape {tensors[key].shape} does not '
+                       f'match {spec.shape}')
+  try:
+    outputs = fn(**tensors)
+  except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+    raise BadRequest(tf_error_message(e)) from e
+  return {k: v.numpy() for k, v in outputs.items()}
