@@ -10,10 +10,13 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv run test lock clean help
+SERVE_ARGS ?=
+
+.PHONY: venv run serve test lock clean help
 
 help:
 	@echo "make run    - run the pipeline on the bundled data (ARGS='--train-steps 200 ...')"
+	@echo "make serve  - serve the pushed models over TF Serving's REST (8501) and gRPC (8500) APIs"
 	@echo "make test   - run the test suite (PYTEST_ARGS='-k unit ...')"
 	@echo "make lock   - re-resolve requirements.in into requirements.lock"
 	@echo "make clean  - remove outputs/ (pipeline artifacts, metadata, pushed models)"
@@ -30,6 +33,9 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(PY) local_runner.py $(ARGS)
+
+serve: $(STAMP)
+	$(PY) -m serving --model_name taxi --model_base_path outputs/serving/taxi $(SERVE_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)

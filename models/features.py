@@ -75,6 +75,11 @@ MODEL_FEATURE_KEYS: List[str] = (
 assert sorted(MODEL_FEATURE_KEYS) == sorted(RAW_FEATURE_TYPES)
 
 
+# Name of the SavedModel signature that takes one tensor per raw feature
+# (RAW_FEATURE_TYPES), for JSON and gRPC clients that send plain values.
+RAW_SIGNATURE = 'serving_raw'
+
+
 def transformed_name(key: str) -> str:
   """Name of the tf.Transform output for raw feature `key`."""
   return key + '_xf'

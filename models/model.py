@@ -30,7 +30,7 @@ from models import features
 # Keys of the `hparams` dict the pipeline passes in Trainer's custom_config.
 HPARAM_KEYS = ('hidden_units', 'learning_rate', 'batch_size')
 HISTORY_FILE = 'history.json'
-RAW_SIGNATURE = 'serving_raw'
+RAW_SIGNATURE = features.RAW_SIGNATURE
 _DTYPES = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
 
 

@@ -327,3 +327,27 @@ def test_grpc_errors_carry_tf_serving_status_codes(grpc_stubs, eval_rows):
   assert 'trip_miles' in err.value.details()
   # and the server still answers
   assert prediction.Predict(_raw_request(eval_rows[:2]), timeout=30).outputs
+
+
+# --- the client, REST and gRPC ----------------------------------------------
+
+def test_client_rest_and_grpc_agree_with_in_process(server, trained_model,
+                                                    eval_rows):
+  from serving import client  # pylint: disable=g-import-not-at-top
+  trips = [{k: r[k] for k in client.features.RAW_FEATURE_TYPES}
+           for r in eval_rows[:5]]
+  expected = _in_process(trained_model, eval_rows[:5])[:, 0]
+  rest = client.RestClient(server.url).predict(trips)
+  grpc_client = client.GrpcClient(server.grpc_address)
+  try:
+    via_grpc = grpc_client.predict(trips)
+  finally:
+    grpc_client.close()
+  np.testing.assert_allclose(rest, expected, rtol=1e-5)
+  np.testing.assert_allclose(via_grpc, expected, rtol=1e-5)
+
+
+def test_client_rejects_unknown_features():
+  from serving import client  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match='tip_percent'):
+    client.raw_instance({'fare': 3.0, 'tip_percent': 20})

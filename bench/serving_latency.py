@@ -1,0 +1,126 @@
+"""Model server latency and throughput vs. the in-process SavedModel call.
+
+    .venv/bin/python bench/serving_latency.py [--model_base_path outputs/serving/taxi]
+
+Starts `python -m serving` on free loopback ports, then for REST and gRPC
+measures single-instance latency (p50/p99) at concurrency 1 and 8 and the
+throughput of 100-instance batches, next to the same calls made in-process
+on the loaded SavedModel (the floor). Request counts are fixed and bounded;
+all traffic stays on 127.0.0.1. Prints a Markdown table; never fails on time.
+"""
+
+import argparse
+import concurrent.futures
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from models import features  # pylint: disable=wrong-import-position
+from serving import client  # pylint: disable=wrong-import-position
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REQUESTS = 400
+BATCH = 100
+BATCH_REQUESTS = 40
+
+
+def percentiles(samples):
+  ms = np.array(samples) * 1000
+  return np.percentile(ms, 50), np.percentile(ms, 99)
+
+
+def run_load(call, concurrency, requests):
+  """Latencies of `requests` calls spread over `concurrency` threads."""
+  def worker(n):
+    out = []
+    for _ in range(n):
+      start = time.perf_counter()
+      call()
+      out.append(time.perf_counter() - start)
+    return out
+  per = [requests // concurrency] * concurrency
+  start = time.perf_counter()
+  with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+    latencies = sum(pool.map(worker, per), [])
+  return latencies, time.perf_counter() - start
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--model_base_path',
+                      default=os.path.join(REPO, 'outputs', 'serving', 'taxi'))
+  args = parser.parse_args()
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  versions = sorted(int(v) for v in os.listdir(args.model_base_path) if v.isdigit())
+  model = tf.saved_model.load(os.path.join(args.model_base_path, str(versions[-1])))
+  fn = model.signatures[features.RAW_SIGNATURE]
+  one = client.raw_instance(client.SAMPLE_TRIP)
+  dtypes = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
+
+  def tensors(n):
+    return {k: tf.constant([one[k]] * n, dtype=dtypes[kind])
+            for k, kind in features.RAW_FEATURE_TYPES.items()}
+
+  single, batch = tensors(1), tensors(BATCH)
+  server = subprocess.Popen(
+      [sys.executable, '-m', 'serving', '--model_name', 'taxi',
+       '--model_base_path', args.model_base_path, '--rest_api_port', '0',
+       '--port', '0'], cwd=REPO, stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL, text=True)
+  try:
+    ports = dict(item.split('=') for item in server.stdout.readline().split())
+    rest_port = int(ports['REST_API_PORT'])
+    grpc_client = client.GrpcClient(f'127.0.0.1:{ports["GRPC_PORT"]}')
+    body_one = json.dumps({'signature_name': features.RAW_SIGNATURE,
+                           'instances': [one]})
+    body_batch = json.dumps({'signature_name': features.RAW_SIGNATURE,
+                             'instances': [one] * BATCH})
+    import threading  # pylint: disable=g-import-not-at-top
+    local = threading.local()
+
+    def rest(body):
+      if not hasattr(local, 'conn'):
+        local.conn = http.client.HTTPConnection('127.0.0.1', rest_port)
+      local.conn.request('POST', '/v1/models/taxi:predict', body=body)
+      response = local.conn.getresponse()
+      assert response.status == 200, response.read()
+      response.read()
+
+    calls = {
+        'in-process': (lambda: fn(**single), lambda: fn(**batch)),
+        'REST': (lambda: rest(body_one), lambda: rest(body_batch)),
+        'gRPC': (lambda: grpc_client.predict([client.SAMPLE_TRIP]),
+                 lambda: grpc_client.predict([client.SAMPLE_TRIP] * BATCH)),
+    }
+    for single_call, batch_call in calls.values():  # warm up
+      for _ in range(20):
+        single_call()
+        batch_call()
+    print('| path | c=1 p50 / p99 (ms) | c=8 p50 / p99 (ms) | c=8 req/s '
+          f'| {BATCH}-row batches, rows/s |')
+    print('|---|---|---|---|---|')
+    for name, (single_call, batch_call) in calls.items():
+      lat1, _ = run_load(single_call, 1, REQUESTS)
+      lat8, wall8 = run_load(single_call, 8, REQUESTS)
+      _, wall_batch = run_load(batch_call, 2, BATCH_REQUESTS)
+      p50_1, p99_1 = percentiles(lat1)
+      p50_8, p99_8 = percentiles(lat8)
+      print(f'| {name} | {p50_1:.2f} / {p99_1:.2f} | {p50_8:.2f} / {p99_8:.2f} '
+            f'| {REQUESTS / wall8:.0f} | {BATCH * BATCH_REQUESTS / wall_batch:.0f} |',
+            flush=True)
+    grpc_client.close()
+  finally:
+    server.terminate()
+    server.wait(timeout=20)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,124 @@
+"""Client for the model server (REST or gRPC), from plain trip dicts.
+
+    python -m serving.client                              # a sample trip, REST
+    python -m serving.client --grpc 127.0.0.1:8500 --trip '{"fare": 12.5, ...}'
+
+A trip is a dict of raw feature values keyed as in models/features.py;
+missing features are sent as missing ('' for strings, NaN for floats, 0 for
+integer categories), exactly as the `serving_raw` signature expects.
+"""
+
+import argparse
+import json
+import math
+import sys
+import urllib.error
+import urllib.request
+from typing import Dict, List, Mapping
+
+from models import features
+
+SAMPLE_TRIP = {
+    'trip_miles': 2.1, 'fare': 9.25, 'trip_seconds': 720,
+    'pickup_latitude': 41.892, 'pickup_longitude': -87.627,
+    'dropoff_latitude': 41.880, 'dropoff_longitude': -87.642,
+    'payment_type': 'Credit Card', 'company': 'Taxi Affiliation Services',
+    'trip_start_hour': 19, 'trip_start_day': 6, 'trip_start_month': 5,
+    'pickup_community_area': 8, 'dropoff_community_area': 28,
+}
+
+
+def raw_instance(trip: Mapping[str, object]) -> Dict[str, object]:
+  """A trip dict -> one `serving_raw` instance with every feature typed."""
+  unknown = sorted(set(trip) - set(features.RAW_FEATURE_TYPES) -
+                   {features.LABEL_KEY})
+  if unknown:
+    raise ValueError(f'unknown features {unknown}; expected '
+                     f'{sorted(features.RAW_FEATURE_TYPES)}')
+  instance = {}
+  for key, kind in features.RAW_FEATURE_TYPES.items():
+    value = trip.get(key)
+    missing = value is None or value == ''
+    if kind == 'string':
+      instance[key] = '' if missing else str(value)
+    elif kind == 'float':
+      instance[key] = math.nan if missing else float(value)
+    else:
+      instance[key] = 0 if missing else int(float(value))
+  return instance
+
+
+class RestClient:
+  """TF Serving REST API client."""
+
+  def __init__(self, url: str, model_name: str = 'taxi', timeout: float = 30):
+    self.url, self.model_name, self.timeout = url.rstrip('/'), model_name, timeout
+
+  def _call(self, path: str, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f'{self.url}/v1/models/{self.model_name}{path}',
+                                     data=data)
+    try:
+      with urllib.request.urlopen(request, timeout=self.timeout) as response:
+        return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+      raise RuntimeError(f'HTTP {e.code}: {json.loads(e.read())["error"]}') from e
+
+  def status(self) -> List[Dict]:
+    return self._call('')['model_version_status']
+
+  def predict(self, trips: List[Mapping[str, object]]) -> List[float]:
+    body = {'signature_name': features.RAW_SIGNATURE,
+            'instances': [raw_instance(t) for t in trips]}
+    return [p[0] for p in self._call(':predict', body)['predictions']]
+
+
+class GrpcClient:
+  """TF Serving gRPC PredictionService client."""
+
+  def __init__(self, address: str, model_name: str = 'taxi', timeout: float = 30):
+    import grpc  # pylint: disable=g-import-not-at-top
+    from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+    self._channel = grpc.insecure_channel(address)
+    self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+    self.model_name, self.timeout = model_name, timeout
+
+  def predict(self, trips: List[Mapping[str, object]]) -> List[float]:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
+    instances = [raw_instance(t) for t in trips]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = self.model_name
+    request.model_spec.signature_name = features.RAW_SIGNATURE
+    dtypes = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
+    for key, kind in features.RAW_FEATURE_TYPES.items():
+      request.inputs[key].CopyFrom(tf.make_tensor_proto(
+          [i[key] for i in instances], dtype=dtypes[kind]))
+    response = self._stub.Predict(request, timeout=self.timeout)
+    return [float(p[0]) for p in tf.make_ndarray(response.outputs['outputs'])]
+
+  def close(self) -> None:
+    self._channel.close()
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  target = parser.add_mutually_exclusive_group()
+  target.add_argument('--rest', default='http://127.0.0.1:8501',
+                      help='REST base URL (default: %(default)s)')
+  target.add_argument('--grpc', default=None, help='gRPC address host:port')
+  parser.add_argument('--model-name', default='taxi')
+  parser.add_argument('--trip', default=None,
+                      help='trip as a JSON object (default: a sample trip)')
+  args = parser.parse_args(argv)
+  trip = json.loads(args.trip) if args.trip else SAMPLE_TRIP
+  client = (GrpcClient(args.grpc, args.model_name) if args.grpc
+            else RestClient(args.rest, args.model_name))
+  probability = client.predict([trip])[0]
+  print(f'P(tip > {features.TIP_FRACTION:.0%} of fare) = {probability:.4f}  '
+        f'via {"gRPC " + args.grpc if args.grpc else "REST " + args.rest}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
