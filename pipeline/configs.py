@@ -24,6 +24,9 @@ RUN_FN = 'models.model.run_fn'
 MODELS_DIR = os.path.join(REPO_ROOT, 'models')
 # `{SPAN}` is TFX's span spec: ExampleGen ingests one span per run.
 SPAN_PATTERN = 'span-{SPAN}/*.csv'
+# Under a model base path: where `serving.versions rollback` moves a version
+# (not a number, so no model server serves it; the Pusher never re-pushes it).
+ROLLED_BACK_DIR = '.rolled-back'
 # Slices for the Evaluator's metrics (raw feature names).
 SLICE_FEATURES = ['payment_type']
 

@@ -28,6 +28,8 @@ from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import proto_utils
 
+from pipeline import configs
+
 ALREADY_PUSHED_KEY = 'already_pushed_version'
 _FINGERPRINT_FILES = ('fingerprint.pb', 'saved_model.pb')
 
@@ -51,13 +53,15 @@ def versions(base_directory: str) -> List[int]:
 
 def version_with_same_model(base_directory: str, model_dir: str
                            ) -> Optional[int]:
-  """The pushed version holding exactly this SavedModel, if any."""
+  """The pushed (or rolled-back) version holding exactly this SavedModel."""
   wanted = _fingerprint(model_dir)
   if wanted is None:
     return None
-  for version in reversed(versions(base_directory)):
-    if _fingerprint(os.path.join(base_directory, str(version))) == wanted:
-      return version
+  rolled_back = os.path.join(base_directory, configs.ROLLED_BACK_DIR)
+  for directory in (base_directory, rolled_back):
+    for version in reversed(versions(directory)):
+      if _fingerprint(os.path.join(directory, str(version))) == wanted:
+        return version
   return None
 
 

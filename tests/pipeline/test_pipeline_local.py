@@ -227,3 +227,14 @@ def test_rejected_spans_never_enter_the_training_window(cfg, first_run):
   # The span-4 Examples used is the good one: it passed validation.
   good = outcome.nodes['CsvExampleGen'].outputs['examples'][0]
   assert good.id in ids
+
+
+def test_versions_cli_reports_lineage_of_pushed_versions(cfg, first_run):
+  from serving import versions  # pylint: disable=g-import-not-at-top
+  infos = versions.list_versions(cfg.serving_model_dir, _store(cfg))
+  by_version = {str(i.version): i for i in infos}
+  info = by_version[first_run.pushed_version]
+  assert info.blessed is True and not info.rolled_back
+  assert info.run  # the pipeline_run context that pushed it
+  assert info.hparams == cfg.hparams
+  assert info.code_version

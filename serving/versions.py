@@ -1,0 +1,146 @@
+"""List served model versions with their lineage, and roll back.
+
+    python -m serving.versions list
+    python -m serving.versions rollback          # stop serving the newest version
+
+`list` shows every version under the model base path and, from ML Metadata,
+the pipeline run that pushed it, whether it was blessed, the Trainer's
+hyperparameters and code version. `rollback` moves the newest version to
+`<base>/.rolled-back/<version>` with one atomic rename: TF Serving's default
+`latest` policy (this project's server and the official one alike) then
+serves the previous version on its next poll, in-flight requests finish on
+the old one, and the Pusher never pushes a rolled-back model again. Safe to
+run while a server is serving; every action is appended to
+`<base>/.versions.log`.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import sys
+from typing import Dict, List, Optional
+
+from pipeline import configs
+from pipeline import metadata_store
+from serving import model_config
+
+ROLLED_BACK_DIR = configs.ROLLED_BACK_DIR
+ACTION_LOG = '.versions.log'
+
+
+@dataclasses.dataclass
+class VersionInfo:
+  version: int
+  path: str
+  rolled_back: bool
+  run: Optional[str] = None
+  blessed: Optional[bool] = None
+  hparams: Optional[Dict] = None
+  code_version: Optional[str] = None
+
+
+def rolled_back_versions(base: str) -> List[int]:
+  return model_config.versions_on_disk(os.path.join(base, ROLLED_BACK_DIR))
+
+
+def _lineage(store, info: VersionInfo) -> None:
+  """Fills run / blessing / Trainer config from ML Metadata, if recorded."""
+  prop = metadata_store.custom_property
+  pushed = [a for a in store.get_artifacts_by_type('PushedModel')
+            if str(prop(a, 'pushed_version')) == str(info.version)]
+  if not pushed:
+    return
+  events = store.get_events_by_artifact_ids([pushed[-1].id])
+  pusher = next(e.execution_id for e in events
+                if e.type == e.OUTPUT)
+  info.run = next((c.name for c in store.get_contexts_by_execution(pusher)
+                   if c.type == 'pipeline_run'), None)
+  inputs = {e.path.steps[0].key: e.artifact_id
+            for e in store.get_events_by_execution_ids([pusher])
+            if e.type == e.INPUT and e.path.steps}
+  if 'model_blessing' in inputs:
+    (blessing,) = store.get_artifacts_by_id([inputs['model_blessing']])
+    info.blessed = bool(prop(blessing, 'blessed'))
+  if 'model' in inputs:
+    trainer = next(e.execution_id for e in store.get_events_by_artifact_ids(
+        [inputs['model']]) if e.type == e.OUTPUT)
+    (execution,) = store.get_executions_by_id([trainer])
+    if 'custom_config' in execution.properties:
+      custom = json.loads(execution.properties['custom_config'].string_value)
+    elif 'custom_config' in execution.custom_properties:
+      custom = json.loads(execution.custom_properties['custom_config']
+                          .string_value)
+    else:
+      custom = {}
+    info.hparams = custom.get('hparams')
+    info.code_version = custom.get('code_version')
+
+
+def list_versions(base: str, store=None) -> List[VersionInfo]:
+  """Served and rolled-back versions, newest first, with lineage if known."""
+  infos = [VersionInfo(v, os.path.join(base, str(v)), False)
+           for v in model_config.versions_on_disk(base)]
+  infos += [VersionInfo(v, os.path.join(base, ROLLED_BACK_DIR, str(v)), True)
+            for v in rolled_back_versions(base)]
+  if store is not None:
+    for info in infos:
+      _lineage(store, info)
+  return sorted(infos, key=lambda i: i.version, reverse=True)
+
+
+def _log_action(base: str, action: str, **details) -> None:
+  record = {'time': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            'action': action, **details}
+  with open(os.path.join(base, ACTION_LOG), 'a') as f:
+    f.write(json.dumps(record) + '\n')
+  print(f'{action}: ' + ', '.join(f'{k}={v}' for k, v in details.items()))
+
+
+def rollback(base: str) -> int:
+  """Moves the newest served version aside; returns the version now served."""
+  served = model_config.versions_on_disk(base)
+  if len(served) < 2:
+    raise SystemExit(f'rollback needs at least two versions under {base}; '
+                     f'found {served}')
+  newest, previous = served[-1], served[-2]
+  os.makedirs(os.path.join(base, ROLLED_BACK_DIR), exist_ok=True)
+  os.rename(os.path.join(base, str(newest)),
+            os.path.join(base, ROLLED_BACK_DIR, str(newest)))
+  _log_action(base, 'rollback', rolled_back=newest, now_serving=previous)
+  return previous
+
+
+def main(argv=None) -> int:
+  defaults = configs.PipelineConfig()
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('command', choices=['list', 'rollback'])
+  parser.add_argument('--model-base-path', default=defaults.serving_model_dir,
+                      help='TF Serving model base path (default: %(default)s)')
+  parser.add_argument('--metadata-path', default=defaults.metadata_path,
+                      help='SQLite ML Metadata for lineage (default: %(default)s)')
+  args = parser.parse_args(argv)
+  base = args.model_base_path
+  if args.command == 'rollback':
+    rollback(base)
+    return 0
+  store = None
+  if os.path.exists(args.metadata_path):
+    store = metadata_store.open_store(
+        metadata_store.sqlite_config(args.metadata_path))
+  infos = list_versions(base, store)
+  if not infos:
+    print(f'No versions under {base}')
+  serving = next((i.version for i in infos if not i.rolled_back), None)
+  for info in infos:
+    state = ('rolled back' if info.rolled_back else
+             'SERVED (latest)' if info.version == serving else 'on disk')
+    print(f'{info.version}  {state:<16} run={info.run or "?"}  '
+          f'blessed={info.blessed}  code={info.code_version}  '
+          f'hparams={json.dumps(info.hparams) if info.hparams else None}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
