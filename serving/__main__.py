@@ -39,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--model_config_file', default=None,
                       help='TF Serving model_config_list text proto '
                       '(instead of --model_name/--model_base_path)')
+  parser.add_argument('--model_config_file_poll_wait_seconds', type=float,
+                      default=0, help='re-read --model_config_file when it '
+                      'changes (checked every file system poll); 0: never')
   parser.add_argument('--file_system_poll_wait_seconds', type=float,
                       default=1.0, help='how often to look for new versions')
   parser.add_argument('--max_request_bytes', type=int, default=10 << 20,
@@ -70,7 +73,9 @@ def main(argv=None) -> int:
              if args.model_config_file else
              model_config.from_flags(args.model_name, args.model_base_path))
   registry = model_registry.ModelRegistry(
-      configs, poll_seconds=args.file_system_poll_wait_seconds)
+      configs, poll_seconds=args.file_system_poll_wait_seconds,
+      config_file=(args.model_config_file
+                   if args.model_config_file_poll_wait_seconds > 0 else None))
   registry.start()
   server = http.server.ThreadingHTTPServer(
       (args.bind_address, args.rest_api_port),

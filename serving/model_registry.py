@@ -52,9 +52,15 @@ class ModelRegistry:
   """Thread-safe view of the served models and their versions."""
 
   def __init__(self, configs: List[model_config.ModelConfig],
-               poll_seconds: float = 1.0):
+               poll_seconds: float = 1.0,
+               config_file: Optional[str] = None):
+    """`config_file`: re-read on every poll when its mtime changes (labels,
+    policies), as TF Serving's --model_config_file_poll_wait_seconds does."""
     self.configs = configs
     self._poll_seconds = poll_seconds
+    self._config_file = config_file
+    self._config_mtime = (os.path.getmtime(config_file) if config_file
+                          else None)
     self._served: Dict[str, Mapping[int, LoadedVersion]] = {
         c.name: {} for c in configs}
     self._refused: Dict[str, float] = {}  # saved_model.pb path -> its mtime
@@ -69,8 +75,9 @@ class ModelRegistry:
     complete on disk and not refused. So a corrupt newest version leaves
     the current one serving instead of leaving nothing.
     """
+    self._reload_config()
     for config in self.configs:
-      current = self._served[config.name]
+      current = self._served.get(config.name, {})
       loaded = dict(current)
       while True:
         servable = [v for v in model_config.versions_on_disk(config.base_path)
@@ -88,6 +95,24 @@ class ModelRegistry:
         self._served[config.name] = updated  # one atomic assignment
         log.info('model %s: serving versions %s', config.name,
                  sorted(updated) or 'none')
+
+  def _reload_config(self) -> None:
+    """Swaps in the config file's new content; a bad file keeps the old one."""
+    if not self._config_file:
+      return
+    try:
+      mtime = os.path.getmtime(self._config_file)
+      if mtime == self._config_mtime:
+        return
+      configs = model_config.load(self._config_file)
+    except (OSError, ValueError) as e:
+      log.error('model config %s not reloaded, keeping the current one: %s',
+                self._config_file, str(e).splitlines()[0][:300])
+      return
+    self._config_mtime = mtime
+    self.configs = configs  # one atomic assignment
+    log.info('model config reloaded from %s: %s', self._config_file,
+             {c.name: c.labels for c in configs})
 
   def _pb(self, config, version: int) -> str:
     return os.path.join(config.base_path, str(version), SAVED_MODEL)
@@ -138,13 +163,13 @@ class ModelRegistry:
 
   def versions(self, name: str) -> Mapping[int, LoadedVersion]:
     self._config(name)
-    return self._served[name]
+    return self._served.get(name, {})
 
   def resolve(self, name: str, version: Optional[int] = None,
               label: Optional[str] = None) -> LoadedVersion:
     """The version a request names: explicit, by label, or the latest."""
     config = self._config(name)
-    served = self._served[name]
+    served = self._served.get(name, {})
     if label is not None:
       if label not in config.labels:
         raise NotFound(f'Unrecognized servable version label: {label}')

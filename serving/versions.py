@@ -2,6 +2,7 @@
 
     python -m serving.versions list
     python -m serving.versions rollback          # stop serving the newest version
+    python -m serving.versions promote 1795690717 --label stable --model-config-file models.config
 
 `list` shows every version under the model base path and, from ML Metadata,
 the pipeline run that pushed it, whether it was blessed, the Trainer's
@@ -9,9 +10,11 @@ hyperparameters and code version. `rollback` moves the newest version to
 `<base>/.rolled-back/<version>` with one atomic rename: TF Serving's default
 `latest` policy (this project's server and the official one alike) then
 serves the previous version on its next poll, in-flight requests finish on
-the old one, and the Pusher never pushes a rolled-back model again. Safe to
-run while a server is serving; every action is appended to
-`<base>/.versions.log`.
+the old one, and the Pusher never pushes a rolled-back model again. `promote` points a
+version label (`stable`, `canary`) at a version in a TF Serving model config
+file, replacing the file atomically; a server started with
+--model_config_file_poll_wait_seconds > 0 picks it up. Safe to run while a
+server is serving; every action is appended to `<base>/.versions.log`.
 """
 
 import argparse
@@ -112,16 +115,62 @@ def rollback(base: str) -> int:
   return previous
 
 
+def promote(config_file: str, model_name: str, version: int,
+            label: str) -> None:
+  """Points `label` at `version` in a TF Serving model config file.
+
+  The version must exist under the model's base path; with a `specific`
+  policy it is added to the served versions. The file is replaced
+  atomically, so a server re-reading it never sees half a config.
+  """
+  from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=g-import-not-at-top
+  with open(config_file) as f:
+    proto = text_format.Parse(f.read(),
+                              model_server_config_pb2.ModelServerConfig())
+  entry = next((c for c in proto.model_config_list.config
+                if c.name == model_name), None)
+  if entry is None:
+    raise SystemExit(f'model {model_name!r} is not in {config_file}')
+  base = model_config.find(model_config.load(config_file), model_name).base_path
+  if version not in model_config.versions_on_disk(base):
+    raise SystemExit(f'version {version} is not under {base} '
+                     f'(there: {model_config.versions_on_disk(base)})')
+  previous = entry.version_labels.get(label)
+  entry.version_labels[label] = version
+  specific = entry.model_version_policy.specific
+  if (entry.model_version_policy.WhichOneof('policy_choice') == 'specific' and
+      version not in specific.versions):
+    specific.versions.append(version)
+  tmp = f'{config_file}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(text_format.MessageToString(proto))
+  os.replace(tmp, config_file)
+  _log_action(base, 'promote', model=model_name, label=label, version=version,
+              previous=previous, config=config_file)
+
+
 def main(argv=None) -> int:
   defaults = configs.PipelineConfig()
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('command', choices=['list', 'rollback'])
+  parser.add_argument('command', choices=['list', 'rollback', 'promote'])
+  parser.add_argument('version', nargs='?', type=int,
+                      help='promote: the version to label')
+  parser.add_argument('--label', default='stable', help='promote: label name')
+  parser.add_argument('--model-config-file', default=None,
+                      help='promote: TF Serving model config file to edit')
+  parser.add_argument('--model-name', default=defaults.model_name)
   parser.add_argument('--model-base-path', default=defaults.serving_model_dir,
                       help='TF Serving model base path (default: %(default)s)')
   parser.add_argument('--metadata-path', default=defaults.metadata_path,
                       help='SQLite ML Metadata for lineage (default: %(default)s)')
   args = parser.parse_args(argv)
   base = args.model_base_path
+  if args.command == 'promote':
+    if args.version is None or not args.model_config_file:
+      parser.error('promote needs VERSION and --model-config-file')
+    promote(args.model_config_file, args.model_name, args.version, args.label)
+    return 0
   if args.command == 'rollback':
     rollback(base)
     return 0

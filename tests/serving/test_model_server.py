@@ -29,10 +29,12 @@ pytestmark = pytest.mark.integration
 class Server:
   """A `python -m serving` process; read its port from stdout."""
 
-  def __init__(self, base_path):
+  def __init__(self, base_path, extra=()):
+    source = (['--model_name', 'taxi', '--model_base_path', base_path]
+              if base_path else [])
     self.proc = subprocess.Popen(
-        [sys.executable, '-m', 'serving', '--model_name', 'taxi',
-         '--model_base_path', base_path, '--rest_api_port', '0', '--port', '0',
+        [sys.executable, '-m', 'serving', *source, *extra,
+         '--rest_api_port', '0', '--port', '0',
          '--file_system_poll_wait_seconds', '0.2',
          '--max_request_bytes', '200000'],
         cwd=helpers.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -51,3 +51,41 @@ def test_rollback_refuses_to_remove_the_only_version(tmp_path, trained_model):
   with pytest.raises(SystemExit, match='at least two versions'):
     versions.rollback(base)
   assert os.path.isdir(os.path.join(base, '1'))
+
+
+def test_promote_label_is_picked_up_by_a_running_server(tmp_path,
+                                                        trained_model):
+  base = tmp_path / 'taxi'
+  base.mkdir()
+  for version in (1, 2):
+    _copy_version(trained_model.serving_model_dir, str(base), version)
+  config = tmp_path / 'models.config'
+  config.write_text('''model_config_list { config {
+      name: "taxi" base_path: "taxi" model_platform: "tensorflow"
+      model_version_policy { specific { versions: 1 } }
+      version_labels { key: "stable" value: 1 } } }''')
+  server = Server(None, extra=['--model_config_file', str(config),
+                               '--model_config_file_poll_wait_seconds', '1'])
+  try:
+    label = lambda name: server.request(f'/v1/models/taxi/labels/{name}')  # pylint: disable=g-long-lambda
+    assert label('stable')[1]['model_version_status'][0]['version'] == '1'
+    assert label('canary')[0] == 404
+    for name, version in (('canary', 2), ('stable', 2)):
+      result = subprocess.run(
+          [sys.executable, '-m', 'serving.versions', 'promote', str(version),
+           '--label', name, '--model-config-file', str(config)],
+          cwd=helpers.REPO, capture_output=True, text=True, timeout=60)
+      assert result.returncode == 0, result.stderr
+    assert _wait_for(lambda: label('stable')[0] == 200 and label('stable')[1][
+        'model_version_status'][0]['version'] == '2')
+    assert label('canary')[1]['model_version_status'][0]['version'] == '2'
+    code, body = server.request('/v1/models/taxi')
+    assert code == 200
+    assert [s['version'] for s in body['model_version_status']] == ['2', '1']
+  finally:
+    server.stop()
+  result = subprocess.run(
+      [sys.executable, '-m', 'serving.versions', 'promote', '9', '--label',
+       'stable', '--model-config-file', str(config)], cwd=helpers.REPO,
+      capture_output=True, text=True, timeout=60)
+  assert result.returncode != 0 and 'version 9 is not under' in result.stderr
