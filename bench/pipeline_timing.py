@@ -82,7 +82,7 @@ def main():
   root = tempfile.mkdtemp(prefix='bench-')
   try:
     runs = ours(root)
-    print(f'\n| component | ' + ' | '.join(name for name, _, _ in runs) + ' |')
+    print('\n| component | ' + ' | '.join(name for name, _, _ in runs) + ' |')
     print('|---|' + '---|' * len(runs))
     nodes = list(runs[0][2])
     for node in nodes:

@@ -7,7 +7,6 @@ import time
 import pytest
 import tensorflow as tf
 
-from tests import helpers
 from tests.serving.test_model_server import Server
 from tests.serving.test_model_server import _copy_version
 from tests.serving.test_model_server import _raw_request
