@@ -55,7 +55,8 @@ def open_store(config: metadata_store_pb2.ConnectionConfig
   return mlmd.MetadataStore(config)
 
 
-def _custom(entity, key: str, default=None):
+def custom_property(entity, key: str, default=None):
+  """A custom property of an MLMD artifact/execution as a Python value."""
   if key not in entity.custom_properties:
     return default
   value = entity.custom_properties[key]
@@ -73,12 +74,11 @@ def ingested_spans(store: mlmd.MetadataStore, pipeline_name: str,
   if context is None:
     return []
   spans = {
-      int(_custom(a, 'span'))
+      custom_property(a, 'span')
       for a in store.get_artifacts_by_context(context.id)
-      if a.state == metadata_store_pb2.Artifact.LIVE and
-      _custom(a, 'span') is not None
+      if a.state == metadata_store_pb2.Artifact.LIVE
   }
-  return sorted(spans)
+  return sorted(int(span) for span in spans if span is not None)
 
 
 _INPUT = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
@@ -140,8 +140,3 @@ def run_nodes(store: mlmd.MetadataStore, run: metadata_store_pb2.Context,
         inputs=by_direction[_INPUT],
         outputs=by_direction[_OUTPUT])
   return nodes
-
-
-def custom_property(artifact, key: str, default=None):
-  """A custom property of an MLMD artifact/execution as a Python value."""
-  return _custom(artifact, key, default)

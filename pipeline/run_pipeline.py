@@ -15,17 +15,13 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
+from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
 from pipeline import console
 from pipeline import metadata_store
 from pipeline import pusher
 
 SPAN_DIR = re.compile(r'span-(\d+)$')
-
-
-def _connection(cfg: configs.PipelineConfig):
-  return metadata_store.connection_config(cfg.metadata_path,
-                                          cfg.metadata_config)
 
 
 def spans_on_disk(data_root: str) -> List[int]:
@@ -76,10 +72,12 @@ def _evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
   return result
 
 
-def read_outcome(cfg: configs.PipelineConfig, ok: bool, error: Optional[str],
-                 window_spans: List[int], seconds: float) -> RunOutcome:
+def read_outcome(cfg: configs.PipelineConfig,
+                 connection: metadata_store_pb2.ConnectionConfig, ok: bool,
+                 error: Optional[str], window_spans: List[int],
+                 seconds: float) -> RunOutcome:
   """Builds the RunOutcome of the newest run from ML Metadata."""
-  store = metadata_store.open_store(_connection(cfg))
+  store = metadata_store.open_store(connection)
   run = metadata_store.latest_run(store, cfg.pipeline_name)
   nodes = metadata_store.run_nodes(store, run, cfg.pipeline_name) if run else {}
   prop = metadata_store.custom_property
@@ -131,8 +129,9 @@ def _short(path: str) -> str:
   return path if relative.startswith('..') else relative
 
 
-def format_summary(cfg: configs.PipelineConfig, outcome: RunOutcome,
-                   log_path: str) -> str:
+def format_summary(cfg: configs.PipelineConfig,
+                   connection: metadata_store_pb2.ConnectionConfig,
+                   outcome: RunOutcome, log_path: str) -> str:
   """Human-readable end-of-run summary."""
   lines = ['', f'Summary ({outcome.seconds:.1f} s wall time)']
   add = lambda k, v: lines.append(f'  {k:<18} {v}')
@@ -169,7 +168,6 @@ def format_summary(cfg: configs.PipelineConfig, outcome: RunOutcome,
       + (f'versions {", ".join(versions)} (latest {versions[-1]} is served)'
          if versions else 'no version yet'))
   add('artifacts', _short(cfg.pipeline_root))
-  connection = _connection(cfg)
   add('metadata', f'{_short(connection.sqlite.filename_uri)} (SQLite)'
       if connection.HasField('sqlite') else metadata_store.describe(connection))
   add('full log', _short(log_path))
@@ -199,7 +197,8 @@ def run_pipeline(cfg: configs.PipelineConfig,
     raise SystemExit(f'Span {target} not found under {cfg.data_root} '
                      f'(spans there: {available})')
   spans = window(target, cfg.window_spans, available)
-  connection = _connection(cfg)
+  connection = metadata_store.connection_config(cfg.metadata_path,
+                                                cfg.metadata_config)
   ingested = set(metadata_store.ingested_spans(
       metadata_store.open_store(connection), cfg.pipeline_name))
   missing = [s for s in spans if s != target and s not in ingested]
@@ -221,6 +220,7 @@ def run_pipeline(cfg: configs.PipelineConfig,
     error = f'{node or "pipeline"} failed: {type(e).__name__}: {e}'
     with open(log_path, 'a') as f:
       f.write(traceback.format_exc())
-  outcome = read_outcome(cfg, ok, error, spans, time.time() - start)
-  print(format_summary(cfg, outcome, log_path), flush=True)
+  outcome = read_outcome(cfg, connection, ok, error, spans,
+                         time.time() - start)
+  print(format_summary(cfg, connection, outcome, log_path), flush=True)
   return outcome

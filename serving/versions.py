@@ -133,9 +133,9 @@ def promote(config_file: str, model_name: str, version: int,
   if entry is None:
     raise SystemExit(f'model {model_name!r} is not in {config_file}')
   base = model_config.find(model_config.load(config_file), model_name).base_path
-  if version not in model_config.versions_on_disk(base):
-    raise SystemExit(f'version {version} is not under {base} '
-                     f'(there: {model_config.versions_on_disk(base)})')
+  on_disk = model_config.versions_on_disk(base)
+  if version not in on_disk:
+    raise SystemExit(f'version {version} is not under {base} (there: {on_disk})')
   previous = entry.version_labels.get(label)
   entry.version_labels[label] = version
   specific = entry.model_version_policy.specific
