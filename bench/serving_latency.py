@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -69,57 +70,87 @@ def main():
     return {k: tf.constant([one[k]] * n, dtype=dtypes[kind])
             for k, kind in features.RAW_FEATURE_TYPES.items()}
 
+  one_row = json.dumps({'signature_name': features.RAW_SIGNATURE,
+                        'instances': [one]})
+  batch_rows = json.dumps({'signature_name': features.RAW_SIGNATURE,
+                           'instances': [one] * BATCH})
   single, batch = tensors(1), tensors(BATCH)
-  server = subprocess.Popen(
-      [sys.executable, '-m', 'serving', '--model_name', 'taxi',
-       '--model_base_path', args.model_base_path, '--rest_api_port', '0',
-       '--port', '0'], cwd=REPO, stdout=subprocess.PIPE,
-      stderr=subprocess.DEVNULL, text=True)
-  try:
-    ports = dict(item.split('=') for item in server.stdout.readline().split())
-    rest_port = int(ports['REST_API_PORT'])
-    grpc_client = client.GrpcClient(f'127.0.0.1:{ports["GRPC_PORT"]}')
-    body_one = json.dumps({'signature_name': features.RAW_SIGNATURE,
-                           'instances': [one]})
-    body_batch = json.dumps({'signature_name': features.RAW_SIGNATURE,
-                             'instances': [one] * BATCH})
-    import threading  # pylint: disable=g-import-not-at-top
-    local = threading.local()
+  print(f'load average {" ".join(f"{x:.2f}" for x in os.getloadavg())} '
+        f'({os.cpu_count()} CPUs)\n')
+  print('| path | c=1 p50 / p99 (ms) | c=8 p50 / p99 (ms) | c=8 req/s '
+        f'| {BATCH}-row batches, rows/s |')
+  print('|---|---|---|---|---|')
+  report('in-process', lambda: fn(**single), lambda: fn(**batch))
+  for mode, extra in (('', []), (' +batching', ['--enable_batching'])):
+    with Server(args.model_base_path, extra) as (rest_port, grpc_address):
+      rest = RestCaller(rest_port)
+      grpc_call = GrpcCaller(grpc_address)
+      report('REST' + mode, lambda: rest(one_row), lambda: rest(batch_rows))
+      report('gRPC' + mode, lambda: grpc_call(1), lambda: grpc_call(BATCH))
+      grpc_call.close()
 
-    def rest(body):
-      if not hasattr(local, 'conn'):
-        local.conn = http.client.HTTPConnection('127.0.0.1', rest_port)
-      local.conn.request('POST', '/v1/models/taxi:predict', body=body)
-      response = local.conn.getresponse()
-      assert response.status == 200, response.read()
-      response.read()
 
-    calls = {
-        'in-process': (lambda: fn(**single), lambda: fn(**batch)),
-        'REST': (lambda: rest(body_one), lambda: rest(body_batch)),
-        'gRPC': (lambda: grpc_client.predict([client.SAMPLE_TRIP]),
-                 lambda: grpc_client.predict([client.SAMPLE_TRIP] * BATCH)),
-    }
-    for single_call, batch_call in calls.values():  # warm up
-      for _ in range(20):
-        single_call()
-        batch_call()
-    print('| path | c=1 p50 / p99 (ms) | c=8 p50 / p99 (ms) | c=8 req/s '
-          f'| {BATCH}-row batches, rows/s |')
-    print('|---|---|---|---|---|')
-    for name, (single_call, batch_call) in calls.items():
-      lat1, _ = run_load(single_call, 1, REQUESTS)
-      lat8, wall8 = run_load(single_call, 8, REQUESTS)
-      _, wall_batch = run_load(batch_call, 2, BATCH_REQUESTS)
-      p50_1, p99_1 = percentiles(lat1)
-      p50_8, p99_8 = percentiles(lat8)
-      print(f'| {name} | {p50_1:.2f} / {p99_1:.2f} | {p50_8:.2f} / {p99_8:.2f} '
-            f'| {REQUESTS / wall8:.0f} | {BATCH * BATCH_REQUESTS / wall_batch:.0f} |',
-            flush=True)
-    grpc_client.close()
-  finally:
-    server.terminate()
-    server.wait(timeout=20)
+def report(name, single_call, batch_call):
+  for _ in range(20):  # warm up
+    single_call()
+    batch_call()
+  lat1, _ = run_load(single_call, 1, REQUESTS)
+  lat8, wall8 = run_load(single_call, 8, REQUESTS)
+  _, wall_batch = run_load(batch_call, 2, BATCH_REQUESTS)
+  p50_1, p99_1 = percentiles(lat1)
+  p50_8, p99_8 = percentiles(lat8)
+  print(f'| {name} | {p50_1:.2f} / {p99_1:.2f} | {p50_8:.2f} / {p99_8:.2f} '
+        f'| {REQUESTS / wall8:.0f} | {BATCH * BATCH_REQUESTS / wall_batch:.0f} |',
+        flush=True)
+
+
+class Server:
+  """`python -m serving` on free loopback ports, stopped on exit."""
+
+  def __init__(self, base_path, extra):
+    self.args = [sys.executable, '-m', 'serving', '--model_name', 'taxi',
+                 '--model_base_path', base_path, '--rest_api_port', '0',
+                 '--port', '0', *extra]
+
+  def __enter__(self):
+    self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True)
+    ports = dict(item.split('=') for item in self.proc.stdout.readline().split())
+    return int(ports['REST_API_PORT']), f'127.0.0.1:{ports["GRPC_PORT"]}'
+
+  def __exit__(self, *_):
+    self.proc.terminate()
+    self.proc.wait(timeout=20)
+
+
+class RestCaller:
+  """POSTs a prepared JSON body on a kept-alive connection per thread."""
+
+  def __init__(self, port):
+    self.port, self.local = port, threading.local()
+
+  def __call__(self, body):
+    if not hasattr(self.local, 'conn'):
+      self.local.conn = http.client.HTTPConnection('127.0.0.1', self.port)
+    self.local.conn.request('POST', '/v1/models/taxi:predict', body=body)
+    response = self.local.conn.getresponse()
+    data = response.read()
+    assert response.status == 200, data
+
+
+class GrpcCaller:
+  """Sends a prepared PredictRequest of 1 or BATCH sample trips."""
+
+  def __init__(self, address):
+    self.client = client.GrpcClient(address)
+    self.requests = {n: self.client.request([client.SAMPLE_TRIP] * n)
+                     for n in (1, BATCH)}
+
+  def __call__(self, rows):
+    self.client.send(self.requests[rows])
+
+  def close(self):
+    self.client.close()
 
 
 if __name__ == '__main__':

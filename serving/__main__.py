@@ -7,8 +7,9 @@ gRPC (PredictionService.Predict/GetModelMetadata, ModelService.GetModelStatus).
 
     python -m serving --model_name taxi --model_base_path outputs/serving/taxi
     curl localhost:8501/v1/models/taxi
-Work in progress (issue 3): no request batching, version labels come only
-from --model_config_file.
+With --enable_batching, concurrent requests share model executions
+(serving/batching.py; --batching_parameters_file as TF Serving reads it).
+Version labels come from --model_config_file.
 """
 
 import argparse
@@ -40,8 +41,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help='TF Serving model_config_list text proto '
                       '(instead of --model_name/--model_base_path)')
   parser.add_argument('--model_config_file_poll_wait_seconds', type=float,
-                      default=0, help='re-read --model_config_file when it '
-                      'changes (checked every file system poll); 0: never')
+                      default=0, help='check --model_config_file this often '
+                      'and apply it when it changed; 0: never')
+  parser.add_argument('--enable_batching', action='store_true',
+                      help='batch concurrent requests into shared model '
+                      'executions')
+  parser.add_argument('--batching_parameters_file', default=None,
+                      help='TF Serving BatchingParameters text proto '
+                      '(max_batch_size, batch_timeout_micros, '
+                      'num_batch_threads, max_enqueued_batches)')
   parser.add_argument('--file_system_poll_wait_seconds', type=float,
                       default=1.0, help='how often to look for new versions')
   parser.add_argument('--max_request_bytes', type=int, default=10 << 20,
@@ -51,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.error('give either --model_config_file or --model_base_path')
   if args.model_base_path and not args.model_name:
     parser.error('--model_base_path needs --model_name')
+  if args.batching_parameters_file and not args.enable_batching:
+    parser.error('--batching_parameters_file needs --enable_batching')
   return args
 
 
@@ -64,6 +74,7 @@ def main(argv=None) -> int:
   warnings.filterwarnings('ignore', category=FutureWarning)
   logging.basicConfig(level=logging.INFO,
                       format='%(asctime)s %(levelname)s %(message)s')
+  from serving import batching  # pylint: disable=g-import-not-at-top
   from serving import model_config  # pylint: disable=g-import-not-at-top
   from serving import model_registry  # pylint: disable=g-import-not-at-top
   from serving import grpc_api  # pylint: disable=g-import-not-at-top
@@ -72,17 +83,28 @@ def main(argv=None) -> int:
   configs = (model_config.load(args.model_config_file)
              if args.model_config_file else
              model_config.from_flags(args.model_name, args.model_base_path))
+  batcher = None
+  if args.enable_batching:
+    try:
+      params = batching.load_parameters(args.batching_parameters_file)
+    except (OSError, ValueError) as e:
+      logging.error('bad --batching_parameters_file: %s', e)
+      return 2
+    batcher = batching.Batcher(params)
+    logging.info('batching concurrent requests: %s', params)
   registry = model_registry.ModelRegistry(
       configs, poll_seconds=args.file_system_poll_wait_seconds,
       config_file=(args.model_config_file
-                   if args.model_config_file_poll_wait_seconds > 0 else None))
+                   if args.model_config_file_poll_wait_seconds > 0 else None),
+      config_poll_seconds=args.model_config_file_poll_wait_seconds)
   registry.start()
   server = http.server.ThreadingHTTPServer(
       (args.bind_address, args.rest_api_port),
-      rest_api.make_handler(registry, args.max_request_bytes))
+      rest_api.make_handler(registry, args.max_request_bytes, batcher))
   server.daemon_threads = True
   grpc_server, grpc_port = grpc_api.make_server(
-      registry, f'{args.bind_address}:{args.port}', args.max_request_bytes)
+      registry, f'{args.bind_address}:{args.port}', args.max_request_bytes,
+      batcher)
   grpc_server.start()
   host, port = server.server_address[:2]
   logging.info('REST API at http://%s:%d/v1/models/%s, gRPC at %s:%d', host,
@@ -97,6 +119,8 @@ def main(argv=None) -> int:
   finally:
     grpc_server.stop(grace=2)
     registry.stop()
+    if batcher:
+      batcher.stop()
     server.server_close()
   return 0
 

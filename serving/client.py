@@ -84,18 +84,29 @@ class GrpcClient:
     self.model_name, self.timeout = model_name, timeout
 
   def predict(self, trips: List[Mapping[str, object]]) -> List[float]:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return self.send(self.request(trips))
+
+  def request(self, trips: List[Mapping[str, object]]):
+    """The PredictRequest for `trips` on the `serving_raw` signature."""
+    from tensorflow.core.framework import types_pb2  # pylint: disable=g-import-not-at-top
     from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
+    from serving import tensors  # pylint: disable=g-import-not-at-top
     instances = [raw_instance(t) for t in trips]
     request = predict_pb2.PredictRequest()
     request.model_spec.name = self.model_name
     request.model_spec.signature_name = features.RAW_SIGNATURE
-    dtypes = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
+    dtypes = {'float': types_pb2.DT_FLOAT, 'int': types_pb2.DT_INT64,
+              'string': types_pb2.DT_STRING}
     for key, kind in features.RAW_FEATURE_TYPES.items():
-      request.inputs[key].CopyFrom(tf.make_tensor_proto(
+      request.inputs[key].CopyFrom(tensors.to_proto(
           [i[key] for i in instances], dtype=dtypes[kind]))
+    return request
+
+  def send(self, request) -> List[float]:
+    """Sends a PredictRequest; the probability of a big tip per row."""
+    from serving import tensors  # pylint: disable=g-import-not-at-top
     response = self._stub.Predict(request, timeout=self.timeout)
-    return [float(p[0]) for p in tf.make_ndarray(response.outputs['outputs'])]
+    return [float(p[0]) for p in tensors.to_array(response.outputs['outputs'])]
 
   def close(self) -> None:
     self._channel.close()

@@ -23,3 +23,9 @@ class FailedPrecondition(ServingError):
   """The request does not fit the model, e.g. an unknown signature."""
   grpc_code = 'FAILED_PRECONDITION'
   http_status = 400
+
+
+class Unavailable(ServingError):
+  """The server cannot take the request now, e.g. the batch queue is full."""
+  grpc_code = 'UNAVAILABLE'
+  http_status = 503

@@ -16,7 +16,9 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from serving import batching
 from serving import inference
+from serving import tensors
 from serving.errors import BadRequest
 from serving.errors import ServingError
 from serving.model_registry import LoadedVersion
@@ -54,20 +56,23 @@ def _abort_on_error(method):
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
   """tensorflow.serving.PredictionService."""
 
-  def __init__(self, registry: ModelRegistry):
+  def __init__(self, registry: ModelRegistry,
+               batcher: Optional[batching.Batcher] = None):
     self._registry = registry
+    self._batcher = batcher
 
   @_abort_on_error
   def Predict(self, request, context):  # pylint: disable=invalid-name
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     name, version, label = _spec(request.model_spec)
     loaded = self._registry.resolve(name, version, label)
     signature = request.model_spec.signature_name or inference.DEFAULT_SIGNATURE
-    try:
-      inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-    except (TypeError, ValueError) as e:
-      raise BadRequest(f'Cannot read input tensors: {e}') from e
-    outputs = inference.run(loaded, signature, inputs)
+    inputs = {}
+    for key, proto in request.inputs.items():
+      try:
+        inputs[key] = tensors.to_array(proto)
+      except (TypeError, ValueError) as e:
+        raise BadRequest(f'Cannot read input tensor {key!r}: {e}') from e
+    outputs = inference.run(loaded, signature, inputs, self._batcher)
     wanted = set(request.output_filter) or set(outputs)
     unknown = wanted - set(outputs)
     if unknown:
@@ -75,7 +80,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     response = predict_pb2.PredictResponse()
     _fill_spec(response.model_spec, name, loaded, signature)
     for key in sorted(wanted):
-      response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+      response.outputs[key].CopyFrom(tensors.to_proto(outputs[key]))
     return response
 
   @_abort_on_error
@@ -126,13 +131,15 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def make_server(registry: ModelRegistry, address: str,
-                max_message_bytes: int, workers: int = 8) -> Tuple[grpc.Server, int]:
+                max_message_bytes: int,
+                batcher: Optional[batching.Batcher] = None,
+                workers: int = 16) -> Tuple[grpc.Server, int]:
   """A started-able gRPC server and the port it bound."""
   server = grpc.server(
       futures.ThreadPoolExecutor(max_workers=workers),
       options=[('grpc.max_receive_message_length', max_message_bytes)])
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-      PredictionService(registry), server)
+      PredictionService(registry, batcher), server)
   model_service_pb2_grpc.add_ModelServiceServicer_to_server(
       ModelService(registry), server)
   port = server.add_insecure_port(address)

@@ -1,12 +1,15 @@
 """Running a signature of a loaded version: shared by the REST and gRPC APIs."""
 
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional, TYPE_CHECKING
 
 import numpy as np
 
 from serving.errors import BadRequest
 from serving.errors import FailedPrecondition
 from serving.model_registry import LoadedVersion
+
+if TYPE_CHECKING:
+  from serving import batching  # pylint: disable=g-bad-import-order
 
 DEFAULT_SIGNATURE = 'serving_default'
 PREDICT_METHOD = 'tensorflow/serving/predict'
@@ -46,29 +49,55 @@ def tf_error_message(error: Exception) -> str:
   return text.strip()[:500]
 
 
-def run(loaded: LoadedVersion, signature_name: str,
-        inputs: Mapping[str, object]) -> Dict[str, np.ndarray]:
-  """Converts `inputs` (lists or arrays) to the signature's dtypes and runs it."""
+def prepare(loaded: LoadedVersion, signature_name: str,
+            inputs: Mapping[str, object]) -> Dict[str, np.ndarray]:
+  """`inputs` (lists or arrays) as arrays of the signature's dtypes and shapes.
+
+  Every check that depends on the request alone happens here, so a bad
+  request fails on its own and never inside a batch shared with others.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  fn = signature(loaded, signature_name)
-  specs = fn.structured_input_signature[1]
+  specs = signature(loaded, signature_name).structured_input_signature[1]
   unknown = sorted(set(inputs) - set(specs))
   missing = sorted(set(specs) - set(inputs))
   if unknown or missing:
     raise BadRequest(f'Inputs do not match the signature: missing {missing}, '
                      f'unknown {unknown}')
-  tensors = {}
+  arrays = {}
   for key, spec in specs.items():
     try:
-      tensors[key] = tf.constant(inputs[key], dtype=spec.dtype)
+      tensor = tf.constant(inputs[key], dtype=spec.dtype)
     except (TypeError, ValueError) as e:
       raise BadRequest(f'Input {key!r}: expected {spec.dtype.name} values: '
                        f'{str(e).splitlines()[0]}') from e
-    if not spec.shape.is_compatible_with(tensors[key].shape):
-      raise BadRequest(f'Input {key!r}: shape {tensors[key].shape} does not '
+    if not spec.shape.is_compatible_with(tensor.shape):
+      raise BadRequest(f'Input {key!r}: shape {tensor.shape} does not '
                        f'match {spec.shape}')
+    arrays[key] = tensor.numpy()
+  return arrays
+
+
+def execute(loaded: LoadedVersion, signature_name: str,
+            arrays: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """Runs the signature on prepared arrays; a model-side error is a 400."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  fn = signature(loaded, signature_name)
   try:
-    outputs = fn(**tensors)
+    outputs = fn(**arrays)
   except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
     raise BadRequest(tf_error_message(e)) from e
   return {k: v.numpy() for k, v in outputs.items()}
+
+
+def run(loaded: LoadedVersion, signature_name: str,
+        inputs: Mapping[str, object],
+        batcher: Optional['batching.Batcher'] = None) -> Dict[str, np.ndarray]:
+  """Converts `inputs` to the signature's dtypes and runs it.
+
+  With a `batcher`, the call may share one model execution with concurrent
+  requests (server-side batching); the answer is the same either way.
+  """
+  arrays = prepare(loaded, signature_name, inputs)
+  if batcher is None:
+    return execute(loaded, signature_name, arrays)
+  return batcher.run(loaded, signature_name or DEFAULT_SIGNATURE, arrays)

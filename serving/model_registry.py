@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from serving import model_config
@@ -53,12 +54,16 @@ class ModelRegistry:
 
   def __init__(self, configs: List[model_config.ModelConfig],
                poll_seconds: float = 1.0,
-               config_file: Optional[str] = None):
-    """`config_file`: re-read on every poll when its mtime changes (labels,
-    policies), as TF Serving's --model_config_file_poll_wait_seconds does."""
+               config_file: Optional[str] = None,
+               config_poll_seconds: float = 0.0):
+    """`config_file`: checked every `config_poll_seconds` (at the next
+    version poll) and applied when its mtime changed (labels, policies), as
+    TF Serving's --model_config_file_poll_wait_seconds does."""
     self.configs = configs
     self._poll_seconds = poll_seconds
     self._config_file = config_file
+    self._config_poll_seconds = config_poll_seconds
+    self._config_checked = time.monotonic()
     self._config_mtime = (os.path.getmtime(config_file) if config_file
                           else None)
     self._served: Dict[str, Mapping[int, LoadedVersion]] = {
@@ -100,6 +105,10 @@ class ModelRegistry:
     """Swaps in the config file's new content; a bad file keeps the old one."""
     if not self._config_file:
       return
+    now = time.monotonic()
+    if now - self._config_checked < self._config_poll_seconds:
+      return
+    self._config_checked = now
     try:
       mtime = os.path.getmtime(self._config_file)
       if mtime == self._config_mtime:

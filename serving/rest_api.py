@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from google.protobuf import json_format
 
+from serving import batching
 from serving import inference
 from serving.errors import BadRequest
 from serving.errors import FailedPrecondition
@@ -31,18 +32,18 @@ _MODEL_PATH = re.compile(
     r'(?P<rest>/metadata|:predict|:classify|:regress)?$')
 
 
-def _decode(value: Any) -> Any:
-  """Replaces {"b64": "..."} with the bytes it encodes, recursively."""
-  if isinstance(value, dict):
-    if set(value) == {'b64'}:
-      try:
-        return base64.b64decode(value['b64'], validate=True)
-      except (ValueError, TypeError) as e:
-        raise BadRequest(f'Invalid b64 value: {e}') from e
-    return {k: _decode(v) for k, v in value.items()}
-  if isinstance(value, list):
-    return [_decode(v) for v in value]
-  return value
+def _decode_b64(obj: Dict[str, Any]) -> Any:
+  """json.loads object_hook: {"b64": "..."} becomes the bytes it encodes.
+
+  Decoding while parsing touches only JSON objects, not every value of a
+  large request as a walk over the parsed body would.
+  """
+  if len(obj) == 1 and 'b64' in obj:
+    try:
+      return base64.b64decode(obj['b64'], validate=True)
+    except (ValueError, TypeError) as e:
+      raise BadRequest(f'Invalid b64 value: {e}') from e
+  return obj
 
 
 def _to_json(value: Any) -> Any:
@@ -61,7 +62,7 @@ def _columns(body: Dict[str, Any], input_names) -> Tuple[Dict[str, Any], bool]:
   if ('instances' in body) == ('inputs' in body):
     raise BadRequest('Request must have exactly one of "instances" or "inputs"')
   if 'instances' in body:
-    rows = _decode(body['instances'])
+    rows = body['instances']
     if not isinstance(rows, list) or not rows:
       raise BadRequest('"instances" must be a non-empty list')
     if all(isinstance(r, dict) for r in rows):
@@ -73,7 +74,7 @@ def _columns(body: Dict[str, Any], input_names) -> Tuple[Dict[str, Any], bool]:
       raise BadRequest(f'Signature takes named inputs {sorted(input_names)}; '
                        'send each instance as an object')
     return {next(iter(input_names)): rows}, True
-  inputs = _decode(body['inputs'])
+  inputs = body['inputs']
   if isinstance(inputs, dict):
     missing = [n for n in input_names if n not in inputs]
     if missing:
@@ -84,7 +85,8 @@ def _columns(body: Dict[str, Any], input_names) -> Tuple[Dict[str, Any], bool]:
   return {next(iter(input_names)): inputs}, False
 
 
-def predict(loaded: LoadedVersion, body: Dict[str, Any]) -> Dict[str, Any]:
+def predict(loaded: LoadedVersion, body: Dict[str, Any],
+            batcher: Optional[batching.Batcher] = None) -> Dict[str, Any]:
   """Runs a signature on a REST predict body; returns the response body."""
   if not isinstance(body, dict):
     raise BadRequest('Request body must be a JSON object')
@@ -92,7 +94,7 @@ def predict(loaded: LoadedVersion, body: Dict[str, Any]) -> Dict[str, Any]:
   specs = inference.signature(loaded, name).structured_input_signature[1]
   columns, row_format = _columns(body, list(specs))
   outputs = {k: _to_json(v.tolist())
-             for k, v in inference.run(loaded, name, columns).items()}
+             for k, v in inference.run(loaded, name, columns, batcher).items()}
   if not row_format:
     return {'outputs': next(iter(outputs.values())) if len(outputs) == 1
             else outputs}
@@ -134,7 +136,8 @@ def metadata_body(loaded: LoadedVersion, name: str) -> Dict[str, Any]:
   }
 
 
-def make_handler(registry: ModelRegistry, max_request_bytes: int):
+def make_handler(registry: ModelRegistry, max_request_bytes: int,
+                 batcher: Optional[batching.Batcher] = None):
   """A BaseHTTPRequestHandler class bound to `registry`."""
 
   class Handler(http.server.BaseHTTPRequestHandler):
@@ -198,13 +201,13 @@ def make_handler(registry: ModelRegistry, max_request_bytes: int):
         if rest not in (':predict', ':classify', ':regress'):
           raise BadRequest(f'Use GET for {self.path}')
         try:
-          body = json.loads(raw or b'null')
+          body = json.loads(raw or b'null', object_hook=_decode_b64)
         except ValueError as e:
           raise BadRequest(f'JSON Parse error: {e}') from e
         loaded = registry.resolve(name, version, label)
         if rest != ':predict':
           check_classify_or_regress(loaded, body, rest[1:])
-        return predict(loaded, body)
+        return predict(loaded, body, batcher)
       self._handle(action)
 
   return Handler

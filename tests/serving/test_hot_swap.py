@@ -14,7 +14,7 @@ from tests.serving.test_model_server import _raw_request
 pytestmark = pytest.mark.integration
 
 CLIENTS = 4
-MAX_SECONDS = 60
+MAX_SECONDS = 240  # a bound for a loaded machine; the test ends as soon as all clients see v2
 
 
 def test_hot_swap_under_load(tmp_path, trained_model, eval_rows):
@@ -49,8 +49,9 @@ def test_hot_swap_under_load(tmp_path, trained_model, eval_rows):
     time.sleep(2)
     _copy_version(trained_model.serving_model_dir, base, 2)
     deadline = time.time() + MAX_SECONDS - 5
+    # Every client (all() of nothing would be True) must see v2 20 times.
     while time.time() < deadline and not all(
-        r[-20:].count(2) == 20 for r in results if len(r) >= 20):
+        len(r) >= 20 and r[-20:].count(2) == 20 for r in results):
       time.sleep(0.2)
     time.sleep(1)
     stop.set()
