@@ -10,7 +10,7 @@ through the Trainer's `custom_config`, which also records them in ML Metadata.
 import argparse
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT_DIR = os.path.join(REPO_ROOT, 'outputs')
@@ -31,9 +31,33 @@ ROLLED_BACK_DIR = '.rolled-back'
 SLICE_FEATURES = ['payment_type']
 
 
-def _field(default: Any, help_text: str, **kwargs) -> Any:
-  return dataclasses.field(default=default, metadata={'help': help_text},
-                           **kwargs)
+# The password of a MySQL store is deliberately no field (so no flag: a
+# command line shows in `ps`); it comes from the file or variable below.
+MYSQL_PASSWORD_ENV = 'MLMD_MYSQL_PASSWORD'
+# Fields that choose the ML Metadata store; lineage tools take only these.
+METADATA_FIELDS = ('metadata_path', 'metadata_config', 'mysql_host',
+                   'mysql_port', 'mysql_database', 'mysql_user',
+                   'mysql_password_file')
+METADATA_HELP = (
+    'SQLite at --metadata-path unless --metadata-config or a MySQL host is '
+    'given. Precedence: --metadata-config FILE (any ml_metadata backend, used '
+    'as is) > MySQL (--mysql-host or $MLMD_MYSQL_HOST) > SQLite. Each '
+    '--mysql-* flag overrides its $MLMD_MYSQL_* variable. The MySQL password '
+    'is never a flag: it is read from --mysql-password-file (or '
+    f'$MLMD_MYSQL_PASSWORD_FILE), else ${MYSQL_PASSWORD_ENV}; it also fills '
+    'a --metadata-config MySQL config that has none. It is never printed or '
+    'logged.')
+
+
+def _field(default: Any, help_text: str, env: Optional[str] = None,
+           fallback: Any = None, **kwargs) -> Any:
+  """A config field; `env` names a variable used when no flag is given.
+
+  A field with `env` defaults to None so that `__post_init__` can tell "not
+  given" from "given", then takes the variable's value, else `fallback`.
+  """
+  metadata = {'help': help_text, 'env': env, 'fallback': fallback}
+  return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
 @dataclasses.dataclass
@@ -72,10 +96,34 @@ class PipelineConfig:
   max_auc_drop: float = _field(
       0.01, 'Evaluator: bless only if AUC >= baseline AUC - this')
   enable_cache: bool = _field(True, 'reuse cached component executions')
+  mysql_host: Optional[str] = _field(
+      None, 'MySQL/MariaDB host for ML Metadata; setting it selects MySQL '
+      'instead of SQLite', env='MLMD_MYSQL_HOST')
+  mysql_port: Optional[int] = _field(None, 'MySQL port',
+                                     env='MLMD_MYSQL_PORT', fallback=3306)
+  mysql_database: Optional[str] = _field(
+      None, 'MySQL database (created if missing and the user may)',
+      env='MLMD_MYSQL_DATABASE', fallback='mlmd')
+  mysql_user: Optional[str] = _field(None, 'MySQL user',
+                                     env='MLMD_MYSQL_USER')
+  mysql_password_file: Optional[str] = _field(
+      None, f'file holding the MySQL password (else ${MYSQL_PASSWORD_ENV})',
+      env='MLMD_MYSQL_PASSWORD_FILE')
 
   def __post_init__(self):
     if self.hidden_units is None:
       self.hidden_units = [64, 32, 16]
+    for field in dataclasses.fields(self):
+      env = field.metadata.get('env')
+      if env and getattr(self, field.name) is None:
+        text = os.environ.get(env)
+        try:
+          value = _parse_value(_kind(field), text) if text else None
+        except (ValueError, argparse.ArgumentTypeError) as e:
+          raise SystemExit(f'${env}={text!r} is not a valid '
+                           f'{_kind(field)}: {e}') from None
+        setattr(self, field.name,
+                field.metadata['fallback'] if value is None else value)
     if self.metadata_path is None:
       self.metadata_path = os.path.join(self.pipeline_root, 'metadata.sqlite')
 
@@ -110,22 +158,56 @@ def _parse_value(kind: str, text: str) -> Any:
   return text
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-  """One flag per PipelineConfig field, defaults shown in --help."""
+class _RefusePassword(argparse.Action):
+  """`--mysql-password`: refused, and taken before argparse would read it as
+  an abbreviation of --mysql-password-file."""
+
+  def __call__(self, parser, namespace, values, option_string=None):
+    parser.error(f'{option_string} is not accepted (a command line shows in '
+                 f'`ps`): put the password in ${MYSQL_PASSWORD_ENV} or in a '
+                 'file named by --mysql-password-file')
+
+
+def _kind(field: dataclasses.Field) -> str:
+  """'int', 'Optional[int]', 'List[int]', ...: how to parse a flag's text."""
+  return getattr(field.type, '__name__', None) if isinstance(
+      field.type, type) else str(field.type).replace('typing.', '')
+
+
+def add_flags(parser: argparse.ArgumentParser,
+              fields: Optional[Sequence[str]] = None) -> None:
+  """One flag per PipelineConfig field (or per name in `fields`).
+
+  Defaults are shown in --help; the ML Metadata flags form one group whose
+  description states which store wins. Lineage tools pass
+  `fields=METADATA_FIELDS` to open the same store the runners write.
+  """
   defaults = PipelineConfig()
+  names = [f.name for f in dataclasses.fields(PipelineConfig)
+           if fields is None or f.name in fields]
+  metadata_group = parser.add_argument_group(
+      'ML Metadata store', METADATA_HELP) if set(names) & set(
+          METADATA_FIELDS) else None
+  if 'mysql_password_file' in names:
+    metadata_group.add_argument('--mysql-password', nargs='?',
+                                action=_RefusePassword, help=argparse.SUPPRESS)
   for field in dataclasses.fields(PipelineConfig):
-    kind = getattr(field.type, '__name__', None) if isinstance(
-        field.type, type) else str(field.type).replace('typing.', '')
+    if field.name not in names:
+      continue
+    kind = _kind(field)
     default = getattr(defaults, field.name)
     if isinstance(default, list):
       default = ','.join(map(str, default))
-    parser.add_argument(
+    env = field.metadata['env']
+    target = metadata_group if field.name in METADATA_FIELDS else parser
+    target.add_argument(
         '--' + field.name.replace('_', '-'),
         dest=field.name,
         default=None,
         metavar=field.name.upper(),
         type=lambda text, kind=kind: _parse_value(kind, text),
-        help=f'{field.metadata["help"]} (default: {default})')
+        help=f'{field.metadata["help"]}'
+        + (f'; env ${env}' if env else '') + f' (default: {default})')
 
 
 def from_flags(args: argparse.Namespace) -> PipelineConfig:
@@ -136,3 +218,49 @@ def from_flags(args: argparse.Namespace) -> PipelineConfig:
       if getattr(args, f.name, None) is not None
   }
   return PipelineConfig(**given)
+
+
+# Vertex AI Pipelines (vertex_runner.py, Dockerfile). The image every task runs
+# in is built FROM this TFX release's image, with this project installed.
+TFX_BASE_IMAGE = 'tensorflow/tfx:1.16.0'
+# Where the Dockerfile puts the project inside the image, and the curated
+# schema's content-addressed copy: <IMAGE_SCHEMA_DIR>/<sha256[:16]>/schema.pbtxt
+# (pipeline.pipeline.image_schema_file).
+IMAGE_PROJECT_DIR = '/opt/tfx-reference'
+IMAGE_SCHEMA_DIR = IMAGE_PROJECT_DIR + '/schema-snapshots'
+# PipelineConfig fields with no meaning on Vertex: it keeps lineage in Vertex ML
+# Metadata, and its window is the span each run ingests (pipeline/pipeline.py).
+NOT_ON_VERTEX = METADATA_FIELDS + ('window_spans',)
+
+
+@dataclasses.dataclass
+class VertexConfig:
+  """Where vertex_runner.py compiles for and submits to. Field == flag."""
+  project: Optional[str] = _field(None, 'Google Cloud project id (required)')
+  region: str = _field('us-central1', 'Vertex AI region')
+  bucket: Optional[str] = _field(
+      None, 'GCS bucket (no gs://) for the pipeline root gs://BUCKET/pipeline,'
+      ' data gs://BUCKET/data/taxi and pushes gs://BUCKET/serving '
+      '(default: PROJECT-tfx-reference)')
+  image: Optional[str] = _field(
+      None, 'image built from ./Dockerfile that every task runs in (default: '
+      'REGION-docker.pkg.dev/PROJECT/tfx-reference/taxi-pipeline:latest)')
+  service_account: Optional[str] = _field(
+      None, "service account the job runs as (default: Vertex's default)")
+  pipeline_spec: str = _field(
+      os.path.join(OUTPUT_DIR, 'vertex', 'taxi_pipeline.json'),
+      'where the compiled PipelineJob JSON is written')
+
+  def __post_init__(self):
+    if self.project:
+      self.bucket = self.bucket or f'{self.project}-tfx-reference'
+      self.image = self.image or (
+          f'{self.region}-docker.pkg.dev/{self.project}/tfx-reference/'
+          'taxi-pipeline:latest')
+
+  def pipeline_config(self, **given: Any) -> PipelineConfig:
+    """PipelineConfig whose paths are on GCS unless `given` sets them."""
+    paths = {'pipeline_root': f'gs://{self.bucket}/pipeline',
+             'data_root': f'gs://{self.bucket}/data/taxi',
+             'serving_dir': f'gs://{self.bucket}/serving'}
+    return PipelineConfig(**{**paths, **given})

@@ -1,18 +1,25 @@
 """ML Metadata access: the connection config and the queries runners need.
 
-Uses `ml_metadata` directly (no tfx import), so lineage tools stay light.
+Uses `ml_metadata` directly (no tfx import), so lineage tools stay light
+(serving/ imports this module: keep it free of tfx).
 TFX records three context types per pipeline: `pipeline` (name),
 `pipeline_run` (one per run) and `node` (`<pipeline>.<node id>`).
 """
 
 import dataclasses
 import os
-from typing import Dict, List, Optional
+import re
+import socket
+import sys
+import tempfile
+from typing import Dict, List, Optional, Tuple
 
 from google.protobuf import json_format
 from google.protobuf import text_format
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
+from pipeline import configs
+from pipeline import console
 
 
 def sqlite_config(path: str) -> metadata_store_pb2.ConnectionConfig:
@@ -39,20 +46,130 @@ def connection_config(metadata_path: str,
     return text_format.Parse(f.read(), metadata_store_pb2.ConnectionConfig())
 
 
+def mysql_password(password_file: Optional[str]) -> str:
+  """The MySQL password: the file's first line if a file is named, else
+  $MLMD_MYSQL_PASSWORD ('' if neither). Never a flag: `ps` shows flags."""
+  if not password_file:
+    return os.environ.get(configs.MYSQL_PASSWORD_ENV, '')
+  try:
+    with open(password_file) as f:
+      return f.readline().rstrip('\r\n')
+  except OSError as e:
+    raise SystemExit(f'Cannot read the MySQL password file {password_file}: '
+                     f'{e.strerror}') from None
+
+
+def store_config(cfg: configs.PipelineConfig
+                ) -> metadata_store_pb2.ConnectionConfig:
+  """The store a run writes and the lineage tools read, from the config.
+
+  Precedence (configs.METADATA_HELP): a --metadata-config file, else MySQL
+  when a host is set (flag, else $MLMD_MYSQL_HOST), else SQLite. A MySQL
+  config without a password gets it from `mysql_password`; from here on the
+  password is kept out of the logs (`console.hide_secret`), whichever runner
+  gets the config.
+  """
+  if cfg.metadata_config:
+    config = connection_config(cfg.metadata_path, cfg.metadata_config)
+  elif cfg.mysql_host:
+    if not cfg.mysql_user:
+      raise SystemExit(
+          f'ML Metadata on MySQL at {cfg.mysql_host}:{cfg.mysql_port}/'
+          f'{cfg.mysql_database} needs a user: --mysql-user or '
+          '$MLMD_MYSQL_USER')
+    config = metadata_store_pb2.ConnectionConfig()
+    config.mysql.host = cfg.mysql_host
+    config.mysql.port = cfg.mysql_port
+    config.mysql.database = cfg.mysql_database
+    config.mysql.user = cfg.mysql_user
+  else:
+    return sqlite_config(cfg.metadata_path)
+  if config.HasField('mysql'):
+    if not config.mysql.password:
+      config.mysql.password = mysql_password(cfg.mysql_password_file)
+    console.hide_secret(config.mysql.password)
+  return config
+
+
+def _mysql_address(m: metadata_store_pb2.MySQLDatabaseConfig) -> str:
+  return f'{m.host or m.socket}:{m.port or 3306}/{m.database}'
+
+
 def describe(config: metadata_store_pb2.ConnectionConfig) -> str:
   """Where the store is, for humans; never includes a password."""
   kind = config.WhichOneof('config')
   if kind == 'sqlite':
     return f'{config.sqlite.filename_uri} (SQLite)'
   if kind == 'mysql':
-    m = config.mysql
-    return f'{m.user}@{m.host or m.socket}:{m.port}/{m.database} (MySQL)'
+    return f'{config.mysql.user}@{_mysql_address(config.mysql)} (MySQL)'
   return kind or 'unknown'
 
 
 def open_store(config: metadata_store_pb2.ConnectionConfig
               ) -> mlmd.MetadataStore:
-  return mlmd.MetadataStore(config)
+  """Connects, or exits with one line naming the store, never the password.
+
+  A MySQL password is also handed to `console.hide_secret`, because TFX logs
+  the whole connection config when a run starts.
+  """
+  if config.HasField('mysql'):
+    console.hide_secret(config.mysql.password)
+  store, error, native_log = _connect(config)
+  if error is not None:
+    raise SystemExit(_connection_error(config, error)) from None
+  if native_log:  # not an error: let it through where ml_metadata wrote it
+    os.write(2, native_log)
+  return store
+
+
+def _connect(config: metadata_store_pb2.ConnectionConfig
+            ) -> Tuple[Optional[mlmd.MetadataStore], Optional[Exception],
+                       bytes]:
+  """mlmd.MetadataStore(config), or the error, and what C++ wrote to stderr.
+
+  On a refused MySQL connection ml_metadata's C++ code logs a line to file
+  descriptor 2 blaming MySQL 8 authentication plugins whatever the cause;
+  it is held back so that the caller can say what really went wrong.
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      store, error = mlmd.MetadataStore(config), None
+    except Exception as e:  # pylint: disable=broad-except
+      store, error = None, e
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+    held.seek(0)
+    return store, error, held.read()
+
+
+def _connection_error(config: metadata_store_pb2.ConnectionConfig,
+                      error: Exception) -> str:
+  """Why the store did not open: unreachable, refused, or ml_metadata's word."""
+  detail = console.redact(str(error).strip())
+  if not config.HasField('mysql'):
+    return f'Cannot open ML Metadata at {describe(config)}: {detail}'
+  m = config.mysql
+  where = f'MySQL at {_mysql_address(m)}'
+  if m.host:
+    try:
+      socket.create_connection((m.host, m.port or 3306), timeout=5).close()
+    except OSError as e:
+      return (f'Cannot reach {where} for ML Metadata: '
+              f'{e.strerror or type(e).__name__}. Is the server running and '
+              'are --mysql-host / --mysql-port right?')
+  password = ('a password was given' if m.password else
+              'no password was given: set --mysql-password-file or '
+              f'${configs.MYSQL_PASSWORD_ENV}')
+  # 'mysql_real_connect failed: errno: , error: ' carries no information.
+  said = '' if re.search(r'error:\s*$', detail) else (
+      f' ml_metadata says: {detail}')
+  return (f'{where} refused ML Metadata as user {m.user!r} ({password}): '
+          f'wrong user or password, or no rights on database '
+          f'{m.database!r}.{said}')
 
 
 def custom_property(entity, key: str, default=None):

@@ -187,7 +187,6 @@ def run_pipeline(cfg: configs.PipelineConfig,
   log_path = os.path.join(cfg.pipeline_root, 'logs',
                           time.strftime('run-%Y%m%d-%H%M%S.log'))
   progress = console.quiet_logging(log_path)
-  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
 
   available = spans_on_disk(cfg.data_root)
   if not available:
@@ -197,10 +196,11 @@ def run_pipeline(cfg: configs.PipelineConfig,
     raise SystemExit(f'Span {target} not found under {cfg.data_root} '
                      f'(spans there: {available})')
   spans = window(target, cfg.window_spans, available)
-  connection = metadata_store.connection_config(cfg.metadata_path,
-                                                cfg.metadata_config)
+  connection = metadata_store.store_config(cfg)
   ingested = set(metadata_store.ingested_spans(
       metadata_store.open_store(connection), cfg.pipeline_name))
+  # TFX only once the store answered: a wrong MySQL setting fails fast.
+  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
   missing = [s for s in spans if s != target and s not in ingested]
   if missing:
     print(f'Ingesting {len(missing)} earlier span(s) of the training window '
@@ -217,9 +217,10 @@ def run_pipeline(cfg: configs.PipelineConfig,
   except Exception as e:  # pylint: disable=broad-except
     node = progress.fail_current()
     ok = False
-    error = f'{node or "pipeline"} failed: {type(e).__name__}: {e}'
+    error = console.redact(f'{node or "pipeline"} failed: '
+                           f'{type(e).__name__}: {e}')
     with open(log_path, 'a') as f:
-      f.write(traceback.format_exc())
+      f.write(console.redact(traceback.format_exc()))
   outcome = read_outcome(cfg, connection, ok, error, spans,
                          time.time() - start)
   print(format_summary(cfg, connection, outcome, log_path), flush=True)

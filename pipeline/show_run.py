@@ -2,8 +2,11 @@
 
     python -m pipeline.show_run                    # newest run, default store
     python -m pipeline.show_run --metadata-path outputs/pipeline/metadata.sqlite
+    MLMD_MYSQL_PASSWORD=... python -m pipeline.show_run --mysql-host db --mysql-user tfx
 
 Reads ML Metadata directly (no TFX import, so it answers in about a second).
+Takes the runners' ML Metadata flags and variables, so it reads the store a
+run wrote.
 """
 
 import argparse
@@ -36,19 +39,11 @@ def describe(store, pipeline_name: str) -> str:
 
 
 def main(argv=None) -> int:
-  defaults = configs.PipelineConfig()
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--metadata-path', default=defaults.metadata_path,
-                      help=f'SQLite ML Metadata file (default: {defaults.metadata_path})')
-  parser.add_argument('--pipeline-name', default=defaults.pipeline_name,
-                      help=f'pipeline name (default: {defaults.pipeline_name})')
-  parser.add_argument('--metadata-config', default=None,
-                      help='text-format ml_metadata ConnectionConfig file '
-                      '(e.g. MySQL); overrides --metadata-path')
-  args = parser.parse_args(argv)
-  store = metadata_store.open_store(metadata_store.connection_config(
-      args.metadata_path, args.metadata_config))
-  print(describe(store, args.pipeline_name))
+  configs.add_flags(parser, ('pipeline_name',) + configs.METADATA_FIELDS)
+  cfg = configs.from_flags(parser.parse_args(argv))
+  store = metadata_store.open_store(metadata_store.store_config(cfg))
+  print(describe(store, cfg.pipeline_name))
   return 0
 
 

@@ -162,8 +162,8 @@ def main(argv=None) -> int:
   parser.add_argument('--model-name', default=defaults.model_name)
   parser.add_argument('--model-base-path', default=defaults.serving_model_dir,
                       help='TF Serving model base path (default: %(default)s)')
-  parser.add_argument('--metadata-path', default=defaults.metadata_path,
-                      help='SQLite ML Metadata for lineage (default: %(default)s)')
+  # Lineage comes from the store the pipeline wrote: the runners' flags.
+  configs.add_flags(parser, configs.METADATA_FIELDS)
   args = parser.parse_args(argv)
   base = args.model_base_path
   if args.command == 'promote':
@@ -174,10 +174,11 @@ def main(argv=None) -> int:
   if args.command == 'rollback':
     rollback(base)
     return 0
-  store = None
-  if os.path.exists(args.metadata_path):
-    store = metadata_store.open_store(
-        metadata_store.sqlite_config(args.metadata_path))
+  connection = metadata_store.store_config(configs.from_flags(args))
+  store = None  # no SQLite file yet: list versions without lineage
+  if (not connection.HasField('sqlite') or
+      os.path.exists(connection.sqlite.filename_uri)):
+    store = metadata_store.open_store(connection)
   infos = list_versions(base, store)
   if not infos:
     print(f'No versions under {base}')

@@ -1,10 +1,14 @@
 """Configuration: every knob is a flag; the metadata connection is configurable."""
 
 import argparse
+import logging
+import socket
 
+from ml_metadata.proto import metadata_store_pb2
 import pytest
 
 from pipeline import configs
+from pipeline import console
 from pipeline import metadata_store
 
 
@@ -56,3 +60,95 @@ def test_mysql_description_never_shows_the_password():
   config.mysql.password = 's3cret'
   text = metadata_store.describe(config)
   assert 's3cret' not in text and '127.0.0.1:3306/mlmd' in text
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_mysql_flags_override_env_which_overrides_defaults(monkeypatch,
+                                                           tmp_path):
+  for name in ('HOST', 'PORT', 'DATABASE', 'USER', 'PASSWORD_FILE'):
+    monkeypatch.delenv(f'MLMD_MYSQL_{name}', raising=False)
+  sqlite = _parse([])
+  assert (sqlite.mysql_host, sqlite.mysql_port, sqlite.mysql_database) == (
+      None, 3306, 'mlmd')
+  assert metadata_store.store_config(sqlite).HasField('sqlite')
+  monkeypatch.setenv('MLMD_MYSQL_HOST', 'db.internal')
+  monkeypatch.setenv('MLMD_MYSQL_PORT', '3307')
+  monkeypatch.setenv('MLMD_MYSQL_USER', 'env-user')
+  config = metadata_store.store_config(
+      _parse(['--mysql-user', 'flag-user', '--mysql-database', 'lineage']))
+  assert (config.mysql.host, config.mysql.port, config.mysql.database,
+          config.mysql.user) == ('db.internal', 3307, 'lineage', 'flag-user')
+  # A --metadata-config file wins over every MySQL setting.
+  config_file = tmp_path / 'mlmd.pbtxt'
+  config_file.write_text(f'sqlite {{ filename_uri: "{tmp_path / "m.db"}" }}')
+  config = metadata_store.store_config(
+      _parse(['--mysql-user', 'u', '--metadata-config', str(config_file)]))
+  assert config.sqlite.filename_uri == str(tmp_path / 'm.db')
+  monkeypatch.setenv('MLMD_MYSQL_PORT', 'not-a-port')
+  with pytest.raises(SystemExit, match=r'\$MLMD_MYSQL_PORT'):
+    _parse([])
+
+
+def test_password_is_no_flag_and_comes_from_file_else_env(tmp_path,
+                                                          monkeypatch, capsys):
+  for flag in (['--mysql-password', 'Flag-Pw-31'], ['--mysql-password=Flag-Pw-31']):
+    with pytest.raises(SystemExit):
+      _parse(flag)
+    err = capsys.readouterr().err
+    assert 'MLMD_MYSQL_PASSWORD' in err and 'Flag-Pw-31' not in err
+  monkeypatch.setenv(configs.MYSQL_PASSWORD_ENV, 'from-env')
+  base = ['--mysql-host', 'h', '--mysql-user', 'u']
+  assert metadata_store.store_config(_parse(base)).mysql.password == 'from-env'
+  secret = tmp_path / 'password'
+  secret.write_text('from-file\n')
+  config = metadata_store.store_config(
+      _parse(base + ['--mysql-password-file', str(secret)]))
+  assert config.mysql.password == 'from-file'
+  with pytest.raises(SystemExit, match='password file .*missing'):
+    metadata_store.store_config(
+        _parse(base + ['--mysql-password-file', str(tmp_path / 'missing')]))
+  # A MySQL ConnectionConfig file without a password gets it the same way.
+  config_file = tmp_path / 'mlmd.pbtxt'
+  config_file.write_text('mysql { host: "h" port: 1 database: "d" user: "u" }')
+  config = metadata_store.store_config(
+      _parse(base + ['--metadata-config', str(config_file)]))
+  assert (config.mysql.port, config.mysql.password) == (1, 'from-env')
+
+
+def test_mysql_without_user_or_server_is_one_clear_line(monkeypatch, capfd):
+  monkeypatch.setenv(configs.MYSQL_PASSWORD_ENV, 'Unreachable-Pw-42')
+  with pytest.raises(SystemExit, match='needs a user'):
+    metadata_store.store_config(_parse(['--mysql-host', '127.0.0.1']))
+  port = _free_port()  # nothing listens there
+  config = metadata_store.store_config(_parse(
+      ['--mysql-host', '127.0.0.1', '--mysql-port', str(port),
+       '--mysql-user', 'tfx']))
+  with pytest.raises(SystemExit) as stopped:
+    metadata_store.open_store(config)
+  message = str(stopped.value.code)
+  assert message.startswith(f'Cannot reach MySQL at 127.0.0.1:{port}/mlmd ')
+  assert 'Unreachable-Pw-42' not in message
+  # ml_metadata's own C++ log line (blaming MySQL 8 auth) is held back.
+  assert 'MySQL 8.0' not in capfd.readouterr().err
+
+
+def test_logged_connection_config_hides_the_password(caplog):
+  password = 'Logged-Pw-7"\\\u00e9'
+  config = metadata_store_pb2.ConnectionConfig()
+  config.mysql.host, config.mysql.password = 'h', password
+  console.hide_secret(password)
+  with caplog.at_level(logging.INFO):
+    logging.getLogger('absl').info('Using connection config:\n %s', config)
+    try:
+      raise RuntimeError(f'connect failed with {password}')
+    except RuntimeError:
+      logging.getLogger('x').exception('boom')
+  text = caplog.text
+  assert 'password: "***"' in text and 'connect failed with ***' in text
+  assert 'Logged-Pw-7' not in text
+  assert console.redact(f'[{password}]') == '[***]'
