@@ -6,13 +6,30 @@
   span window Resolver (latest N valid spans) -> Transform -> Trainer
   latest blessed model Resolver (baseline) -> Evaluator -> Pusher (blessed only)
 
+The same pipeline compiles for Vertex AI Pipelines (`vertex=True`, used by
+vertex_runner.py). It differs from a local run in three places, and only
+there (each is marked "Vertex:"):
+  1. Span, train and eval steps are RuntimeParameters of the compiled job
+     (settable per run), not constants.
+  2. The schema is imported from a content-addressed copy inside the container
+     image (the Dockerfile makes it), not one written under the pipeline root
+     at compile time: the compiling machine need not reach GCS.
+  3. The training window is the span this run ingested and validated, as a
+     local run with `--window-spans 1`: KubeflowV2 compiles only
+     LatestArtifactStrategy and LatestBlessedModelStrategy resolvers, not
+     ValidSpanWindowStrategy, and a Vertex task cannot read ML Metadata.
+The DataValidationGate runs on both: a failed gate task fails the Vertex job
+before Transform, as it stops a local run.
+
 Imports name TFX modules directly rather than `tfx.v1`: `tfx.v1` pulls in
 google-cloud-aiplatform (~10 s per process here) that local runs never use.
 """
 
 import hashlib
+import json
 import os
-from typing import List, Optional
+import posixpath
+from typing import Dict, List, Optional, Union
 
 import tensorflow_model_analysis as tfma
 from tfx.components import CsvExampleGen
@@ -26,6 +43,7 @@ from tfx.components import Transform
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.orchestration import data_types
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import example_gen_pb2
 from tfx.proto import pusher_pb2
@@ -33,7 +51,9 @@ from tfx.proto import range_config_pb2
 from tfx.proto import trainer_pb2
 from tfx.types import Channel
 from tfx.types import standard_artifacts
+from tfx.utils import proto_utils
 
+from google.protobuf import message
 from ml_metadata.proto import metadata_store_pb2
 from models import features
 from pipeline import configs
@@ -58,6 +78,11 @@ def code_version(*modules: str) -> str:
   return digest.hexdigest()[:16]
 
 
+def schema_digest(content: bytes) -> str:
+  """The schema's content address (the Dockerfile computes the same one)."""
+  return hashlib.sha256(content).hexdigest()[:16]
+
+
 def schema_snapshot(cfg: configs.PipelineConfig) -> str:
   """Content-addressed copy of the curated schema under the pipeline root.
 
@@ -68,7 +93,7 @@ def schema_snapshot(cfg: configs.PipelineConfig) -> str:
   """
   with open(cfg.schema_path, 'rb') as f:
     content = f.read()
-  digest = hashlib.sha256(content).hexdigest()[:16]
+  digest = schema_digest(content)
   path = os.path.join(cfg.pipeline_root, 'schema', digest, 'schema.pbtxt')
   if not os.path.exists(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -79,14 +104,64 @@ def schema_snapshot(cfg: configs.PipelineConfig) -> str:
   return path
 
 
-def example_gen(cfg: configs.PipelineConfig,
-                span: Optional[int] = None) -> CsvExampleGen:
-  """ExampleGen for one span of `cfg.data_root` (latest span if None)."""
-  range_config = None
-  if span is not None:
-    range_config = range_config_pb2.RangeConfig(
-        static_range=range_config_pb2.StaticRange(
-            start_span_number=span, end_span_number=span))
+def image_schema_file(cfg: configs.PipelineConfig) -> str:
+  """Vertex: the path of the curated schema's copy inside the container image.
+
+  Same content address as schema_snapshot, computed from the local file at
+  compile time; the Dockerfile copies schema.pbtxt to the same path at build
+  time. An image built from another schema has no file there, so the job
+  fails at ImportSchemaGen instead of importing a schema the compiled
+  pipeline never saw (and Vertex's cache, keyed on the path, is not fooled).
+  """
+  with open(cfg.schema_path, 'rb') as f:
+    digest = schema_digest(f.read())
+  return posixpath.join(configs.IMAGE_SCHEMA_DIR, digest, 'schema.pbtxt')
+
+
+def span_range(span: Optional[int]) -> Optional[range_config_pb2.RangeConfig]:
+  """RangeConfig that pins ExampleGen to `span` (None: the latest span)."""
+  if span is None:
+    return None
+  return range_config_pb2.RangeConfig(
+      static_range=range_config_pb2.StaticRange(
+          start_span_number=span, end_span_number=span))
+
+
+def runtime_parameters(
+    cfg: configs.PipelineConfig) -> Dict[str, data_types.RuntimeParameter]:
+  """Vertex: the knobs a compiled job takes per run, defaults from `cfg`.
+
+  KubeflowV2 binds a RuntimeParameter to a whole execution property only, so
+  each knob is the JSON text of the proto TFX hands its executor anyway:
+  `train_args` / `eval_args` ('{"num_steps": N}'), and `range_config` for the
+  span ('{"static_range": {"start_span_number": S, "end_span_number": S}}';
+  '' ingests the latest span). Names equal the execution properties they set.
+  """
+  def as_json(proto: Optional[message.Message]) -> str:
+    return '' if proto is None else json.dumps(proto_utils.proto_to_dict(proto))
+
+  defaults = {
+      'range_config': as_json(span_range(cfg.span)),
+      'train_args': as_json(trainer_pb2.TrainArgs(num_steps=cfg.train_steps)),
+      'eval_args': as_json(trainer_pb2.EvalArgs(num_steps=cfg.eval_steps)),
+  }
+  return {name: data_types.RuntimeParameter(name=name, ptype=str,
+                                            default=default)
+          for name, default in defaults.items()}
+
+
+def example_gen(
+    cfg: configs.PipelineConfig,
+    span: Optional[int] = None,
+    range_config: Union[range_config_pb2.RangeConfig,
+                        data_types.RuntimeParameter, None] = None
+) -> CsvExampleGen:
+  """ExampleGen for one span of `cfg.data_root` (latest span if None).
+
+  `range_config`, if given, replaces `span` (Vertex: a RuntimeParameter).
+  """
+  if range_config is None:
+    range_config = span_range(span)
   return CsvExampleGen(
       input_base=cfg.data_root,
       input_config=example_gen_pb2.Input(splits=[
@@ -145,14 +220,30 @@ def create_pipeline(
     metadata_connection_config: Optional[
         metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: Optional[List[str]] = None,
+    vertex: bool = False,
 ) -> tfx_pipeline.Pipeline:
-  """The full pipeline: ingest and validate one span, train on the window."""
-  ingest = example_gen(cfg, cfg.span)
+  """The full pipeline: ingest and validate one span, train on the window.
+
+  `vertex=True` compiles for Vertex AI Pipelines; what that changes, and why,
+  is listed in the module docstring and marked "Vertex:" below.
+  """
+  # Vertex: per-run knobs are RuntimeParameters of the compiled job.
+  knobs: Dict[str, Union[data_types.RuntimeParameter, None, message.Message]]
+  if vertex:
+    knobs = runtime_parameters(cfg)
+  else:
+    knobs = {'range_config': span_range(cfg.span),
+             'train_args': trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
+             'eval_args': trainer_pb2.EvalArgs(num_steps=cfg.eval_steps)}
+
+  ingest = example_gen(cfg, range_config=knobs['range_config'])
 
   statistics_gen = StatisticsGen(examples=ingest.outputs['examples'])
 
   # The schema is curated and version-controlled (schema/schema.pbtxt).
-  schema_gen = ImportSchemaGen(schema_file=schema_snapshot(cfg))
+  # Vertex: imported from its copy in the container image.
+  schema_gen = ImportSchemaGen(
+      schema_file=image_schema_file(cfg) if vertex else schema_snapshot(cfg))
 
   example_validator = ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
@@ -166,21 +257,27 @@ def create_pipeline(
       span_pattern=configs.SPAN_PATTERN)
 
   # The latest N spans ingested so far (any run), minus rejected ones.
-  span_window = Resolver(
-      strategy_class=ValidSpanWindowStrategy,
-      config={
-          'num_spans': cfg.window_spans,
-          'gate_context': f'{cfg.pipeline_name}.{validation_gate.id}',
-      },
-      examples=Channel(
-          type=standard_artifacts.Examples,
-          producer_component_id=ingest.id,
-          output_key='examples')).with_id('span_window_resolver')
-  # Resolve only after this run's span is ingested and has passed the gate.
-  span_window.add_upstream_node(validation_gate)
+  # Vertex: no such resolver compiles; the window is this run's span.
+  window_nodes = []
+  training_examples = ingest.outputs['examples']
+  if not vertex:
+    span_window = Resolver(
+        strategy_class=ValidSpanWindowStrategy,
+        config={
+            'num_spans': cfg.window_spans,
+            'gate_context': f'{cfg.pipeline_name}.{validation_gate.id}',
+        },
+        examples=Channel(
+            type=standard_artifacts.Examples,
+            producer_component_id=ingest.id,
+            output_key='examples')).with_id('span_window_resolver')
+    # Resolve only after this run's span is ingested and has passed the gate.
+    span_window.add_upstream_node(validation_gate)
+    window_nodes = [span_window]
+    training_examples = span_window.outputs['examples']
 
   transform = Transform(
-      examples=span_window.outputs['examples'],
+      examples=training_examples,
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=configs.PREPROCESSING_FN,
       disable_statistics=True,
@@ -189,14 +286,16 @@ def create_pipeline(
       custom_config={
           'code_version': code_version('features', 'preprocessing')
       })
+  if vertex:  # Vertex: the gate orders Transform itself (no resolver between)
+    transform.add_upstream_node(validation_gate)
 
   trainer = Trainer(
       run_fn=configs.RUN_FN,
-      examples=span_window.outputs['examples'],
+      examples=training_examples,
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
-      train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
-      eval_args=trainer_pb2.EvalArgs(num_steps=cfg.eval_steps),
+      train_args=knobs['train_args'],
+      eval_args=knobs['eval_args'],
       custom_config={
           'hparams': cfg.hparams,
           'code_version': code_version('features', 'preprocessing', 'model'),
@@ -210,7 +309,7 @@ def create_pipeline(
           'latest_blessed_model_resolver')
 
   evaluator = Evaluator(
-      examples=span_window.outputs['examples'],
+      examples=training_examples,
       model=trainer.outputs['model'],
       baseline_model=model_resolver.outputs['model'],
       eval_config=eval_config(cfg))
@@ -230,7 +329,7 @@ def create_pipeline(
       pipeline_root=cfg.pipeline_root,
       components=[
           ingest, statistics_gen, schema_gen, example_validator,
-          validation_gate, span_window, transform, trainer, model_resolver,
+          validation_gate, *window_nodes, transform, trainer, model_resolver,
           evaluator, model_pusher
       ],
       enable_cache=cfg.enable_cache,

@@ -11,7 +11,9 @@ Stock TFX Pusher behaviour, and why it is not enough here:
     mid-copy leaves a partial version directory behind. Here the copy goes to
     a hidden `<base>/.incoming-<version>/` and is renamed into place, which is
     atomic on a local filesystem: a model server polling the base path sees
-    either no new version or a complete one.
+    either no new version or a complete one. Not on GCS (Vertex AI
+    Pipelines): there a directory rename copies and deletes object by
+    object, so the version directory appears file by file.
 """
 
 import os

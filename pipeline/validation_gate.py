@@ -9,7 +9,6 @@ span, its files, the split and every feature at fault, so nothing downstream
 Metadata as such; artifacts of earlier runs and pushed models are untouched.
 """
 
-import glob
 import os
 from typing import Any, Dict, List
 
@@ -72,8 +71,8 @@ def empty_splits(statistics: ExampleStatistics) -> List[str]:
 
 
 def span_files(data_root: str, span_pattern: str, span: int) -> List[str]:
-  """The input files of `span`, for error messages."""
-  return sorted(glob.glob(os.path.join(
+  """The input files of `span`, for error messages (local or gs:// root)."""
+  return sorted(fileio.glob(os.path.join(
       data_root, span_pattern.replace('{SPAN}', str(span)))))
 
 

@@ -1,0 +1,37 @@
+# The image every task of the taxi pipeline runs in on Vertex AI Pipelines
+# (vertex_runner.py --image). Build and push it with the tag you compile with:
+#   docker build -t REGION-docker.pkg.dev/PROJECT/tfx-reference/taxi-pipeline:TAG .
+#   docker push REGION-docker.pkg.dev/PROJECT/tfx-reference/taxi-pipeline:TAG
+# Prefer an immutable TAG (e.g. the git commit): Vertex's cache keys on the
+# image name, not its digest, so a reused tag can serve results of old code.
+# The project's machines have no Docker engine, so this file is not built
+# here; tests/pipeline/test_vertex_compile.py checks it against the code.
+
+# TFX 1.16 and its whole stack (TensorFlow, Beam, TFDV, TFT, TFMA, and
+# kfp-pipeline-spec for Vertex's entry point); must match pipeline/configs.py
+# TFX_BASE_IMAGE. Its other versions are TFX's, not requirements.lock's.
+FROM tensorflow/tfx:1.16.0
+
+WORKDIR /opt/tfx-reference
+# Only what the tasks import (see .dockerignore): models/, pipeline/, schema/.
+COPY . .
+
+# Keras as locked: TFX's Keras model code breaks on later Keras 3 releases.
+# Then this project, without dependencies: the base image has them all.
+RUN pip install --no-cache-dir --no-deps \
+      $(grep -E '^(keras|tf-keras)==' requirements.lock) \
+ && pip install --no-cache-dir --no-deps .
+
+# The curated schema at its content address, where the compiled pipeline
+# imports it from (pipeline.pipeline.image_schema_file, same sha256 prefix).
+RUN digest=$(sha256sum schema/schema.pbtxt | cut -c1-16) \
+ && mkdir -p schema-snapshots/$digest \
+ && cp schema/schema.pbtxt schema-snapshots/$digest/schema.pbtxt
+
+# Fail the build, not a pipeline run, when the base image's TFX or Keras is
+# not the locked one, or an executor of ours cannot be imported.
+RUN python -c "import keras, tfx.version; \
+locked = open('requirements.lock').read().split(); \
+assert 'tfx==' + tfx.version.__version__ in locked, tfx.version.__version__; \
+assert 'keras==' + keras.__version__ in locked, keras.__version__; \
+import models.model, pipeline.pusher, pipeline.validation_gate"

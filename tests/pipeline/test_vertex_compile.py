@@ -1,0 +1,279 @@
+"""vertex_runner.py: the real KubeflowV2 compile of create_pipeline, offline.
+
+Vertex AI itself cannot be reached from here (no network, no credentials), so
+these tests stop right before PipelineJob.submit(): they compile the pipeline
+with TFX's KubeflowV2DagRunner, read the PipelineJob JSON it writes, and load
+that JSON into google-cloud-aiplatform's own PipelineJob. Expected tasks and
+edges come from the pipeline object itself, plus concrete known ones.
+"""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import configs
+from tests import helpers
+
+pytestmark = pytest.mark.integration
+
+IMAGE = 'europe-west4-docker.pkg.dev/test-project/tfx-reference/taxi:abc123'
+BLESSED_MODEL_TASK = 'latest_blessed_model_resolver-model-resolver'
+
+
+@pytest.fixture(scope='module')
+def vertex_cfg(tmp_path_factory):
+  return configs.VertexConfig(
+      project='test-project', region='europe-west4', bucket='test-bucket',
+      image=IMAGE, pipeline_spec=str(
+          tmp_path_factory.mktemp('vertex') / 'taxi_pipeline.json'))
+
+
+@pytest.fixture(scope='module')
+def cfg(vertex_cfg):
+  return vertex_cfg.pipeline_config(span=5, train_steps=321, eval_steps=12)
+
+
+@pytest.fixture(scope='module')
+def job(cfg, vertex_cfg):
+  """The compiled PipelineJob JSON, as written to disk."""
+  import vertex_runner  # pylint: disable=g-import-not-at-top
+  returned = vertex_runner.compile_pipeline(cfg, vertex_cfg)
+  with open(vertex_cfg.pipeline_spec) as f:
+    written = json.load(f)
+  assert written == returned
+  return written
+
+
+@pytest.fixture(scope='module')
+def vertex_pipeline(cfg):
+  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
+  return taxi_pipeline.create_pipeline(cfg, vertex=True)
+
+
+def _tasks(job):
+  return job['pipelineSpec']['root']['dag']['tasks']
+
+
+def _input_artifact(job, task, key):
+  source = _tasks(job)[task]['inputs']['artifacts'][key]['taskOutputArtifact']
+  return source['producerTask'], source['outputArtifactKey']
+
+
+def _executor(job, task):
+  label = job['pipelineSpec']['components'][task]['executorLabel']
+  return job['pipelineSpec']['deploymentSpec']['executors'][label]
+
+
+def test_every_component_is_a_task(job, vertex_pipeline, tmp_path):
+  tasks = set(_tasks(job))
+  for component in vertex_pipeline.components:
+    if component.id == 'latest_blessed_model_resolver':
+      # KubeflowV2 splits it into a blessing query and a model query.
+      assert {component.id + '-model-blessing-resolver',
+              BLESSED_MODEL_TASK} <= tasks
+    else:
+      assert component.id in tasks
+  # Against the local pipeline: only the span window resolver is missing.
+  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
+  local = taxi_pipeline.create_pipeline(configs.PipelineConfig(
+      pipeline_root=str(tmp_path / 'pipeline')))
+  local_ids = {c.id for c in local.components}
+  vertex_ids = {c.id for c in vertex_pipeline.components}
+  assert local_ids - vertex_ids == {'span_window_resolver'}
+  assert vertex_ids <= local_ids
+
+
+def test_every_input_channel_is_an_edge(job, vertex_pipeline):
+  for component in vertex_pipeline.components:
+    if component.id == 'latest_blessed_model_resolver':
+      continue
+    task = _tasks(job)[component.id]
+    assert set(task.get('inputs', {}).get('artifacts', {})) == set(
+        component.inputs)
+    for key, channel in component.inputs.items():
+      producer = channel.producer_component_id
+      if producer == 'latest_blessed_model_resolver':
+        producer = BLESSED_MODEL_TASK
+      assert _input_artifact(job, component.id, key) == (
+          producer, channel.output_key), (component.id, key)
+      assert producer in task['dependentTasks']
+
+
+def test_known_edges(job):
+  assert _input_artifact(job, 'Trainer', 'transform_graph') == (
+      'Transform', 'transform_graph')
+  assert _input_artifact(job, 'Trainer', 'examples') == (
+      'CsvExampleGen', 'examples')
+  assert _input_artifact(job, 'Evaluator', 'model') == ('Trainer', 'model')
+  assert _input_artifact(job, 'Evaluator', 'baseline_model') == (
+      BLESSED_MODEL_TASK, 'model')
+  assert _input_artifact(job, 'Pusher', 'model_blessing') == (
+      'Evaluator', 'blessing')
+  assert _input_artifact(job, 'DataValidationGate', 'anomalies') == (
+      'ExampleValidator', 'anomalies')
+  # Nothing trains on a span before the gate passed it.
+  assert 'DataValidationGate' in _tasks(job)['Transform']['dependentTasks']
+
+
+def test_runtime_parameters_with_defaults(job):
+  root = job['pipelineSpec']['root']['inputDefinitions']['parameters']
+  assert {name: p['parameterType'] for name, p in root.items()} == {
+      'train_args': 'STRING', 'eval_args': 'STRING', 'range_config': 'STRING'}
+  defaults = {name: json.loads(value) for name, value in
+              job['runtimeConfig']['parameterValues'].items()}
+  assert defaults == {
+      'train_args': {'num_steps': 321},
+      'eval_args': {'num_steps': 12},
+      'range_config': {'static_range': {'start_span_number': 5,
+                                        'end_span_number': 5}},
+  }
+  bound = {
+      ('Trainer', 'train_args'), ('Trainer', 'eval_args'),
+      ('CsvExampleGen', 'range_config')}
+  for task, name in bound:
+    assert _tasks(job)[task]['inputs']['parameters'][name] == {
+        'componentInputParameter': name}
+
+
+def test_latest_span_by_default(tmp_path):
+  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
+  knobs = taxi_pipeline.runtime_parameters(configs.PipelineConfig(
+      pipeline_root=str(tmp_path)))
+  assert knobs['range_config'].default == ''  # the driver's "latest span"
+  assert json.loads(knobs['train_args'].default) == {'num_steps': 1000}
+
+
+def test_image_and_importable_executor_on_every_container(job):
+  from tfx.utils import import_utils  # pylint: disable=g-import-not-at-top
+  executors = job['pipelineSpec']['deploymentSpec']['executors']
+  containers = {label: e['container'] for label, e in executors.items()
+                if 'container' in e}
+  resolvers = {label for label, e in executors.items() if 'resolver' in e}
+  assert len(containers) == 9 and len(resolvers) == 2
+  for label, container in containers.items():
+    assert container['image'] == IMAGE, label
+    args = container['args']
+    path = args[args.index('--executor_class_path') + 1]
+    # What the container's entry point does with it; ours must load too.
+    assert import_utils.import_class_by_path(path), label
+  assert re.search(r'pipeline\.validation_gate\.',
+                   json.dumps(_executor(job, 'DataValidationGate')))
+  assert 'pipeline.pusher.Executor' in _executor(job, 'Pusher')['container'][
+      'args']
+
+
+def test_paths_on_gcs_and_schema_from_the_image(job):
+  assert job['runtimeConfig']['gcsOutputDirectory'] == (
+      'gs://test-bucket/pipeline')
+  params = _tasks(job)
+  input_base = params['CsvExampleGen']['inputs']['parameters']['input_base']
+  assert input_base['runtimeValue']['constant'] == 'gs://test-bucket/data/taxi'
+  push = json.loads(params['Pusher']['inputs']['parameters'][
+      'push_destination']['runtimeValue']['constant'])
+  assert push['filesystem']['base_directory'] == 'gs://test-bucket/serving/taxi'
+  with open(helpers.SCHEMA_PATH, 'rb') as f:
+    digest = hashlib.sha256(f.read()).hexdigest()[:16]
+  schema_file = params['ImportSchemaGen']['inputs']['parameters'][
+      'schema_file']['runtimeValue']['constant']
+  assert schema_file == (
+      f'{configs.IMAGE_SCHEMA_DIR}/{digest}/schema.pbtxt')
+
+
+def test_aiplatform_accepts_the_spec_and_overrides(job, cfg, vertex_cfg):
+  """Everything up to the network call: aiplatform's own PipelineJob."""
+  from google.auth import credentials  # pylint: disable=g-import-not-at-top
+  import vertex_runner  # pylint: disable=g-import-not-at-top
+  del job  # compiled to vertex_cfg.pipeline_spec
+  submitted = vertex_runner.pipeline_job(
+      vertex_cfg.pipeline_spec, vertex_cfg, cfg,
+      parameter_values={'train_args': '{"num_steps": 2000}'},
+      credentials=credentials.AnonymousCredentials())
+  resource = submitted._gca_resource  # pylint: disable=protected-access
+  values = dict(resource.runtime_config.parameter_values)  # proto-plus: str
+  assert values['train_args'] == '{"num_steps": 2000}'  # overridden
+  assert json.loads(values['eval_args']) == {'num_steps': 12}  # default
+  assert resource.runtime_config.gcs_output_directory == cfg.pipeline_root
+  with pytest.raises(ValueError, match='train_steps'):  # not a parameter
+    vertex_runner.pipeline_job(
+        vertex_cfg.pipeline_spec, vertex_cfg, cfg,
+        parameter_values={'train_steps': '2000'},
+        credentials=credentials.AnonymousCredentials())
+
+
+def test_main_writes_spec_and_prints_submit_command(tmp_path, capsys):
+  import vertex_runner  # pylint: disable=g-import-not-at-top
+  spec = tmp_path / 'out' / 'taxi_pipeline.json'
+  assert vertex_runner.main(['--project', 'p1', '--pipeline-spec', str(spec),
+                             '--train-steps', '77']) == 0
+  job = json.loads(spec.read_text())
+  assert json.loads(job['runtimeConfig']['parameterValues']['train_args']) == {
+      'num_steps': 77}
+  assert job['runtimeConfig']['gcsOutputDirectory'] == (
+      'gs://p1-tfx-reference/pipeline')
+  out = capsys.readouterr().out
+  assert '--submit' in out and str(spec) in out
+  assert 'us-central1-docker.pkg.dev/p1/tfx-reference/taxi-pipeline' in out
+
+
+def test_help_and_flags_need_no_tensorflow():
+  code = ('import sys, vertex_runner; '
+          'vertex_runner._parser().parse_args(["--project", "p"]); '
+          'heavy = {"tensorflow", "tfx", "google.cloud.aiplatform"}; '
+          'sys.exit(str(sorted(heavy & set(sys.modules))) '
+          'if heavy & set(sys.modules) else 0)')
+  result = subprocess.run([sys.executable, '-c', code], cwd=helpers.REPO,
+                          capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr
+  result = subprocess.run([sys.executable, 'vertex_runner.py', '--help'],
+                          cwd=helpers.REPO, capture_output=True, text=True,
+                          check=True)
+  for flag in ('--project', '--region', '--bucket', '--image', '--submit',
+               '--train-steps', '--span'):
+    assert flag in result.stdout
+  for flag in ('--window-spans', '--metadata-path'):  # meaningless on Vertex
+    assert flag not in result.stdout
+
+
+def _dockerfile():
+  with open(os.path.join(helpers.REPO, 'Dockerfile')) as f:
+    text = f.read().replace('\\\n', ' ')  # join continuation lines
+  return [line.strip() for line in text.splitlines()
+          if line.strip() and not line.lstrip().startswith('#')]
+
+
+def test_dockerfile_builds_on_the_configured_image():
+  lines = _dockerfile()
+  assert lines[0] == f'FROM {configs.TFX_BASE_IMAGE}'
+  assert f'WORKDIR {configs.IMAGE_PROJECT_DIR}' in lines
+  install = next(l for l in lines if 'pip install' in l)
+  assert install.rstrip().endswith('--no-deps .')  # this project, installed
+  with open(os.path.join(helpers.REPO, '.dockerignore')) as f:
+    ignored = set(f.read().split())
+  assert {'outputs', '.venv', '.git'} <= ignored
+
+
+def test_dockerfile_schema_copy_is_where_the_spec_looks(job, tmp_path):
+  """Runs the Dockerfile's schema step on a copy of the project dir."""
+  step = next(l for l in _dockerfile() if 'sha256sum' in l)
+  (tmp_path / 'schema').mkdir()
+  with open(helpers.SCHEMA_PATH, 'rb') as f:
+    (tmp_path / 'schema' / 'schema.pbtxt').write_bytes(f.read())
+  subprocess.run(['bash', '-euc', step[len('RUN '):]], cwd=tmp_path,
+                 check=True)
+  schema_file = _tasks(job)['ImportSchemaGen']['inputs']['parameters'][
+      'schema_file']['runtimeValue']['constant']
+  relative = os.path.relpath(schema_file, configs.IMAGE_PROJECT_DIR)
+  assert (tmp_path / relative).is_file()
+
+
+def test_dockerfile_version_check_passes_on_the_lock():
+  """The build's sanity check, run against this venv (same versions)."""
+  step = next(l for l in _dockerfile() if 'python -c' in l)
+  code = re.search(r'python -c "(.*)"$', step).group(1)
+  subprocess.run([sys.executable, '-c', code], cwd=helpers.REPO, check=True,
+                 capture_output=True)

@@ -1,0 +1,171 @@
+"""Compile the taxi TFX pipeline for Vertex AI Pipelines; --submit starts it.
+
+KubeflowV2DagRunner compiles the same create_pipeline that local_runner.py
+runs into a Vertex AI PipelineJob JSON (--pipeline-spec, default
+outputs/vertex/taxi_pipeline.json). Every task runs in --image, built from
+./Dockerfile; artifacts, data and pushed models live in --bucket
+(gs://BUCKET/pipeline, gs://BUCKET/data/taxi, gs://BUCKET/serving) unless
+--pipeline-root, --data-root or --serving-dir say otherwise. Span, train and
+eval steps are runtime parameters of the job (range_config, train_args,
+eval_args): the flags set their defaults, and each run may override them.
+
+Compiling needs no network and no credentials. --submit calls
+google-cloud-aiplatform's PipelineJob.submit(), which needs both (e.g.
+`gcloud auth application-default login`), an existing bucket holding the
+data, and the image pushed to a registry the project can pull from. What
+differs from a local run (training window, ML Metadata, schema): README,
+"Vertex AI Pipelines".
+"""
+
+import argparse
+import dataclasses
+import os
+import shlex
+import sys
+from typing import Any, Dict, List, Optional
+
+from pipeline import configs
+from pipeline import console
+
+PIPELINE_FIELDS = [f.name for f in dataclasses.fields(configs.PipelineConfig)
+                   if f.name not in configs.NOT_ON_VERTEX]
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      description=__doc__.split('\n\n')[0],
+      epilog=__doc__.split('\n\n', 1)[1],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  vertex = parser.add_argument_group('Vertex AI')
+  defaults = configs.VertexConfig()
+  for field in dataclasses.fields(configs.VertexConfig):
+    vertex.add_argument(
+        '--' + field.name.replace('_', '-'), dest=field.name, default=None,
+        metavar=field.name.upper(),
+        help=f'{field.metadata["help"]}'
+        + (f' (default: {getattr(defaults, field.name)})'
+           if getattr(defaults, field.name) else ''))
+  vertex.add_argument(
+      '--submit', action='store_true',
+      help='after compiling, submit the job (needs network and credentials)')
+  configs.add_flags(parser, fields=PIPELINE_FIELDS)
+  return parser
+
+
+def pipeline_job(spec_path: str, vertex_cfg: configs.VertexConfig,
+                 cfg: configs.PipelineConfig,
+                 parameter_values: Optional[Dict[str, Any]] = None,
+                 credentials: Any = None) -> Any:
+  """The aiplatform.PipelineJob for a compiled spec, ready to submit().
+
+  Building it loads and checks the spec with Vertex's own client library
+  (runtime parameters, pipeline root) without a network call.
+  """
+  from google.cloud import aiplatform  # pylint: disable=g-import-not-at-top
+  return aiplatform.PipelineJob(
+      display_name=cfg.pipeline_name,
+      template_path=spec_path,
+      pipeline_root=cfg.pipeline_root,
+      parameter_values=parameter_values,
+      enable_caching=cfg.enable_cache,
+      project=vertex_cfg.project,
+      location=vertex_cfg.region,
+      credentials=credentials)
+
+
+def compile_pipeline(cfg: configs.PipelineConfig,
+                     vertex_cfg: configs.VertexConfig) -> Dict[str, Any]:
+  """Writes the PipelineJob JSON to vertex_cfg.pipeline_spec; returns it."""
+  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # pylint: disable=g-import-not-at-top
+  runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
+      config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
+          default_image=vertex_cfg.image,
+          # PipelineSpec schema 2.1: what Vertex and its template gallery use.
+          use_pipeline_spec_2_1=True),
+      output_dir=os.path.dirname(os.path.abspath(vertex_cfg.pipeline_spec)),
+      output_filename=os.path.basename(vertex_cfg.pipeline_spec))
+  pipeline = taxi_pipeline.create_pipeline(cfg, vertex=True)
+  # KubeflowV2 leaves RuntimeParameter defaults out of the PipelineSpec; they
+  # reach the job as its runtimeConfig.parameterValues, which aiplatform's
+  # PipelineJob(parameter_values=...) overrides per run.
+  return runner.run(pipeline, parameter_values=runtime_defaults(pipeline))
+
+
+def runtime_defaults(pipeline: Any) -> Dict[str, Any]:
+  """{name: default} of every RuntimeParameter in the pipeline's components."""
+  from tfx.orchestration import data_types  # pylint: disable=g-import-not-at-top
+  return {value.name: value.default
+          for component in pipeline.components
+          for value in component.exec_properties.values()
+          if isinstance(value, data_types.RuntimeParameter)}
+
+
+def _short(path: str) -> str:
+  """Path relative to the working directory when it lies below it."""
+  relative = os.path.relpath(path)
+  return path if relative.startswith('..') else relative
+
+
+def _summary(job: Dict[str, Any], cfg: configs.PipelineConfig,
+             vertex_cfg: configs.VertexConfig, argv: List[str]) -> str:
+  spec = job['pipelineSpec']
+  parameters = job['runtimeConfig'].get('parameterValues', {})
+  lines = [
+      f'Compiled pipeline {cfg.pipeline_name!r} for Vertex AI Pipelines'
+      f' -> {_short(vertex_cfg.pipeline_spec)}',
+      f'  tasks              {", ".join(sorted(spec["root"]["dag"]["tasks"]))}',
+      f'  image              {vertex_cfg.image}',
+      f'  pipeline root      {cfg.pipeline_root}',
+      f'  data               {cfg.data_root}',
+      f'  pushes to          {cfg.serving_model_dir}',
+      '  runtime parameters ' + '\n                     '.join(
+          f'{name} = {value!r}' for name, value in sorted(parameters.items())),
+      '',
+      'Submit it (needs network access and Google Cloud credentials):',
+      '  ' + ' '.join(shlex.quote(a) for a in
+                      [sys.executable, 'vertex_runner.py', *argv, '--submit']),
+      'or override runtime parameters per run from Python:',
+      '  aiplatform.PipelineJob(display_name=..., template_path='
+      f'{vertex_cfg.pipeline_spec!r}, parameter_values='
+      '{"train_args": \'{"num_steps": 2000}\'}).submit()',
+  ]
+  return '\n'.join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  parser = _parser()
+  args = parser.parse_args(argv)
+  vertex_cfg = configs.VertexConfig(**{
+      f.name: getattr(args, f.name)
+      for f in dataclasses.fields(configs.VertexConfig)
+      if getattr(args, f.name) is not None})
+  if not vertex_cfg.project:
+    parser.error('--project is required (the Google Cloud project id)')
+  cfg = vertex_cfg.pipeline_config(**{
+      name: getattr(args, name) for name in PIPELINE_FIELDS
+      if getattr(args, name) is not None})
+
+  # Heavy imports (TensorFlow, TFX) only after --help had its chance.
+  print('Loading TensorFlow and TFX (~15 s) ...', flush=True)
+  console.quiet_imports()
+  job = compile_pipeline(cfg, vertex_cfg)
+  print(_summary(job, cfg, vertex_cfg,
+                 [a for a in argv if a != '--submit']), flush=True)
+  if args.submit:
+    from google.auth import exceptions  # pylint: disable=g-import-not-at-top
+    try:
+      submitted = pipeline_job(vertex_cfg.pipeline_spec, vertex_cfg, cfg)
+      submitted.submit(service_account=vertex_cfg.service_account)
+    except exceptions.DefaultCredentialsError as e:
+      print(f'Not submitted: no Google Cloud credentials ({e}); run '
+            '`gcloud auth application-default login` or set '
+            'GOOGLE_APPLICATION_CREDENTIALS.', file=sys.stderr)
+      return 1
+    print(f'Submitted: {submitted.resource_name}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
