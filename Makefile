@@ -12,13 +12,23 @@ PYTEST_ARGS ?=
 
 SERVE_ARGS ?=
 
-.PHONY: venv run serve test lock clean help
+# Airflow lives in its own venv: its pins differ from requirements.lock in two
+# packages (see requirements-airflow.in), so `make run` never pays for it.
+AIRFLOW_VENV  := .venv-airflow
+AIRFLOW_PY    := $(AIRFLOW_VENV)/bin/python
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+
+.PHONY: venv run serve test lock clean help airflow-venv airflow-test airflow-lock vertex
 
 help:
 	@echo "make run    - run the pipeline on the bundled data (ARGS='--train-steps 200 ...')"
+	@echo "make vertex - compile for Vertex AI Pipelines (ARGS='--project P [--submit]')"
 	@echo "make serve  - serve the pushed models over TF Serving's REST (8501) and gRPC (8500) APIs"
 	@echo "make test   - run the test suite (PYTEST_ARGS='-k unit ...')"
 	@echo "make lock   - re-resolve requirements.in into requirements.lock"
+	@echo "make airflow-venv  - build .venv-airflow (the project + Airflow 2.10.3)"
+	@echo "make airflow-test  - load dags/taxi_dag.py in Airflow and run it once (airflow dags test)"
+	@echo "make airflow-lock  - re-resolve requirements-airflow.in after a change to requirements.lock"
 	@echo "make clean  - remove outputs/ (pipeline artifacts, metadata, pushed models)"
 
 $(STAMP): requirements.lock setup.py
@@ -31,8 +41,23 @@ $(STAMP): requirements.lock setup.py
 
 venv: $(STAMP)
 
+$(AIRFLOW_STAMP): requirements-airflow.lock setup.py $(STAMP)
+	@test -x $(AIRFLOW_PY) || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(PY) -m uv pip install -q --python $(AIRFLOW_PY) -r requirements-airflow.lock
+	$(PY) -m uv pip install -q --python $(AIRFLOW_PY) --no-deps -e .
+	@touch $(AIRFLOW_STAMP)
+
+airflow-venv: $(AIRFLOW_STAMP)
+
+airflow-test: $(STAMP) $(AIRFLOW_STAMP)
+	$(PY) -m pytest tests/dags/test_taxi_dag.py $(PYTEST_ARGS)
+
 run: $(STAMP)
 	$(PY) local_runner.py $(ARGS)
+
+# Compiles offline; --submit needs network access and Google Cloud credentials.
+vertex: $(STAMP)
+	$(PY) vertex_runner.py $(ARGS)
 
 serve: $(STAMP)
 	$(PY) -m serving --model_name taxi --model_base_path outputs/serving/taxi $(SERVE_ARGS)
@@ -44,6 +69,16 @@ test: $(STAMP)
 lock: $(STAMP)
 	$(PY) -m uv pip compile requirements.in --python-version 3.10 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements.lock
+
+# The main lock's pins as constraints, minus the packages Airflow needs at
+# other versions (the `unpinned-from-main:` line of requirements-airflow.in).
+airflow-lock: $(STAMP)
+	@mkdir -p build
+	unpinned=$$(sed -n 's/^# unpinned-from-main: //p' requirements-airflow.in | tr ' ' '|'); \
+	  grep -vE "^($$unpinned)==" requirements.lock > build/airflow-constraints.txt
+	$(PY) -m uv pip compile requirements-airflow.in -c build/airflow-constraints.txt \
+	  --python-version 3.10 --python-platform x86_64-manylinux_2_28 \
+	  --custom-compile-command 'make airflow-lock' -o requirements-airflow.lock
 
 clean:
 	rm -rf outputs

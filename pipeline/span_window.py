@@ -13,7 +13,7 @@ Spans ingested without validation (the window backfill) count as valid: the
 bundled history is what the curated schema was made from.
 """
 
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
@@ -21,12 +21,42 @@ from tfx import types
 from tfx.dsl.components.common import resolver
 
 
-def rejected_examples(store: mlmd.MetadataStore, gate_context: str) -> Set[int]:
-  """Ids of Examples whose latest gate execution (node context) failed."""
+def _gate_executions(store: mlmd.MetadataStore, gate_context: str
+                    ) -> Tuple[List[metadata_store_pb2.Execution],
+                               Set[int]]:
+  """The gate's executions, and the states that mean "rejected".
+
+  TFX's IR orchestration (LocalDagRunner, BeamDagRunner) links them to the
+  `node` context `<pipeline>.<gate id>` and marks a failed one FAILED.
+  AirflowDagRunner drives the pre-IR launcher instead: executions carry a
+  `component_id` property within the `pipeline` context, and one whose
+  executor raised is never marked failed (it stays RUNNING), so there
+  anything but COMPLETE or CACHED counts as rejected. Airflow runs one DAG run
+  at a time (dags/taxi_dag.py), so no gate of another run is still running.
+  """
   context = store.get_context_by_type_and_name('node', gate_context)
+  if context is not None:
+    return (store.get_executions_by_context(context.id),
+            {metadata_store_pb2.Execution.FAILED})
+  pipeline_name, gate_id = gate_context.rsplit('.', 1)
+  context = store.get_context_by_type_and_name('pipeline', pipeline_name)
   if context is None:
-    return set()
-  executions = {e.id: e for e in store.get_executions_by_context(context.id)}
+    return [], set()
+  executions = [
+      e for e in store.get_executions_by_context(context.id)
+      if 'component_id' in e.properties and
+      e.properties['component_id'].string_value == gate_id
+  ]
+  rejected = set(metadata_store_pb2.Execution.State.values()) - {
+      metadata_store_pb2.Execution.COMPLETE,
+      metadata_store_pb2.Execution.CACHED}
+  return executions, rejected
+
+
+def rejected_examples(store: mlmd.MetadataStore, gate_context: str) -> Set[int]:
+  """Ids of Examples whose latest validation gate execution failed."""
+  gate_executions, rejected_states = _gate_executions(store, gate_context)
+  executions = {e.id: e for e in gate_executions}
   latest: Dict[int, metadata_store_pb2.Execution] = {}
   for event in store.get_events_by_execution_ids(list(executions)):
     if (event.type == metadata_store_pb2.Event.INPUT and event.path.steps and
@@ -37,7 +67,7 @@ def rejected_examples(store: mlmd.MetadataStore, gate_context: str) -> Set[int]:
         latest[event.artifact_id] = execution
   return {
       artifact_id for artifact_id, execution in latest.items()
-      if execution.last_known_state == metadata_store_pb2.Execution.FAILED
+      if execution.last_known_state in rejected_states
   }
 
 

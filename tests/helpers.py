@@ -29,6 +29,28 @@ def read_span(span: int, limit: Optional[int] = None,
   return rows[:limit] if limit else rows
 
 
+# PipelineConfig knobs for a whole run in about a minute on `small_spans`.
+FAST_PIPELINE = dict(window_spans=3, train_steps=120, eval_steps=10,
+                     batch_size=32, hidden_units=[16, 8], min_auc=0.5,
+                     min_binary_accuracy=0.5, max_auc_drop=0.2)
+
+
+def small_spans(data_root: str, sources=(9, 10, 11), rows: int = 300) -> None:
+  """Spans 1..N under data_root: `rows` real rows of consecutive quarters."""
+  for span, source in enumerate(sources, start=1):
+    write_csv(os.path.join(data_root, f'span-{span}', 'data.csv'),
+              read_span(source, rows))
+
+
+def as_flags(knobs: Dict) -> List[str]:
+  """PipelineConfig fields as the runners' flags (--train-steps 120 ...)."""
+  flags = []
+  for name, value in knobs.items():
+    text = ','.join(map(str, value)) if isinstance(value, list) else str(value)
+    flags += ['--' + name.replace('_', '-'), text]
+  return flags
+
+
 def write_csv(path: str, rows: List[Dict[str, str]],
               columns: Optional[List[str]] = None) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)

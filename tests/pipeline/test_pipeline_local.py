@@ -59,21 +59,12 @@ def cfg(tmp_path_factory):
   root = tmp_path_factory.mktemp('pipeline')
   data_root = root / 'data'
   # Three small spans of real rows (300 each) from consecutive quarters.
-  for span, source in enumerate([9, 10, 11], start=1):
-    helpers.write_csv(str(data_root / f'span-{span}' / 'data.csv'),
-                      helpers.read_span(source, 300))
+  helpers.small_spans(str(data_root))
   return configs.PipelineConfig(
       data_root=str(data_root),
       pipeline_root=str(root / 'pipeline'),
       serving_dir=str(root / 'serving'),
-      window_spans=3,
-      train_steps=120,
-      eval_steps=10,
-      batch_size=32,
-      hidden_units=[16, 8],
-      min_auc=0.5,
-      min_binary_accuracy=0.5,
-      max_auc_drop=0.2)
+      **helpers.FAST_PIPELINE)
 
 
 @pytest.fixture(scope='module')

@@ -1,0 +1,116 @@
+"""The taxi pipeline as an Airflow DAG (TFX's AirflowDagRunner, Airflow 2.10).
+
+The same `pipeline.pipeline.create_pipeline` every runner uses; only the runner
+differs. Each TFX node becomes one Airflow task (a PythonOperator that runs
+the component in the worker), with the pipeline's dependencies as edges.
+
+Configuration: the same flags as local_runner.py, in one variable read when
+Airflow parses this file (the scheduler, and every worker before a task):
+
+  TAXI_PIPELINE_FLAGS='--pipeline-root /srv/tfx/taxi --serving-dir /srv/models'
+  TAXI_AIRFLOW_SCHEDULE='@daily'   # cron or preset; 'none': triggered runs only
+
+What a deployment does, and what differs from `make run`:
+  * Every scheduled run ingests the latest span on disk (or `--span`) and
+    trains on the latest `--window-spans` valid spans ingested so far. A run
+    with no new span reuses the cached ingestion and pushes nothing new.
+  * There is no backfill: local runs ingest the window's earlier spans first,
+    this DAG does not. On an empty metadata store the window starts with the
+    first span the DAG ingests and grows by one span per run that finds new
+    data. To seed history, trigger one run per earlier span with
+    `--span N` in TAXI_PIPELINE_FLAGS.
+  * AirflowDagRunner drives TFX's pre-IR launcher, which records lineage in ML
+    Metadata under other context types than LocalDagRunner's: give the DAG its
+    own pipeline root / metadata store, do not share one with `make run`.
+  * catchup=False and one active run at a time: each run ingests the latest
+    span, so replaying missed intervals would only repeat it, and two runs
+    would race for the training window. With SQLite ML Metadata (one writer,
+    tfx#199) tasks also run one at a time; use MySQL to let independent tasks
+    run in parallel.
+  * Parsing this file builds the pipeline, which writes the curated schema's
+    content-addressed copy under the pipeline root if missing
+    (pipeline.schema_snapshot): the scheduler needs write access there.
+    It also imports TFX and TensorFlow (~15 s): keep Airflow's
+    dagbag_import_timeout (30 s by default) above that.
+"""
+
+import contextlib
+import datetime
+import logging
+import os
+import shlex
+from typing import Optional
+
+from pipeline import configs
+from pipeline import console
+
+FLAGS_ENV = 'TAXI_PIPELINE_FLAGS'
+SCHEDULE_ENV = 'TAXI_AIRFLOW_SCHEDULE'
+DEFAULT_SCHEDULE = '@daily'
+# Fixed: a start date that moves (e.g. "yesterday") makes Airflow reschedule.
+START_DATE = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def pipeline_config() -> configs.PipelineConfig:
+  """PipelineConfig from $TAXI_PIPELINE_FLAGS (local_runner.py's flags)."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(prog=f'${FLAGS_ENV}')
+  configs.add_flags(parser)
+  return configs.from_flags(
+      parser.parse_args(shlex.split(os.environ.get(FLAGS_ENV, ''))))
+
+
+def schedule() -> Optional[str]:
+  """$TAXI_AIRFLOW_SCHEDULE; 'none' means triggered runs only."""
+  value = os.environ.get(SCHEDULE_ENV, DEFAULT_SCHEDULE).strip()
+  return None if value.lower() in ('', 'none') else value
+
+
+@contextlib.contextmanager
+def _info_logs_muted():
+  """Drops INFO records while TFX builds the DAG; warnings still show.
+
+  Importing TFX and declaring its components logs a page of INFO lines (Beam
+  type hints, optional TFX extras) on every parse, and the scheduler parses
+  this file every 30 s: the DAG processor log would bury real errors. Task
+  execution is not affected: its logs come after the parse.
+  """
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(logging.WARNING)
+  try:
+    yield
+  finally:
+    root.setLevel(level)
+
+
+def build_dag():
+  """The Airflow DAG of `create_pipeline(pipeline_config())`."""
+  console.quiet_imports()  # TF's C++ logs and deprecation warnings at parse
+  from pipeline import metadata_store  # pylint: disable=g-import-not-at-top
+  cfg = pipeline_config()
+  connection = metadata_store.store_config(cfg)
+  dag_config = {
+      'schedule': schedule(),
+      'start_date': START_DATE,
+      'catchup': False,
+      'max_active_runs': 1,
+      'description': 'TFX taxi pipeline: ingest the latest span, validate, '
+                     'train on the span window, evaluate, push if blessed',
+      'tags': ['tfx', cfg.pipeline_name],
+  }
+  if connection.HasField('sqlite'):
+    dag_config['max_active_tasks'] = 1
+  with _info_logs_muted():
+    # pylint: disable=g-import-not-at-top
+    from pipeline import pipeline as taxi_pipeline
+    from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner
+    from tfx.orchestration.airflow.airflow_dag_runner import AirflowPipelineConfig
+    # pylint: enable=g-import-not-at-top
+    return AirflowDagRunner(AirflowPipelineConfig(
+        airflow_dag_config=dag_config)).run(
+            taxi_pipeline.create_pipeline(cfg, connection))
+
+
+# Airflow collects module-level DAG objects; the id is the pipeline name.
+DAG = build_dag()
