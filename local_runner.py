@@ -3,10 +3,13 @@
 Components run one at a time in this process; Beam-based components use
 Beam's in-process DirectRunner. Every flag overrides one field of
 pipeline/configs.py. Exit status: 0 when the pipeline completed (pushed or
-not blessed), 1 when it stopped (data anomalies, a failed component).
+not blessed), 1 when it stopped (data anomalies, a failed component) or
+the served model did not answer. After a completed run, the pushed model is
+served (python -m serving) and asked about a sample trip over REST and gRPC.
 """
 
 import argparse
+import subprocess
 import sys
 import time
 
@@ -21,7 +24,11 @@ def main(argv=None) -> int:
       description=__doc__.split('\n\n')[0],
       epilog=__doc__.split('\n\n', 1)[1])
   configs.add_flags(parser)
-  cfg = configs.from_flags(parser.parse_args(argv))
+  parser.add_argument('--skip-served-prediction', action='store_true',
+                      help='do not start the model server for a sample '
+                      'prediction at the end')
+  args = parser.parse_args(argv)
+  cfg = configs.from_flags(args)
 
   # Heavy imports (TensorFlow, TFX) only after --help had its chance.
   print('Loading TensorFlow and TFX (~15 s) ...', flush=True)
@@ -29,7 +36,23 @@ def main(argv=None) -> int:
   from pipeline.run_pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
   outcome = run_pipeline(cfg, LocalDagRunner, started_at=START)
-  return 0 if outcome.ok else 1
+  if not outcome.ok:
+    return 1
+  if args.skip_served_prediction:
+    return 0
+  return served_prediction(cfg)
+
+
+def served_prediction(cfg: configs.PipelineConfig) -> int:
+  """Serves the pushed versions and asks them about a sample trip.
+
+  A separate process, as a deployment would run it: the runner never
+  imports serving/.
+  """
+  print(flush=True)
+  return subprocess.call([
+      sys.executable, '-m', 'serving.demo', '--model_name', cfg.model_name,
+      '--model_base_path', cfg.serving_model_dir])
 
 
 if __name__ == '__main__':

@@ -56,3 +56,10 @@ def test_make_run_pushes_a_model_and_prints_the_summary(tmp_path):
   assert os.path.isfile(os.path.join(version_dir, 'saved_model.pb'))
   assert os.path.isfile(os.path.join(tmp_path, 'pipeline', 'metadata.sqlite'))
   assert 'training window    spans 1-16' in out
+  # The run ends with the pushed model served and asked over both APIs.
+  served = re.search(rf'Served prediction \(python -m serving, version '
+                     rf'{match.group(1)},.*\n.*\n\s+REST\s+:\d+\s+P\(.*\) = '
+                     r'([\d.]+)\n\s+gRPC\s+:\d+\s+P\(.*\) = ([\d.]+)', out)
+  assert served, out
+  probability = float(served.group(1))
+  assert 0 < probability < 1 and served.group(1) == served.group(2)
