@@ -106,9 +106,9 @@ class _Task:
     self.error: Optional[BaseException] = None
 
 
-def _rows(arrays: Mapping[str, np.ndarray]) -> Optional[int]:
+def _rows(arrays: Mapping[str, object]) -> Optional[int]:
   """Rows of a request: the common first dimension, None if there is none."""
-  sizes = {a.shape[0] if a.ndim else None for a in arrays.values()}
+  sizes = {a.shape[0] if len(a.shape) else None for a in arrays.values()}
   return sizes.pop() if len(sizes) == 1 else None
 
 
@@ -225,7 +225,8 @@ class Batcher:
     for task in batch[1:]:
       if {k: a.shape[1:] for k, a in task.arrays.items()} != shapes:
         return None
-    return {k: np.concatenate([t.arrays[k] for t in batch]) for k in first}
+    return {k: np.concatenate([np.asarray(t.arrays[k]) for t in batch])
+            for k in first}
 
   @staticmethod
   def _split(batch: List[_Task], outputs: Mapping[str, np.ndarray]) -> bool:

@@ -30,6 +30,22 @@ class LoadedVersion:
   path: str
   model: object  # the tf.saved_model.load() result
   signature_defs: Mapping[str, object]  # name -> SignatureDef proto
+  # name -> input names in the order of the signature's flat call (None:
+  # call it by keyword); see inference.execute.
+  flat_inputs: Mapping[str, Optional[Tuple[str, ...]]] = dataclasses.field(
+      default_factory=dict)
+
+
+def _flat_inputs(fn) -> Optional[Tuple[str, ...]]:
+  """A signature's input names in its flat calling order, if they account
+  for every non-captured input (else the keyword call is the safe one)."""
+  try:
+    order = tuple(fn.function_type.parameters)
+  except AttributeError:
+    return None
+  if len(order) + len(fn.captured_inputs) != len(fn.inputs):
+    return None
+  return order
 
 
 def _read_signature_defs(path: str) -> Dict[str, object]:
@@ -46,7 +62,8 @@ def load_version(path: str, version: int) -> LoadedVersion:
   signature_defs = _read_signature_defs(path)
   if 'serving_default' not in model.signatures:
     raise ValueError(f'no serving_default signature (has {sorted(model.signatures)})')
-  return LoadedVersion(version, path, model, signature_defs)
+  flat = {name: _flat_inputs(fn) for name, fn in model.signatures.items()}
+  return LoadedVersion(version, path, model, signature_defs, flat)
 
 
 class ModelRegistry:
