@@ -237,23 +237,36 @@ def run_nodes(store: mlmd.MetadataStore, run: metadata_store_pb2.Context,
         (c.name[len(prefix):] for c in store.get_contexts_by_execution(
             execution.id) if c.type == 'node' and c.name.startswith(prefix)),
         execution.name or str(execution.id))
-    events = store.get_events_by_execution_ids([execution.id])
-    artifacts = {
-        a.id: a for a in store.get_artifacts_by_id(
-            [e.artifact_id for e in events])
-    }
-    by_direction = {_INPUT: {}, _OUTPUT: {}}
-    for event in events:
-      direction = next((d for d in by_direction if event.type in d), None)
-      if direction is None:
-        continue
-      key = event.path.steps[0].key if event.path.steps else ''
-      by_direction[direction].setdefault(key, []).append(
-          artifacts[event.artifact_id])
+    inputs, outputs = execution_artifacts(store, execution.id)
     nodes[node_id] = NodeRun(
         node_id=node_id,
         state=metadata_store_pb2.Execution.State.Name(
             execution.last_known_state),
-        inputs=by_direction[_INPUT],
-        outputs=by_direction[_OUTPUT])
+        inputs=inputs,
+        outputs=outputs)
   return nodes
+
+
+def execution_artifacts(
+    store: mlmd.MetadataStore, execution_id: int
+) -> Tuple[Dict[str, List[metadata_store_pb2.Artifact]],
+           Dict[str, List[metadata_store_pb2.Artifact]]]:
+  """(inputs, outputs) of one execution, each by event key ('model', ...).
+
+  Resolver-internal events are left out: they link artifacts a resolver
+  merely looked at, not what a component read or wrote.
+  """
+  events = store.get_events_by_execution_ids([execution_id])
+  artifacts = {
+      a.id: a for a in store.get_artifacts_by_id(
+          [e.artifact_id for e in events])
+  }
+  by_direction = {_INPUT: {}, _OUTPUT: {}}
+  for event in events:
+    direction = next((d for d in by_direction if event.type in d), None)
+    if direction is None:
+      continue
+    key = event.path.steps[0].key if event.path.steps else ''
+    by_direction[direction].setdefault(key, []).append(
+        artifacts[event.artifact_id])
+  return by_direction[_INPUT], by_direction[_OUTPUT]

@@ -57,6 +57,7 @@ from google.protobuf import message
 from ml_metadata.proto import metadata_store_pb2
 from models import features
 from pipeline import configs
+from pipeline import lineage
 from pipeline import pusher
 from pipeline.span_window import ValidSpanWindowStrategy
 from pipeline.validation_gate import DataValidationGate
@@ -78,9 +79,9 @@ def code_version(*modules: str) -> str:
   return digest.hexdigest()[:16]
 
 
-def schema_digest(content: bytes) -> str:
-  """The schema's content address (the Dockerfile computes the same one)."""
-  return hashlib.sha256(content).hexdigest()[:16]
+# The schema's content address (the Dockerfile computes the same one); defined
+# in the TFX-free lineage module, which reports it for every model.
+schema_digest = lineage.schema_digest
 
 
 def schema_snapshot(cfg: configs.PipelineConfig) -> str:

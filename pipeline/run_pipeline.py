@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
 from pipeline import console
+from pipeline import lineage
 from pipeline import metadata_store
 from pipeline import pusher
 
@@ -56,22 +57,6 @@ class RunOutcome:
   seconds: float
 
 
-def _evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
-  """Overall-slice metrics per model ('' = candidate, 'baseline')."""
-  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
-  result: Dict[str, Dict[str, float]] = {}
-  for metrics in tfma.load_metrics(uri):
-    if metrics.slice_key.single_slice_keys:
-      continue
-    for kv in metrics.metric_keys_and_values:
-      if kv.key.is_diff:
-        continue
-      if kv.value.HasField('double_value'):
-        model = 'baseline' if kv.key.model_name == 'baseline' else ''
-        result.setdefault(model, {})[kv.key.name] = kv.value.double_value.value
-  return result
-
-
 def read_outcome(cfg: configs.PipelineConfig,
                  connection: metadata_store_pb2.ConnectionConfig, ok: bool,
                  error: Optional[str], window_spans: List[int],
@@ -94,7 +79,7 @@ def read_outcome(cfg: configs.PipelineConfig,
   blessing = output('Evaluator', 'blessing')
   evaluation = output('Evaluator', 'evaluation')
   pushed = output('Pusher', 'pushed_model')
-  metrics = _evaluation_metrics(evaluation.uri) if evaluation else {}
+  metrics = lineage.evaluation_metrics(evaluation.uri) if evaluation else {}
   did_push = bool(pushed and prop(pushed, 'pushed') == 1)
   return RunOutcome(
       ok=ok, error=error,
@@ -106,21 +91,14 @@ def read_outcome(cfg: configs.PipelineConfig,
       pushed_path=prop(pushed, 'pushed_destination') if did_push else None,
       already_pushed_version=prop(pushed, 'already_pushed_version')
       if pushed else None,
-      metrics=metrics.get('', {}),
+      metrics=metrics.get('candidate', {}),
       baseline_metrics=metrics.get('baseline', {}),
       seconds=seconds)
 
 
 def _span_ranges(spans: List[int]) -> str:
   """[1, 2, 3, 5] -> 'spans 1-3, 5'."""
-  ranges: List[List[int]] = []
-  for span in spans:
-    if ranges and span == ranges[-1][1] + 1:
-      ranges[-1][1] = span
-    else:
-      ranges.append([span, span])
-  return 'spans ' + ', '.join(f'{a}-{b}' if a != b else str(a)
-                              for a, b in ranges)
+  return 'spans ' + lineage.span_ranges(spans)
 
 
 def _short(path: str) -> str:
@@ -205,11 +183,18 @@ def run_pipeline(cfg: configs.PipelineConfig,
   if missing:
     print(f'Ingesting {len(missing)} earlier span(s) of the training window '
           f'({missing[0]}..{missing[-1]}):', flush=True)
+  # The commit goes on each run's context, never into a component's
+  # properties: a docs-only commit must not be a cache miss that retrains.
+  revision = lineage.git_revision()
+  record_revision = lambda: lineage.record_git_revision(
+      metadata_store.open_store(connection), cfg.pipeline_name, revision,
+      not_before=start)
   ok, error = True, None
   try:
     for span in missing:
       make_runner().run(taxi_pipeline.create_ingest_pipeline(
           cfg, span, connection, beam_pipeline_args))
+      record_revision()
     print(f'Running pipeline {cfg.pipeline_name!r} on span {target}, '
           f'training window {spans[0]}..{spans[-1]}:', flush=True)
     make_runner().run(taxi_pipeline.create_pipeline(
@@ -221,6 +206,7 @@ def run_pipeline(cfg: configs.PipelineConfig,
                            f'{type(e).__name__}: {e}')
     with open(log_path, 'a') as f:
       f.write(console.redact(traceback.format_exc()))
+  record_revision()
   outcome = read_outcome(cfg, connection, ok, error, spans,
                          time.time() - start)
   print(format_summary(cfg, connection, outcome, log_path), flush=True)

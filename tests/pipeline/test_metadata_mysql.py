@@ -13,6 +13,7 @@ artifact or MLMD row.
 import dataclasses
 import glob
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -265,6 +266,27 @@ def test_lineage_tools_read_it_back_from_mysql(mysql_cfg, mysql_run, mariadb,
   assert 'run=?' not in line and 'code=None' not in line
   for output in (shown.stdout, shown.stderr, listed.stdout, listed.stderr):
     assert PASSWORD_CORE not in output
+
+
+def test_lineage_cli_reads_a_version_from_mysql(mysql_cfg, mysql_run, mariadb):
+  assert mysql_run.returncode == 0
+  (version,) = os.listdir(mysql_cfg.serving_model_dir)
+  shown = subprocess.run(
+      [sys.executable, '-m', 'pipeline.lineage', 'version', version, '--json',
+       '--mysql-host', '127.0.0.1', '--mysql-port', str(mariadb.port),
+       '--mysql-user', USER],
+      cwd=helpers.REPO, env=_env(PASSWORD), capture_output=True, text=True,
+      timeout=120)
+  assert shown.returncode == 0, shown.stderr
+  assert PASSWORD_CORE not in shown.stdout + shown.stderr
+  found = json.loads(shown.stdout)
+  assert [s['span'] for s in found['spans']] == [1, 2, 3]
+  for node in ('pusher', 'evaluator', 'trainer', 'transform'):
+    assert found[node]['state'] == 'COMPLETE', node
+  head = subprocess.run(['git', '-C', helpers.REPO, 'rev-parse', 'HEAD'],
+                        capture_output=True, text=True).stdout.strip()
+  assert found['trainer']['git_commit'] == (head or 'unknown')
+  assert found['metrics']['candidate']['auc'] > 0
 
 
 def test_password_is_in_no_output_log_artifact_or_row(mysql_cfg, mysql_run,

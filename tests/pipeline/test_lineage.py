@@ -1,0 +1,231 @@
+"""Lineage queries (pipeline.lineage) on real pipeline runs over small spans.
+
+One module-scoped store holds two pushed versions whose lineage differs in
+data and hyperparameters: A trained on spans 1-2, B on spans 2-3 with another
+learning rate. A third run repeats B's to show that the git commit recorded
+with each run is no part of any cache key.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import configs
+from pipeline import lineage
+from pipeline import metadata_store
+from tests import helpers
+from tests.pipeline.test_pipeline_local import _run
+
+pytestmark = pytest.mark.integration
+
+
+def _git(*args: str) -> str:
+  return subprocess.run(['git', '-C', helpers.REPO, *args], check=True,
+                        capture_output=True, text=True).stdout.strip()
+
+
+@dataclasses.dataclass
+class Runs:
+  cfg_a: configs.PipelineConfig
+  cfg_b: configs.PipelineConfig
+  a: object  # run_pipeline.RunOutcome
+  b: object
+  run_b: str  # B's pipeline_run context name
+
+  def store(self):
+    return metadata_store.open_store(
+        metadata_store.sqlite_config(self.cfg_a.metadata_path))
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp('lineage')
+  helpers.small_spans(str(root / 'data'))
+  # Thresholds nobody fails: both models must be pushed for a diff.
+  cfg_a = configs.PipelineConfig(
+      data_root=str(root / 'data'), pipeline_root=str(root / 'pipeline'),
+      serving_dir=str(root / 'serving'),
+      **{**helpers.FAST_PIPELINE, 'window_spans': 2, 'span': 2,
+         'min_auc': 0.0, 'min_binary_accuracy': 0.0, 'max_auc_drop': 1.0})
+  cfg_b = dataclasses.replace(cfg_a, span=3, learning_rate=0.01)
+  a = _run(cfg_a)
+  assert a.ok and a.pushed_version, a.error
+  b = _run(cfg_b)
+  assert b.ok and b.pushed_version, b.error
+  store = metadata_store.open_store(
+      metadata_store.sqlite_config(cfg_a.metadata_path))
+  run_b = metadata_store.latest_run(store, cfg_a.pipeline_name).name
+  return Runs(cfg_a, cfg_b, a, b, run_b)
+
+
+def test_version_lineage_names_executions_spans_and_config(runs):
+  found = lineage.version_lineage(runs.store(), runs.b.pushed_version)
+  nodes = runs.b.nodes
+  assert found.destination == runs.b.pushed_path
+  assert found.model.id == nodes['Trainer'].outputs['model'][0].id
+  for name in ('Pusher', 'Evaluator', 'Trainer', 'Transform'):
+    execution = getattr(found, name.lower())
+    assert execution.node == name
+    assert execution.state == 'COMPLETE' and execution.run == runs.run_b
+    assert execution.started <= execution.finished
+  assert found.trainer.started <= found.evaluator.started <= (
+      found.pusher.started)
+  assert [s.span for s in found.spans] == [2, 3]
+  assert [s.id for s in found.spans] == sorted(
+      a.id for a in nodes['Trainer'].inputs['examples'])
+  assert all(os.path.isdir(s.uri) for s in found.spans)
+  assert found.transform_graph.id == (
+      nodes['Transform'].outputs['transform_graph'][0].id)
+  with open(runs.cfg_a.schema_path, 'rb') as f:
+    assert found.schema_digest == hashlib.sha256(f.read()).hexdigest()[:16]
+  assert found.schema.id == nodes['ImportSchemaGen'].outputs['schema'][0].id
+  assert found.hparams == runs.cfg_b.hparams
+  assert found.train_steps == runs.cfg_b.train_steps
+  assert found.trainer_code_version and found.transform_code_version
+  assert found.blessed is True
+  assert found.baseline_versions == [runs.a.pushed_version]
+
+
+def test_metrics_match_tfma(runs):
+  """The TF-free reader agrees with TFMA's own loader, candidate and baseline."""
+  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  found = lineage.version_lineage(runs.store(), runs.b.pushed_version)
+  expected = {}
+  for metrics in tfma.load_metrics(found.evaluation.uri):
+    if metrics.slice_key.single_slice_keys:
+      continue
+    for kv in metrics.metric_keys_and_values:
+      if not kv.key.is_diff and kv.value.HasField('double_value'):
+        model = 'baseline' if kv.key.model_name == 'baseline' else 'candidate'
+        expected.setdefault(model, {})[kv.key.name] = (
+            kv.value.double_value.value)
+  assert found.metrics == expected
+  assert {'auc', 'binary_accuracy', 'example_count'} <= set(
+      found.metrics['candidate'])
+  assert set(found.metrics['baseline']) == set(found.metrics['candidate'])
+
+
+def test_span_lists_the_models_trained_on_it(runs):
+  store = runs.store()
+  model_a = runs.a.nodes['Trainer'].outputs['model'][0].id
+  model_b = runs.b.nodes['Trainer'].outputs['model'][0].id
+  by_span = {span: lineage.span_models(store, span) for span in (1, 2, 3)}
+  assert [u.model.id for u in by_span[1]] == [model_a]
+  assert [u.model.id for u in by_span[2]] == [model_a, model_b]
+  assert [u.model.id for u in by_span[3]] == [model_b]
+  a, b = by_span[2]
+  assert a.versions == [runs.a.pushed_version] and a.spans == [1, 2]
+  assert b.versions == [runs.b.pushed_version] and b.spans == [2, 3]
+  assert a.blessed is True and a.trainer.node == 'Trainer'
+  assert lineage.span_models(store, 7) == []
+
+
+def test_diff_shows_spans_hparams_and_metrics(runs):
+  store = runs.store()
+  a = lineage.version_lineage(store, runs.a.pushed_version)
+  b = lineage.version_lineage(store, runs.b.pushed_version)
+  d = lineage.diff(a, b)
+  assert d['spans_added'] == [3] and d['spans_removed'] == [1]
+  assert d['spans_reingested'] == []
+  assert d['hparams'] == {'learning_rate': [0.001, 0.01]}
+  assert d['schema_changed'] is False
+  assert d['transform_graph_changed'] is True  # analyzed on other spans
+  assert d['code'] == {}  # same code, same commit
+  auc = d['metrics']['auc']
+  assert auc['delta'] == pytest.approx(
+      b.metrics['candidate']['auc'] - a.metrics['candidate']['auc'])
+  text = lineage.format_diff(d)
+  assert 'learning_rate 0.001 -> 0.01' in text and 'spans added      3' in text
+
+
+def test_git_commit_is_recorded_per_run_and_in_no_cache_key(runs):
+  store = runs.store()
+  head = _git('rev-parse', 'HEAD')
+  dirty = bool(_git('status', '--porcelain'))
+  found = lineage.version_lineage(store, runs.b.pushed_version)
+  assert (found.trainer.git_commit, found.trainer.git_dirty) == (head, dirty)
+  # Every run, the one-span ingest runs included.
+  for run in store.get_contexts_by_type('pipeline_run'):
+    assert metadata_store.custom_property(
+        run, lineage.GIT_COMMIT_KEY) == head, run.name
+  # Nothing a component's cache key is made of carries it ...
+  for execution in store.get_executions():
+    recorded = str(execution.properties) + str(execution.custom_properties)
+    assert head not in recorded, execution.type
+  # ... so the same inputs under a new run are served from the cache.
+  rerun = _run(runs.cfg_b)
+  assert rerun.ok, rerun.error
+  for node in ('CsvExampleGen', 'Transform', 'Trainer'):
+    assert rerun.nodes[node].state == 'CACHED', node
+  newest = metadata_store.latest_run(store, runs.cfg_b.pipeline_name)
+  assert newest.name != runs.run_b
+  assert metadata_store.custom_property(
+      newest, lineage.GIT_COMMIT_KEY) == head
+  # A run keeps the commit it ran with.
+  assert lineage.record_git_revision(
+      store, runs.cfg_b.pipeline_name, ('0' * 40, False)) is None
+  assert metadata_store.custom_property(
+      metadata_store.latest_run(store, runs.cfg_b.pipeline_name),
+      lineage.GIT_COMMIT_KEY) == head
+
+
+def test_git_revision_of_a_checkout_and_of_no_checkout(tmp_path):
+  repo = tmp_path / 'repo'
+  repo.mkdir()
+  git = ['git', '-C', str(repo), '-c', 'user.name=t', '-c',
+         'user.email=t@example.com']
+  subprocess.run(git + ['init', '-q'], check=True)
+  (repo / 'README.md').write_text('docs\n')
+  subprocess.run(git + ['add', '.'], check=True)
+  subprocess.run(git + ['commit', '-q', '-m', 'docs'], check=True)
+  commit = subprocess.run(git + ['rev-parse', 'HEAD'], check=True,
+                          capture_output=True, text=True).stdout.strip()
+  assert lineage.git_revision(str(repo)) == (commit, False)
+  (repo / 'README.md').write_text('more docs\n')
+  assert lineage.git_revision(str(repo)) == (commit, True)
+  elsewhere = tmp_path / 'not-a-checkout'
+  elsewhere.mkdir()
+  assert lineage.git_revision(str(elsewhere)) == ('unknown', None)
+
+
+def _cli(runs, *args):
+  """The CLI in a fresh process; fails if it imported TFX or TensorFlow."""
+  code = ('import sys\n'
+          'from pipeline import lineage\n'
+          'code = lineage.main(sys.argv[1:])\n'
+          "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+          "{'tfx', 'tensorflow', 'tensorflow_model_analysis', 'apache_beam'})\n"
+          "assert not heavy, heavy\n"
+          'sys.exit(code)\n')
+  return subprocess.run(
+      [sys.executable, '-c', code, *args, '--metadata-path',
+       runs.cfg_a.metadata_path], cwd=helpers.REPO, capture_output=True,
+      text=True, timeout=120)
+
+
+def test_cli_text_and_json_without_tfx(runs):
+  shown = _cli(runs, 'version', runs.b.pushed_version)
+  assert shown.returncode == 0, shown.stderr
+  assert f'Model version {runs.b.pushed_version}' in shown.stdout
+  assert 'learning_rate' in shown.stdout and 'spans 2-3' in shown.stdout
+  for args in (['version', runs.b.pushed_version], ['span', '2'],
+               ['diff', runs.a.pushed_version, runs.b.pushed_version]):
+    result = _cli(runs, *args, '--json')
+    assert result.returncode == 0, (args, result.stderr)
+    data = json.loads(result.stdout)
+    if args[0] == 'version':
+      assert [s['span'] for s in data['spans']] == [2, 3]
+      assert data['trainer']['git_commit'] == _git('rev-parse', 'HEAD')
+    elif args[0] == 'span':
+      assert [m['versions'] for m in data['models']] == [
+          [runs.a.pushed_version], [runs.b.pushed_version]]
+    else:
+      assert data['spans_added'] == [3]
+  missing = _cli(runs, 'version', '12345')
+  assert missing.returncode == 1
+  assert 'No Pusher recorded version 12345' in missing.stderr
