@@ -14,7 +14,7 @@ import math
 import sys
 import urllib.error
 import urllib.request
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Optional
 
 from models import features
 
@@ -49,14 +49,22 @@ def raw_instance(trip: Mapping[str, object]) -> Dict[str, object]:
 
 
 class RestClient:
-  """TF Serving REST API client."""
+  """TF Serving REST API client.
 
-  def __init__(self, url: str, model_name: str = 'taxi', timeout: float = 30):
+  With `label` every call addresses `/v1/models/{m}/labels/{label}`: how
+  clients ask for `stable` (or `canary`) instead of whichever version is
+  newest (serving.cd moves the labels).
+  """
+
+  def __init__(self, url: str, model_name: str = 'taxi', timeout: float = 30,
+               label: Optional[str] = None):
     self.url, self.model_name, self.timeout = url.rstrip('/'), model_name, timeout
+    self.label = label
 
   def _call(self, path: str, body=None):
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f'{self.url}/v1/models/{self.model_name}{path}',
+    model = self.model_name + (f'/labels/{self.label}' if self.label else '')
+    request = urllib.request.Request(f'{self.url}/v1/models/{model}{path}',
                                      data=data)
     try:
       with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -74,14 +82,15 @@ class RestClient:
 
 
 class GrpcClient:
-  """TF Serving gRPC PredictionService client."""
+  """TF Serving gRPC PredictionService client (`label`: ModelSpec.version_label)."""
 
-  def __init__(self, address: str, model_name: str = 'taxi', timeout: float = 30):
+  def __init__(self, address: str, model_name: str = 'taxi', timeout: float = 30,
+               label: Optional[str] = None):
     import grpc  # pylint: disable=g-import-not-at-top
     from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
     self._channel = grpc.insecure_channel(address)
     self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-    self.model_name, self.timeout = model_name, timeout
+    self.model_name, self.timeout, self.label = model_name, timeout, label
 
   def predict(self, trips: List[Mapping[str, object]]) -> List[float]:
     return self.send(self.request(trips))
@@ -95,6 +104,8 @@ class GrpcClient:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = self.model_name
     request.model_spec.signature_name = features.RAW_SIGNATURE
+    if self.label:
+      request.model_spec.version_label = self.label
     dtypes = {'float': types_pb2.DT_FLOAT, 'int': types_pb2.DT_INT64,
               'string': types_pb2.DT_STRING}
     for key, kind in features.RAW_FEATURE_TYPES.items():

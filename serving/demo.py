@@ -26,14 +26,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT_SECONDS = 120
 
 
-def start_server(model_name: str, base_path: str,
+def start_server(model_name: str, base_path: Optional[str],
                  extra: Optional[List[str]] = None
                 ) -> Tuple[subprocess.Popen, int, int]:
-  """A `python -m serving` process on free loopback ports, and its ports."""
+  """A `python -m serving` process on free loopback ports, and its ports.
+
+  `base_path` None: `extra` names the models instead (--model_config_file,
+  as serving.cd starts it).
+  """
+  source = (['--model_name', model_name, '--model_base_path', base_path]
+            if base_path else [])
   proc = subprocess.Popen(
-      [sys.executable, '-m', 'serving', '--model_name', model_name,
-       '--model_base_path', base_path, '--rest_api_port', '0', '--port', '0',
-       *(extra or [])],
+      [sys.executable, '-m', 'serving', *source, '--rest_api_port', '0',
+       '--port', '0', *(extra or [])],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + START_TIMEOUT_SECONDS
   while time.time() < deadline:

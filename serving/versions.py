@@ -26,6 +26,7 @@ import sys
 from typing import Dict, List, Optional
 
 from pipeline import configs
+from pipeline import lineage
 from pipeline import metadata_store
 from serving import model_config
 
@@ -50,35 +51,13 @@ def rolled_back_versions(base: str) -> List[int]:
 
 def _lineage(store, info: VersionInfo) -> None:
   """Fills run / blessing / Trainer config from ML Metadata, if recorded."""
-  prop = metadata_store.custom_property
-  pushed = [a for a in store.get_artifacts_by_type('PushedModel')
-            if str(prop(a, 'pushed_version')) == str(info.version)]
-  if not pushed:
+  found = lineage.version_lineage(store, str(info.version), read_files=False)
+  if found is None:
     return
-  events = store.get_events_by_artifact_ids([pushed[-1].id])
-  pusher = next(e.execution_id for e in events
-                if e.type == e.OUTPUT)
-  info.run = next((c.name for c in store.get_contexts_by_execution(pusher)
-                   if c.type == 'pipeline_run'), None)
-  inputs = {e.path.steps[0].key: e.artifact_id
-            for e in store.get_events_by_execution_ids([pusher])
-            if e.type == e.INPUT and e.path.steps}
-  if 'model_blessing' in inputs:
-    (blessing,) = store.get_artifacts_by_id([inputs['model_blessing']])
-    info.blessed = bool(prop(blessing, 'blessed'))
-  if 'model' in inputs:
-    trainer = next(e.execution_id for e in store.get_events_by_artifact_ids(
-        [inputs['model']]) if e.type == e.OUTPUT)
-    (execution,) = store.get_executions_by_id([trainer])
-    if 'custom_config' in execution.properties:
-      custom = json.loads(execution.properties['custom_config'].string_value)
-    elif 'custom_config' in execution.custom_properties:
-      custom = json.loads(execution.custom_properties['custom_config']
-                          .string_value)
-    else:
-      custom = {}
-    info.hparams = custom.get('hparams')
-    info.code_version = custom.get('code_version')
+  info.run = found.pusher.run if found.pusher else None
+  info.blessed = found.blessed
+  info.hparams = found.hparams
+  info.code_version = found.trainer_code_version
 
 
 def list_versions(base: str, store=None) -> List[VersionInfo]:
@@ -101,18 +80,29 @@ def _log_action(base: str, action: str, **details) -> None:
   print(f'{action}: ' + ', '.join(f'{k}={v}' for k, v in details.items()))
 
 
-def rollback(base: str) -> int:
-  """Moves the newest served version aside; returns the version now served."""
+def rollback(base: str, version: Optional[int] = None) -> Optional[int]:
+  """Moves a version aside; returns the newest one left (what `latest` serves).
+
+  Without `version`, the newest, and only if another one is left to serve.
+  serving.cd names the version it rejected: never "the newest", since the
+  Pusher may have pushed another one meanwhile, and a rejected first version
+  may leave nothing (it was never stable).
+  """
   served = model_config.versions_on_disk(base)
-  if len(served) < 2:
-    raise SystemExit(f'rollback needs at least two versions under {base}; '
-                     f'found {served}')
-  newest, previous = served[-1], served[-2]
+  if version is None:
+    if len(served) < 2:
+      raise SystemExit(f'rollback needs at least two versions under {base}; '
+                       f'found {served}')
+    version = served[-1]
+  elif version not in served:
+    raise SystemExit(f'version {version} is not under {base} (there: {served})')
+  left = [v for v in served if v != version]
   os.makedirs(os.path.join(base, ROLLED_BACK_DIR), exist_ok=True)
-  os.rename(os.path.join(base, str(newest)),
-            os.path.join(base, ROLLED_BACK_DIR, str(newest)))
-  _log_action(base, 'rollback', rolled_back=newest, now_serving=previous)
-  return previous
+  os.rename(os.path.join(base, str(version)),
+            os.path.join(base, ROLLED_BACK_DIR, str(version)))
+  now_serving = left[-1] if left else None
+  _log_action(base, 'rollback', rolled_back=version, now_serving=now_serving)
+  return now_serving
 
 
 def promote(config_file: str, model_name: str, version: int,
