@@ -12,8 +12,8 @@ setuptools.setup(
     version='0.1.0',
     description='End-to-end TFX reference pipeline on Chicago taxi data',
     python_requires='>=3.10,<3.11',
-    packages=['models', 'pipeline', 'serving'],
-    py_modules=['local_runner'],
+    packages=['models', 'pipeline', 'serving', 'monitoring'],
+    py_modules=['local_runner', 'beam_runner'],
     install_requires=[
         'tfx==1.16.0',
         'tensorflow==2.16.2',
@@ -25,6 +25,7 @@ setuptools.setup(
     entry_points={
         'console_scripts': [
             'taxi-local-run = local_runner:main',
+            'taxi-beam-run = beam_runner:main',
         ],
     },
 )

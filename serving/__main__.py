@@ -9,7 +9,9 @@ gRPC (PredictionService.Predict/GetModelMetadata, ModelService.GetModelStatus).
     curl localhost:8501/v1/models/taxi
 With --enable_batching, concurrent requests share model executions
 (serving/batching.py; --batching_parameters_file as TF Serving reads it).
-Version labels come from --model_config_file.
+Version labels come from --model_config_file, and so does request
+logging: a model's TF Serving `logging_config` makes the server write a
+sample of its predictions as PredictionLogs (serving/request_logging.py).
 """
 
 import argparse
@@ -77,6 +79,7 @@ def main(argv=None) -> int:
   from serving import batching  # pylint: disable=g-import-not-at-top
   from serving import model_config  # pylint: disable=g-import-not-at-top
   from serving import model_registry  # pylint: disable=g-import-not-at-top
+  from serving import request_logging  # pylint: disable=g-import-not-at-top
   from serving import grpc_api  # pylint: disable=g-import-not-at-top
   from serving import rest_api  # pylint: disable=g-import-not-at-top
 
@@ -98,13 +101,20 @@ def main(argv=None) -> int:
                    if args.model_config_file_poll_wait_seconds > 0 else None),
       config_poll_seconds=args.model_config_file_poll_wait_seconds)
   registry.start()
+  request_logger = request_logging.make_logger(registry)
+  for c in configs:
+    if c.logging:
+      logging.info('model %s: logging %g of predictions to %s-*%s', c.name,
+                   c.logging.sampling_rate, c.logging.filename_prefix,
+                   request_logging.SUFFIX)
   server = http.server.ThreadingHTTPServer(
       (args.bind_address, args.rest_api_port),
-      rest_api.make_handler(registry, args.max_request_bytes, batcher))
+      rest_api.make_handler(registry, args.max_request_bytes, batcher,
+                            request_logger))
   server.daemon_threads = True
   grpc_server, grpc_port = grpc_api.make_server(
       registry, f'{args.bind_address}:{args.port}', args.max_request_bytes,
-      batcher)
+      batcher, request_logger=request_logger)
   grpc_server.start()
   host, port = server.server_address[:2]
   logging.info('REST API at http://%s:%d/v1/models/%s, gRPC at %s:%d', host,
@@ -118,6 +128,8 @@ def main(argv=None) -> int:
     pass
   finally:
     grpc_server.stop(grace=2)
+    if request_logger:
+      request_logger.stop()  # writes what is queued, closes the log files
     registry.stop()
     if batcher:
       batcher.stop()

@@ -18,6 +18,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import batching
 from serving import inference
+from serving import request_logging  # pylint: disable=unused-import
 from serving import tensors
 from serving.errors import BadRequest
 from serving.errors import ServingError
@@ -57,9 +58,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
   """tensorflow.serving.PredictionService."""
 
   def __init__(self, registry: ModelRegistry,
-               batcher: Optional[batching.Batcher] = None):
+               batcher: Optional[batching.Batcher] = None,
+               request_logger: Optional[
+                   'request_logging.RequestLogger'] = None):
     self._registry = registry
     self._batcher = batcher
+    self._request_logger = request_logger
 
   @_abort_on_error
   def Predict(self, request, context):  # pylint: disable=invalid-name
@@ -81,6 +85,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     _fill_spec(response.model_spec, name, loaded, signature)
     for key in sorted(wanted):
       response.outputs[key].CopyFrom(tensors.to_proto(outputs[key]))
+    if self._request_logger is not None:  # sampled, written off this thread
+      self._request_logger.log_grpc(name, loaded.version, signature, request,
+                                    response)
     return response
 
   @_abort_on_error
@@ -133,13 +140,16 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 def make_server(registry: ModelRegistry, address: str,
                 max_message_bytes: int,
                 batcher: Optional[batching.Batcher] = None,
-                workers: int = 16) -> Tuple[grpc.Server, int]:
+                workers: int = 16,
+                request_logger: Optional[
+                    'request_logging.RequestLogger'] = None
+               ) -> Tuple[grpc.Server, int]:
   """A started-able gRPC server and the port it bound."""
   server = grpc.server(
       futures.ThreadPoolExecutor(max_workers=workers),
       options=[('grpc.max_receive_message_length', max_message_bytes)])
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-      PredictionService(registry, batcher), server)
+      PredictionService(registry, batcher, request_logger), server)
   model_service_pb2_grpc.add_ModelServiceServicer_to_server(
       ModelService(registry), server)
   port = server.add_insecure_port(address)

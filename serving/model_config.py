@@ -14,6 +14,19 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 
+# log_collector_config.type values this server can write (see
+# serving/request_logging.py for the file format).
+LOG_COLLECTOR_TYPES = ('tfrecord',)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggingConfig:
+  """A model's `logging_config`: sample predictions into PredictionLogs."""
+  filename_prefix: str
+  sampling_rate: float
+  collector_type: str = 'tfrecord'
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """One served model: where its versions live and which of them to serve."""
@@ -23,6 +36,7 @@ class ModelConfig:
   num_versions: int = 1  # for `latest`
   specific: tuple = ()  # for `specific`
   labels: Dict[str, int] = dataclasses.field(default_factory=dict)
+  logging: Optional[LoggingConfig] = None  # no logging_config: no logging
 
 
 def versions_on_disk(base_path: str) -> List[int]:
@@ -65,11 +79,37 @@ def parse(text: str, relative_to: str = '.') -> List[ModelConfig]:
         policy=policy,
         num_versions=(c.model_version_policy.latest.num_versions or 1),
         specific=tuple(c.model_version_policy.specific.versions),
-        labels=dict(c.version_labels)))
+        labels=dict(c.version_labels),
+        logging=(_logging_config(c, relative_to)
+                 if c.HasField('logging_config') else None)))
   names = [c.name for c in configs]
   if len(set(names)) != len(names):
     raise ValueError(f'duplicate model names in config: {names}')
+  prefixes = [c.logging.filename_prefix for c in configs if c.logging]
+  if len(set(prefixes)) != len(prefixes):  # TF Serving refuses it too
+    raise ValueError(f'models share a logging filename_prefix: {prefixes}')
   return configs
+
+
+def _logging_config(c, relative_to: str) -> LoggingConfig:
+  """A config's logging_config, checked; a relative prefix is taken
+  relative to the config file, like base_path."""
+  collector = c.logging_config.log_collector_config
+  rate = c.logging_config.sampling_config.sampling_rate
+  where = f'model {c.name!r} logging_config'
+  if collector.type not in LOG_COLLECTOR_TYPES:
+    raise ValueError(f'{where}: log_collector_config.type '
+                     f'{collector.type!r} is not supported (supported: '
+                     f'{", ".join(LOG_COLLECTOR_TYPES)})')
+  if not collector.filename_prefix:
+    raise ValueError(f'{where}: log_collector_config.filename_prefix is '
+                     'empty')
+  if not 0.0 <= rate <= 1.0:
+    raise ValueError(f'{where}: sampling_config.sampling_rate must be in '
+                     f'[0, 1], got {rate}')
+  return LoggingConfig(
+      filename_prefix=os.path.join(relative_to, collector.filename_prefix),
+      sampling_rate=rate, collector_type=collector.type)
 
 
 def load(path: str) -> List[ModelConfig]:

@@ -17,6 +17,7 @@ from google.protobuf import json_format
 
 from serving import batching
 from serving import inference
+from serving import request_logging  # pylint: disable=unused-import
 from serving.errors import BadRequest
 from serving.errors import FailedPrecondition
 from serving.errors import NotFound
@@ -86,15 +87,25 @@ def _columns(body: Dict[str, Any], input_names) -> Tuple[Dict[str, Any], bool]:
 
 
 def predict(loaded: LoadedVersion, body: Dict[str, Any],
-            batcher: Optional[batching.Batcher] = None) -> Dict[str, Any]:
-  """Runs a signature on a REST predict body; returns the response body."""
+            batcher: Optional[batching.Batcher] = None,
+            request_logger: Optional['request_logging.RequestLogger'] = None,
+            model_name: str = '') -> Dict[str, Any]:
+  """Runs a signature on a REST predict body; returns the response body.
+
+  With a `request_logger`, a sample of answered requests is logged as
+  PredictionLogs (off this thread; see serving/request_logging.py).
+  """
   if not isinstance(body, dict):
     raise BadRequest('Request body must be a JSON object')
   name = body.get('signature_name') or inference.DEFAULT_SIGNATURE
   specs = inference.signature(loaded, name).structured_input_signature[1]
   columns, row_format = _columns(body, list(specs))
-  outputs = {k: _to_json(v.tolist())
-             for k, v in inference.run(loaded, name, columns, batcher).items()}
+  results = inference.run(loaded, name, columns, batcher)
+  if request_logger is not None:
+    request_logger.log_rest(model_name, loaded.version, name, columns,
+                            {k: spec.dtype for k, spec in specs.items()},
+                            results)
+  outputs = {k: _to_json(v.tolist()) for k, v in results.items()}
   if not row_format:
     return {'outputs': next(iter(outputs.values())) if len(outputs) == 1
             else outputs}
@@ -137,7 +148,9 @@ def metadata_body(loaded: LoadedVersion, name: str) -> Dict[str, Any]:
 
 
 def make_handler(registry: ModelRegistry, max_request_bytes: int,
-                 batcher: Optional[batching.Batcher] = None):
+                 batcher: Optional[batching.Batcher] = None,
+                 request_logger: Optional[
+                     'request_logging.RequestLogger'] = None):
   """A BaseHTTPRequestHandler class bound to `registry`."""
 
   class Handler(http.server.BaseHTTPRequestHandler):
@@ -207,7 +220,7 @@ def make_handler(registry: ModelRegistry, max_request_bytes: int,
         loaded = registry.resolve(name, version, label)
         if rest != ':predict':
           check_classify_or_regress(loaded, body, rest[1:])
-        return predict(loaded, body, batcher)
+        return predict(loaded, body, batcher, request_logger, name)
       self._handle(action)
 
   return Handler
