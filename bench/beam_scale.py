@@ -1,0 +1,294 @@
+"""How the Beam components scale with rows and DirectRunner workers.
+
+    .venv/bin/python bench/beam_scale.py                      # everything below
+    .venv/bin/python bench/beam_scale.py --rows 100000 --skip-pipeline
+
+Prints figures, never passes or fails. Sections, lightest first (the machine
+may be shared: `uptime` load averages are printed next to every figure):
+  sdist     - what TFX's "infer TFX Python dependency for beam" costs per Beam
+              component (tfx.utils.dependency_utils), and what it costs when
+              a dependency flag (--setup_file) is given, as beam_runner.py does
+  pipeline  - the whole pipeline, cold, on the bundled data: local_runner.py
+              (LocalDagRunner) against beam_runner.py (BeamDagRunner) in each
+              --pipeline-modes DirectRunner mode
+  scale     - ExampleGen, StatisticsGen and Transform (the pipeline's own
+              configuration: analyze only, no materialization) on one
+              generated span of each --rows size, in each --configs
+              DirectRunner mode; rows/s per component
+Every run is a fresh process (imports included); wall time, CPU time of the
+process tree (user+sys, a fairer comparison when the cores are shared) and
+peak RSS of the process tree (this process's children and theirs, polled).
+"""
+
+import argparse
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Dict, List, Optional, Tuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+LINE = re.compile(r'^\s+(\S+)\s+(ran|cached|FAILED)\s+([\d.]+) s$', re.M)
+CONFIGS = {
+    'in_memory': ['--direct_running_mode=in_memory', '--direct_num_workers=1'],
+    'multi_threading-2': ['--direct_running_mode=multi_threading',
+                          '--direct_num_workers=2'],
+    'multi_processing-1': ['--direct_running_mode=multi_processing',
+                           '--direct_num_workers=1'],
+    'multi_processing-2': ['--direct_running_mode=multi_processing',
+                           '--direct_num_workers=2'],
+}
+SCALE_COMPONENTS = ('CsvExampleGen', 'StatisticsGen', 'Transform')
+
+
+def load() -> str:
+  one, five, fifteen = os.getloadavg()
+  return f'{one:.2f} {five:.2f} {fifteen:.2f}'
+
+
+class Measured:
+  """Wall time, tree CPU time and peak tree RSS of one child command."""
+
+  def __init__(self, cmd: List[str], **kwargs):
+    import psutil  # pylint: disable=g-import-not-at-top
+    self.load_before = load()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+    self.peak_rss = 0
+    done = threading.Event()
+
+    def poll():
+      root = psutil.Process(proc.pid)
+      while not done.is_set():
+        try:
+          tree = [root] + root.children(recursive=True)
+          rss = 0
+          for p in tree:
+            try:
+              rss += p.memory_info().rss
+            except psutil.Error:
+              pass
+          self.peak_rss = max(self.peak_rss, rss)
+        except psutil.Error:
+          pass
+        done.wait(0.25)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    self.stdout, self.stderr = proc.communicate()
+    done.set()
+    poller.join()
+    self.seconds = time.time() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    self.cpu = ((cpu_after.ru_utime - cpu_before.ru_utime) +
+                (cpu_after.ru_stime - cpu_before.ru_stime))
+    self.returncode = proc.returncode
+    self.load_after = load()
+    self.components: Dict[str, float] = {}
+    for node, _, secs in LINE.findall(self.stdout):
+      self.components[node] = self.components.get(node, 0.0) + float(secs)
+
+  def check(self, what: str) -> 'Measured':
+    if self.returncode != 0:
+      sys.exit(f'{what} failed ({self.returncode}):\n{self.stdout[-3000:]}\n'
+               f'{self.stderr[-3000:]}')
+    return self
+
+
+def gib(n: int) -> str:
+  return f'{n / 2**30:.2f} GiB'
+
+
+def sdist_section() -> None:
+  """Times make_beam_dependency_flags as each Beam executor calls it."""
+  code = r'''
+import glob, os, shutil, tempfile, time, warnings
+warnings.filterwarnings('ignore')
+from tfx.utils import dependency_utils
+args = ['--direct_running_mode=multi_processing', '--direct_num_workers=2']
+for label, extra in (('inferred (no dependency flag)', []),
+                     ('--setup_file given', ['--setup_file=setup.py'])):
+  times = []
+  for _ in range(3):
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), 'tmp*')))
+    start = time.time()
+    dependency_utils.make_beam_dependency_flags(args + extra)
+    times.append(time.time() - start)
+    made = set(glob.glob(os.path.join(tempfile.gettempdir(), 'tmp*'))) - before
+    size = sum(os.path.getsize(os.path.join(d, f)) for m in made
+               for d, _, fs in os.walk(m) for f in fs)
+    for m in made:
+      shutil.rmtree(m, ignore_errors=True)
+  print(f'SDIST|{label}|{min(times):.2f}|{max(times):.2f}|{size / 2**20:.0f}')
+'''
+  run = Measured([sys.executable, '-c', code], cwd=REPO,
+                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')).check('sdist')
+  print(f'\n## TFX sdist per Beam component (load {run.load_before})\n')
+  print('| beam args | seconds per component (min / max of 3) | left in /tmp |')
+  print('|---|---|---|')
+  for line in run.stdout.splitlines():
+    if line.startswith('SDIST|'):
+      _, label, low, high, mib = line.split('|')
+      print(f'| {label} | {low} / {high} | {mib} MiB |')
+
+
+def pipeline_section(modes: List[str]) -> None:
+  """Whole pipeline, cold, bundled data: LocalDagRunner vs BeamDagRunner."""
+  print('\n## Whole pipeline, cold, bundled data (15,002 rows, 1000/150 steps)'
+        '\n')
+  print('| runner | wall | CPU (tree) | peak RSS (tree) | Beam components | '
+        'load before / after |')
+  print('|---|---:|---:|---:|---:|---|')
+  runs: List[Tuple[str, List[str]]] = [('local_runner.py (LocalDagRunner)',
+                                        ['local_runner.py'])]
+  for mode in modes:
+    extra = CONFIGS[mode]
+    flags = ['--direct-running-mode', extra[0].split('=')[1],
+             '--direct-num-workers', extra[1].split('=')[1]]
+    runs.append((f'beam_runner.py (BeamDagRunner), {mode}',
+                 ['beam_runner.py'] + flags))
+  for label, cmd in runs:
+    root = tempfile.mkdtemp(prefix='bench-pipeline-')
+    try:
+      full = [sys.executable] + cmd + [
+          '--pipeline-root', os.path.join(root, 'pipeline'),
+          '--serving-dir', os.path.join(root, 'serving')]
+      print(f'# {" ".join(full[1:])}', file=sys.stderr, flush=True)
+      run = Measured(full, cwd=REPO).check(label)
+    finally:
+      shutil.rmtree(root, ignore_errors=True)
+    beam = sum(v for k, v in run.components.items()
+               if k in ('CsvExampleGen', 'StatisticsGen', 'Transform',
+                        'Evaluator'))
+    print(f'| {label} | {run.seconds:.1f} s | {run.cpu:.1f} s | '
+          f'{gib(run.peak_rss)} | {beam:.1f} s | {run.load_before} / '
+          f'{run.load_after} |', flush=True)
+
+
+def scale_section(sizes: List[int], configs: List[str], seed: int) -> None:
+  """ExampleGen, StatisticsGen, Transform on one generated span per size."""
+  print('\n## ExampleGen, StatisticsGen, Transform on generated rows\n')
+  print('| rows | DirectRunner | ' + ' | '.join(
+      f'{c} s (rows/s)' for c in SCALE_COMPONENTS) +
+        ' | wall | CPU (tree) | peak RSS (tree) | load before / after |')
+  print('|---:|---|' + '---:|' * (len(SCALE_COMPONENTS) + 3) + '---|')
+  for rows in sizes:
+    root = tempfile.mkdtemp(prefix=f'bench-scale-{rows}-')
+    try:
+      data = os.path.join(root, 'data')
+      gen = [sys.executable, os.path.join(REPO, 'data', 'generate_spans.py'),
+             '--out', data, '--rows', str(rows), '--seed', str(seed)]
+      print(f'# {" ".join(gen[1:])}', file=sys.stderr, flush=True)
+      made = Measured(gen).check('generate_spans')
+      size = os.path.getsize(os.path.join(data, 'span-1', 'data.csv'))
+      print(f'| {rows:,} | (generate_spans.py: {made.seconds:.1f} s, '
+            f'{size / 2**20:.0f} MiB CSV, peak {gib(made.peak_rss)}) |',
+            flush=True)
+      for config in configs:
+        cmd = [sys.executable, os.path.abspath(__file__), '--child',
+               '--data-root', data,
+               '--pipeline-root', os.path.join(root, config)] + [
+                   f'--beam-arg={a}' for a in CONFIGS[config]]
+        print(f'# {" ".join(cmd[1:])}', file=sys.stderr, flush=True)
+        run = Measured(cmd, cwd=REPO).check(f'{rows} rows, {config}')
+        cells = []
+        for component in SCALE_COMPONENTS:
+          secs = run.components.get(component)
+          cells.append(f'{secs:.1f} ({rows / secs:,.0f})' if secs else '-')
+        print(f'| {rows:,} | {config} | ' + ' | '.join(cells) +
+              f' | {run.seconds:.1f} s | {run.cpu:.1f} s | '
+              f'{gib(run.peak_rss)} | {run.load_before} / {run.load_after} |',
+              flush=True)
+    finally:
+      shutil.rmtree(root, ignore_errors=True)
+
+
+def child(data_root: str, pipeline_root: str, beam_args: List[str]) -> None:
+  """ExampleGen -> StatisticsGen, ImportSchemaGen -> Transform, as the
+  pipeline configures them (pipeline/pipeline.py), on LocalDagRunner so the
+  components run one after the other and each is timed alone."""
+  from pipeline import configs  # pylint: disable=g-import-not-at-top
+  from pipeline import console  # pylint: disable=g-import-not-at-top
+  from pipeline import metadata_store  # pylint: disable=g-import-not-at-top
+  console.quiet_logging(os.path.join(pipeline_root, 'logs', 'run.log'))
+  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
+  from tfx.components import StatisticsGen  # pylint: disable=g-import-not-at-top
+  from tfx.components import Transform  # pylint: disable=g-import-not-at-top
+  from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration import pipeline as tfx_pipeline  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
+  cfg = configs.PipelineConfig(data_root=data_root,
+                               pipeline_root=pipeline_root)
+  ingest = taxi_pipeline.example_gen(cfg)
+  statistics_gen = StatisticsGen(examples=ingest.outputs['examples'])
+  schema_gen = ImportSchemaGen(
+      schema_file=taxi_pipeline.schema_snapshot(cfg))
+  transform = Transform(  # as in create_pipeline
+      examples=ingest.outputs['examples'],
+      schema=schema_gen.outputs['schema'],
+      preprocessing_fn=configs.PREPROCESSING_FN,
+      disable_statistics=True, materialize=False, disable_analyzer_cache=True)
+  LocalDagRunner().run(tfx_pipeline.Pipeline(
+      pipeline_name='beam_scale', pipeline_root=pipeline_root,
+      components=[ingest, statistics_gen, schema_gen, transform],
+      enable_cache=False,
+      metadata_connection_config=metadata_store.sqlite_config(
+          os.path.join(pipeline_root, 'metadata.sqlite')),
+      beam_pipeline_args=beam_args + [
+          f'--setup_file={os.path.join(REPO, "setup.py")}']))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+  parser = argparse.ArgumentParser(
+      description=__doc__.split('\n\n')[0],
+      epilog=__doc__.split('\n\n', 1)[1],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--rows', default='100000,1000000',
+                      help='generated span sizes (default: %(default)s)')
+  parser.add_argument('--configs', default='in_memory,multi_processing-1,'
+                      'multi_processing-2',
+                      help=f'DirectRunner modes for the scale section, of '
+                      f'{", ".join(CONFIGS)} (default: %(default)s)')
+  parser.add_argument('--pipeline-modes', default='in_memory',
+                      help='beam_runner.py modes for the pipeline section '
+                      '(default: %(default)s)')
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--skip-sdist', action='store_true')
+  parser.add_argument('--skip-pipeline', action='store_true')
+  parser.add_argument('--skip-scale', action='store_true')
+  parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
+  parser.add_argument('--data-root', help=argparse.SUPPRESS)
+  parser.add_argument('--pipeline-root', help=argparse.SUPPRESS)
+  parser.add_argument('--beam-arg', action='append', default=[],
+                      help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.child:
+    child(args.data_root, args.pipeline_root, args.beam_arg)
+    return
+  split = lambda text: [x for x in text.split(',') if x]
+  for config in split(args.configs) + split(args.pipeline_modes):
+    if config not in CONFIGS:
+      parser.error(f'unknown DirectRunner config {config!r}; one of '
+                   f'{", ".join(CONFIGS)}')
+  print('$ ' + ' '.join([os.path.relpath(sys.argv[0], REPO)] +
+                        (argv if argv is not None else sys.argv[1:])))
+  print(f'{os.cpu_count()} CPUs; load average at start {load()}', flush=True)
+  if not args.skip_sdist:
+    sdist_section()
+  if not args.skip_pipeline:
+    pipeline_section(split(args.pipeline_modes))
+  if not args.skip_scale:
+    scale_section([int(r) for r in split(args.rows)], split(args.configs),
+                  args.seed)
+
+
+if __name__ == '__main__':
+  main()
