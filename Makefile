@@ -18,12 +18,14 @@ AIRFLOW_VENV  := .venv-airflow
 AIRFLOW_PY    := $(AIRFLOW_VENV)/bin/python
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: venv run serve test lock clean help airflow-venv airflow-test airflow-lock vertex
+.PHONY: venv run serve test lock clean help airflow-venv airflow-test airflow-lock vertex replay ct
 
 help:
 	@echo "make run    - run the pipeline on the bundled data (ARGS='--train-steps 200 ...')"
 	@echo "make vertex - compile for Vertex AI Pipelines (ARGS='--project P [--submit]')"
 	@echo "make serve  - serve the pushed models over TF Serving's REST (8501) and gRPC (8500) APIs"
+	@echo "make ct     - continuous training: decide whether to run (and why), run if so (ARGS='--force ...')"
+	@echo "make replay - replay the 16 spans in time order through the CT controller (ARGS='--spans 1-4 ...')"
 	@echo "make test   - run the test suite (PYTEST_ARGS='-k unit ...')"
 	@echo "make lock   - re-resolve requirements.in into requirements.lock"
 	@echo "make airflow-venv  - build .venv-airflow (the project + Airflow 2.10.3)"
@@ -58,6 +60,14 @@ run: $(STAMP)
 # Compiles offline; --submit needs network access and Google Cloud credentials.
 vertex: $(STAMP)
 	$(PY) vertex_runner.py $(ARGS)
+
+# Continuous training: one decision (and a run if a trigger fired).
+ct: $(STAMP)
+	$(PY) -m pipeline.ct_controller $(ARGS)
+
+# All spans in time order through the CT controller -> outputs/replay/.
+replay: $(STAMP)
+	$(PY) -m pipeline.replay $(ARGS)
 
 serve: $(STAMP)
 	$(PY) -m serving --model_name taxi --model_base_path outputs/serving/taxi $(SERVE_ARGS)

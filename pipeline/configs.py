@@ -31,6 +31,38 @@ ROLLED_BACK_DIR = '.rolled-back'
 SLICE_FEATURES = ['payment_type']
 
 
+# Continuous training (pipeline/ct_controller.py, pipeline/drift.py,
+# pipeline/replay.py): the one place its thresholds and defaults live.
+# Drift between a new span and the previous one, TFDV drift comparators:
+# L-infinity (largest change in any category's share) for string features,
+# Jensen-Shannon divergence (over TFDV's equal-width histograms) for numeric
+# ones. Not compared: trip_start_month (spans are cut by quarter, so months
+# differ by design), trip_start_timestamp, the empty census tracts, the label.
+DRIFT_CATEGORICAL_FEATURES = ('payment_type', 'company')
+DRIFT_NUMERIC_FEATURES = (
+    'trip_miles', 'fare', 'trip_seconds', 'pickup_latitude',
+    'pickup_longitude', 'dropoff_latitude', 'dropoff_longitude',
+    'trip_start_hour', 'trip_start_day', 'pickup_community_area',
+    'dropoff_community_area')
+# 0.1 = one category's share moved by 10 points: 2-3x the sampling noise of
+# ~1,000-row spans (2013-2015 quarters measure 0.00-0.08 apart).
+DRIFT_LINF_THRESHOLD = 0.1
+# TFDV's JSD rebins equal-width histograms, so one long trip stretching a
+# heavy-tailed feature's range moves it a lot: ordinary 2013-2015 quarters
+# measure up to 0.47 on trip_seconds and 0.42 on trip_miles (see
+# docs/continuous-training.md). 0.5 sits above that.
+DRIFT_JSD_THRESHOLD = 0.5
+# Schedule trigger: retrain when this much logical time passed since the
+# controller's last run (spans are quarters, so 180 days = two quarters).
+CT_SCHEDULE_DAYS = 180
+# The monitor's report (issue 5, monitoring); missing file = no signal.
+MONITORING_REPORT = os.path.join(OUTPUT_DIR, 'monitoring', 'report.json')
+# Replay of the spans through the controller: its own outputs and knobs
+# (fewer train steps than `make run`, so 16 runs fit in a learner's wait).
+REPLAY_DIR = os.path.join(OUTPUT_DIR, 'replay')
+REPLAY_DEFAULTS = dict(window_spans=4, train_steps=300, eval_steps=50)
+
+
 # The password of a MySQL store is deliberately no field (so no flag: a
 # command line shows in `ps`); it comes from the file or variable below.
 MYSQL_PASSWORD_ENV = 'MLMD_MYSQL_PASSWORD'

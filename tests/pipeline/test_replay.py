@@ -1,0 +1,140 @@
+"""The replay command on three small real spans, the third with a known shift.
+
+Runs the real pipeline three times through the CT controller (LocalDagRunner,
+few train steps), then checks what a learner reads (the printed table, the
+HTML report) against what ML Metadata recorded.
+"""
+
+import os
+import re
+
+import pytest
+
+from pipeline import configs
+from pipeline import ct_controller
+from pipeline import metadata_store
+from pipeline import replay
+from tests import helpers
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope='module')
+def replayed(tmp_path_factory):
+  root = tmp_path_factory.mktemp('replay')
+  source = root / 'source'
+  helpers.small_spans(str(source))  # 300 real rows of 2015-Q1..Q3
+  # Span 3: every Cash trip paid by card instead (tips untouched), a shift
+  # in payment_type's distribution that breaks no schema rule.
+  rows = helpers.read_span(3, data_root=str(source))
+  for row in rows:
+    if row['payment_type'] == 'Cash':
+      row['payment_type'] = 'Credit Card'
+  helpers.write_csv(str(source / 'span-3' / 'data.csv'), rows)
+  out = root / 'out'
+  argv = ['--data-root', str(source), '--out', str(out), '--spans', '1-3',
+          '--window-spans', '3', '--train-steps', '60', '--eval-steps', '10',
+          '--min-auc', '0.5', '--min-binary-accuracy', '0.5',
+          '--max-auc-drop', '0.2']
+  return out, argv
+
+
+@pytest.fixture(scope='module')
+def result(replayed, capsys_module):
+  out, argv = replayed
+  code = replay.main(argv)
+  return code, capsys_module()
+
+
+@pytest.fixture(scope='module')
+def capsys_module():
+  """Module-scoped stdout capture (pytest's capsys is function-scoped)."""
+  import io  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  buffer, saved = io.StringIO(), sys.stdout
+  sys.stdout = buffer
+  yield lambda: (setattr(sys, 'stdout', saved), buffer.getvalue())[1]
+  sys.stdout = saved
+
+
+def _table(text):
+  """Rows of the printed table: {span: {column: cell}}."""
+  lines = text.splitlines()
+  start = next(i for i, l in enumerate(lines) if l.startswith('span  quarter'))
+  widths = [len(c) for c in lines[start + 1].split('  ')]
+  rows = {}
+  for line in lines[start + 2:]:
+    if not line.strip():
+      break
+    cells, pos = [], 0
+    for w in widths:
+      cells.append(line[pos:pos + w].strip())
+      pos += w + 2
+    rows[int(cells[0])] = dict(zip(replay.TABLE_COLUMNS, cells))
+  return rows
+
+
+def test_table_has_a_row_per_span_with_trigger_and_drift(result):
+  code, text = result
+  assert code == 0, text
+  rows = _table(text)
+  assert sorted(rows) == [1, 2, 3]
+  assert rows[1]['trigger'] == 'new_span'
+  assert rows[1]['drift found'] == '-'  # nothing earlier to compare with
+  assert rows[3]['trigger'] == 'new_span+drift'
+  assert 'payment_type' in rows[3]['drift found']
+  assert rows[3]['window'] == '1-3'
+  for span, row in rows.items():
+    assert re.fullmatch(r'0\.\d{3}', row['AUC']), row
+    assert row['blessed'] in ('yes', 'NO'), row
+  assert rows[1]['baseline AUC'] == '-'
+  assert 'drift detected     3' in text
+
+
+def test_every_decision_is_in_ml_metadata_with_its_run(replayed, result):
+  out, _ = replayed
+  cfg = configs.PipelineConfig(pipeline_root=str(out / 'pipeline'))
+  store = metadata_store.open_store(metadata_store.store_config(cfg))
+  decisions = ct_controller.past_decisions(store, 'taxi')
+  assert [e.properties['span'].int_value for e in decisions] == [1, 2, 3]
+  runs = set()
+  for e in decisions:
+    assert e.properties['run'].int_value == 1
+    assert e.last_known_state == e.COMPLETE
+    run = [c for c in store.get_contexts_by_execution(e.id)
+           if c.type == 'pipeline_run']
+    assert len(run) == 1 and run[0].name == e.properties[
+        'pipeline_run'].string_value
+    # The run it is attached to is the one that ingested its span.
+    trainer = [x for x in store.get_executions_by_context(run[0].id)
+               if x.type.endswith('Trainer')]
+    assert trainer, e
+    runs.add(run[0].id)
+  assert len(runs) == 3
+  assert decisions[2].properties['drift_found'].int_value == 1
+  assert 'payment_type' in decisions[2].properties['reason'].string_value
+  # Span 2's drift check read span 1's statistics from ML Metadata.
+  assert 'StatisticsGen artifact' in decisions[1].properties[
+      'drift'].string_value
+
+
+def test_html_report_shows_statistics_drift_metrics_and_lineage(replayed,
+                                                               result):
+  out, _ = replayed
+  page = (out / 'report.html').read_text()
+  for heading in ('Data statistics and anomalies', 'Drift against the previous '
+                  'span', 'Evaluation and push decisions',
+                  'Lineage of pushed versions'):
+    assert heading in page
+  assert '<script' not in page and 'http' not in page  # self-contained
+  assert 'payment_type (L-inf)' in page and 'fare (JSD)' in page
+  pushed = sorted(os.listdir(out / 'serving' / 'taxi'))
+  pushed = [v for v in pushed if v.isdigit()]
+  assert pushed, 'no model was pushed'
+  lineage = replay.pushed_lineage(configs.PipelineConfig(
+      pipeline_root=str(out / 'pipeline')))
+  assert [p.version for p in lineage] == pushed
+  for p in lineage:
+    assert p.version in page
+    assert p.spans and set(p.spans) <= {1, 2, 3}
+    assert p.decision.startswith('CTDecision ')
