@@ -24,7 +24,6 @@ a learner's wait (configs.REPLAY_DEFAULTS); every one is a flag.
 
 import argparse
 import dataclasses
-import datetime
 import html
 import json
 import os

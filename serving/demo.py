@@ -11,6 +11,7 @@ server does not start or the two APIs disagree.
 """
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -64,9 +65,9 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 def _import_grpc_client() -> None:
-  import grpc  # pylint: disable=g-import-not-at-top,unused-import
-  from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top,unused-import
-  from serving import tensors  # pylint: disable=g-import-not-at-top,unused-import
+  for module in ('grpc', 'tensorflow_serving.apis.prediction_service_pb2_grpc',
+                 'serving.tensors'):
+    importlib.import_module(module)
 
 
 def describe_trip(trip) -> str:

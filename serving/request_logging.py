@@ -169,7 +169,6 @@ class RequestLogger:
   @staticmethod
   def prediction_log(record: _Record):
     """The PredictionLog proto of one record."""
-    from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
     from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top
     from serving import tensors  # pylint: disable=g-import-not-at-top
     entry = prediction_log_pb2.PredictionLog()
