@@ -139,6 +139,8 @@ class Batcher:
     task = _Task(arrays, rows)
     key = (id(loaded), signature_name)
     with self._cond:
+      if self._stopped:  # no batch thread would ever answer it
+        raise Unavailable('The server is shutting down')
       limit = self.params.max_enqueued_batches * self.params.max_batch_size
       if self._queued_rows + rows > limit:
         raise Unavailable('The batch scheduling queue to which this task was '

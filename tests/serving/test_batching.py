@@ -14,6 +14,7 @@ from serving import batching
 from serving import inference
 from serving import model_registry
 from serving.errors import BadRequest
+from serving.errors import Unavailable
 from tests import helpers
 from tests.serving.test_model_server import Server
 from tests.serving.test_model_server import _copy_version
@@ -171,3 +172,13 @@ def test_server_refuses_a_bad_batching_parameters_file(tmp_path):
       cwd=helpers.REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode == 2
   assert 'max_batch_size must be positive' in result.stderr
+
+
+def test_a_stopped_batcher_refuses_instead_of_hanging(loaded, eval_rows):
+  batcher = batching.Batcher(batching.BatchingParameters())
+  batcher.stop()
+  raw = _raw_rows(eval_rows[:1])
+  with pytest.raises(Unavailable, match='shutting down'):
+    inference.run(loaded, features.RAW_SIGNATURE,
+                  {k: [r[k] for r in raw] for k in features.RAW_FEATURE_TYPES},
+                  batcher)
