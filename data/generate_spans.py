@@ -40,6 +40,9 @@ import sys
 import time
 from typing import Dict, Iterator, List, Optional, TextIO
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from models.features import TIP_FRACTION  # pylint: disable=wrong-import-position  # the label's threshold
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SOURCE = os.path.join(HERE, 'taxi')
 DRIFT_KINDS = ('trip_miles', 'fare', 'hour', 'payment_type')
@@ -51,7 +54,6 @@ LON_RANGE = (-88.1, -87.4)
 SCALE_SIGMA = 0.05  # log-normal factor on distance, duration, fare, tip
 COORD_SIGMA = 0.0005  # degrees, ~50 m
 TIME_STEPS = (-4, -3, -2, -1, 0, 1, 2, 3, 4)  # x 15 minutes
-TIP_FRACTION = 0.2  # models/features.py: label is tips > 0.2 * fare
 PROGRESS_EVERY = 100_000
 
 
