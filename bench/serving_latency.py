@@ -14,7 +14,6 @@ import concurrent.futures
 import http.client
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -25,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import features  # pylint: disable=wrong-import-position
 from serving import client  # pylint: disable=wrong-import-position
+from serving import demo  # pylint: disable=wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUESTS = 400
@@ -82,12 +82,16 @@ def main():
   print('|---|---|---|---|---|')
   report('in-process', lambda: fn(**single), lambda: fn(**batch))
   for mode, extra in (('', []), (' +batching', ['--enable_batching'])):
-    with Server(args.model_base_path, extra) as (rest_port, grpc_address):
+    proc, rest_port, grpc_port = demo.start_server('taxi', args.model_base_path,
+                                                   extra)
+    try:
       rest = RestCaller(rest_port)
-      grpc_call = GrpcCaller(grpc_address)
+      grpc_call = GrpcCaller(f'127.0.0.1:{grpc_port}')
       report('REST' + mode, lambda: rest(one_row), lambda: rest(batch_rows))
       report('gRPC' + mode, lambda: grpc_call(1), lambda: grpc_call(BATCH))
       grpc_call.close()
+    finally:
+      demo.stop_server(proc)
 
 
 def report(name, single_call, batch_call):
@@ -102,25 +106,6 @@ def report(name, single_call, batch_call):
   print(f'| {name} | {p50_1:.2f} / {p99_1:.2f} | {p50_8:.2f} / {p99_8:.2f} '
         f'| {REQUESTS / wall8:.0f} | {BATCH * BATCH_REQUESTS / wall_batch:.0f} |',
         flush=True)
-
-
-class Server:
-  """`python -m serving` on free loopback ports, stopped on exit."""
-
-  def __init__(self, base_path, extra):
-    self.args = [sys.executable, '-m', 'serving', '--model_name', 'taxi',
-                 '--model_base_path', base_path, '--rest_api_port', '0',
-                 '--port', '0', *extra]
-
-  def __enter__(self):
-    self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=subprocess.PIPE,
-                                 stderr=subprocess.DEVNULL, text=True)
-    ports = dict(item.split('=') for item in self.proc.stdout.readline().split())
-    return int(ports['REST_API_PORT']), f'127.0.0.1:{ports["GRPC_PORT"]}'
-
-  def __exit__(self, *_):
-    self.proc.terminate()
-    self.proc.wait(timeout=20)
 
 
 class RestCaller:
