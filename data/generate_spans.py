@@ -42,6 +42,7 @@ from typing import Dict, Iterator, List, Optional, TextIO
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from models.features import TIP_FRACTION  # pylint: disable=wrong-import-position  # the label's threshold
+from models.features import label_of  # pylint: disable=wrong-import-position  # the label rule
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SOURCE = os.path.join(HERE, 'taxi')
@@ -131,7 +132,7 @@ def _time_fields(timestamp: int) -> Dict[str, str]:
 def _keep_label(row: Dict[str, str], positive: bool) -> None:
   """Nudges a rounded tip by a cent so the label is what the source said."""
   fare, tips = float(row['fare']), float(row['tips'])
-  if (tips > TIP_FRACTION * fare) == positive:
+  if bool(label_of(row)) == positive:
     return
   if positive:
     tips = math.floor(TIP_FRACTION * fare * 100 + 1) / 100
@@ -162,7 +163,7 @@ class Generator:
     for _ in range(count):
       src = self._rows[rng.randrange(len(self._rows))]
       row = dict(src)
-      positive = float(src['tips']) > TIP_FRACTION * float(src['fare'])
+      positive = bool(label_of(src))
       scale = math.exp(rng.gauss(0.0, SCALE_SIGMA))
       row['trip_miles'] = _scaled(src['trip_miles'], scale * miles_factor)
       row['fare'] = _scaled(src['fare'], scale * fare_factor)
@@ -181,7 +182,7 @@ class Generator:
       if src['payment_type'] == 'Cash' and switch < to_card:
         row['payment_type'] = 'Credit Card'
         row['tips'] = _money(float(row['fare']) * ratio)
-        positive = float(row['tips']) > TIP_FRACTION * float(row['fare'])
+        positive = bool(label_of(row))
       _keep_label(row, positive)
       yield row
 

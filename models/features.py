@@ -5,7 +5,7 @@ names and sizes from here. Raw names are the CSV column names; transformed
 names carry the `_xf` suffix, as in TFX's own taxi examples.
 """
 
-from typing import Dict, List
+from typing import Dict, List, Mapping, Optional
 
 # Numeric features, z-scored by tf.Transform. trip_seconds is missing in
 # ~0.1% of trips; a missing value gets the mean.
@@ -49,6 +49,30 @@ UNUSED_FEATURE_KEYS: List[str] = [
 LABEL_KEY = 'tips'
 FARE_KEY = 'fare'
 TIP_FRACTION = 0.2
+
+
+def is_big_tip(tips, fare):
+  """THE label rule: tips > TIP_FRACTION * fare.
+
+  Works on Python floats, NumPy arrays and TensorFlow tensors alike, so
+  tf.Transform (models/preprocessing.py), the CD gate, the monitor and the
+  span generator all apply this one expression.
+  """
+  return tips > fare * TIP_FRACTION
+
+
+def label_of(row: Mapping[str, object]) -> Optional[int]:
+  """The label of a raw row (CSV text or numbers), None when it has none.
+
+  A row missing `tips` or `fare` has no label: the curated schema requires
+  both (presence 1.0), so such a row never reaches training (the validation
+  gate stops its span) and the CD gate and the monitor leave it out rather
+  than guess a value for it.
+  """
+  tips, fare = row.get(LABEL_KEY), row.get(FARE_KEY)
+  if tips is None or fare is None or tips == '' or fare == '':
+    return None
+  return int(is_big_tip(float(tips), float(fare)))
 
 # Type of every raw feature in the CSV / tf.Example (label excluded), as the
 # curated schema declares it. The serving signature for JSON clients takes

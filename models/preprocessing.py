@@ -48,10 +48,15 @@ def _category_index(x: Tensor, size: int) -> tf.Tensor:
 
 
 def label(tips: Tensor, fare: Tensor) -> tf.Tensor:
-  """1 if the tip is more than TIP_FRACTION of the fare, else 0 (int64)."""
+  """features.is_big_tip as an int64 tensor (1 = big tip).
+
+  The schema requires both values (presence 1.0), so the validation gate
+  has stopped any span missing one before Transform runs; the 0 default
+  only keeps the graph total.
+  """
   tips = tf.cast(_dense(tips, 0), tf.float32)
   fare = tf.cast(_dense(fare, 0), tf.float32)
-  return tf.cast(tips > fare * features.TIP_FRACTION, tf.int64)
+  return tf.cast(features.is_big_tip(tips, fare), tf.int64)
 
 
 def preprocessing_fn(inputs: Dict[str, Tensor]) -> Dict[str, tf.Tensor]:

@@ -39,12 +39,7 @@ def fingerprint(values: Mapping[str, object]) -> str:
   return hashlib.sha1('\x1f'.join(parts).encode('utf-8')).hexdigest()
 
 
-def label_of(row: Mapping[str, str]) -> Optional[int]:
-  """1 if the tip was more than TIP_FRACTION of the fare, None if unknown."""
-  tips, fare = row.get(features.LABEL_KEY), row.get(features.FARE_KEY)
-  if tips in (None, '') or fare in (None, ''):
-    return None
-  return int(float(tips) > float(fare) * features.TIP_FRACTION)
+label_of = features.label_of  # the one label rule (None: no label)
 
 
 def read_labels(paths: Sequence[str]) -> Dict[str, Optional[int]]:

@@ -297,27 +297,21 @@ def newest_span_csv(data_root: str) -> str:
 
 
 def read_rows(path: str, limit: int) -> Tuple[List[Dict], List[int]]:
-  """Trips (raw features) and their labels, as models/preprocessing.py
-  labels them: tips > TIP_FRACTION * fare, a missing value counting as 0."""
+  """Trips (raw features) and their labels (models/features.py's rule); rows
+  without a label (tips or fare missing) are left out."""
   try:
     with open(path, newline='') as f:
-      rows = list(csv.DictReader(f))[:limit]
+      rows = [r for r in csv.DictReader(f)
+              if features.label_of(r) is not None][:limit]
   except OSError as e:
     raise InfraError(f'check rows: {e}') from e
   if not rows:
-    raise InfraError(f'check rows: {path} has no rows')
+    raise InfraError(f'check rows: {path} has no labelled rows')
   missing = sorted(set(features.RAW_FEATURE_TYPES) - set(rows[0]))
   if missing:
     raise InfraError(f'check rows: {path} lacks columns {missing}')
   trips = [{k: r[k] for k in features.RAW_FEATURE_TYPES} for r in rows]
-  labels = [int(_number(r.get(features.LABEL_KEY)) >
-                _number(r.get(features.FARE_KEY)) * features.TIP_FRACTION)
-            for r in rows]
-  return trips, labels
-
-
-def _number(text: Optional[str]) -> float:
-  return float(text) if text else 0.0
+  return trips, [features.label_of(r) for r in rows]
 
 
 def in_process(loaded, trips: List[Dict]) -> List[float]:
