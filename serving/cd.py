@@ -11,31 +11,35 @@ The CD gate of MLOps level 2, for one version V (default: the newest pushed):
   2. canary: V is added to a `specific` policy and, once the server reports
      it AVAILABLE, the `canary` label is pointed at it (TF Serving only
      labels available versions); waits until /labels/canary answers V.
-  3. predictions: real labelled rows (the newest bundled span) through
+  3. predictions: labelled rows (the newest bundled spans) through
      labels/canary over REST and gRPC: finite probabilities in [0, 1], REST =
-     gRPC = the SavedModel called in-process; against `stable` (if any): mean
-     prediction shift, rate of disagreeing decisions and accuracy drop within
-     bounds.
-  4. load: concurrent one-trip REST requests to labels/canary for a duration
-     or a request count: no errors, p50/p99 within the performance targets.
-  5. decision. All pass: `stable` -> V, `canary` removed (a canary label
-     means "a version under test"), the old stable version is unloaded from a
-     `specific` policy. Any fails: `stable` stays, `canary` removed, V leaves
-     the policy and is moved to <base>/.rolled-back/ (serving.versions
-     rollback of V itself, not of "the newest": the Pusher may have pushed a
-     newer version meanwhile) so no `latest` policy serves it and the Pusher
-     never pushes it again. The current stable version is never moved.
+     gRPC = the SavedModel in-process; against `stable` (if any), paired on
+     the same rows, accuracy, AUC and calibration error must be shown (a
+     seeded bootstrap's one-sided 95% bound) to be worse by at most their
+     margins: being better or just different never fails (canary_stats).
+  4. load: one-trip REST requests to labels/canary from concurrent clients
+     that back off on connection failures (cd_infra): no error answers,
+     p50/p99 within the performance targets.
+  5. decision. All pass: `stable` -> V, `canary` removed, the old stable
+     unloaded from a `specific` policy. Any fails: `stable` stays, `canary`
+     removed, V leaves the policy and is moved to <base>/.rolled-back/ (V
+     itself, not "the newest": the Pusher may have pushed another meanwhile)
+     so no `latest` policy serves it and the Pusher never pushes it again.
+     The stable version is never moved.
+  Not judged at all (exit 2): the server unreachable (refused, reset, timed
+  out, gone) at any step, stable not answering, a load test that got too
+  few answers, or too few check rows to show either way. The config file
+  is put back byte for byte as before the run, no version is moved, and
+  `cd_abort` is logged.
 
 Every config change is an atomic file replace a polling server picks up;
 requests to `stable` keep being answered throughout. Each step is printed and
 appended to <base>/.versions.log (serving.versions' action log). Exit status:
-0 promoted (or already stable), 1 rolled back, 2 usage or infrastructure
-error (nothing judged; config changes made by this run are undone).
+0 promoted (or already stable), 1 rolled back, 2 nothing judged (usage,
+infrastructure, too little evidence).
 """
 
 import argparse
-import concurrent.futures
-import csv
 import dataclasses
 import http.client
 import json
@@ -43,13 +47,15 @@ import math
 import os
 import sys
 import time
+import traceback
 import urllib.error
-import urllib.parse
 import urllib.request
 from typing import Callable, Dict, List, Optional, Tuple
 
 from models import features
 from pipeline import configs
+from serving import canary_stats
+from serving import cd_infra
 from serving import client
 from serving import demo
 from serving import model_config
@@ -60,23 +66,18 @@ CANARY, STABLE = 'canary', 'stable'
 REQUIRED_SIGNATURES = ('serving_default', features.RAW_SIGNATURE)
 _DTYPES = {'float': 'DT_FLOAT', 'int': 'DT_INT64', 'string': 'DT_STRING'}
 
-# Gate defaults. Bounds compare the canary with `stable` on the same rows;
-# latency targets are for one-trip REST requests at --concurrency on the
-# serving host (README: c=8 p99 is ~21 ms on an idle 2-core machine).
-DEFAULT_ROWS = 200
+# Gate defaults (check rows and margins are canary_stats'). Latency targets
+# are for one-trip REST requests at --concurrency on the serving host
+# (README: c=8 p99 is ~21 ms on an idle 2-core machine).
+CHUNK_ROWS = 100  # rows per predict request: under any request limit
 DEFAULT_TOLERANCE = 1e-4  # |REST - gRPC|, |served - in-process|
-DEFAULT_MAX_MEAN_SHIFT = 0.1  # |mean(canary) - mean(stable)|
-DEFAULT_MAX_DISAGREEMENT = 0.15  # share of rows whose 0.5 decision differs
-DEFAULT_MAX_ACCURACY_DROP = 0.05
 DEFAULT_CONCURRENCY = 4
+MIN_LOAD_REQUESTS = 100  # fewer answers cannot give a p99
 DEFAULT_LOAD_SECONDS = 5.0
 DEFAULT_P50_TARGET_MS = 25.0
 DEFAULT_P99_TARGET_MS = 100.0
 DEFAULT_WAIT_SECONDS = 60.0
-
-
-class InfraError(Exception):
-  """CD could not judge the version (config, server, data): exit 2."""
+InfraError = cd_infra.InfraError  # nothing judged: exit 2
 
 
 @dataclasses.dataclass
@@ -87,6 +88,12 @@ class Check:
   summary: str
   failures: List[str] = dataclasses.field(default_factory=list)
   figures: Dict = dataclasses.field(default_factory=dict)
+  undecided: List[str] = dataclasses.field(default_factory=list)
+
+  @property
+  def verdict(self) -> str:
+    return ('FAIL' if not self.passed else
+            'UNDECIDED' if self.undecided else 'PASS')
 
 
 class Delivery:
@@ -99,7 +106,10 @@ class Delivery:
     self.version, self.wait_seconds = version, wait_seconds
     self.rest_url, self.grpc_address = rest_url, grpc_address
     self.run_id = f'{int(time.time())}-{os.getpid()}'
-    self.added_to_policy = False  # undo on abort / rollback
+    self.added_to_policy = False  # undo on rollback
+    with open(config_file, 'rb') as f:
+      self.original_config = f.read()  # put back on abort
+    self.written_config = None  # the file as this run last wrote it
 
   def log(self, action: str, **details) -> None:
     """serving.versions' action log: one JSON line per action, printed too."""
@@ -116,6 +126,29 @@ class Delivery:
     proto = _read_config(self.config_file)
     edit(_entry(proto, self.model_name))
     _write_config(self.config_file, proto)
+    self.remember_config()
+
+  def label(self, label: str) -> None:
+    """Points `label` at V (serving.versions.promote writes the file)."""
+    versions.promote(self.config_file, self.model_name, self.version, label)
+    self.remember_config()
+
+  def remember_config(self) -> None:
+    with open(self.config_file, 'rb') as f:
+      self.written_config = f.read()
+
+  def undo(self) -> None:
+    """Puts the config file back as it was before the run, byte for byte;
+    if someone else rewrote it meanwhile, removes only what this run added."""
+    if self.written_config is None:
+      return
+    with open(self.config_file, 'rb') as f:
+      ours = f.read() == self.written_config
+    if ours:
+      _replace(self.config_file, self.original_config)
+      self.log('cd_undo', config=self.config_file, restored=True)
+    else:
+      withdraw_canary(self, rejected=False)
 
   # --- the server ----------------------------------------------------------
   def served_as(self, label: Optional[str] = None,
@@ -123,7 +156,7 @@ class Delivery:
     """The version the server answers for a label / version; None if 404."""
     path = (f'/labels/{label}' if label else
             f'/versions/{version}' if version is not None else '')
-    url = f'{self.rest_url}/v1/models/{self.model_name}{path}'
+    url = self.status_url + path
     try:
       with urllib.request.urlopen(url, timeout=10) as response:
         body = json.loads(response.read())
@@ -131,10 +164,14 @@ class Delivery:
       if e.code == 404:
         return None
       raise InfraError(f'{url}: HTTP {e.code}') from e
-    except OSError as e:
+    except (OSError, http.client.HTTPException) as e:
       raise InfraError(f'model server at {self.rest_url} not reachable: '
                        f'{e}') from e
     return int(body['model_version_status'][0]['version'])
+
+  @property
+  def status_url(self) -> str:
+    return f'{self.rest_url}/v1/models/{self.model_name}'
 
   def wait_until(self, what: str, predicate: Callable[[], bool]) -> float:
     """Seconds until `predicate`; InfraError after --wait_seconds."""
@@ -166,11 +203,15 @@ def _entry(proto, model_name: str):
 
 
 def _write_config(path: str, proto) -> None:
-  """Write-then-rename, as serving.versions.promote: never half a config."""
   from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
+  _replace(path, text_format.MessageToString(proto).encode())
+
+
+def _replace(path: str, data: bytes) -> None:
+  """Write-then-rename, as serving.versions.promote: never half a config."""
   tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text_format.MessageToString(proto))
+  with open(tmp, 'wb') as f:
+    f.write(data)
   os.replace(tmp, path)
 
 
@@ -276,7 +317,7 @@ def start_canary(run: Delivery) -> Check:
   loaded_in = run.wait_until(
       f'load version {run.version}',
       lambda: run.served_as(version=run.version) == run.version)
-  versions.promote(run.config_file, run.model_name, run.version, CANARY)
+  run.label(CANARY)
   labelled_in = run.wait_until(
       f'serve labels/{CANARY} at version {run.version}',
       lambda: run.served_as(CANARY) == run.version)
@@ -288,32 +329,6 @@ def start_canary(run: Delivery) -> Check:
 
 
 # --- step 3: prediction checks ---------------------------------------------
-def newest_span_csv(data_root: str) -> str:
-  spans = sorted(int(n[5:]) for n in os.listdir(data_root)
-                 if n.startswith('span-') and n[5:].isdigit())
-  if not spans:
-    raise InfraError(f'no span-N/ directories under {data_root}')
-  return os.path.join(data_root, f'span-{spans[-1]}', 'data.csv')
-
-
-def read_rows(path: str, limit: int) -> Tuple[List[Dict], List[int]]:
-  """Trips (raw features) and their labels (models/features.py's rule); rows
-  without a label (tips or fare missing) are left out."""
-  try:
-    with open(path, newline='') as f:
-      rows = [r for r in csv.DictReader(f)
-              if features.label_of(r) is not None][:limit]
-  except OSError as e:
-    raise InfraError(f'check rows: {e}') from e
-  if not rows:
-    raise InfraError(f'check rows: {path} has no labelled rows')
-  missing = sorted(set(features.RAW_FEATURE_TYPES) - set(rows[0]))
-  if missing:
-    raise InfraError(f'check rows: {path} lacks columns {missing}')
-  trips = [{k: r[k] for k in features.RAW_FEATURE_TYPES} for r in rows]
-  return trips, [features.label_of(r) for r in rows]
-
-
 def in_process(loaded, trips: List[Dict]) -> List[float]:
   """The SavedModel's own answers: what the server must reproduce."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -325,29 +340,25 @@ def in_process(loaded, trips: List[Dict]) -> List[float]:
   return [float(p[0]) for p in outputs.numpy()]
 
 
-def _accuracy(predictions: List[float], labels: List[int]) -> float:
-  return sum((p > 0.5) == bool(y) for p, y in zip(predictions, labels)) / len(
-      labels)
-
-
 def check_predictions(run: Delivery, loaded, trips: List[Dict],
                       labels: List[int], stable: Optional[int],
                       args: argparse.Namespace) -> Check:
   """Canary answers: sane, the same over both APIs and in-process, and not
-  too far from `stable` on the same rows."""
-  failures, figures = [], {'rows': len(trips)}
+  worse than `stable` on the same rows (canary_stats)."""
+  failures, figures = [], {'rows': len(trips), 'positives': sum(labels)}
+  rest = client.RestClient(run.rest_url, run.model_name, label=CANARY)
+  grpc_client = client.GrpcClient(run.grpc_address, run.model_name,
+                                  label=CANARY)
   try:
-    rest = client.RestClient(run.rest_url, run.model_name, label=CANARY)
-    by_rest = rest.predict(trips)
-    grpc_client = client.GrpcClient(run.grpc_address, run.model_name,
-                                    label=CANARY)
-    try:
-      by_grpc = grpc_client.predict(trips)
-    finally:
-      grpc_client.close()
-  except Exception as e:  # pylint: disable=broad-except
-    return Check('predictions', False, f'canary did not answer: {e}',
-                 [f'canary did not answer: {e}'], figures)
+    by_rest, error = cd_infra.ask(f'labels/{CANARY} over REST', rest.predict,
+                                  trips, CHUNK_ROWS)
+    by_grpc, error = (None, error) if error else cd_infra.ask(
+        f'labels/{CANARY} over gRPC', grpc_client.predict, trips, CHUNK_ROWS)
+  finally:
+    grpc_client.close()
+  if error:
+    return Check('predictions', False, f'canary answered an error: {error}',
+                 [f'canary answered an error: {error}'], figures)
   expected = in_process(loaded, trips)
   bad = [p for p in by_rest + by_grpc if not (math.isfinite(p) and
                                               0.0 <= p <= 1.0)]
@@ -359,8 +370,6 @@ def check_predictions(run: Delivery, loaded, trips: List[Dict],
                                       zip(by_rest, by_grpc))
   figures['max_served_in_process_diff'] = max(
       abs(a - b) for a, b in zip(by_rest, expected))
-  figures['mean_prediction'] = round(sum(by_rest) / len(by_rest), 4)
-  figures['accuracy'] = round(_accuracy(by_rest, labels), 4)
   if figures['max_rest_grpc_diff'] > args.tolerance:
     failures.append(f'REST and gRPC differ by up to '
                     f'{figures["max_rest_grpc_diff"]:.2g} (> {args.tolerance})')
@@ -370,111 +379,88 @@ def check_predictions(run: Delivery, loaded, trips: List[Dict],
                     f'(> {args.tolerance})')
   max_diff = max(figures['max_rest_grpc_diff'],
                  figures['max_served_in_process_diff'])
-  summary = (f'{len(trips)} rows: probabilities in [0, 1]; REST = gRPC = '
-             f'in-process (max diff {max_diff:.1g}); '
-             f'accuracy {figures["accuracy"]:.3f}')
-  if stable is not None:
-    try:
-      by_stable = client.RestClient(run.rest_url, run.model_name,
-                                    label=STABLE).predict(trips)
-    except Exception as e:  # pylint: disable=broad-except
-      raise InfraError(f'stable (version {stable}) did not answer: {e}') from e
-    shift = abs(figures['mean_prediction'] - sum(by_stable) / len(by_stable))
-    disagreement = sum((a > 0.5) != (b > 0.5)
-                       for a, b in zip(by_rest, by_stable)) / len(trips)
-    stable_accuracy = _accuracy(by_stable, labels)
-    figures.update(stable_version=stable, mean_shift=round(shift, 4),
-                   disagreement=round(disagreement, 4),
-                   stable_accuracy=round(stable_accuracy, 4))
-    if shift > args.max_mean_shift:
-      failures.append(f'mean prediction shifted by {shift:.3f} from stable '
-                      f'(> {args.max_mean_shift})')
-    if disagreement > args.max_disagreement:
-      failures.append(f'{disagreement:.1%} of decisions disagree with stable '
-                      f'(> {args.max_disagreement:.1%})')
-    if stable_accuracy - figures['accuracy'] > args.max_accuracy_drop:
-      failures.append(f'accuracy {figures["accuracy"]:.3f} is more than '
-                      f'{args.max_accuracy_drop} below stable\'s '
-                      f'{stable_accuracy:.3f}')
-    summary += (f' vs stable {stable_accuracy:.3f}; mean shift {shift:.3f} '
-                f'(<= {args.max_mean_shift}), disagreement '
-                f'{disagreement:.1%} (<= {args.max_disagreement:.0%})')
-  else:
+  summary = (f'{len(trips)} rows ({sum(labels)} positive): probabilities in '
+             f'[0, 1]; REST = gRPC = in-process (max diff {max_diff:.1g})')
+  undecided = []
+  if stable is None:
     summary += '; no stable version to compare with'
+  else:
+    by_stable, error = cd_infra.ask(
+        f'labels/{STABLE} over REST', client.RestClient(
+            run.rest_url, run.model_name, label=STABLE).predict,
+        trips, CHUNK_ROWS)
+    if error:
+      raise InfraError(f'stable (version {stable}) answered an error, so '
+                       f'there is nothing to compare with: {error}')
+    comparisons = canary_stats.compare(
+        by_rest, by_stable, labels,
+        {m: getattr(args, f'{m}_margin') for m in canary_stats.METRICS})
+    figures.update(
+        stable_version=stable,
+        disagreement=round(canary_stats.disagreement(by_rest, by_stable), 4),
+        mean_shift=round((sum(by_rest) - sum(by_stable)) / len(trips), 4),
+        **{c.metric: c.figures() for c in comparisons})
+    failures += [c.describe() for c in comparisons
+                 if c.verdict == canary_stats.FAIL]
+    undecided = [c.describe() for c in comparisons
+                 if c.verdict == canary_stats.INCONCLUSIVE]
+    summary += (f'; vs stable {stable}: ' +
+                '; '.join(c.describe() for c in comparisons) +
+                f'; reported: disagreement {figures["disagreement"]:.1%}, '
+                f'mean shift {figures["mean_shift"]:+.3f}')
   return Check('predictions', not failures,
-               '; '.join(failures) if failures else summary, failures, figures)
+               '; '.join(failures) if failures else summary, failures, figures,
+               undecided)
 
 
 # --- step 4: load test ------------------------------------------------------
 def check_load(run: Delivery, trips: List[Dict],
                args: argparse.Namespace) -> Check:
-  """One-trip REST requests to labels/canary from --concurrency threads."""
+  """One-trip REST requests to labels/canary from --concurrency clients that
+  back off on connection failures (cd_infra); the server gone, or too
+  few answers to judge latency, is InfraError, not a verdict."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  url = urllib.parse.urlsplit(run.rest_url)
-  path = f'/v1/models/{run.model_name}/labels/{CANARY}:predict'
   bodies = [json.dumps({'signature_name': features.RAW_SIGNATURE,
                         'instances': [client.raw_instance(t)]})
             for t in trips]
-  deadline = (None if args.load_requests else
-              time.monotonic() + args.load_seconds)
-  shares = ([args.load_requests // args.concurrency +
-             (i < args.load_requests % args.concurrency)
-             for i in range(args.concurrency)] if args.load_requests
-            else [None] * args.concurrency)
-
-  def worker(index: int, share: Optional[int]):
-    latencies, errors = [], []
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-    n = 0
-    while (n < share) if share is not None else (time.monotonic() < deadline):
-      body = bodies[(index + n * args.concurrency) % len(bodies)]
-      n += 1
-      start = time.perf_counter()
-      try:
-        conn.request('POST', path, body=body)
-        response = conn.getresponse()
-        data = response.read()
-        if response.status != 200:
-          errors.append(f'HTTP {response.status}: {data[:200]!r}')
-          continue
-      except (OSError, http.client.HTTPException) as e:
-        errors.append(f'{type(e).__name__}: {e}')
-        conn.close()
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-        continue
-      latencies.append(time.perf_counter() - start)
-    conn.close()
-    return latencies, errors
-
-  start = time.monotonic()
-  with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
-    results = list(pool.map(worker, range(args.concurrency), shares))
-  wall = time.monotonic() - start
-  latencies = [x for lat, _ in results for x in lat]
-  errors = [x for _, err in results for x in err]
+  result = cd_infra.run_load(
+      run.rest_url, f'/v1/models/{run.model_name}/labels/{CANARY}:predict',
+      bodies, args.concurrency, args.load_requests, args.load_seconds,
+      run.status_url)
+  latencies, errors, lost = (result.latencies, result.errors,
+                             result.connection_failures)
   figures = {'requests': len(latencies) + len(errors), 'errors': len(errors),
-             'concurrency': args.concurrency, 'seconds': round(wall, 2),
+             'connection_failures': len(lost),
+             'status_checks': result.status_checks,
+             'concurrency': args.concurrency,
+             'seconds': round(result.seconds, 2),
              'p50_target_ms': args.p50_target_ms,
              'p99_target_ms': args.p99_target_ms}
+  if result.server_gone:
+    raise InfraError(f'load test: the server stopped answering after '
+                     f'{figures["requests"]} answers ({len(lost)} connection '
+                     f'failures, last: {lost[-1]})', figures)
   failures = []
   if errors:
     failures.append(f'{len(errors)} of {figures["requests"]} requests failed '
                     f'(first: {errors[0]})')
-  if not latencies:
-    failures.append('no request succeeded')
-    return Check('load', False, '; '.join(failures), failures, figures)
-  p50, p99 = (float(x) for x in np.percentile(np.array(latencies) * 1000,
-                                              [50, 99]))
-  figures.update(p50_ms=round(p50, 2), p99_ms=round(p99, 2),
-                 requests_per_s=round(len(latencies) / wall, 1))
-  if p50 > args.p50_target_ms:
-    failures.append(f'p50 {p50:.2f} ms > target {args.p50_target_ms} ms')
-  if p99 > args.p99_target_ms:
-    failures.append(f'p99 {p99:.2f} ms > target {args.p99_target_ms} ms')
   summary = (f'{figures["requests"]} requests at concurrency '
-             f'{args.concurrency} in {wall:.1f} s, {len(errors)} errors; '
-             f'p50 {p50:.2f} ms (target {args.p50_target_ms}), '
-             f'p99 {p99:.2f} ms (target {args.p99_target_ms})')
+             f'{args.concurrency} in {result.seconds:.1f} s, {len(errors)} '
+             f'errors, {len(lost)} connection failures')
+  if latencies:
+    p50, p99 = (float(x) for x in np.percentile(np.array(latencies) * 1000,
+                                                [50, 99]))
+    figures.update(p50_ms=round(p50, 2), p99_ms=round(p99, 2),
+                   requests_per_s=round(len(latencies) / result.seconds, 1))
+    summary += (f'; p50 {p50:.2f} ms (target {args.p50_target_ms}), '
+                f'p99 {p99:.2f} ms (target {args.p99_target_ms})')
+    if p50 > args.p50_target_ms:
+      failures.append(f'p50 {p50:.2f} ms > target {args.p50_target_ms} ms')
+    if p99 > args.p99_target_ms and len(latencies) >= MIN_LOAD_REQUESTS:
+      failures.append(f'p99 {p99:.2f} ms > target {args.p99_target_ms} ms')
+  if not failures and len(latencies) < MIN_LOAD_REQUESTS:
+    raise InfraError(f'load test: {summary}: too few answers to judge p99 '
+                     f'(>= {MIN_LOAD_REQUESTS})', figures)
   return Check('load', not failures,
                summary + ('; ' + '; '.join(failures) if failures else ''),
                failures, figures)
@@ -483,7 +469,7 @@ def check_load(run: Delivery, trips: List[Dict],
 # --- step 5: decision ------------------------------------------------------
 def promote(run: Delivery, stable: Optional[int]) -> str:
   """stable -> V; canary removed; the old stable unloaded from `specific`."""
-  versions.promote(run.config_file, run.model_name, run.version, STABLE)
+  run.label(STABLE)
 
   def finish(entry):
     entry.version_labels.pop(CANARY, None)
@@ -520,6 +506,7 @@ def withdraw_canary(run: Delivery, rejected: bool) -> None:
     listed.remove(run.version)
   if labelled or unload:  # else nothing to undo (infra check failed first)
     _write_config(run.config_file, proto)
+    run.remember_config()
     run.log('cd_unlabel', label=CANARY if labelled else None,
             unloaded=run.version if unload else None)
 
@@ -566,22 +553,23 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--grpc', default=None,
                       help='gRPC host:port of the same running server')
   parser.add_argument('--check_data', default=None,
-                      help='CSV of labelled rows (None: the newest span '
-                      f'under {defaults.data_root})')
-  parser.add_argument('--check_rows', type=int, default=DEFAULT_ROWS,
-                      help='how many of its rows to check')
+                      help='CSV of labelled rows (None: the newest spans '
+                      f'under {defaults.data_root}, newest first)')
+  parser.add_argument('--check_rows', type=int,
+                      default=canary_stats.DEFAULT_ROWS,
+                      help='how many labelled rows to check')
   parser.add_argument('--tolerance', type=float, default=DEFAULT_TOLERANCE,
                       help='max |REST - gRPC| and |served - in-process|')
-  parser.add_argument('--max_mean_shift', type=float,
-                      default=DEFAULT_MAX_MEAN_SHIFT,
-                      help='max |mean(canary) - mean(stable)| prediction')
-  parser.add_argument('--max_disagreement', type=float,
-                      default=DEFAULT_MAX_DISAGREEMENT,
-                      help='share of rows whose decision (p > 0.5) differs '
-                      'from stable')
-  parser.add_argument('--max_accuracy_drop', type=float,
-                      default=DEFAULT_MAX_ACCURACY_DROP,
-                      help='max accuracy of stable minus accuracy of canary')
+  for metric in canary_stats.METRICS:
+    worse = ('above' if metric in canary_stats.LOWER_IS_BETTER else 'below')
+    parser.add_argument(
+        f'--{metric}_margin', type=float,
+        default=canary_stats.DEFAULT_MARGINS[metric],
+        help=f'non-inferiority margin: the canary passes when its {metric} '
+        f'({canary_stats.DEFINITIONS[metric]}) is shown (one-sided 95%% '
+        'bound, paired bootstrap over the check rows) to be at most this '
+        f'much {worse} stable\'s, fails when shown to be further, and in '
+        'between nothing is judged (exit 2)')
   parser.add_argument('--concurrency', type=int, default=DEFAULT_CONCURRENCY,
                       help='load test: client threads')
   parser.add_argument('--load_seconds', type=float,
@@ -589,7 +577,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help='load test: how long to send requests')
   parser.add_argument('--load_requests', type=int, default=None,
                       help='send this many requests instead of '
-                      '--load_seconds')
+                      f'--load_seconds (>= {MIN_LOAD_REQUESTS}, for a p99)')
   parser.add_argument('--p50_target_ms', type=float,
                       default=DEFAULT_P50_TARGET_MS,
                       help='performance target: median latency')
@@ -603,8 +591,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   if bool(args.server) != bool(args.grpc):
     parser.error('--server and --grpc go together (both APIs are checked)')
   if args.concurrency < 1 or (args.load_requests is not None and
-                              args.load_requests < 1):
-    parser.error('--concurrency and --load_requests must be >= 1')
+                              args.load_requests < MIN_LOAD_REQUESTS):
+    parser.error('--concurrency must be >= 1 and --load_requests >= '
+                 f'{MIN_LOAD_REQUESTS}')
   return args
 
 
@@ -613,8 +602,7 @@ def _print_summary(run: Optional[Delivery], checks: List[Check],
   what = (f'{run.model_name} version {run.version}' if run else 'model')
   print(f'\nCD summary for {what}:')
   for check in checks:
-    print(f'  {check.name:<12} {"PASS" if check.passed else "FAIL"}  '
-          f'{check.summary}')
+    print(f'  {check.name:<12} {check.verdict}  {check.summary}')
   print(f'  {"decision":<12} {decision}\nexit {code}', flush=True)
 
 
@@ -639,9 +627,13 @@ def deliver(args: argparse.Namespace) -> int:
         f'{args.model_config_file}: {CANARY} already points at version '
         f'{canary}: another CD run is in flight, or one was interrupted '
         f'(remove that version_labels entry to retry)')
-  trips, labels = read_rows(
-      args.check_data or newest_span_csv(configs.PipelineConfig().data_root),
-      args.check_rows)
+  try:
+    trips, labels = canary_stats.read_rows(
+        [args.check_data] if args.check_data else
+        canary_stats.check_csvs(configs.PipelineConfig().data_root),
+        args.check_rows)
+  except (OSError, ValueError) as e:
+    raise InfraError(f'check rows: {e}') from e
   run = Delivery(args.model_config_file, args.model_name, base, version,
                  args.server, args.grpc, args.wait_seconds)
   if stable == version:
@@ -652,9 +644,7 @@ def deliver(args: argparse.Namespace) -> int:
   run.log('cd_start', stable=stable, config=args.model_config_file,
           server=args.server or 'own')
   check, loaded = check_version(os.path.join(base, str(version)))
-  checks.append(check)
-  run.log('cd_check', check=check.name, passed=check.passed,
-          failures=check.failures)
+  _record(run, checks, check)
   if not check.passed:
     decision = roll_back(run, stable, check.failures)
     run.log('cd_done', decision='rolled_back', failed=['infra'])
@@ -662,44 +652,33 @@ def deliver(args: argparse.Namespace) -> int:
     return EXIT_ROLLED_BACK
 
   proc = None
-  if not args.server:  # a server of our own on the same config file
-    try:
-      proc, rest_port, grpc_port = demo.start_server(
-          args.model_name, None,
-          ['--model_config_file', args.model_config_file,
-           '--model_config_file_poll_wait_seconds', '0.5',
-           '--file_system_poll_wait_seconds', '0.5'])
-    except RuntimeError as e:
-      raise InfraError(str(e)) from e
-    run.rest_url = f'http://127.0.0.1:{rest_port}'
-    run.grpc_address = f'127.0.0.1:{grpc_port}'
-    print(f'started python -m serving: REST {run.rest_url}, gRPC '
-          f'{run.grpc_address}', flush=True)
   try:
-    if stable is not None and run.served_as(STABLE) != stable:
-      raise InfraError(f'the server does not answer labels/{STABLE} '
-                       f'(version {stable}) yet')
     try:
+      if not args.server:  # a server of our own on the same config file
+        proc = _own_server(run, args)
+      if stable is not None and run.served_as(STABLE) != stable:
+        raise InfraError(f'the server does not answer labels/{STABLE} '
+                         f'(version {stable}) yet')
       print(f'[2/5] serve version {version} as {CANARY}', flush=True)
-      check = start_canary(run)
-      checks.append(check)
-      run.log('cd_check', check=check.name, passed=True, **check.figures)
+      _record(run, checks, start_canary(run))
       print('[3/5] prediction checks', flush=True)
-      check = check_predictions(run, loaded, trips, labels, stable, args)
-      checks.append(check)
-      run.log('cd_check', check=check.name, passed=check.passed,
-              failures=check.failures, **check.figures)
+      _record(run, checks, check_predictions(run, loaded, trips, labels,
+                                             stable, args))
       print('[4/5] load test', flush=True)
-      check = check_load(run, trips, args)
-      checks.append(check)
-      run.log('cd_check', check=check.name, passed=check.passed,
-              failures=check.failures, **check.figures)
-    except InfraError as e:
-      withdraw_canary(run, rejected=False)
-      run.log('cd_abort', error=str(e))
+      _record(run, checks, check_load(run, trips, args))
+      failed = [c for c in checks if not c.passed]
+      undecided = [u for c in checks for u in c.undecided]
+      if undecided and not failed:  # canary_stats: too few rows either way
+        raise InfraError('too little evidence to judge: ' +
+                         '; '.join(undecided))
+    except BaseException as e:  # the server's failure, or ours: undo
+      run.undo()
+      run.log('cd_abort', error=f'{type(e).__name__}: {e}',
+              **getattr(e, 'figures', {}))
+      _print_summary(run, checks, 'ABORTED: nothing judged, config file '
+                     'as before the run, no version moved', EXIT_ERROR)
       raise
     print('[5/5] decision', flush=True)
-    failed = [c for c in checks if not c.passed]
     if failed:
       decision = roll_back(run, stable,
                            [f for c in failed for f in c.failures])
@@ -717,14 +696,41 @@ def deliver(args: argparse.Namespace) -> int:
   return code
 
 
+def _own_server(run: Delivery, args: argparse.Namespace):
+  try:
+    proc, rest_port, grpc_port = demo.start_server(
+        args.model_name, None,
+        ['--model_config_file', args.model_config_file,
+         '--model_config_file_poll_wait_seconds', '0.5',
+         '--file_system_poll_wait_seconds', '0.5'])
+  except RuntimeError as e:
+    raise InfraError(str(e)) from e
+  run.rest_url = f'http://127.0.0.1:{rest_port}'
+  run.grpc_address = f'127.0.0.1:{grpc_port}'
+  print(f'started python -m serving: REST {run.rest_url}, gRPC '
+        f'{run.grpc_address}', flush=True)
+  return proc
+
+
+def _record(run: Delivery, checks: List[Check], check: Check) -> None:
+  checks.append(check)
+  run.log('cd_check', check=check.name, passed=check.passed,
+          failures=check.failures,
+          **({'undecided': check.undecided} if check.undecided else {}),
+          **check.figures)
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   try:
     return deliver(args)
   except InfraError as e:
-    print(f'cd: infrastructure error, nothing delivered: {e}', file=sys.stderr)
-    return EXIT_ERROR
+    print(f'cd: nothing judged, nothing delivered: {e}', file=sys.stderr)
+  except (Exception, SystemExit):  # pylint: disable=broad-except
+    traceback.print_exc()  # e.g. serving.versions' SystemExit: not a verdict,
+    print('cd: nothing judged, nothing delivered', file=sys.stderr)  # not 1
+  return EXIT_ERROR
 
 
 if __name__ == '__main__':
