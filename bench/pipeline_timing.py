@@ -6,9 +6,9 @@
 Each run is a fresh process, timed from launch to exit (imports included),
 with 1000 train / 150 eval steps on the bundled 15,002 rows. Runs:
   cold     - empty pipeline root and metadata
-  rerun 1  - same inputs; the Evaluator re-runs because the model pushed by
-             the cold run is now its baseline (the Pusher pushes nothing new)
-  rerun 2  - fully cached
+  rerun 1  - same inputs, right after the cold run pushed: fully cached (the
+             model just pushed is the candidate, never its own baseline)
+  rerun 2  - the same again
 `--stock` also runs tfx/examples/chicago_taxi_pipeline/taxi_pipeline_native_keras.py
 (BeamDagRunner, multi-processing DirectRunner) the same way, cold then
 cached, in a scratch HOME with the wheel's data and module file.

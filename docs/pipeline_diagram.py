@@ -66,15 +66,27 @@ def pipeline_dot(components, serving_dir: str) -> str:
     label = _quote(f'{title}\n({stage})')
     lines.append(f'  {_quote(component.id)} [label={label}, '
                  f'fillcolor="{colour}"];')
+  from pipeline import baseline  # pylint: disable=g-import-not-at-top
+  from tfx.types.channel import OutputChannel  # pylint: disable=g-import-not-at-top
+  reads_base_path = []
   for component in components:
     fed_by = set()
-    for channel in component.inputs.values():
+    resolver = type(component).__name__ == 'Resolver'
+    # A Resolver's own inputs: a query over ML Metadata (earlier runs), or an
+    # output of this run (OutputChannel), e.g. the candidate model.
+    channels = component.raw_inputs if resolver else component.inputs
+    for channel in channels.values():
       producer = getattr(channel, 'producer_component_id', None)
+      if resolver and not isinstance(channel, OutputChannel):
+        producer = None
       source = producer or 'mlmd'
       style = '' if producer else ', style=dashed'
       fed_by.add(source)
       lines.append(f'  {_quote(source)} -> {_quote(component.id)} '
                    f'[label={_quote(channel.type_name)}{style}];')
+    if resolver and issubclass(component.exec_properties['resolver_class'],
+                               baseline.ServedModelStrategy):
+      reads_base_path.append(component.id)
     for upstream in sorted(u.id for u in component.upstream_nodes):
       if upstream not in fed_by:
         lines.append(f'  {_quote(upstream)} -> {_quote(component.id)} '
@@ -87,8 +99,8 @@ def pipeline_dot(components, serving_dir: str) -> str:
       'REST :8501, gRPC :8500", shape=component, fillcolor="#ffffff"];',
       '  Pusher -> base_path [label="SavedModel", style=dashed];',
       '  base_path -> server [label="polls", style=dashed];',
-      '}',
-  ]
+  ] + [f'  base_path -> {_quote(node)} [label="served version", '
+       'style=dashed];' for node in reads_base_path] + ['}']
   return '\n'.join(lines) + '\n'
 
 

@@ -16,7 +16,7 @@ so they give the same prediction for the same trip.
 import json
 import math
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from absl import logging
 import tensorflow as tf
@@ -28,7 +28,7 @@ from tfx_bsl.tfxio import dataset_options
 from models import features
 
 # Keys of the `hparams` dict the pipeline passes in Trainer's custom_config.
-HPARAM_KEYS = ('hidden_units', 'learning_rate', 'batch_size')
+HPARAM_KEYS = ('hidden_units', 'learning_rate', 'batch_size', 'seed')
 HISTORY_FILE = 'history.json'
 RAW_SIGNATURE = features.RAW_SIGNATURE
 _DTYPES = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
@@ -45,9 +45,16 @@ def _one_hot_sizes() -> Dict[str, int]:
   return {features.transformed_name(k): v for k, v in sizes.items()}
 
 
-def build_keras_model(hidden_units: List[int],
-                      learning_rate: float) -> tf.keras.Model:
-  """Wide (one-hot categories) and deep (z-scored numbers) binary classifier."""
+def build_keras_model(hidden_units: List[int], learning_rate: float,
+                      positive_rate: float = 0.5) -> tf.keras.Model:
+  """Wide (one-hot categories) and deep (z-scored numbers) binary classifier.
+
+  The output bias starts at the log-odds of `positive_rate`, the training
+  data's share of big tips, so the untrained model already predicts the base
+  rate: training spends its steps on the features, not on first learning
+  that 78% of trips have no big tip (which is where short budgets used to
+  stop, predicting "no" for every trip).
+  """
   dense_keys = features.transformed_names(features.DENSE_FLOAT_FEATURE_KEYS)
   one_hot_sizes = _one_hot_sizes()
   inputs = {
@@ -67,8 +74,12 @@ def build_keras_model(hidden_units: List[int],
                                        output_mode='one_hot')(inputs[key])
       for key, size in one_hot_sizes.items()
   ])
-  output = tf.keras.layers.Dense(1, activation='sigmoid')(
-      tf.keras.layers.concatenate([deep, wide]))
+  rate = min(max(positive_rate, 1e-3), 1 - 1e-3)
+  output = tf.keras.layers.Dense(
+      1, activation='sigmoid',
+      bias_initializer=tf.keras.initializers.Constant(
+          math.log(rate / (1 - rate))))(
+              tf.keras.layers.concatenate([deep, wide]))
 
   model = tf.keras.Model(inputs, output)
   model.compile(
@@ -80,16 +91,21 @@ def build_keras_model(hidden_units: List[int],
 
 def _input_fn(file_pattern: List[str], data_accessor: DataAccessor,
               tf_transform_output: tft.TFTransformOutput,
-              batch_size: int) -> tf.data.Dataset:
+              batch_size: int, seed: int,
+              num_epochs: Optional[int] = None) -> tf.data.Dataset:
   """Raw examples -> endless (transformed features, label) batches.
 
   Transform runs with materialize=False (writing transformed copies of every
   span cost far more than it saved), so the transform graph is applied here,
-  batch by batch, exactly as the serving signatures apply it.
+  batch by batch, exactly as the serving signatures apply it. The shuffle
+  is seeded and the read order deterministic, so the same files give the
+  same batches in the same order.
   """
   dataset = data_accessor.tf_dataset_factory(
       file_pattern,
-      dataset_options.TensorFlowDatasetOptions(batch_size=batch_size),
+      dataset_options.TensorFlowDatasetOptions(
+          batch_size=batch_size, shuffle_seed=seed, sloppy_ordering=False,
+          num_epochs=num_epochs),
       tf_transform_output.raw_metadata.schema)
   transform_layer = tf_transform_output.transform_features_layer()
 
@@ -98,7 +114,19 @@ def _input_fn(file_pattern: List[str], data_accessor: DataAccessor,
     label = transformed.pop(features.LABEL_XF)
     return transformed, label
 
-  return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).repeat()
+  dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset if num_epochs else dataset.repeat()
+
+
+def positive_rate(dataset: tf.data.Dataset) -> float:
+  """Share of positive labels in one pass over a finite dataset."""
+  positives = total = 0
+  for _, label in dataset:
+    positives += int(tf.reduce_sum(label))
+    total += int(tf.size(label))
+  if not total:
+    raise ValueError('the training split has no examples')
+  return positives / total
 
 
 def _examples_signature(model, tf_transform_output):
@@ -178,6 +206,18 @@ def export_serving_model(model: tf.keras.Model,
   tf.saved_model.save(model, export_dir, signatures=signatures)
 
 
+def make_deterministic(seed: int) -> None:
+  """Same seed, same data -> the same model, bit for bit (on one machine).
+
+  Seeds Python's, NumPy's and TensorFlow's generators (weight init, shuffle)
+  and makes TF pick deterministic kernels (tf.data included). Op determinism
+  is process-wide and stays on: under LocalDagRunner the Evaluator that
+  runs next in this process is deterministic anyway.
+  """
+  tf.keras.utils.set_random_seed(seed)
+  tf.config.experimental.enable_op_determinism()
+
+
 def run_fn(fn_args: FnArgs) -> None:
   """TFX Trainer entry point: train on transformed examples, export the model.
 
@@ -188,13 +228,20 @@ def run_fn(fn_args: FnArgs) -> None:
   missing = [k for k in HPARAM_KEYS if k not in hparams]
   if missing:
     raise ValueError(f'Trainer custom_config["hparams"] lacks {missing}')
+  make_deterministic(hparams['seed'])
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   train_dataset = _input_fn(fn_args.train_files, fn_args.data_accessor,
-                            tf_transform_output, hparams['batch_size'])
+                            tf_transform_output, hparams['batch_size'],
+                            hparams['seed'])
   eval_dataset = _input_fn(fn_args.eval_files, fn_args.data_accessor,
-                           tf_transform_output, hparams['batch_size'])
+                           tf_transform_output, hparams['batch_size'],
+                           hparams['seed'] + 1)
 
-  model = build_keras_model(hparams['hidden_units'], hparams['learning_rate'])
+  rate = positive_rate(_input_fn(
+      fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+      1024, hparams['seed'], num_epochs=1))
+  model = build_keras_model(hparams['hidden_units'], hparams['learning_rate'],
+                            rate)
   # Eval loss before and after training: the convergence check tests read.
   initial = model.evaluate(eval_dataset, steps=fn_args.eval_steps, verbose=0,
                            return_dict=True)
@@ -206,6 +253,7 @@ def run_fn(fn_args: FnArgs) -> None:
       verbose=0)
   record = {
       'hparams': hparams,
+      'train_positive_rate': rate,
       'initial_eval_loss': float(initial['loss']),
       'metrics': {k: [float(v) for v in vs]
                   for k, vs in history.history.items()},

@@ -19,17 +19,31 @@ REPORT_PATH = os.path.join(MONITORING_DIR, 'report.json')
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
   """When served traffic counts as skewed, and the model as degraded."""
-  # TFDV skew comparators (the same kinds the drift check uses): L-infinity
-  # distance between the value frequencies of a categorical (string) feature,
-  # Jensen-Shannon divergence between the histograms of a numeric one.
-  categorical_linf: float = 0.2
-  numeric_js: float = 0.35
-  # Live accuracy below the Evaluator's by more than this: degraded.
+  # Skew is drift's comparison (monitoring/distribution.py) with drift's
+  # thresholds, defined once in pipeline/configs.py (DRIFT_*): a feature is
+  # skewed when the chi-square test of served vs training counts is
+  # significant at `alpha` (family-wise over the features) and the effect is
+  # above its floor: L-infinity of category shares for categorical features
+  # (strings and integer categories), Jensen-Shannon divergence of the
+  # training deciles' bins for numeric ones.
+  alpha: float = configs.DRIFT_ALPHA
+  categorical_linf: float = configs.DRIFT_LINF_THRESHOLD
+  numeric_js: float = configs.DRIFT_JSD_THRESHOLD
+  # Live accuracy below the Evaluator's by more than this, shown with this
+  # one-sided confidence (monitor.verdict): degraded.
   max_accuracy_drop: float = 0.05
+  confidence: float = 0.95
   # Fewer labelled predictions than this: no accuracy verdict (too noisy).
   min_labelled: int = 100
   # A prediction above this is a "big tip" (Keras BinaryAccuracy's rule).
   decision_threshold: float = 0.5
+
+  def rule(self):
+    """The skew rule (a monitoring.distribution.Rule) these thresholds make."""
+    from monitoring import distribution  # pylint: disable=g-import-not-at-top
+    return distribution.Rule(alpha=self.alpha,
+                             categorical_floor=self.categorical_linf,
+                             numeric_floor=self.numeric_js)
 
 
 THRESHOLDS = Thresholds()

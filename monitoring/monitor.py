@@ -2,16 +2,19 @@
 
     python -m monitoring                                  # defaults below
     python -m monitoring --labels data/taxi/span-16/data.csv
-    python -m monitoring --logs /srv/logs/taxi --training-stats stats.pb \\
+    python -m monitoring --logs /srv/logs/taxi --training-data train.csv \\
         --baseline-accuracy 0.79 --report /srv/monitoring/report.json
 
 Reads the PredictionLogs the server wrote (a model's TF Serving
 `logging_config`, serving/deploy/models-logging.config), keeps those of one
 model version (default: the newest logged), and
-  1. computes TFDV statistics of the served instances and compares them
-     with the training statistics of that version (found in ML Metadata, or
-     --training-stats): L-infinity for categorical, Jensen-Shannon for
-     numeric features (monitoring/skew.py);
+  1. compares the served instances' raw values with the training data of
+     that version (its Examples, found in ML Metadata, or --training-data),
+     feature by feature, with the drift check's rule (monitoring/skew.py,
+     monitoring/distribution.py): a chi-square test on bins made from the
+     training data, significant at --alpha over all features, and an effect
+     above --categorical-threshold (L-infinity) / --numeric-threshold
+     (Jensen-Shannon);
   2. with --labels (CSV files of the same trips, tips included, e.g. the
      span the traffic came from), joins labels to predictions by a
      fingerprint of the raw features and measures live accuracy and AUC
@@ -20,7 +23,8 @@ model version (default: the newest logged), and
   3. prints a report and writes it as JSON, atomically, for the CT
      controller: {"model_version", "live_accuracy", "baseline_accuracy",
      "degraded", "reason", "skew": {feature: {"distance", "threshold",
-     "anomalous"}}, "requests", "labelled", "created", ...}.
+     "p_value", "alpha", "anomalous", "measure"}}, "requests", "labelled",
+     "created", ...}.
 `degraded` is about accuracy only (live below the baseline by more than
 --max-accuracy-drop, on at least --min-labelled labels); skew is reported
 per feature and summed up in `skew_detected`.
@@ -30,10 +34,12 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
+import statistics
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from monitoring import config as monitor_config
 from pipeline import configs
@@ -54,30 +60,21 @@ def _metadata_store(cfg: configs.PipelineConfig):
 
 def evaluation_accuracy(store, version: str) -> Tuple[Optional[float], str]:
   """The Evaluator's overall binary accuracy for the model pushed as
-  `version`: Pusher -> its model_blessing -> the Evaluator that made it
-  -> that execution's `evaluation` output (TFMA metrics)."""
-  from monitoring import skew  # pylint: disable=g-import-not-at-top
-  inputs = skew.pusher_inputs(store, version)
-  if not inputs or 'model_blessing' not in inputs:
+  `version`: its lineage (pipeline/lineage.py: Pusher -> model_blessing ->
+  the Evaluator that made it -> its `evaluation` output) and that output's
+  metrics, read without TFMA's Python package."""
+  from pipeline import lineage  # pylint: disable=g-import-not-at-top
+  found = lineage.version_lineage(store, version, read_files=False)
+  if found is None or found.pusher is None:
     return None, f'no Pusher of version {version} in ML Metadata'
-  evaluator = skew._producer(store, inputs['model_blessing'][0])  # pylint: disable=protected-access
-  evaluation = None
-  for e in store.get_events_by_execution_ids([evaluator]):
-    if e.type == e.OUTPUT and e.path.steps and \
-        e.path.steps[0].key == 'evaluation':
-      (evaluation,) = store.get_artifacts_by_id([e.artifact_id])
-  if evaluation is None:
+  if found.evaluation is None:
     return None, 'no Evaluator output for it in ML Metadata'
-  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
-  for metrics in tfma.load_metrics(evaluation.uri):
-    if metrics.slice_key.single_slice_keys:
-      continue  # a per-payment_type slice
-    for kv in metrics.metric_keys_and_values:
-      if (kv.key.name == 'binary_accuracy' and not kv.key.is_diff and
-          kv.key.model_name != 'baseline'):
-        return (kv.value.double_value.value,
-                f'Evaluator metrics {evaluation.uri}')
-  return None, f'no binary_accuracy in {evaluation.uri}'
+  uri = found.evaluation.uri
+  accuracy = lineage.evaluation_metrics(uri).get('candidate', {}).get(
+      'binary_accuracy')
+  if accuracy is None:
+    return None, f'no binary_accuracy in {uri}'
+  return accuracy, f'Evaluator metrics {uri}'
 
 
 def write_json_atomically(path: str, report: Dict[str, Any]) -> None:
@@ -98,9 +95,24 @@ def write_json_atomically(path: str, report: Dict[str, Any]) -> None:
     raise
 
 
+def accuracy_upper_bound(accuracy: float, n: int, confidence: float) -> float:
+  """One-sided upper confidence bound of an accuracy measured on n labels
+  (Wilson score interval: sound near 0 and 1, unlike the normal one)."""
+  z = statistics.NormalDist().inv_cdf(confidence)
+  centre = accuracy + z * z / (2 * n)
+  spread = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
+  return min(1.0, (centre + spread) / (1 + z * z / n))
+
+
 def verdict(live: Optional[float], baseline: Optional[float], labelled: int,
             thresholds: monitor_config.Thresholds) -> Tuple[bool, str]:
-  """(degraded, why) from live vs baseline accuracy."""
+  """(degraded, why) from live vs baseline accuracy.
+
+  Degraded only when the labels show it: even the one-sided upper
+  confidence bound of live accuracy (`confidence`, Wilson) is more than
+  `max_accuracy_drop` below the evaluation's. 201 labels measure accuracy
+  to about +-0.05, so a point estimate 0.06 below would alarm on noise.
+  """
   if live is None:
     return False, 'no accuracy: no logged prediction was joined to a label'
   if labelled < thresholds.min_labelled:
@@ -109,19 +121,22 @@ def verdict(live: Optional[float], baseline: Optional[float], labelled: int,
   if baseline is None:
     return False, (f'live accuracy {live:.4f}; no baseline accuracy to '
                    'compare with')
-  drop = baseline - live
-  if drop > thresholds.max_accuracy_drop:
-    return True, (f'live accuracy {live:.4f} is {drop:.4f} below the '
-                  f'evaluation accuracy {baseline:.4f} (allowed drop '
-                  f'{thresholds.max_accuracy_drop})')
-  return False, (f'live accuracy {live:.4f} vs evaluation {baseline:.4f}: '
-                 f'within the allowed drop of {thresholds.max_accuracy_drop}')
+  upper = accuracy_upper_bound(live, labelled, thresholds.confidence)
+  floor = baseline - thresholds.max_accuracy_drop
+  where = (f'live accuracy {live:.4f} on {labelled} labels (at most '
+           f'{upper:.4f} at {thresholds.confidence:.0%} confidence) vs '
+           f'evaluation {baseline:.4f}')
+  if upper < floor:
+    return True, (f'{where}: below it by more than the allowed '
+                  f'{thresholds.max_accuracy_drop}')
+  return False, (f'{where}: not shown to be more than '
+                 f'{thresholds.max_accuracy_drop} below it')
 
 
 def run(log_prefix: str, thresholds: monitor_config.Thresholds,
         model_version: Optional[str] = None,
         label_files: Optional[List[str]] = None,
-        training_stats: Optional[str] = None,
+        training_data: Optional[Sequence[str]] = None,
         baseline_accuracy: Optional[float] = None,
         store=None) -> Dict[str, Any]:
   """The monitoring report (a JSON-able dict) of one model version."""
@@ -139,7 +154,7 @@ def run(log_prefix: str, thresholds: monitor_config.Thresholds,
       'baseline_accuracy': baseline_accuracy,
       'baseline_source': 'given' if baseline_accuracy is not None else None,
       'degraded': False, 'reason': '', 'skew': {}, 'skew_detected': False,
-      'skew_anomalies': [], 'training_statistics': None,
+      'skew_anomalies': [], 'training_data': None,
       'requests': len(rows), 'labelled': 0, 'ambiguous': 0,
       'log_prefix': log_prefix, 'logged_versions': versions,
       'thresholds': dataclasses.asdict(thresholds),
@@ -152,27 +167,27 @@ def run(log_prefix: str, thresholds: monitor_config.Thresholds,
     return report
 
   training = None
-  if training_stats:
-    training = skew.TrainingData(skew.load_statistics(training_stats),
-                                 f'file {training_stats}')
+  if training_data:
+    training = skew.training_data_from_files(training_data)
   elif store is not None:
-    training = skew.training_statistics(store, str(model_version))
+    training = skew.training_data(store, str(model_version))
   notes = []
   if training is None:
-    notes.append('no training statistics (none in ML Metadata for version '
-                 f'{model_version}; give --training-stats): skew not checked')
+    notes.append('no training data (none in ML Metadata for version '
+                 f'{model_version}; give --training-data): skew not checked')
   else:
-    report['training_statistics'] = training.source
-    found, messages = skew.detect(training.statistics,
-                                  skew.served_statistics(rows), thresholds)
-    report['skew'] = {k: {'distance': v.distance, 'threshold': v.threshold,
-                          'anomalous': v.anomalous, 'measure': v.measure}
-                      for k, v in found.items()}
-    report['skew_anomalies'] = messages
-    skewed = [k for k, v in found.items() if v.anomalous]
+    report['training_data'] = training.source
+    found = skew.detect(training, rows, thresholds)
+    report['skew'] = {f.feature: {
+        'distance': f.effect, 'threshold': f.threshold,
+        'p_value': f.p_value, 'alpha': f.alpha, 'anomalous': f.alarm,
+        'measure': f.measure} for f in found.features}
+    report['skew_anomalies'] = [skew.describe(f) for f in found.alarms]
+    skewed = [f.feature for f in found.alarms]
     report['skew_detected'] = bool(skewed)
     notes.append(f'skew in {", ".join(skewed)}' if skewed else
-                 'no training/serving skew above the thresholds')
+                 'no training/serving skew (significant and above the '
+                 'effect floor)')
 
   if baseline_accuracy is None and store is not None:
     baseline_accuracy, source = evaluation_accuracy(store, str(model_version))
@@ -199,15 +214,16 @@ def format_report(report: Dict[str, Any]) -> str:
       f'Model version      {report["model_version"] or "-"}',
       f'Logged instances   {report["requests"]} (all versions: '
       f'{report["logged_versions"] or "none"})',
-      f'Training stats     {report["training_statistics"] or "-"}',
+      f'Training data      {report["training_data"] or "-"}',
   ]
   if report['skew']:
     lines.append('')
-    lines.append(f'  {"feature":<24} {"measure":<28} {"distance":>9} '
-                 f'{"threshold":>9}')
+    lines.append(f'  {"feature":<24} {"measure":<7} {"effect":>7} '
+                 f'{"floor":>6} {"p-value":>9} {"alpha":>9}')
     for name, s in report['skew'].items():
-      lines.append(f'  {name:<24} {s["measure"]:<28} {s["distance"]:>9.4f} '
-                   f'{s["threshold"]:>9.4f}'
+      lines.append(f'  {name:<24} {s["measure"]:<7} {s["distance"]:>7.4f} '
+                   f'{s["threshold"]:>6.3f} {s["p_value"]:>9.2g} '
+                   f'{s["alpha"]:>9.2g}'
                    + ('  SKEW' if s['anomalous'] else ''))
     lines.append('')
   lines += [
@@ -238,20 +254,31 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--labels', nargs='+', default=None, metavar='CSV',
                       help='CSV files of the served trips with their tips '
                       '(e.g. data/taxi/span-16/data.csv)')
-  parser.add_argument('--training-stats', default=None,
-                      help='training DatasetFeatureStatisticsList (binary, '
-                      'or text if *.pbtxt) instead of ML Metadata\'s')
+  parser.add_argument('--training-data', nargs='+', default=None,
+                      metavar='PATH',
+                      help='training data to compare with instead of the '
+                      'served version\'s Examples in ML Metadata: CSV files '
+                      '(*.csv), Examples artifact directories (their '
+                      'Split-train), or GZIP TFRecord files of tf.Examples')
   parser.add_argument('--baseline-accuracy', type=float, default=None,
                       help='evaluation accuracy to compare with instead of '
                       'the Evaluator\'s in ML Metadata')
   parser.add_argument('--report', default=monitor_config.REPORT_PATH,
                       help='JSON report path (default: %(default)s)')
+  parser.add_argument('--alpha', type=float, default=t.alpha,
+                      help='skew: chi-square test level over all compared '
+                      'features (Bonferroni); a feature is skewed only if '
+                      'significant and its effect is above its threshold '
+                      '(default: %(default)s)')
   parser.add_argument('--categorical-threshold', type=float,
                       default=t.categorical_linf,
-                      help='L-infinity skew threshold (default: %(default)s)')
+                      help='skew effect floor of categorical features '
+                      '(strings, hour, day, community areas): L-infinity '
+                      'distance of category shares (default: %(default)s)')
   parser.add_argument('--numeric-threshold', type=float, default=t.numeric_js,
-                      help='Jensen-Shannon skew threshold (default: '
-                      '%(default)s)')
+                      help='skew effect floor of numeric features: '
+                      'Jensen-Shannon divergence of their bins at the '
+                      'training deciles (default: %(default)s)')
   parser.add_argument('--max-accuracy-drop', type=float,
                       default=t.max_accuracy_drop,
                       help='degraded when live accuracy is below the '
@@ -267,15 +294,15 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   thresholds = monitor_config.Thresholds(
-      categorical_linf=args.categorical_threshold,
+      alpha=args.alpha, categorical_linf=args.categorical_threshold,
       numeric_js=args.numeric_threshold,
       max_accuracy_drop=args.max_accuracy_drop,
       min_labelled=args.min_labelled)
   store = None
-  if not (args.training_stats and args.baseline_accuracy is not None):
+  if not (args.training_data and args.baseline_accuracy is not None):
     store = _metadata_store(configs.from_flags(args))
   report = run(args.logs, thresholds, args.model_version, args.labels,
-               args.training_stats, args.baseline_accuracy, store)
+               args.training_data, args.baseline_accuracy, store)
   write_json_atomically(args.report, report)
   print(format_report(report))
   print(f'Report             {args.report}')

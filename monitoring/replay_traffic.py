@@ -16,18 +16,39 @@ import csv
 import os
 import sys
 import time
+import zlib
 from typing import Callable, Dict, List, Optional
 
 from models import features
 from pipeline import configs
 
-# Known shifts of served traffic: name -> what it does to one CSV row.
+
+def _scaled(text: str, factor: float, kind=float) -> str:
+  """A CSV number times `factor`, in the column's own type ('' stays '')."""
+  return str(kind(float(text) * factor)) if text else ''
+
+
+def _half_to_card(row: Dict[str, str]) -> Dict[str, str]:
+  """Half of the Cash trips paid by card: chosen by a checksum of the trip,
+  so the same trip is always chosen or not, whatever the order or seed."""
+  chosen = zlib.crc32(repr(sorted(row.items())).encode()) % 2 == 0
+  if row['payment_type'] == 'Cash' and chosen:
+    return {**row, 'payment_type': 'Credit Card'}
+  return row
+
+
+# Known shifts of served traffic: name -> what it does to one CSV row. The
+# one definition of each; bench/shift_alarm_rates.py and the tests measure
+# the skew and drift rule (monitoring/distribution.py) on these.
 SHIFTS: Dict[str, Callable[[Dict[str, str]], Dict[str, str]]] = {
-    'fare-x3': lambda r: {**r, 'fare': str(float(r['fare']) * 3)
-                          if r['fare'] else ''},
+    'fare-x3': lambda r: {**r, 'fare': _scaled(r['fare'], 3)},
     'credit-card-only': lambda r: {**r, 'payment_type': 'Credit Card'},
     'cash-only': lambda r: {**r, 'payment_type': 'Cash'},
+    'cash-half-to-card': _half_to_card,
     'night-only': lambda r: {**r, 'trip_start_hour': '3'},
+    'trip-length-x2': lambda r: {
+        **r, 'trip_miles': _scaled(r['trip_miles'], 2),
+        'trip_seconds': _scaled(r['trip_seconds'], 2, int)},
 }
 
 

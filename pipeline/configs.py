@@ -27,31 +27,60 @@ SPAN_PATTERN = 'span-{SPAN}/*.csv'
 # Under a model base path: where `serving.versions rollback` moves a version
 # (not a number, so no model server serves it; the Pusher never re-pushes it).
 ROLLED_BACK_DIR = '.rolled-back'
+# Under a model base path: one JSON line per push, rollback, promotion and CD
+# step (serving/versions.py, serving/cd.py); pipeline/baseline.py reads CD's
+# verdicts from it.
+ACTION_LOG = '.versions.log'
 # Slices for the Evaluator's metrics (raw feature names).
 SLICE_FEATURES = ['payment_type']
+# Slices whose calibration must also stay in the band to bless a model:
+# large enough in every window (a third of trips pay by card) and the only
+# ones where the decision is not trivial (Cash trips record no tips, so
+# their label is ~always 0 and their calibration undefined). A guarded
+# slice missing from the evaluation data fails the blessing (fail closed).
+GUARDED_SLICES = {'payment_type': ['Credit Card']}
 
 
 # Continuous training (pipeline/ct_controller.py, pipeline/drift.py,
 # pipeline/replay.py): the one place its thresholds and defaults live.
-# Drift between a new span and the previous one, TFDV drift comparators:
-# L-infinity (largest change in any category's share) for string features,
-# Jensen-Shannon divergence (over TFDV's equal-width histograms) for numeric
-# ones. Not compared: trip_start_month (spans are cut by quarter, so months
-# differ by design), trip_start_timestamp, the empty census tracts, the label.
-DRIFT_CATEGORICAL_FEATURES = ('payment_type', 'company')
+# Drift (a new span vs the previous one, the CT trigger) and skew (served
+# traffic vs the served version's training data, monitoring/) are the same
+# comparison, monitoring/distribution.py, with this one rule: per feature, a
+# chi-square test of homogeneity of the two samples' counts in bins made
+# from the reference (numeric: its deciles; categorical, integer categories
+# included: one bin per category, rare ones pooled; missing: a bin), and an
+# effect size on those bins. Alarm iff p < DRIFT_ALPHA / (features compared)
+# AND the effect is above the floor. Measured false-alarm and detection
+# rates: docs/continuous-training.md (bench/shift_alarm_rates.py).
+DRIFT_CATEGORICAL_FEATURES = (
+    'payment_type', 'company', 'trip_start_hour', 'trip_start_day',
+    'pickup_community_area', 'dropoff_community_area')
 DRIFT_NUMERIC_FEATURES = (
     'trip_miles', 'fare', 'trip_seconds', 'pickup_latitude',
-    'pickup_longitude', 'dropoff_latitude', 'dropoff_longitude',
-    'trip_start_hour', 'trip_start_day', 'pickup_community_area',
-    'dropoff_community_area')
-# 0.1 = one category's share moved by 10 points: 2-3x the sampling noise of
-# ~1,000-row spans (2013-2015 quarters measure 0.00-0.08 apart).
-DRIFT_LINF_THRESHOLD = 0.1
-# TFDV's JSD rebins equal-width histograms, so one long trip stretching a
-# heavy-tailed feature's range moves it a lot: ordinary 2013-2015 quarters
-# measure up to 0.47 on trip_seconds and 0.42 on trip_miles (see
-# docs/continuous-training.md). 0.5 sits above that.
-DRIFT_JSD_THRESHOLD = 0.5
+    'pickup_longitude', 'dropoff_latitude', 'dropoff_longitude')
+# Model features not compared because they shift by design: a span is a
+# quarter, three months of twelve, so trip_start_month differs between
+# consecutive spans and between a span (or a quarter's traffic) and any
+# longer training window. (Not model features, so never compared:
+# trip_start_timestamp, the census tracts, the label.)
+DRIFT_EXCLUDED_FEATURES = ('trip_start_month',)
+# Family-wise: the chance that a sample from the reference's own
+# distribution alarms on any feature (Bonferroni over the features).
+DRIFT_ALPHA = 0.01
+# Effect floors. L-infinity (largest change in any category's share): the
+# bundled quarters' shares move up to 0.14 against the 16-span window
+# (payment_type drifts towards card over 2013-2016; company 0.13 in span 16)
+# and that is in-distribution; 0.2 sits above it and below the payment-mix
+# shift (half of Cash to card: 0.33). Jensen-Shannon divergence (base 2) of
+# the decile bins: real spans measure up to 0.043 (trip_miles) against the
+# window; trip length x2 measures 0.15 (trip_seconds), fares x3 0.48.
+DRIFT_LINF_THRESHOLD = 0.2
+DRIFT_JSD_THRESHOLD = 0.1
+# Numeric bins: the reference's deciles (edges that coincide merge).
+DRIFT_NUMERIC_BINS = 10
+# A bin expected to hold fewer values than this in the smaller sample is
+# pooled (the chi-square approximation needs about 5).
+DRIFT_MIN_EXPECTED = 5.0
 # Schedule trigger: retrain when this much logical time passed since the
 # controller's last run (spans are quarters, so 180 days = two quarters).
 CT_SCHEDULE_DAYS = 180
@@ -121,12 +150,34 @@ class PipelineConfig:
   eval_steps: int = _field(150, 'Trainer eval steps')
   batch_size: int = _field(40, 'training batch size')
   hidden_units: List[int] = _field(None, 'DNN layer sizes, e.g. 64,32,16')
-  learning_rate: float = _field(0.001, 'Adam learning rate')
-  min_auc: float = _field(0.7, 'Evaluator: bless only if AUC >= this')
-  min_binary_accuracy: float = _field(
-      0.6, 'Evaluator: bless only if binary accuracy >= this')
+  learning_rate: float = _field(
+      0.01, 'Adam learning rate (0.001 left 300-step models predicting "no '
+      'big tip" for every trip: docs/decisions.md)')
+  seed: int = _field(
+      42, 'training seed (weights, shuffle): the same seed, data and flags '
+      'give the same model; recorded with the hparams in ML Metadata')
+  min_auc: float = _field(
+      0.7, 'Evaluator: bless only if AUC >= this (chance is 0.5)')
+  min_balanced_accuracy: float = _field(
+      0.7, 'Evaluator: bless only if balanced accuracy (mean of the true '
+      'positive and true negative rates at p > 0.5) >= this; the majority '
+      'class scores 0.5 whatever the base rate')
+  min_calibration: float = _field(
+      0.8, 'Evaluator: bless only if calibration (mean prediction / mean '
+      'label) >= this, overall')
+  max_calibration: float = _field(
+      1.25, 'Evaluator: ... and <= this, overall')
+  min_slice_calibration: float = _field(
+      0.7, 'Evaluator: calibration floor on each guarded slice '
+      '(GUARDED_SLICES in pipeline/configs.py)')
+  max_slice_calibration: float = _field(
+      1.43, 'Evaluator: calibration ceiling on each guarded slice')
   max_auc_drop: float = _field(
-      0.01, 'Evaluator: bless only if AUC >= baseline AUC - this')
+      0.01, 'Evaluator: bless only if AUC >= baseline AUC - this (the '
+      'baseline is the served model, pipeline/baseline.py)')
+  model_config_file: Optional[str] = _field(
+      None, 'TF Serving model config the server reads; its `stable` label '
+      'names the baseline (default: the newest version on disk)')
   enable_cache: bool = _field(True, 'reuse cached component executions')
   mysql_host: Optional[str] = _field(
       None, 'MySQL/MariaDB host for ML Metadata; setting it selects MySQL '
@@ -166,6 +217,7 @@ class PipelineConfig:
         'hidden_units': list(self.hidden_units),
         'learning_rate': self.learning_rate,
         'batch_size': self.batch_size,
+        'seed': self.seed,
     }
 
   @property

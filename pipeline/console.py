@@ -40,6 +40,10 @@ class ComponentProgress(logging.Handler):
     self._cached: Dict[str, bool] = {}
     self._current: Optional[str] = None
     self.states: Dict[str, str] = {}  # node id -> ran / cached / failed
+    # node id -> why TFX could not resolve its inputs. TFX logs it, records
+    # the execution FAILED and carries on: the nodes after it are skipped,
+    # and a run would otherwise look complete.
+    self.input_errors: Dict[str, str] = {}
 
   def emit(self, record: logging.LogRecord) -> None:
     msg, args = record.msg, record.args or ()
@@ -51,9 +55,12 @@ class ComponentProgress(logging.Handler):
       self._out.flush()
     elif msg == 'A cached execution %d is used.' and self._current:
       self._cached[self._current] = True
+    elif msg == '[%s] Input resolution error: %s' and len(args) == 2:
+      self.input_errors.setdefault(str(args[0]), str(args[1]))
     elif msg in ('Component %s is finished.', 'node %s is finished.'):
       node = str(args[0])
-      state = 'cached' if self._cached.get(node) else 'ran'
+      state = ('FAILED' if node in self.input_errors else
+               'cached' if self._cached.get(node) else 'ran')
       self._finish(node, state)
 
   def _finish(self, node: str, state: str) -> None:

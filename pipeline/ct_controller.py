@@ -6,9 +6,11 @@ runs the pipeline (latest span, rolling window of `--window-spans` valid
 spans) when at least one trigger fires:
 
   new_span   a span-N/ directory on disk that ExampleGen has not ingested
-  schedule   `--schedule-days` of (logical) time since the controller's last run
-  drift      the newest new span drifted from the span before it (TFDV,
-             pipeline/drift.py; thresholds in pipeline/configs.py)
+  schedule   `--schedule-days` of (logical) time since the last training run
+             recorded in ML Metadata (by the controller or by hand)
+  drift      the newest new span drifted from the span before it
+             (pipeline/drift.py: the drift/skew rule of
+             monitoring/distribution.py; thresholds in pipeline/configs.py)
   degraded   the monitor's report says live performance of the served
              version degraded (a report is acted on once)
   on_demand  `--force` / `--reason TEXT`
@@ -32,7 +34,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
@@ -60,15 +62,19 @@ EXECUTION_PROPERTIES = {
 class CTConfig:
   """Controller knobs; defaults from pipeline/configs.py. Field == flag."""
   schedule_days: float = configs.CT_SCHEDULE_DAYS
+  # The drift rule (monitoring/distribution.py): significant at
+  # drift_alpha (family-wise) and an effect above the floor of its kind.
+  drift_alpha: float = configs.DRIFT_ALPHA
   drift_linf_threshold: float = configs.DRIFT_LINF_THRESHOLD
   drift_jsd_threshold: float = configs.DRIFT_JSD_THRESHOLD
   monitoring_report: str = configs.MONITORING_REPORT
   triggers: Sequence[str] = TRIGGERS  # enabled; on_demand always is
 
   def thresholds(self):
-    from pipeline import drift  # pylint: disable=g-import-not-at-top
-    return drift.Thresholds(linf=self.drift_linf_threshold,
-                            jsd=self.drift_jsd_threshold)
+    from monitoring import distribution  # pylint: disable=g-import-not-at-top
+    return distribution.Rule(alpha=self.drift_alpha,
+                             categorical_floor=self.drift_linf_threshold,
+                             numeric_floor=self.drift_jsd_threshold)
 
 
 @dataclasses.dataclass
@@ -151,6 +157,38 @@ def _ran(execution: metadata_store_pb2.Execution) -> bool:
   return execution.properties['run'].int_value == 1
 
 
+def last_training_run(store: mlmd.MetadataStore, pipeline_name: str
+                     ) -> Optional[Tuple[datetime.datetime, str]]:
+  """When this pipeline last trained (or reused) a model, and on which clock.
+
+  The newest Trainer execution (ran or cached) in ML Metadata, whoever
+  started its run. Its time is the logical date of the CT decision that
+  started the run, when one did (a replay runs history on a logical
+  clock), else the wall-clock time the run made it (`make run` by hand).
+  """
+  context = store.get_context_by_type_and_name(
+      'node', f'{pipeline_name}.Trainer')
+  if context is None:
+    return None
+  done = (metadata_store_pb2.Execution.COMPLETE,
+          metadata_store_pb2.Execution.CACHED)
+  trainers = [e for e in store.get_executions_by_context(context.id)
+              if e.last_known_state in done]
+  if not trainers:
+    return None
+  newest = max(trainers, key=lambda e: e.id)
+  run = next((c for c in store.get_contexts_by_execution(newest.id)
+              if c.type == 'pipeline_run'), None)
+  if run is not None:
+    for e in store.get_executions_by_context(run.id):
+      if e.type == EXECUTION_TYPE and e.properties['logical_date'].string_value:
+        return (parse_time(e.properties['logical_date'].string_value),
+                f'CT decision {e.id}')
+  made = datetime.datetime.fromtimestamp(newest.create_time_since_epoch / 1000,
+                                         datetime.timezone.utc)
+  return made, f'pipeline run {run.name if run else "?"}'
+
+
 def decide(cfg: configs.PipelineConfig, ct: CTConfig,
            store: mlmd.MetadataStore, now: datetime.datetime,
            force_reason: Optional[str] = None) -> Decision:
@@ -161,7 +199,8 @@ def decide(cfg: configs.PipelineConfig, ct: CTConfig,
   fired: Dict[str, str] = {}
   notes: List[str] = []
   available = spans_on_disk(cfg.data_root)
-  ingested = set(metadata_store.ingested_spans(store, cfg.pipeline_name))
+  ingested = set(metadata_store.ingested_spans(store, cfg.pipeline_name,
+                                              cfg.data_root))
   new = [s for s in available if s not in ingested]
   target = new[-1] if new else (available[-1] if available else None)
 
@@ -177,15 +216,16 @@ def decide(cfg: configs.PipelineConfig, ct: CTConfig,
 
   decisions = past_decisions(store, cfg.pipeline_name)
   runs = [e for e in decisions if _ran(e)]
-  if not runs:
-    notes.append('schedule: no earlier controller run')
+  last_run = last_training_run(store, cfg.pipeline_name)
+  if last_run is None:
+    notes.append('schedule: no earlier training run in ML Metadata')
   else:
-    last = parse_time(runs[-1].properties['logical_date'].string_value)
+    last, how = last_run
     due = last + datetime.timedelta(days=ct.schedule_days)
     if now >= due:
       fired['schedule'] = (f'schedule: {(now - last).days} days since the '
-                           f'last run ({last.date()}), interval '
-                           f'{ct.schedule_days:g} days')
+                           f'last training run ({last.date()}, {how}), '
+                           f'interval {ct.schedule_days:g} days')
     else:
       notes.append(f'schedule: next run due {due.date()}')
 
@@ -228,6 +268,15 @@ def decide(cfg: configs.PipelineConfig, ct: CTConfig,
       fired['degraded'] = (
           f'degraded: live accuracy {monitor.get("live_accuracy")} of version '
           f'{monitor["model_version"]}: {monitor.get("reason", "")}')
+
+  if monitor is not None and monitor.get('skew_detected'):
+    skewed = sorted(name for name, found in (monitor.get('skew') or {}).items()
+                    if isinstance(found, dict) and found.get('anomalous'))
+    notes.append(
+        f'monitor: training/serving skew in {", ".join(skewed) or "?"} '
+        'reported; not a retraining trigger (serving differs from the '
+        'training data: retraining on that data cannot fix it; new labelled '
+        'data arrives as a new span)')
 
   triggers = [t for t in TRIGGERS if t in fired and t in enabled]
   for t in TRIGGERS:
@@ -380,15 +429,23 @@ def add_ct_flags(parser: argparse.ArgumentParser) -> None:
   d = CTConfig()
   group.add_argument('--schedule-days', type=float, default=d.schedule_days,
                      help='schedule trigger: run when this many days passed '
-                     'since the last controller run (default: %(default)s)')
+                     'since the last training run in ML Metadata (default: '
+                     '%(default)s)')
+  group.add_argument('--drift-alpha', type=float, default=d.drift_alpha,
+                     help='drift: chi-square test level over all compared '
+                     'features (Bonferroni); a feature drifts only if '
+                     'significant and its effect is above its floor '
+                     '(default: %(default)s)')
   group.add_argument('--drift-linf-threshold', type=float,
                      default=d.drift_linf_threshold,
-                     help='drift of string features: L-infinity distance '
-                     'above this triggers (default: %(default)s)')
+                     help='drift effect floor of categorical features '
+                     '(strings, hour, day, community areas): L-infinity '
+                     'distance of category shares (default: %(default)s)')
   group.add_argument('--drift-jsd-threshold', type=float,
                      default=d.drift_jsd_threshold,
-                     help='drift of numeric features: Jensen-Shannon '
-                     'divergence above this triggers (default: %(default)s)')
+                     help='drift effect floor of numeric features: '
+                     'Jensen-Shannon divergence of their bins at the '
+                     'previous span\'s deciles (default: %(default)s)')
   group.add_argument('--monitoring-report', default=d.monitoring_report,
                      help='the monitor\'s report.json; missing = no signal '
                      '(default: %(default)s)')
@@ -405,6 +462,7 @@ def ct_from_flags(args: argparse.Namespace) -> CTConfig:
     raise SystemExit(f'--triggers: unknown {sorted(unknown)}; known: '
                      f'{", ".join(TRIGGERS)}')
   return CTConfig(schedule_days=args.schedule_days,
+                  drift_alpha=args.drift_alpha,
                   drift_linf_threshold=args.drift_linf_threshold,
                   drift_jsd_threshold=args.drift_jsd_threshold,
                   monitoring_report=args.monitoring_report,

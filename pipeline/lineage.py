@@ -23,12 +23,15 @@ import argparse
 import dataclasses
 import datetime
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
+import types
 from typing import Any, Dict, List, Optional, Tuple
 
 import ml_metadata as mlmd
@@ -109,27 +112,44 @@ def _tfrecords(path: str):
       yield data
 
 
-def _metrics_for_slice_class():
-  """TFMA's MetricsForSlice message, without importing TFMA.
+_TFMA_PROTO_IMPORT = re.compile(
+    r'^from tensorflow_model_analysis\.proto import (\w+) as (\w+)$', re.M)
+
+
+def _tfma_proto(module: str):
+  """A generated TFMA proto module, without importing TFMA.
 
   `tensorflow_model_analysis/__init__.py` imports TensorFlow and Beam
-  (~15 s); the generated proto module needs only protobuf, so it is loaded
-  from its file under a private name. Registering the same .proto again when
-  the real package is imported later is allowed (identical descriptor).
+  (~15 s); the generated proto modules need only protobuf, so one is loaded
+  from its file under a private name, and so are the TFMA protos it
+  imports (its `from tensorflow_model_analysis.proto import X as Y` lines
+  are pointed at those). Registering the same .proto again when the real
+  package is imported later is allowed (identical descriptor).
   """
   if 'tensorflow_model_analysis' in sys.modules:  # already paid for
-    from tensorflow_model_analysis.proto import metrics_for_slice_pb2  # pylint: disable=g-import-not-at-top
-    return metrics_for_slice_pb2.MetricsForSlice
-  name = '_lineage_tfma_metrics_for_slice_pb2'
+    return importlib.import_module(f'tensorflow_model_analysis.proto.{module}')
+  name = f'_lineage_tfma_{module}'
   if name not in sys.modules:
     package = importlib.util.find_spec('tensorflow_model_analysis')
     path = os.path.join(package.submodule_search_locations[0], 'proto',
-                        'metrics_for_slice_pb2.py')
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules[name] = module
-  return sys.modules[name].MetricsForSlice
+                        f'{module}.py')
+    with open(path) as f:
+      source = f.read()
+    for dependency, _ in _TFMA_PROTO_IMPORT.findall(source):
+      _tfma_proto(dependency)
+    source = _TFMA_PROTO_IMPORT.sub(
+        lambda m: f"{m.group(2)} = sys.modules['_lineage_tfma_{m.group(1)}']",
+        source)
+    loaded = types.ModuleType(name)
+    loaded.__file__ = path
+    loaded.sys = sys
+    exec(compile(source, path, 'exec'), loaded.__dict__)  # pylint: disable=exec-used
+    sys.modules[name] = loaded
+  return sys.modules[name]
+
+
+def _metrics_for_slice_class():
+  return _tfma_proto('metrics_for_slice_pb2').MetricsForSlice
 
 
 def evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
@@ -155,6 +175,67 @@ def evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
         model = 'baseline' if kv.key.model_name == 'baseline' else 'candidate'
         result.setdefault(model, {})[kv.key.name] = kv.value.double_value.value
   return result
+
+
+def _slice_name(slice_key) -> str:
+  parts = []
+  for key in slice_key.single_slice_keys:
+    value = key.WhichOneof('kind')
+    value = getattr(key, value) if value else ''
+    if isinstance(value, bytes):
+      value = value.decode('utf-8', 'replace')
+    parts.append(f'{key.column}={value}')
+  return ', '.join(parts) or 'overall'
+
+
+def _bounds(threshold) -> str:
+  low = threshold.lower_bound.value if threshold.HasField('lower_bound') else None
+  high = threshold.upper_bound.value if threshold.HasField('upper_bound') else None
+  if low is not None and high is not None:
+    return f'not in [{low:g}, {high:g}]'
+  return f'< {low:g}' if low is not None else f'> {high:g}'
+
+
+def blessing_failures(uri: str) -> Optional[List[str]]:
+  """Why the Evaluator did not bless: one line per failed threshold.
+
+  [] when it blessed, None when its validation result is unreadable from
+  here. Read from the `validations` file TFMA writes beside the metrics.
+  """
+  result_class = _tfma_proto('validation_result_pb2').ValidationResult
+  try:
+    names = sorted(n for n in os.listdir(uri) if n.startswith('validations'))
+  except OSError:
+    return None
+  results = [result_class.FromString(r) for name in names
+             for r in _tfrecords(os.path.join(uri, name))]
+  if not results:
+    return None
+  lines = []
+  for result in results:
+    for per_slice in result.metric_validations_per_slice:
+      where = _slice_name(per_slice.slice_key)
+      for failure in per_slice.failures:
+        name = failure.metric_key.name
+        value = failure.metric_value.double_value.value
+        threshold = failure.metric_threshold
+        if failure.metric_key.is_diff:
+          drop = -threshold.change_threshold.absolute.value
+          lines.append(f'{name} {value:+.4f} vs the baseline ({where}): '
+                       f'more than {drop:g} below it')
+        elif failure.message == 'Metric not found.':
+          lines.append(f'{name} missing ({where})')
+        else:
+          lines.append(f'{name} {value:.4f} '
+                       f'{_bounds(threshold.value_threshold)} ({where})')
+    for spec in result.missing_slices:
+      lines.append('no evaluation data for slice '
+                   + (', '.join(f'{k}={v}' for k, v in
+                                sorted(spec.feature_values.items()))
+                      or 'overall'))
+  if not lines and not all(r.validation_ok for r in results):
+    lines.append('not blessed (no threshold failure recorded)')
+  return lines
 
 
 # --- Walking the event graph -------------------------------------------------
@@ -234,12 +315,7 @@ def _artifact(a: metadata_store_pb2.Artifact) -> ArtifactInfo:
   return ArtifactInfo(id=a.id, type=a.type, uri=a.uri)
 
 
-def _value(entity, key: str):
-  """A property or custom property (TFX puts `span` in either)."""
-  if key in entity.properties:
-    value = entity.properties[key]
-    return getattr(value, value.WhichOneof('value'))
-  return prop(entity, key)
+property_value = metadata_store.property_value
 
 
 def execution_info(store: mlmd.MetadataStore,
@@ -261,19 +337,7 @@ def execution_info(store: mlmd.MetadataStore,
       git_dirty=None if dirty is None else bool(dirty))
 
 
-def producer(store: mlmd.MetadataStore, artifact_id: int
-            ) -> Optional[metadata_store_pb2.Execution]:
-  """The execution that made an artifact.
-
-  Cached executions record OUTPUT events on the artifacts they reuse; the
-  maker is the first one that did not come from the cache.
-  """
-  ids = sorted({e.execution_id for e in store.get_events_by_artifact_ids(
-      [artifact_id]) if e.type == metadata_store_pb2.Event.OUTPUT})
-  executions = store.get_executions_by_id(ids)
-  made = [e for e in executions
-          if e.last_known_state != metadata_store_pb2.Execution.CACHED]
-  return min(made or executions, key=lambda e: e.id, default=None)
+producer = metadata_store.producer
 
 
 def consumers(store: mlmd.MetadataStore, artifact_ids: List[int]
@@ -368,8 +432,9 @@ def version_lineage(store: mlmd.MetadataStore, version: str,
   found.eval_steps = _steps(trainer, 'eval_args')
   inputs, _ = metadata_store.execution_artifacts(store, trainer.id)
   found.spans = sorted(
-      (SpanInfo(span=_value(a, 'span'), version=_value(a, 'version'), id=a.id,
-                uri=a.uri) for a in inputs.get('examples', [])),
+      (SpanInfo(span=property_value(a, 'span'),
+                version=property_value(a, 'version'), id=a.id, uri=a.uri)
+       for a in inputs.get('examples', [])),
       key=lambda s: (s.span is None, s.span, s.id))
   schema = (inputs.get('schema') or [None])[0]
   if schema is not None:
@@ -394,7 +459,7 @@ def version_lineage(store: mlmd.MetadataStore, version: str,
 def span_models(store: mlmd.MetadataStore, span: int) -> List[ModelUse]:
   """The models trained on any Examples artifact of `span`, oldest first."""
   examples = [a.id for a in store.get_artifacts_by_type('Examples')
-              if _value(a, 'span') == span]
+              if property_value(a, 'span') == span]
   models: Dict[int, metadata_store_pb2.Artifact] = {}
   for execution_id in consumers(store, examples):
     _, outputs = metadata_store.execution_artifacts(store, execution_id)
@@ -416,7 +481,8 @@ def span_models(store: mlmd.MetadataStore, span: int) -> List[ModelUse]:
     uses.append(ModelUse(
         model=_artifact(model),
         trainer=execution_info(store, trainer),
-        spans=sorted(_value(a, 'span') for a in inputs.get('examples', [])),
+        spans=sorted(property_value(a, 'span')
+                     for a in inputs.get('examples', [])),
         blessed=any(blessings) if blessings else None,
         versions=pushed_versions(store, model_id)))
   return uses

@@ -183,17 +183,58 @@ def custom_property(entity, key: str, default=None):
   return getattr(value, kind) if kind else default
 
 
+def property_value(entity, key: str):
+  """A property or custom property (TFX puts `span`, and the pre-IR
+  launcher exec properties such as `input_base`, in either)."""
+  if key in entity.properties:
+    value = entity.properties[key]
+    return getattr(value, value.WhichOneof('value'))
+  return custom_property(entity, key)
+
+
+def producer(store: mlmd.MetadataStore, artifact_id: int
+            ) -> Optional[metadata_store_pb2.Execution]:
+  """The execution that made an artifact.
+
+  Cached executions record OUTPUT events on the artifacts they reuse; the
+  maker is the first one that did not come from the cache.
+  """
+  ids = sorted({e.execution_id for e in store.get_events_by_artifact_ids(
+      [artifact_id]) if e.type == metadata_store_pb2.Event.OUTPUT})
+  executions = store.get_executions_by_id(ids)
+  made = [e for e in executions
+          if e.last_known_state != metadata_store_pb2.Execution.CACHED]
+  return min(made or executions, key=lambda e: e.id, default=None)
+
+
+def normalized_root(path: str) -> str:
+  """A data root as compared across runs: real path, or a URL as written."""
+  return path.rstrip('/') if '://' in path else os.path.realpath(path)
+
+
+def input_base(store: mlmd.MetadataStore, examples_id: int) -> Optional[str]:
+  """The data root (normalized) ExampleGen read an Examples artifact from."""
+  execution = producer(store, examples_id)
+  root = property_value(execution, 'input_base') if execution else None
+  return normalized_root(root) if root else None
+
+
 def ingested_spans(store: mlmd.MetadataStore, pipeline_name: str,
+                   data_root: Optional[str] = None,
                    example_gen_id: str = 'CsvExampleGen') -> List[int]:
-  """Spans ExampleGen has produced Examples for (successful runs only)."""
+  """Spans ExampleGen has produced Examples for (successful runs only),
+  from `data_root` only when given (another data root's span N is not this
+  one's)."""
   context = store.get_context_by_type_and_name(
       'node', f'{pipeline_name}.{example_gen_id}')
   if context is None:
     return []
+  root = normalized_root(data_root) if data_root else None
   spans = {
       custom_property(a, 'span')
       for a in store.get_artifacts_by_context(context.id)
-      if a.state == metadata_store_pb2.Artifact.LIVE
+      if a.state == metadata_store_pb2.Artifact.LIVE and
+      (root is None or input_base(store, a.id) == root)
   }
   return sorted(int(span) for span in spans if span is not None)
 

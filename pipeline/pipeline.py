@@ -3,11 +3,13 @@
   CsvExampleGen (one span per run)
     -> StatisticsGen -> ExampleValidator (vs. the curated, imported schema)
     -> DataValidationGate (stops the run on any anomaly)
-  span window Resolver (latest N valid spans) -> Transform -> Trainer
-  latest blessed model Resolver (baseline) -> Evaluator -> Pusher (blessed only)
+  span window Resolver (latest N valid spans of this run's data) -> Transform
+    -> Trainer
+  served model Resolver (baseline: the model users are served, never the
+    candidate) -> Evaluator (blessing rule: `eval_config`) -> Pusher
 
 The same pipeline compiles for Vertex AI Pipelines (`vertex=True`, used by
-vertex_runner.py). It differs from a local run in three places, and only
+vertex_runner.py). It differs from a local run in four places, and only
 there (each is marked "Vertex:"):
   1. Span, train and eval steps are RuntimeParameters of the compiled job
      (settable per run), not constants.
@@ -18,6 +20,8 @@ there (each is marked "Vertex:"):
      local run with `--window-spans 1`: KubeflowV2 compiles only
      LatestArtifactStrategy and LatestBlessedModelStrategy resolvers, not
      ValidSpanWindowStrategy, and a Vertex task cannot read ML Metadata.
+  4. For the same reason the baseline is TFX's latest blessed model, not the
+     served one (pipeline/baseline.py).
 The DataValidationGate runs on both: a failed gate task fails the Vertex job
 before Transform, as it stops a local run.
 
@@ -56,6 +60,7 @@ from tfx.utils import proto_utils
 from google.protobuf import message
 from ml_metadata.proto import metadata_store_pb2
 from models import features
+from pipeline import baseline
 from pipeline import configs
 from pipeline import lineage
 from pipeline import pusher
@@ -175,12 +180,36 @@ def example_gen(
 def eval_config(cfg: configs.PipelineConfig) -> tfma.EvalConfig:
   """TFMA config: metrics, slices, and the thresholds that decide blessing.
 
-  Metrics are computed overall and per slice; the blessing thresholds apply
-  to the overall slice only (a slice of 3 disputed fares has no meaningful AUC).
+  A model is blessed when all of these hold (docs/decisions.md says why
+  each threshold is what it is):
+    overall slice   AUC >= min_auc, balanced accuracy >= min_balanced_accuracy,
+                    min_calibration <= calibration <= max_calibration,
+                    AUC >= baseline AUC - max_auc_drop (once there is one);
+    guarded slices  min/max_slice_calibration (configs.GUARDED_SLICES).
+  Plain accuracy is reported but no threshold: it rewards the majority
+  class (78% of trips have no big tip), so a model that never says "big
+  tip" scores 0.78 with no skill at all.
   """
-  def overall(threshold: tfma.MetricThreshold):
-    return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
-                                         threshold=threshold)]
+  overall = [tfma.SlicingSpec()]
+  guarded = [tfma.SlicingSpec(feature_values={key: value})
+             for key, values in configs.GUARDED_SLICES.items()
+             for value in values]
+
+  def threshold(slices, lower=None, upper=None, max_drop=None):
+    bounds = {}
+    if lower is not None:
+      bounds['lower_bound'] = {'value': lower}
+    if upper is not None:
+      bounds['upper_bound'] = {'value': upper}
+    change = None
+    if max_drop is not None:  # skipped by TFMA when there is no baseline
+      change = tfma.GenericChangeThreshold(
+          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+          absolute={'value': -max_drop})
+    return [tfma.PerSliceMetricThreshold(
+        slicing_specs=slices, threshold=tfma.MetricThreshold(
+            value_threshold=tfma.GenericValueThreshold(**bounds),
+            change_threshold=change))]
 
   return tfma.EvalConfig(
       model_specs=[
@@ -189,27 +218,29 @@ def eval_config(cfg: configs.PipelineConfig) -> tfma.EvalConfig:
               label_key=features.LABEL_XF,
               preprocessing_function_names=['transform_features'])
       ],
-      slicing_specs=[tfma.SlicingSpec()] + [
+      slicing_specs=overall + [
           tfma.SlicingSpec(feature_keys=[key]) for key in configs.SLICE_FEATURES
       ],
       metrics_specs=[
           tfma.MetricsSpec(metrics=[
               tfma.MetricConfig(class_name='ExampleCount'),
               tfma.MetricConfig(
-                  class_name='AUC',
-                  per_slice_thresholds=overall(tfma.MetricThreshold(
-                      value_threshold=tfma.GenericValueThreshold(
-                          lower_bound={'value': cfg.min_auc}),
-                      # Skipped on the first run (no baseline yet).
-                      change_threshold=tfma.GenericChangeThreshold(
-                          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                          absolute={'value': -cfg.max_auc_drop})))),
+                  class_name='AUC', per_slice_thresholds=threshold(
+                      overall, lower=cfg.min_auc,
+                      max_drop=cfg.max_auc_drop)),
               tfma.MetricConfig(
-                  class_name='BinaryAccuracy',
-                  per_slice_thresholds=overall(tfma.MetricThreshold(
-                      value_threshold=tfma.GenericValueThreshold(
-                          lower_bound={'value': cfg.min_binary_accuracy})))),
-              tfma.MetricConfig(class_name='Calibration'),
+                  class_name='BalancedAccuracy',
+                  per_slice_thresholds=threshold(
+                      overall, lower=cfg.min_balanced_accuracy)),
+              tfma.MetricConfig(
+                  class_name='Calibration',
+                  per_slice_thresholds=threshold(
+                      overall, cfg.min_calibration, cfg.max_calibration)
+                  + threshold(guarded, cfg.min_slice_calibration,
+                              cfg.max_slice_calibration)),
+              tfma.MetricConfig(class_name='BinaryAccuracy'),
+              tfma.MetricConfig(class_name='Precision'),
+              tfma.MetricConfig(class_name='Recall'),
               tfma.MetricConfig(class_name='MeanLabel'),
               tfma.MetricConfig(class_name='MeanPrediction'),
           ])
@@ -257,8 +288,9 @@ def create_pipeline(
       data_root=cfg.data_root,
       span_pattern=configs.SPAN_PATTERN)
 
-  # The latest N spans ingested so far (any run), minus rejected ones.
-  # Vertex: no such resolver compiles; the window is this run's span.
+  # The latest N valid spans of this run's data root, ending at this run's
+  # span (pipeline/span_window.py). Vertex: no such resolver compiles; the
+  # window is this run's span.
   window_nodes = []
   training_examples = ingest.outputs['examples']
   if not vertex:
@@ -267,6 +299,8 @@ def create_pipeline(
         config={
             'num_spans': cfg.window_spans,
             'gate_context': f'{cfg.pipeline_name}.{validation_gate.id}',
+            'data_root': cfg.data_root,
+            'last_span': cfg.span,
         },
         examples=Channel(
             type=standard_artifacts.Examples,
@@ -302,12 +336,23 @@ def create_pipeline(
           'code_version': code_version('features', 'preprocessing', 'model'),
       })
 
-  # The baseline the candidate must not fall behind.
-  model_resolver = Resolver(
-      strategy_class=LatestBlessedModelStrategy,
-      model=Channel(type=standard_artifacts.Model),
-      model_blessing=Channel(type=standard_artifacts.ModelBlessing)).with_id(
-          'latest_blessed_model_resolver')
+  # The baseline the candidate must not fall behind: the served model
+  # (pipeline/baseline.py), never the candidate itself. Vertex: only the
+  # stock latest-blessed-model resolver compiles.
+  if vertex:
+    model_resolver = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing)
+    ).with_id('latest_blessed_model_resolver')
+  else:
+    model_resolver = Resolver(
+        strategy_class=baseline.ServedModelStrategy,
+        config={'base_path': cfg.serving_model_dir,
+                'model_config_file': cfg.model_config_file or '',
+                'model_name': cfg.model_name},
+        model=Channel(type=standard_artifacts.Model),
+        candidate=trainer.outputs['model']).with_id('served_model_resolver')
 
   evaluator = Evaluator(
       examples=training_examples,

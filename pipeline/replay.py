@@ -4,7 +4,7 @@ One command shows continuous training on history: spans arrive one at a time
 (a symlink per span under <out>/data), and at each span's logical date (the
 day its quarter ends) the controller decides whether to run and why, then
 the pipeline ingests, validates, trains on the rolling window, evaluates
-against the last blessed model and pushes. Everything goes to its own
+against the served model and pushes if blessed. Everything goes to its own
 outputs directory (default outputs/replay: pipeline root, ML Metadata,
 serving dir), restarted from empty on each replay unless --resume.
 
@@ -35,11 +35,16 @@ from typing import Any, Dict, List, Optional
 from pipeline import configs
 from pipeline import console
 from pipeline import ct_controller
+from pipeline import lineage
 from pipeline import metadata_store
 
 START = time.time()
 MARKER = '.replay'  # only a directory holding it is ever wiped
 PipelineDefaults = configs.PipelineConfig()
+# The Evaluator's thresholds (pipeline.eval_config), each a replay flag.
+BLESSING_FIELDS = ('min_auc', 'min_balanced_accuracy', 'min_calibration',
+                   'max_calibration', 'min_slice_calibration',
+                   'max_slice_calibration', 'max_auc_drop')
 
 
 @dataclasses.dataclass
@@ -61,6 +66,8 @@ class Row:
   seconds: float = 0.0
   statistics: Optional[Dict[str, Any]] = None
   anomalies: Optional[List[str]] = None
+  failures: Optional[List[str]] = None  # why not blessed
+  baseline_versions: Optional[List[str]] = None
 
 
 def quarter(span: int) -> str:
@@ -185,6 +192,8 @@ def replay_span(cfg: configs.PipelineConfig, ct: ct_controller.CTConfig,
     row.ok, row.error, row.window = outcome.ok, outcome.error, outcome.window
     row.metrics, row.baseline = outcome.metrics, outcome.baseline_metrics
     row.blessed, row.pushed = outcome.blessed, outcome.pushed_version
+    row.failures = outcome.blessing_failures
+    row.baseline_versions = outcome.baseline_versions
     row.statistics = span_statistics(outcome)
     row.anomalies = span_anomalies(outcome)
   row.seconds = time.time() - start
@@ -219,13 +228,20 @@ def _result(row: Row) -> Dict[str, str]:
 
 
 TABLE_COLUMNS = ('span', 'quarter', 'trigger', 'drift found', 'window',
-                 'AUC', 'baseline AUC', 'blessed', 'pushed', 'time')
+                 'AUC', 'bal. acc.', 'baseline AUC', 'blessed', 'pushed',
+                 'time')
+BLESSED_COLUMN = TABLE_COLUMNS.index('blessed')
+
+
+def _metric(metrics: Optional[Dict[str, float]], key: str) -> str:
+  return f'{metrics[key]:.3f}' if metrics and key in metrics else '-'
 
 
 def table_rows(rows: List[Row]) -> List[List[str]]:
   return [[str(r.span), quarter(r.span), r.trigger, _drift_cell(r),
-           _window(r), _auc(r.metrics), _auc(r.baseline),
-           _result(r)['blessed'], _result(r)['pushed'], f'{r.seconds:.0f} s']
+           _window(r), _auc(r.metrics),
+           _metric(r.metrics, 'balanced_accuracy'), _auc(r.baseline), _result(r)['blessed'], _result(r)['pushed'],
+           f'{r.seconds:.0f} s']
           for r in rows]
 
 
@@ -250,40 +266,31 @@ class PushedLineage:
 def pushed_lineage(cfg: configs.PipelineConfig) -> List[PushedLineage]:
   """Every pushed version -> the spans its model was trained on (MLMD).
 
-  PushedModel <- Pusher execution <- its input Model <- the Trainer
-  execution that output it <- that execution's input Examples (one per
-  span); the run's CTDecision says why the run happened.
+  The one lineage walk (pipeline/lineage.py: PushedModel <- Pusher <- Model
+  <- Trainer <- Examples, cached executions handled); the run's CTDecision
+  says why the run happened.
   """
   store = metadata_store.open_store(metadata_store.store_config(cfg))
-  prop = metadata_store.custom_property
   found = []
   for pushed in store.get_artifacts_by_type('PushedModel'):
-    if prop(pushed, 'pushed') != 1:
+    if metadata_store.custom_property(pushed, 'pushed') != 1:
       continue
-    pusher_ids = [e.execution_id for e in store.get_events_by_artifact_ids(
-        [pushed.id]) if e.type == e.OUTPUT]
-    model_ids = [e.artifact_id for e in store.get_events_by_execution_ids(
-        pusher_ids) if e.type == e.INPUT and e.path.steps and
-                 e.path.steps[0].key == 'model']
-    trainer_ids = [e.execution_id for e in store.get_events_by_artifact_ids(
-        model_ids) if e.type == e.OUTPUT]
-    example_ids = [e.artifact_id for e in store.get_events_by_execution_ids(
-        trainer_ids) if e.type == e.INPUT and e.path.steps and
-                   e.path.steps[0].key == 'examples']
-    spans = sorted(int(prop(a, 'span'))
-                   for a in store.get_artifacts_by_id(example_ids))
-    run = next((c for c in store.get_contexts_by_execution(pusher_ids[0])
-                if c.type == 'pipeline_run'), None) if pusher_ids else None
+    version = str(metadata_store.custom_property(pushed, 'pushed_version'))
+    made = lineage.version_lineage(store, version, read_files=False)
+    if made is None or made.pusher is None:
+      continue
     decision = ''
-    if run is not None:
+    run = made.pusher.run and store.get_context_by_type_and_name(
+        'pipeline_run', made.pusher.run)
+    if run:
       for e in store.get_executions_by_context(run.id):
         if e.type == ct_controller.EXECUTION_TYPE:
           decision = (f'{e.type} {e.id}: '
                       f'{e.properties["trigger"].string_value}')
     found.append(PushedLineage(
-        version=str(prop(pushed, 'pushed_version')), spans=spans,
-        trainer_execution=trainer_ids[0] if trainer_ids else 0,
-        pipeline_run=run.name if run else '', decision=decision))
+        version=version, spans=[s.span for s in made.spans],
+        trainer_execution=made.trainer.id if made.trainer else 0,
+        pipeline_run=made.pusher.run or '', decision=decision))
   return sorted(found, key=lambda p: p.version)
 
 
@@ -322,7 +329,10 @@ def write_report(path: str, cfg: configs.PipelineConfig,
            f'window {cfg.window_spans} spans, {cfg.train_steps} train steps; '
            f'drift thresholds L-inf {ct.drift_linf_threshold:g} (string '
            f'features), JSD {ct.drift_jsd_threshold:g} (numeric); blessing: '
-           f'AUC &ge; {cfg.min_auc:g}, accuracy &ge; {cfg.min_binary_accuracy:g}, '
+           f'AUC &ge; {cfg.min_auc:g}, balanced accuracy &ge; '
+           f'{cfg.min_balanced_accuracy:g}, calibration in '
+           f'[{cfg.min_calibration:g}, {cfg.max_calibration:g}] (card trips '
+           f'[{cfg.min_slice_calibration:g}, {cfg.max_slice_calibration:g}]), '
            f'AUC &ge; baseline &minus; {cfg.max_auc_drop:g}. '
            f'Wall time {seconds:.0f} s.</p>']
 
@@ -332,10 +342,11 @@ def write_report(path: str, cfg: configs.PipelineConfig,
     styled = list(cells)
     if r.drift is not None and r.drift.drifted:
       styled[3] = (cells[3], 'bad')
-    if cells[7] in ('NO', 'STOPPED'):
-      styled[7] = (cells[7], 'bad')
-    elif cells[7] == 'yes':
-      styled[7] = (cells[7], 'good')
+    blessed = cells[BLESSED_COLUMN]
+    if blessed in ('NO', 'STOPPED'):
+      styled[BLESSED_COLUMN] = (blessed, 'bad')
+    elif blessed == 'yes':
+      styled[BLESSED_COLUMN] = (blessed, 'good')
     summary.append(styled)
   parts.append(_html_table(list(TABLE_COLUMNS), summary))
 
@@ -358,24 +369,32 @@ def write_report(path: str, cfg: configs.PipelineConfig,
   parts.append(_html_table(['span', 'quarter'] + stat_keys + ['anomalies'],
                            stat_rows))
 
-  parts.append('<h2>Drift against the previous span</h2><p>TFDV drift '
-               'comparators: L-infinity for string features, Jensen-Shannon '
-               'divergence for numeric ones; red = above threshold. Previous '
-               'span statistics come from its StatisticsGen artifact in ML '
-               'Metadata when the pipeline computed them.</p>')
+  parts.append('<h2>Drift against the previous span</h2><p>The drift rule '
+               '(monitoring/distribution.py): per feature a chi-square test '
+               'of homogeneity on bins made from the previous span (numeric: '
+               'its deciles; categorical: its categories, rare ones pooled) '
+               'and an effect size, L-infinity of category shares or '
+               'Jensen-Shannon divergence of the bins. A cell is the effect '
+               'and the p-value; red = drifted (significant at '
+               f'{ct.drift_alpha:g} over all features, Bonferroni, and the '
+               f'effect above its floor, L-inf {ct.drift_linf_threshold:g} / '
+               f'JSD {ct.drift_jsd_threshold:g}). The previous span\'s values '
+               'come from the Examples ExampleGen made of it when ML '
+               'Metadata has them.</p>')
   features = sorted({f.feature for r in rows if r.drift
                      for f in r.drift.features})
+  measures = {f.feature: f.comparator for r in rows if r.drift
+              for f in r.drift.features}
   drift_rows = []
   for r in rows:
     if r.drift is None:
       continue
     by_name = {f.feature: f for f in r.drift.features}
     drift_rows.append([f'{r.drift.span} vs {r.drift.previous_span}'] + [
-        (f'{by_name[n].distance:.3f}', 'bad' if by_name[n].drifted else '')
+        (f'{by_name[n].distance:.3f} (p {by_name[n].p_value:.1g})',
+         'bad' if by_name[n].drifted else '')
         if n in by_name else '-' for n in features])
-  header = ['span'] + [
-      f'{n} ({"L-inf" if n in configs.DRIFT_CATEGORICAL_FEATURES else "JSD"})'
-      for n in features]
+  header = ['span'] + [f'{n} ({measures[n]})' for n in features]
   parts.append(_html_table(header, drift_rows) if drift_rows else
                '<p class="muted">No span was compared.</p>')
 
@@ -384,16 +403,26 @@ def write_report(path: str, cfg: configs.PipelineConfig,
   for r in rows:
     m, b = r.metrics or {}, r.baseline or {}
     fmt = lambda d, k: f'{d[k]:.4f}' if k in d else '-'
+    majority = (f'{1 - m["mean_label"]:.4f}' if 'mean_label' in m else '-')
+    blessed = _result(r)['blessed']
+    if r.failures:
+      blessed = (f'{blessed}: ' + '; '.join(r.failures), 'bad')
     eval_rows.append([r.span, r.trigger, _window(r), fmt(m, 'auc'),
-                      fmt(b, 'auc'), fmt(m, 'binary_accuracy'),
-                      fmt(b, 'binary_accuracy'),
+                      fmt(b, 'auc'), fmt(m, 'balanced_accuracy'),
+                      fmt(b, 'balanced_accuracy'), fmt(m, 'binary_accuracy'),
+                      majority, fmt(m, 'calibration'),
                       int(m['example_count']) if 'example_count' in m else '-',
-                      _result(r)['blessed'], _result(r)['pushed'],
-                      r.decision_id or '-'])
+                      ', '.join(r.baseline_versions or []) or '-', blessed,
+                      _result(r)['pushed'], r.decision_id or '-'])
+  parts.append('<p>The baseline is the version being served '
+               '(pipeline/baseline.py). Accuracy is shown next to the '
+               'majority class\'s (saying "no big tip" to every trip): it '
+               'has no threshold, balanced accuracy has.</p>')
   parts.append(_html_table(
-      ['span', 'trigger', 'window', 'AUC', 'baseline AUC', 'accuracy',
-       'baseline accuracy', 'eval examples', 'blessed', 'pushed',
-       'CTDecision execution'], eval_rows))
+      ['span', 'trigger', 'window', 'AUC', 'baseline AUC',
+       'balanced accuracy', 'baseline balanced accuracy', 'accuracy',
+       'majority class', 'calibration', 'eval examples', 'baseline version',
+       'blessed', 'pushed', 'CTDecision execution'], eval_rows))
 
   parts.append('<h2>Lineage of pushed versions</h2><p>Read from ML Metadata: '
                'PushedModel &larr; Pusher &larr; Model &larr; Trainer '
@@ -437,10 +466,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help=f'{helps[name]} (default: %(default)s)')
   parser.add_argument('--no-cache', action='store_true',
                       help='do not reuse cached component executions')
-  for name in ('min_auc', 'min_binary_accuracy', 'max_auc_drop'):
+  for name in BLESSING_FIELDS:
     parser.add_argument('--' + name.replace('_', '-'), type=float,
                         default=getattr(PipelineDefaults, name),
-                        help='Evaluator threshold (default: %(default)s)')
+                        help=f'{helps[name]} (default: %(default)s)')
   ct_controller.add_ct_flags(parser)
   parser.set_defaults(monitoring_report=None)
   args = parser.parse_args(argv)
@@ -458,8 +487,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       serving_dir=os.path.join(out, 'serving'),
       window_spans=args.window_spans, train_steps=args.train_steps,
       eval_steps=args.eval_steps, enable_cache=not args.no_cache,
-      min_auc=args.min_auc, min_binary_accuracy=args.min_binary_accuracy,
-      max_auc_drop=args.max_auc_drop)
+      **{name: getattr(args, name) for name in BLESSING_FIELDS})
   if args.monitoring_report is None:  # the replay's own: none unless put there
     args.monitoring_report = os.path.join(out, 'monitoring', 'report.json')
   ct = ct_controller.ct_from_flags(args)
@@ -490,6 +518,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   stopped = [r.span for r in rows if r.ran and r.ok is False]
   print(f'\n  drift detected     {", ".join(map(str, drifted)) or "none"}')
   print(f'  not blessed        {", ".join(map(str, not_blessed)) or "none"}')
+  for r in rows:
+    if r.ran and r.blessed is False and r.failures:
+      print(f'    span {r.span}: {"; ".join(r.failures)}')
   if stopped:
     print(f'  stopped (anomalies) {", ".join(map(str, stopped))}')
   for p in lineage:

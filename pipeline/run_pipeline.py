@@ -55,6 +55,16 @@ class RunOutcome:
   metrics: Dict[str, float]
   baseline_metrics: Dict[str, float]
   seconds: float
+  # Why the Evaluator did not bless (one line per failed threshold).
+  blessing_failures: List[str] = dataclasses.field(default_factory=list)
+  baseline_versions: List[str] = dataclasses.field(default_factory=list)
+
+  @property
+  def fully_cached(self) -> bool:
+    """Every component reused an earlier execution (resolvers always run)."""
+    components = [n for n in self.nodes.values()
+                  if not n.node_id.endswith('_resolver')]
+    return bool(components) and all(n.state == 'CACHED' for n in components)
 
 
 def read_outcome(cfg: configs.PipelineConfig,
@@ -81,6 +91,13 @@ def read_outcome(cfg: configs.PipelineConfig,
   pushed = output('Pusher', 'pushed_model')
   metrics = lineage.evaluation_metrics(evaluation.uri) if evaluation else {}
   did_push = bool(pushed and prop(pushed, 'pushed') == 1)
+  # A cached Pusher pushed nothing in this run: its artifact is the push of
+  # the run it was first made in.
+  cached_push = did_push and nodes['Pusher'].state == 'CACHED'
+  if cached_push:
+    did_push = False
+  baseline = (nodes['Evaluator'].inputs.get('baseline_model') or [None])[0] if (
+      'Evaluator' in nodes) else None
   return RunOutcome(
       ok=ok, error=error,
       span=int(prop(examples, 'span')) if examples else cfg.span,
@@ -89,11 +106,16 @@ def read_outcome(cfg: configs.PipelineConfig,
       blessed=bool(prop(blessing, 'blessed')) if blessing else None,
       pushed_version=str(prop(pushed, 'pushed_version')) if did_push else None,
       pushed_path=prop(pushed, 'pushed_destination') if did_push else None,
-      already_pushed_version=prop(pushed, 'already_pushed_version')
-      if pushed else None,
+      already_pushed_version=(
+          str(prop(pushed, 'pushed_version')) if cached_push else
+          prop(pushed, 'already_pushed_version') if pushed else None),
       metrics=metrics.get('candidate', {}),
       baseline_metrics=metrics.get('baseline', {}),
-      seconds=seconds)
+      seconds=seconds,
+      blessing_failures=(lineage.blessing_failures(evaluation.uri) or []
+                         if evaluation else []),
+      baseline_versions=(lineage.pushed_versions(store, baseline.id)
+                         if baseline is not None else []))
 
 
 def _span_ranges(spans: List[int]) -> str:
@@ -119,9 +141,15 @@ def format_summary(cfg: configs.PipelineConfig,
         + f' ({len(outcome.window)} spans)')
 
   def fmt(m: Dict[str, float]) -> str:
-    keys = [('auc', 'AUC'), ('binary_accuracy', 'accuracy'),
-            ('calibration', 'calibration'), ('example_count', 'examples')]
-    return ', '.join(f'{label} {m[k]:.4g}' for k, label in keys if k in m)
+    parts = [f'{label} {m[k]:.4g}' for k, label in (
+        ('auc', 'AUC'), ('balanced_accuracy', 'balanced accuracy'),
+        ('binary_accuracy', 'accuracy'), ('calibration', 'calibration'))
+             if k in m]
+    if 'mean_label' in m:  # what saying "no" to every trip would score
+      parts.append(f'majority class {max(m["mean_label"], 1 - m["mean_label"]):.4g}')
+    if 'example_count' in m:
+      parts.append(f'examples {int(m["example_count"])}')
+    return ', '.join(parts)
 
   if not outcome.ok:
     add('result', 'STOPPED - nothing was pushed')
@@ -129,10 +157,17 @@ def format_summary(cfg: configs.PipelineConfig,
   else:
     if outcome.metrics:
       add('candidate', fmt(outcome.metrics))
-    add('baseline', fmt(outcome.baseline_metrics) if outcome.baseline_metrics
-        else 'none (first blessed model)')
-    add('blessed', {True: 'yes', False: 'NO (see thresholds in pipeline/configs.py)',
-                    None: 'n/a'}[outcome.blessed])
+    if outcome.baseline_metrics:
+      served = ', '.join(outcome.baseline_versions) or 'not pushed'
+      add('baseline', f'served version {served}: '
+          + fmt(outcome.baseline_metrics))
+    else:
+      add('baseline', 'none (no served version to compare with)')
+    if outcome.blessed is False:
+      add('blessed', 'NO: ' + ('; '.join(outcome.blessing_failures) or
+                               'see the thresholds in pipeline/configs.py'))
+    else:
+      add('blessed', {True: 'yes', None: 'n/a'}[outcome.blessed])
     if outcome.pushed_version:
       add('pushed', f'version {outcome.pushed_version} -> {_short(outcome.pushed_path)}')
     elif outcome.already_pushed_version:
@@ -141,6 +176,9 @@ def format_summary(cfg: configs.PipelineConfig,
     else:
       add('pushed', 'nothing new (model not blessed)' if outcome.blessed is False
           else 'nothing new')
+    if outcome.fully_cached:
+      add('cached', 'every component reused its earlier execution: same '
+          'inputs, same model, same decision')
   versions = [str(v) for v in pusher.versions(cfg.serving_model_dir)]
   add('serving', f'{_short(cfg.serving_model_dir)}: '
       + (f'versions {", ".join(versions)} (latest {versions[-1]} is served)'
@@ -176,7 +214,8 @@ def run_pipeline(cfg: configs.PipelineConfig,
   spans = window(target, cfg.window_spans, available)
   connection = metadata_store.store_config(cfg)
   ingested = set(metadata_store.ingested_spans(
-      metadata_store.open_store(connection), cfg.pipeline_name))
+      metadata_store.open_store(connection), cfg.pipeline_name,
+      cfg.data_root))
   # TFX only once the store answered: a wrong MySQL setting fails fast.
   from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
   missing = [s for s in spans if s != target and s not in ingested]
@@ -197,8 +236,12 @@ def run_pipeline(cfg: configs.PipelineConfig,
       record_revision()
     print(f'Running pipeline {cfg.pipeline_name!r} on span {target}, '
           f'training window {spans[0]}..{spans[-1]}:', flush=True)
+    # The span is always pinned, so that `make run` (latest span) and the CT
+    # controller (the span it decided on) give ExampleGen the same
+    # properties: the same span is then a cache hit, never a re-ingestion.
     make_runner().run(taxi_pipeline.create_pipeline(
-        cfg, connection, beam_pipeline_args))
+        dataclasses.replace(cfg, span=target), connection,
+        beam_pipeline_args))
   except Exception as e:  # pylint: disable=broad-except
     node = progress.fail_current()
     ok = False
@@ -206,6 +249,10 @@ def run_pipeline(cfg: configs.PipelineConfig,
                            f'{type(e).__name__}: {e}')
     with open(log_path, 'a') as f:
       f.write(console.redact(traceback.format_exc()))
+  if progress.input_errors:  # the first one: the later failures follow from it
+    node, why = next(iter(progress.input_errors.items()))
+    ok, error = False, console.redact(
+        f'{node} failed: its inputs could not be resolved: {why}')
   record_revision()
   outcome = read_outcome(cfg, connection, ok, error, spans,
                          time.time() - start)

@@ -8,6 +8,10 @@ into the next run's training data. This strategy
     failed (read from ML Metadata: the gate's executions and their inputs);
   * keeps one artifact per span, the newest (a re-ingested, corrected span
     replaces the old one);
+  * keeps only spans of this run's data: ingested from the same data root
+    (ExampleGen's `input_base`) and not after the span this run ingested, so
+    a span 17 ingested earlier from another directory, or a later span of
+    this one, never enters a run on span 16;
   * returns the latest `num_spans` spans, newest first (as SpanRangeStrategy).
 Spans ingested without validation (the window backfill) count as valid: the
 bundled history is what the curated schema was made from.
@@ -19,6 +23,8 @@ import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 from tfx import types
 from tfx.dsl.components.common import resolver
+
+from pipeline import metadata_store
 
 
 def _gate_executions(store: mlmd.MetadataStore, gate_context: str
@@ -76,29 +82,42 @@ def _span(artifact: types.Artifact) -> int:
 
 
 class ValidSpanWindowStrategy(resolver.ResolverStrategy):
-  """Latest `num_spans` spans whose Examples were not rejected.
+  """Latest `num_spans` valid spans of this run's data, ending at its span.
 
   Input and output: `examples` (all Examples of ExampleGen in; the window,
   newest span first, out). `gate_context` is the validation gate's node
-  context name, `<pipeline name>.<gate node id>`.
+  context name, `<pipeline name>.<gate node id>`; `data_root` the run's
+  ExampleGen input_base; `last_span` the span the run ingests (None: no
+  upper bound, for an orchestrator that ingests the latest span on disk).
   """
 
-  def __init__(self, num_spans: int, gate_context: str):
+  def __init__(self, num_spans: int, gate_context: str,
+               data_root: Optional[str] = None,
+               last_span: Optional[int] = None):
     if num_spans <= 0:
       raise ValueError(f'num_spans must be positive, got {num_spans}')
     self._num_spans = num_spans
     self._gate_context = gate_context
+    self._root = (metadata_store.normalized_root(data_root) if data_root
+                  else None)
+    self._last_span = last_span
 
   def resolve_artifacts(
       self, store: mlmd.MetadataStore,
       input_dict: Dict[str, List[types.Artifact]]
   ) -> Optional[Dict[str, List[types.Artifact]]]:
     rejected = rejected_examples(store, self._gate_context)
+    last_span, root = self._last_span, self._root
     newest_per_span: Dict[int, types.Artifact] = {}
     for examples in input_dict['examples']:
       if examples.id in rejected or not examples.has_custom_property('span'):
         continue
       span = _span(examples)
+      if last_span is not None and span > last_span:
+        continue
+      if root is not None and (
+          metadata_store.input_base(store, examples.id) != root):
+        continue
       if span not in newest_per_span or examples.id > newest_per_span[span].id:
         newest_per_span[span] = examples
     spans = sorted(newest_per_span, reverse=True)[:self._num_spans]

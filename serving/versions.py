@@ -31,7 +31,7 @@ from pipeline import metadata_store
 from serving import model_config
 
 ROLLED_BACK_DIR = configs.ROLLED_BACK_DIR
-ACTION_LOG = '.versions.log'
+ACTION_LOG = configs.ACTION_LOG
 
 
 @dataclasses.dataclass

@@ -53,9 +53,16 @@ def transform_dir(tmp_path_factory, train_rows):
   return out
 
 
-@pytest.fixture(scope='session')
-def trained_model(tmp_path_factory, transform_dir, train_rows, eval_rows):
-  """models.model.run_fn run for real on raw examples; returns its outputs."""
+# The fixture model's budget: the tests' short budget (helpers.FAST_PIPELINE)
+# on 1,000 real rows, which trains a model that passes the blessing rule.
+TRAINED_MODEL_STEPS = 150
+TRAINED_MODEL_HPARAMS = {'hidden_units': [16, 8], 'learning_rate': 0.02,
+                         'batch_size': 32, 'seed': 7}
+
+
+def train(root, transform_dir, train_rows, eval_rows, train_steps,
+          hparams):
+  """models.model.run_fn run for real on raw examples; returns its FnArgs."""
   from tfx.components.trainer.fn_args_utils import DataAccessor  # pylint: disable=g-import-not-at-top
   from tfx.components.trainer.fn_args_utils import FnArgs  # pylint: disable=g-import-not-at-top
   from tfx.components.util import tfxio_utils  # pylint: disable=g-import-not-at-top
@@ -63,7 +70,6 @@ def trained_model(tmp_path_factory, transform_dir, train_rows, eval_rows):
   from tfx.types import artifact_utils  # pylint: disable=g-import-not-at-top
   from models import model  # pylint: disable=g-import-not-at-top
 
-  root = str(tmp_path_factory.mktemp('trainer'))
   examples = standard_artifacts.Examples()
   examples.uri = os.path.join(root, 'examples')
   examples.split_names = artifact_utils.encode_split_names(['train', 'eval'])
@@ -77,11 +83,9 @@ def trained_model(tmp_path_factory, transform_dir, train_rows, eval_rows):
       transform_output=transform_dir,
       serving_model_dir=os.path.join(root, 'serving_model'),
       model_run_dir=os.path.join(root, 'model_run'),
-      train_steps=150,
+      train_steps=train_steps,
       eval_steps=5,
-      custom_config={'hparams': {'hidden_units': [16, 8],
-                                 'learning_rate': 0.005,
-                                 'batch_size': 32}},
+      custom_config={'hparams': dict(hparams)},
       data_accessor=DataAccessor(
           tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
               [examples], []),
@@ -89,3 +93,11 @@ def trained_model(tmp_path_factory, transform_dir, train_rows, eval_rows):
           data_view_decode_fn=None))
   model.run_fn(fn_args)
   return fn_args
+
+
+@pytest.fixture(scope='session')
+def trained_model(tmp_path_factory, transform_dir, train_rows, eval_rows):
+  """A real model (run_fn) on real rows; returns its FnArgs."""
+  return train(str(tmp_path_factory.mktemp('trainer')), transform_dir,
+               train_rows, eval_rows, TRAINED_MODEL_STEPS,
+               TRAINED_MODEL_HPARAMS)

@@ -30,9 +30,17 @@ def read_span(span: int, limit: Optional[int] = None,
 
 
 # PipelineConfig knobs for a whole run in about a minute on `small_spans`.
+# A short budget that still trains a real model: its models pass the
+# default blessing rule (docs/decisions.md has the table). The eval split
+# has ~300 rows, so two models' AUC differ by noise more than the default
+# 0.01 allows: max_auc_drop is the only threshold loosened.
 FAST_PIPELINE = dict(window_spans=3, train_steps=120, eval_steps=10,
-                     batch_size=32, hidden_units=[16, 8], min_auc=0.5,
-                     min_binary_accuracy=0.5, max_auc_drop=0.2)
+                     batch_size=32, hidden_units=[16, 8], learning_rate=0.02,
+                     max_auc_drop=0.2)
+# Thresholds no model fails, for tests that need every run pushed.
+BLESS_ANY = dict(min_auc=0.0, min_balanced_accuracy=0.0, min_calibration=0.0,
+                 max_calibration=1e9, min_slice_calibration=0.0,
+                 max_slice_calibration=1e9, max_auc_drop=1.0)
 
 
 def small_spans(data_root: str, sources=(9, 10, 11), rows: int = 300) -> None:

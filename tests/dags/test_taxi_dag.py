@@ -123,7 +123,9 @@ def test_known_dependencies(seen_by_airflow):
   assert upstream['span_window_resolver'] == ['DataValidationGate']
   assert 'Transform' in upstream['Trainer']
   assert 'Trainer' in upstream['Evaluator']
-  assert 'latest_blessed_model_resolver' in upstream['Evaluator']
+  # The baseline is resolved after training: it must not be the candidate.
+  assert upstream['served_model_resolver'] == ['Trainer']
+  assert 'served_model_resolver' in upstream['Evaluator']
   assert 'Evaluator' in upstream['Pusher']
 
 

@@ -22,9 +22,7 @@ SETUP_FLAG = f'--setup_file={os.path.join(helpers.REPO, "setup.py")}'
 COMPONENTS = ['CsvExampleGen', 'StatisticsGen', 'ImportSchemaGen',
               'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer',
               'Evaluator', 'Pusher']
-FAST = ['--window-spans', '2', '--train-steps', '120', '--eval-steps', '10',
-        '--batch-size', '32', '--hidden-units', '16,8', '--min-auc', '0.5',
-        '--min-binary-accuracy', '0.5']
+FAST = helpers.as_flags({**helpers.FAST_PIPELINE, 'window_spans': 2})
 
 
 def test_help_is_fast_and_explains_beam_flags():

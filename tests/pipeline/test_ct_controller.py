@@ -3,10 +3,11 @@
 Each test builds a small SQLite ML Metadata store and records what the
 decision reads (ingested spans as ExampleGen's Examples in its node context,
 earlier CTDecision executions) with ml_metadata's own API, so no pipeline
-has to run; drift is measured by TFDV on real CSV spans.
+has to run; drift is measured on real and generated CSV spans.
 (tests/pipeline/test_replay.py runs the controller with the real pipeline.)
 """
 
+import dataclasses
 import datetime
 import json
 import os
@@ -43,35 +44,68 @@ def ct_config(tmp_path, **kwargs):
       monitoring_report=str(tmp_path / 'monitoring' / 'report.json'), **kwargs)
 
 
-def ingest(store, spans, pipeline_name='taxi'):
-  """Records Examples of `spans` as CsvExampleGen's, as TFX would."""
+def _context(store, type_name, name):
+  type_id = store.put_context_type(metadata_store_pb2.ContextType(
+      name=type_name))
+  found = store.get_context_by_type_and_name(type_name, name)
+  if found is not None:
+    return found.id
+  [context_id] = store.put_contexts([metadata_store_pb2.Context(
+      type_id=type_id, name=name)])
+  return context_id
+
+
+def _execution(store, type_name, contexts, outputs=(), **custom):
+  """A COMPLETE execution in `contexts`, with OUTPUT events on `outputs`."""
+  type_id = store.put_execution_type(metadata_store_pb2.ExecutionType(
+      name=type_name))
+  execution = metadata_store_pb2.Execution(
+      type_id=type_id, last_known_state=metadata_store_pb2.Execution.COMPLETE)
+  for key, value in custom.items():
+    execution.custom_properties[key].string_value = value
+  events = [(artifact, metadata_store_pb2.Event(
+      type=metadata_store_pb2.Event.OUTPUT)) for artifact in outputs]
+  execution_id, _, _ = store.put_execution(
+      execution, artifact_and_events=events,
+      contexts=store.get_contexts_by_id(contexts))
+  return execution_id
+
+
+def ingest(store, spans, data_root, pipeline_name='taxi'):
+  """Records Examples of `spans` as CsvExampleGen makes them: an execution
+  (with the data root it read) in its node context, outputting them."""
   examples_type = store.put_artifact_type(
       metadata_store_pb2.ArtifactType(name='Examples'))
-  node_type = store.put_context_type(metadata_store_pb2.ContextType(name='node'))
-  context = store.get_context_by_type_and_name(
-      'node', f'{pipeline_name}.CsvExampleGen')
-  if context is None:
-    [context_id] = store.put_contexts([metadata_store_pb2.Context(
-        type_id=node_type, name=f'{pipeline_name}.CsvExampleGen')])
-  else:
-    context_id = context.id
+  node = _context(store, 'node', f'{pipeline_name}.CsvExampleGen')
   for span in spans:
     artifact = metadata_store_pb2.Artifact(
         type_id=examples_type, uri=f'/examples/{span}',
         state=metadata_store_pb2.Artifact.LIVE)
     artifact.custom_properties['span'].int_value = span
-    [artifact_id] = store.put_artifacts([artifact])
-    store.put_attributions_and_associations(
-        [metadata_store_pb2.Attribution(artifact_id=artifact_id,
-                                        context_id=context_id)], [])
+    _execution(store, 'CsvExampleGen', [node], [artifact],
+               input_base=data_root)
+
+
+def trained(store, run_name, pipeline_name='taxi'):
+  """A Trainer execution in its own pipeline_run context; the context id."""
+  run = _context(store, 'pipeline_run', run_name)
+  _execution(store, 'Trainer', [run, _context(store, 'node',
+                                              f'{pipeline_name}.Trainer')])
+  return run
 
 
 def earlier_run(store, cfg, when, monitor=None, triggers=('new_span',)):
-  """A CTDecision that started a run at `when` (what decide reads back)."""
+  """A CTDecision that started a training run at `when` (what decide reads
+  back), attached to that run as ct_controller.attach_run does."""
   decision = ct_controller.Decision(
       run=True, triggers=list(triggers), notes=['earlier run'], span=3,
       now=when, monitor=monitor)
-  return ct_controller.record(store, cfg.pipeline_name, decision)
+  execution_id = ct_controller.record(store, cfg.pipeline_name, decision)
+  run = trained(store, f'run-{execution_id}')
+  store.put_attributions_and_associations(
+      [], [metadata_store_pb2.Association(execution_id=execution_id,
+                                          context_id=run)])
+  return execution_id
 
 
 def write_report(tmp_path, **fields):
@@ -91,7 +125,7 @@ def test_logical_dates_are_quarter_ends():
 
 
 def test_new_span_triggers_a_run_on_the_newest(cfg, store, tmp_path):
-  ingest(store, [1, 2])
+  ingest(store, [1, 2], cfg.data_root)
   decision = ct_controller.decide(cfg, ct_config(tmp_path), store,
                                   ct_controller.logical_date(3))
   assert decision.run and decision.span == 3
@@ -104,7 +138,7 @@ def test_new_span_triggers_a_run_on_the_newest(cfg, store, tmp_path):
 
 def test_nothing_changed_means_no_run_and_the_no_is_recorded(cfg, store,
                                                             tmp_path):
-  ingest(store, [1, 2, 3])
+  ingest(store, [1, 2, 3], cfg.data_root)
   last = ct_controller.logical_date(3)
   earlier_run(store, cfg, last)
   decision = ct_controller.decide(cfg, ct_config(tmp_path), store,
@@ -126,18 +160,62 @@ def test_nothing_changed_means_no_run_and_the_no_is_recorded(cfg, store,
 
 
 def test_schedule_interval_passed_triggers(cfg, store, tmp_path):
-  ingest(store, [1, 2, 3])
+  ingest(store, [1, 2, 3], cfg.data_root)
   last = ct_controller.logical_date(3)
   earlier_run(store, cfg, last)
   ct = ct_config(tmp_path, schedule_days=90)
   assert not ct_controller.decide(cfg, ct, store, last + 89 * DAY).run
   decision = ct_controller.decide(cfg, ct, store, last + 91 * DAY)
   assert decision.run and decision.triggers == ['schedule']
-  assert '91 days since the last run (2013-10-01)' in decision.reason
+  assert '91 days since the last training run (2013-10-01, CT decision' in (
+      decision.reason)
+
+
+def test_schedule_reads_the_last_training_run_whoever_started_it(cfg, store,
+                                                                 tmp_path):
+  """A pipeline run by hand (no CT decision) counts, on the wall clock; a
+  controller that never ran is no reason to wait forever."""
+  ingest(store, [1, 2, 3], cfg.data_root)
+  ct = ct_config(tmp_path, schedule_days=90)
+  first = ct_controller.decide(cfg, ct, store, ct_controller.logical_date(3))
+  assert not first.run
+  assert 'schedule: no earlier training run in ML Metadata' in first.reason
+  trained(store, 'by-hand')
+  now = datetime.datetime.now(datetime.timezone.utc)
+  assert not ct_controller.decide(cfg, ct, store, now + 89 * DAY).run
+  later = ct_controller.decide(cfg, ct, store, now + 91 * DAY)
+  assert later.run and later.triggers == ['schedule']
+  assert 'pipeline run by-hand' in later.reason
+  assert ct_controller.past_decisions(store, cfg.pipeline_name) == []
+
+
+def test_spans_ingested_from_another_data_root_are_new_here(cfg, store,
+                                                            tmp_path):
+  ingest(store, [1, 2, 3], str(tmp_path / 'elsewhere'))
+  decision = ct_controller.decide(cfg, ct_config(tmp_path), store,
+                                  ct_controller.logical_date(3))
+  assert decision.run and 'new span(s) 1, 2, 3 on disk' in decision.reason
+  ingest(store, [1, 2, 3], cfg.data_root)
+  assert not ct_controller.decide(cfg, ct_config(tmp_path), store,
+                                  ct_controller.logical_date(3)).run
+
+
+def test_skew_in_the_monitor_report_is_reported_not_a_trigger(cfg, store,
+                                                               tmp_path):
+  ingest(store, [1, 2, 3], cfg.data_root)
+  last = ct_controller.logical_date(3)
+  earlier_run(store, cfg, last)
+  (tmp_path / 'serving' / 'taxi' / '100').mkdir(parents=True)
+  write_report(tmp_path, degraded=False, skew_detected=True, skew={
+      'fare': {'anomalous': True}, 'company': {'anomalous': False}})
+  decision = ct_controller.decide(cfg, ct_config(tmp_path), store, last + DAY)
+  assert not decision.run
+  assert 'monitor: training/serving skew in fare reported; not a ' in (
+      decision.reason)
 
 
 def test_degraded_live_performance_triggers_once(cfg, store, tmp_path):
-  ingest(store, [1, 2, 3])
+  ingest(store, [1, 2, 3], cfg.data_root)
   last = ct_controller.logical_date(3)
   earlier_run(store, cfg, last)
   (tmp_path / 'serving' / 'taxi' / '100').mkdir(parents=True)
@@ -162,7 +240,7 @@ def test_degraded_live_performance_triggers_once(cfg, store, tmp_path):
 ])
 def test_monitor_report_that_must_not_trigger(cfg, store, tmp_path, fields,
                                               note):
-  ingest(store, [1, 2, 3])
+  ingest(store, [1, 2, 3], cfg.data_root)
   last = ct_controller.logical_date(3)
   earlier_run(store, cfg, last)
   (tmp_path / 'serving' / 'taxi' / '100').mkdir(parents=True)
@@ -173,7 +251,7 @@ def test_monitor_report_that_must_not_trigger(cfg, store, tmp_path, fields,
 
 
 def test_on_demand_runs_and_keeps_the_users_reason(cfg, store, tmp_path):
-  ingest(store, [1, 2, 3])
+  ingest(store, [1, 2, 3], cfg.data_root)
   last = ct_controller.logical_date(3)
   earlier_run(store, cfg, last)
   decision = ct_controller.decide(cfg, ct_config(tmp_path), store, last + DAY,
@@ -184,7 +262,7 @@ def test_on_demand_runs_and_keeps_the_users_reason(cfg, store, tmp_path):
 
 
 def test_disabled_trigger_is_reported_but_does_not_run(cfg, store, tmp_path):
-  ingest(store, [1, 2])
+  ingest(store, [1, 2], cfg.data_root)
   decision = ct_controller.decide(
       cfg, ct_config(tmp_path, triggers=('schedule', 'degraded')), store,
       ct_controller.logical_date(3))
@@ -212,23 +290,86 @@ def test_drift_found_on_a_shifted_span_and_not_on_an_unshifted_one(generated):
   assert by_name['payment_type'].drifted
   assert by_name['payment_type'].distance > 0.3  # ~0.7 x the Cash share
   assert by_name['payment_type'].threshold == configs.DRIFT_LINF_THRESHOLD
+  assert by_name['payment_type'].p_value < by_name['payment_type'].alpha
+  assert by_name['payment_type'].alpha == pytest.approx(
+      configs.DRIFT_ALPHA / len(by_name))  # Bonferroni
   assert by_name['fare'].comparator == 'JSD'
+  assert by_name['fare'].threshold == configs.DRIFT_JSD_THRESHOLD
+  assert by_name['trip_start_hour'].comparator == 'L-inf'  # a category
+  assert [f.feature for f in shifted.drifted] == ['payment_type']
   assert 'payment_type L-inf' in shifted.summary()
   assert set(by_name) == set(configs.DRIFT_CATEGORICAL_FEATURES
                              + configs.DRIFT_NUMERIC_FEATURES)
+  assert 'trip_start_month' not in by_name  # quarters differ by design
+  assert shifted.sources['span'].startswith('CSV ')
+  assert shifted.sources['previous_span'].startswith('CSV ')  # no store
 
   unshifted = drift.detect(None, generated, 2, 1)
   assert unshifted.drifted == [], unshifted.summary()
   assert unshifted.summary().startswith('no drift')
   # The JSON recorded in ML Metadata reads back the same.
   again = drift.DriftReport.from_json(shifted.to_json())
-  assert [f.feature for f in again.drifted] == [
-      f.feature for f in shifted.drifted]
+  assert again.features == shifted.features or [
+      (f.feature, f.drifted) for f in again.features] == [
+          (f.feature, f.drifted) for f in shifted.features]
+  assert [f.feature for f in again.drifted] == ['payment_type']
+
+
+def test_drift_records_written_before_the_test_read_back():
+  """CTDecisions recorded with TFDV distances only (no p-value)."""
+  old = json.dumps({'span': 3, 'previous_span': 2, 'sources': {},
+                    'features': {'company': {'comparator': 'L-inf',
+                                             'distance': 0.178,
+                                             'threshold': 0.1,
+                                             'drifted': True}}})
+  report = drift.DriftReport.from_json(old)
+  assert [f.feature for f in report.drifted] == ['company']
+
+
+def test_drift_reads_the_previous_span_from_its_examples(generated, tmp_path):
+  """The Examples ExampleGen made of the previous span win over its CSV
+  (what the pipeline ingested, even if the file changed since)."""
+  store = metadata_store.open_store(metadata_store.store_config(
+      dataclasses.replace(generated, pipeline_root=str(tmp_path / 'p'))))
+  ingest(store, [2], generated.data_root)
+  [examples] = [a for a in store.get_artifacts_by_type('Examples')]
+  # As ingested, span 2 looked like span 3 does now (card-heavy).
+  uri = tmp_path / 'examples'
+  rows = helpers.read_span(3, data_root=generated.data_root)
+  helpers.write_examples(str(uri / 'Split-train' / 'data.gz'), rows[:1000])
+  helpers.write_examples(str(uri / 'Split-eval' / 'data.gz'), rows[1000:])
+  examples.uri = str(uri)
+  store.put_artifacts([examples])
+  report = drift.detect(store, generated, 3, 2)
+  assert report.sources['previous_span'] == (
+      f'Examples artifact {examples.id} (splits eval, train; 1500 rows)')
+  assert report.drifted == [], report.summary()
+  # Without readable files the CSV is used, as for a span never ingested.
+  examples.uri = str(tmp_path / 'gone')
+  store.put_artifacts([examples])
+  report = drift.detect(store, generated, 3, 2)
+  assert report.sources['previous_span'].startswith('CSV ')
+  assert [f.feature for f in report.drifted] == ['payment_type']
+
+
+def test_drift_thresholds_are_flags(tmp_path):
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser()
+  ct_controller.add_ct_flags(parser)
+  default = ct_controller.ct_from_flags(parser.parse_args([])).thresholds()
+  assert (default.alpha, default.categorical_floor, default.numeric_floor) == (
+      configs.DRIFT_ALPHA, configs.DRIFT_LINF_THRESHOLD,
+      configs.DRIFT_JSD_THRESHOLD)
+  rule = ct_controller.ct_from_flags(parser.parse_args(
+      ['--drift-alpha', '0.05', '--drift-linf-threshold', '0.3',
+       '--drift-jsd-threshold', '0.2'])).thresholds()
+  assert (rule.alpha, rule.categorical_floor, rule.numeric_floor) == (
+      0.05, 0.3, 0.2)
 
 
 def test_drift_triggers_the_controller_and_is_recorded(generated, tmp_path):
   store = metadata_store.open_store(metadata_store.store_config(generated))
-  ingest(store, [1, 2])
+  ingest(store, [1, 2], generated.data_root)
   ct = ct_config(tmp_path, triggers=('drift',))  # drift alone decides
   decision = ct_controller.decide(generated, ct, store,
                                   ct_controller.logical_date(3))
@@ -239,4 +380,7 @@ def test_drift_triggers_the_controller_and_is_recorded(generated, tmp_path):
   assert execution.properties['drift_found'].int_value == 1
   recorded = json.loads(execution.properties['drift'].string_value)
   assert recorded['features']['payment_type']['drifted'] is True
+  assert recorded['features']['payment_type']['p_value'] < (
+      recorded['features']['payment_type']['alpha'])
+  assert recorded['features']['company']['drifted'] is False
   assert execution.last_known_state == metadata_store_pb2.Execution.RUNNING

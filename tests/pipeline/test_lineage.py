@@ -51,8 +51,8 @@ def runs(tmp_path_factory):
       data_root=str(root / 'data'), pipeline_root=str(root / 'pipeline'),
       serving_dir=str(root / 'serving'),
       **{**helpers.FAST_PIPELINE, 'window_spans': 2, 'span': 2,
-         'min_auc': 0.0, 'min_binary_accuracy': 0.0, 'max_auc_drop': 1.0})
-  cfg_b = dataclasses.replace(cfg_a, span=3, learning_rate=0.01)
+         **helpers.BLESS_ANY})
+  cfg_b = dataclasses.replace(cfg_a, span=3, learning_rate=0.05)
   a = _run(cfg_a)
   assert a.ok and a.pushed_version, a.error
   b = _run(cfg_b)
@@ -132,7 +132,7 @@ def test_diff_shows_spans_hparams_and_metrics(runs):
   d = lineage.diff(a, b)
   assert d['spans_added'] == [3] and d['spans_removed'] == [1]
   assert d['spans_reingested'] == []
-  assert d['hparams'] == {'learning_rate': [0.001, 0.01]}
+  assert d['hparams'] == {'learning_rate': [0.02, 0.05]}
   assert d['schema_changed'] is False
   assert d['transform_graph_changed'] is True  # analyzed on other spans
   assert d['code'] == {}  # same code, same commit
@@ -140,7 +140,7 @@ def test_diff_shows_spans_hparams_and_metrics(runs):
   assert auc['delta'] == pytest.approx(
       b.metrics['candidate']['auc'] - a.metrics['candidate']['auc'])
   text = lineage.format_diff(d)
-  assert 'learning_rate 0.001 -> 0.01' in text and 'spans added      3' in text
+  assert 'learning_rate 0.02 -> 0.05' in text and 'spans added      3' in text
 
 
 def test_git_commit_is_recorded_per_run_and_in_no_cache_key(runs):

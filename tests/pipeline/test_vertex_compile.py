@@ -78,14 +78,17 @@ def test_every_component_is_a_task(job, vertex_pipeline, tmp_path):
               BLESSED_MODEL_TASK} <= tasks
     else:
       assert component.id in tasks
-  # Against the local pipeline: only the span window resolver is missing.
+  # Against the local pipeline: the span window resolver is missing, and
+  # the baseline comes from TFX's latest-blessed-model resolver instead of
+  # the served-model one (the only resolvers KubeflowV2 compiles).
   from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
   local = taxi_pipeline.create_pipeline(configs.PipelineConfig(
       pipeline_root=str(tmp_path / 'pipeline')))
   local_ids = {c.id for c in local.components}
   vertex_ids = {c.id for c in vertex_pipeline.components}
-  assert local_ids - vertex_ids == {'span_window_resolver'}
-  assert vertex_ids <= local_ids
+  assert local_ids - vertex_ids == {'span_window_resolver',
+                                    'served_model_resolver'}
+  assert vertex_ids - local_ids == {'latest_blessed_model_resolver'}
 
 
 def test_every_input_channel_is_an_edge(job, vertex_pipeline):

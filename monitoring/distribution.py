@@ -1,0 +1,442 @@
+"""Do two samples of raw feature values differ? The one rule of drift and skew.
+
+Drift (pipeline/drift.py: a new span vs the previous one) and skew
+(monitoring/skew.py: served traffic vs the served version's training data)
+are the same question asked of different samples, so both call `compare`.
+
+Why not TFDV's comparators, which both used before: TFDV's Jensen-Shannon
+divergence is computed on its *equal-width* histograms, so one long trip
+stretches a heavy-tailed feature's range and puts nearly all the mass into
+one bucket (fares x3 measured 0.24-0.48, unshifted traffic up to 0.8), and
+both TFDV distances are plug-in estimates with no notion of sample size: the
+same L-infinity means something else at 200 rows than at 20,000. The rule
+here, per feature:
+
+  bins      numeric: the *reference's* quantiles (deciles; edges that
+            coincide, e.g. the many 0-mile trips, are merged so an atom is a
+            bin of its own); categorical (strings and integer categories such
+            as the hour): one bin per category. Missing values are a bin of
+            their own on every kind. Bins whose expected count in the smaller
+            sample is below `min_expected` are pooled (with categories never
+            seen in the reference) so the chi-square approximation holds.
+            The bins depend on the reference and the two sizes only, never on
+            the current sample, so the test below is valid.
+  test      Pearson's chi-square test of homogeneity of the two samples'
+            bin counts: it accounts for both sample sizes, so 200 served
+            requests are not judged like 20,000. Bonferroni-corrected over the
+            compared features, so `alpha` bounds the chance that a sample
+            from the reference's own distribution raises any alarm.
+  effect    numeric: Jensen-Shannon divergence (base 2, 0..1) of the two bin
+            distributions; categorical: L-infinity distance of the bin shares
+            (the largest change in any category's share, TFDV's measure).
+  alarm     significant *and* effect above the floor: with thousands of rows
+            a trivial shift is significant, the floor says "and it matters".
+
+Pure NumPy/SciPy, deterministic (same inputs, same verdict), no TensorFlow.
+Readers below turn span CSV files, serialized tf.Examples (ExampleGen's
+GZIP TFRecords) and served rows (monitoring/prediction_logs.py) into the
+same raw values, with one notion of "missing": an empty CSV cell, an empty
+tf.Example feature, a '' string or NaN float from `serving_raw` are all
+None here, and all land in the missing bin.
+"""
+
+import csv
+import dataclasses
+import glob
+import gzip
+import math
+import os
+import struct
+from typing import (Dict, Iterable, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple, Union)
+
+import numpy as np
+from scipy import stats
+
+from models import features as model_features
+from pipeline import configs
+
+NUMERIC = 'numeric'
+CATEGORICAL = 'categorical'
+MEASURES = {NUMERIC: 'JSD', CATEGORICAL: 'L-inf'}
+MISSING = '(missing)'  # bin label of missing values
+POOLED = '(pooled)'  # bin label of rare and unseen categories / bins
+
+# Feature -> kind, for every compared feature (pipeline/configs.py DRIFT_*).
+FEATURE_KINDS: Dict[str, str] = {
+    **{name: CATEGORICAL for name in configs.DRIFT_CATEGORICAL_FEATURES},
+    **{name: NUMERIC for name in configs.DRIFT_NUMERIC_FEATURES},
+}
+
+Values = Dict[str, List[object]]  # feature -> raw values, None = missing
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """When a difference is an alarm (defaults: pipeline/configs.py DRIFT_*)."""
+  alpha: float = configs.DRIFT_ALPHA  # family-wise, over the features
+  categorical_floor: float = configs.DRIFT_LINF_THRESHOLD  # L-infinity
+  numeric_floor: float = configs.DRIFT_JSD_THRESHOLD  # Jensen-Shannon
+  bins: int = configs.DRIFT_NUMERIC_BINS  # reference quantile bins
+  min_expected: float = configs.DRIFT_MIN_EXPECTED  # per bin, smaller sample
+
+  def floor(self, kind: str) -> float:
+    return self.numeric_floor if kind == NUMERIC else self.categorical_floor
+
+
+@dataclasses.dataclass
+class FeatureResult:
+  """One feature's comparison: test, effect size, verdict."""
+  feature: str
+  kind: str  # NUMERIC | CATEGORICAL
+  measure: str  # the effect size: 'JSD' | 'L-inf'
+  effect: float
+  threshold: float  # the effect floor
+  statistic: float  # chi-square
+  df: int
+  p_value: float
+  alpha: float  # per feature (Bonferroni)
+  bins: int  # after pooling
+  reference_count: int
+  current_count: int
+
+  @property
+  def significant(self) -> bool:
+    return self.p_value < self.alpha
+
+  @property
+  def alarm(self) -> bool:
+    return self.significant and self.effect > self.threshold
+
+
+@dataclasses.dataclass
+class Comparison:
+  """Every compared feature, and the overall verdict."""
+  features: List[FeatureResult]
+  rule: Rule
+
+  @property
+  def alarms(self) -> List[FeatureResult]:
+    return [f for f in self.features if f.alarm]
+
+  @property
+  def alarm(self) -> bool:
+    return bool(self.alarms)
+
+  def by_name(self) -> Dict[str, FeatureResult]:
+    return {f.feature: f for f in self.features}
+
+
+# --- The rule ---------------------------------------------------------------
+
+
+def _labels(values: Sequence[object]) -> List[str]:
+  return [MISSING if v is None else str(v) for v in values]
+
+
+@dataclasses.dataclass
+class _FeatureReference:
+  """One feature of the reference, binned once: the bins (from the reference
+  alone) and the reference's counts in them, before pooling."""
+  kind: str
+  size: int
+  edges: Optional[np.ndarray]  # numeric: interior edges; else None
+  index: Optional[Dict[str, int]]  # categorical: label -> bin
+  labels: List[str]
+  counts: np.ndarray
+
+  @classmethod
+  def build(cls, values: Sequence[object], kind: str, bins: int
+           ) -> '_FeatureReference':
+    if kind == NUMERIC:
+      numbers = np.array(values, dtype=np.float64)  # None -> NaN
+      edges, labels = _numeric_bins(numbers, bins)
+      labels = labels + [MISSING]
+      return cls(kind, len(values), edges, None, labels,
+                 _numeric_counts(numbers, edges, len(labels) - 1))
+    labels = _labels(values)
+    known = sorted(set(labels) | {MISSING})
+    index = {label: i for i, label in enumerate(known)}
+    counts = np.bincount([index[v] for v in labels],
+                         minlength=len(known) + 1)
+    # The last bin holds categories the reference never saw (count 0 here).
+    return cls(kind, len(values), None, index, known + [POOLED], counts)
+
+  def counts_of(self, values: Sequence[object]) -> np.ndarray:
+    """Another sample's counts in the same bins."""
+    if self.kind == NUMERIC:
+      return _numeric_counts(np.array(values, dtype=np.float64), self.edges,
+                             len(self.labels) - 1)
+    unseen = len(self.labels) - 1
+    return np.bincount([self.index.get(v, unseen) for v in _labels(values)],
+                       minlength=len(self.labels))
+
+
+class Reference:
+  """A reference sample prepared for many comparisons (bins computed once).
+
+  Skew compares every batch of served traffic with the same training data,
+  and the bench compares thousands of samples with one window.
+  """
+
+  def __init__(self, values: Mapping[str, Sequence[object]],
+               kinds: Optional[Mapping[str, str]] = None,
+               bins: int = configs.DRIFT_NUMERIC_BINS):
+    kinds = kinds if kinds is not None else FEATURE_KINDS
+    self.bins = bins
+    self.features = {name: _FeatureReference.build(values[name], kind, bins)
+                     for name, kind in sorted(kinds.items())
+                     if name in values}
+
+  @property
+  def size(self) -> int:
+    return max((f.size for f in self.features.values()), default=0)
+
+
+def _numeric_bins(reference: np.ndarray, bins: int
+                 ) -> Tuple[np.ndarray, List[str]]:
+  """Interior edges at the reference's quantiles, and the bin labels.
+
+  `inverted_cdf` quantiles are values of the data, and a value equal to an
+  edge falls into the bin below it (side='left'), so an atom that covers
+  several quantiles (0 miles, fare 0) is one bin holding just that value.
+  """
+  present = reference[~np.isnan(reference)]
+  if present.size == 0 or bins < 2:
+    return np.array([]), ['all']
+  edges = np.unique(np.quantile(present, np.arange(1, bins) / bins,
+                                method='inverted_cdf'))
+  labels = [f'<= {edges[0]:g}'] + [
+      f'({lo:g}, {hi:g}]' for lo, hi in zip(edges[:-1], edges[1:])
+  ] + [f'> {edges[-1]:g}']
+  return edges, labels
+
+
+def _numeric_counts(values: np.ndarray, edges: np.ndarray, size: int
+                   ) -> np.ndarray:
+  """Counts per bin; the last one counts the missing values."""
+  missing = np.isnan(values)
+  index = np.searchsorted(edges, values[~missing], side='left')
+  return np.append(np.bincount(index, minlength=size), missing.sum())
+
+
+def _pool(ref: np.ndarray, cur: np.ndarray, labels: List[str],
+          smaller: int, min_expected: float
+         ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+  """Pools the bins expected to hold fewer than `min_expected` values of the
+  smaller sample, judged by the reference's shares (so independently of the
+  current sample). Categories the reference never saw have share 0 and are
+  always pooled. A pool that is itself that small joins the smallest kept
+  bin; if every bin is rare there is one bin and nothing to test."""
+  share = ref / max(ref.sum(), 1)
+  rare = share * smaller < min_expected
+  if not rare.any():
+    return ref, cur, labels
+  if rare.all():
+    return ref.sum(keepdims=True), cur.sum(keepdims=True), [POOLED]
+  kept = np.flatnonzero(~rare)
+  ref_out, cur_out = ref[kept].copy(), cur[kept].copy()
+  names = [labels[i] for i in kept]
+  pooled = (ref[rare].sum(), cur[rare].sum())
+  if share[rare].sum() * smaller >= min_expected:
+    return (np.append(ref_out, pooled[0]), np.append(cur_out, pooled[1]),
+            names + [POOLED])
+  smallest = int(np.argmin(ref_out))  # the first of equals: deterministic
+  ref_out[smallest] += pooled[0]
+  cur_out[smallest] += pooled[1]
+  names[smallest] += ' + ' + POOLED
+  return ref_out, cur_out, names
+
+
+def chi_square(ref: np.ndarray, cur: np.ndarray) -> Tuple[float, int, float]:
+  """Pearson's chi-square test of homogeneity of two count vectors.
+
+  (statistic, degrees of freedom, p-value); bins empty in both are dropped.
+  """
+  table = np.vstack([ref, cur]).astype(np.float64)
+  table = table[:, table.sum(axis=0) > 0]
+  total = table.sum()
+  df = table.shape[1] - 1
+  if df < 1 or table[0].sum() == 0 or table[1].sum() == 0:
+    return 0.0, max(df, 0), 1.0
+  expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / total
+  statistic = float(((table - expected) ** 2 / expected).sum())
+  return statistic, df, float(stats.chi2.sf(statistic, df))
+
+
+def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
+  """Jensen-Shannon divergence, base 2 (0 = same, 1 = disjoint)."""
+  p = p / p.sum()
+  q = q / q.sum()
+  m = (p + q) / 2
+
+  def kl(a):
+    nonzero = a > 0
+    return float((a[nonzero] * np.log2(a[nonzero] / m[nonzero])).sum())
+  return max(0.0, (kl(p) + kl(q)) / 2)
+
+
+def linf(p: np.ndarray, q: np.ndarray) -> float:
+  """Largest difference in any bin's share."""
+  return float(np.abs(p / p.sum() - q / q.sum()).max())
+
+
+def compare_feature(feature: str, reference: _FeatureReference,
+                    current: Sequence[object], rule: Rule, alpha: float
+                   ) -> FeatureResult:
+  """One feature: bins, pooling, chi-square test, effect size."""
+  ref, cur = reference.counts, reference.counts_of(current)
+  ref, cur, labels = _pool(ref, cur, reference.labels,
+                           min(reference.size, len(current)),
+                           rule.min_expected)
+  statistic, df, p_value = chi_square(ref, cur)
+  kind = reference.kind
+  if ref.sum() == 0 or cur.sum() == 0:
+    effect = 0.0
+  else:
+    effect = jensen_shannon(ref, cur) if kind == NUMERIC else linf(ref, cur)
+  return FeatureResult(
+      feature=feature, kind=kind, measure=MEASURES[kind], effect=effect,
+      threshold=rule.floor(kind), statistic=statistic, df=df,
+      p_value=p_value, alpha=alpha, bins=len(labels),
+      reference_count=reference.size, current_count=len(current))
+
+
+def compare(reference: Union[Reference, Mapping[str, Sequence[object]]],
+            current: Mapping[str, Sequence[object]],
+            rule: Optional[Rule] = None,
+            kinds: Optional[Mapping[str, str]] = None) -> Comparison:
+  """Every feature of `kinds` (default: FEATURE_KINDS) on both sides.
+
+  `reference`: raw values (feature -> values, None = missing, as the readers
+  below return them) or a `Reference` made from them; `current`: raw values.
+  """
+  rule = rule or Rule()
+  if not isinstance(reference, Reference):
+    reference = Reference(reference, kinds, rule.bins)
+  elif reference.bins != rule.bins:
+    raise ValueError(f'reference binned in {reference.bins} quantiles, the '
+                     f'rule asks for {rule.bins}')
+  names = [n for n in reference.features if n in current and (
+      kinds is None or n in kinds)]
+  alpha = rule.alpha / max(len(names), 1)
+  return Comparison([compare_feature(n, reference.features[n], current[n],
+                                     rule, alpha) for n in names], rule)
+
+
+# --- Readers: raw values, one notion of missing -----------------------------
+
+
+def _value(value: object, name: str, kind: str) -> object:
+  """A raw value as compared: a float (numeric) or a str (categorical), or
+  None when missing: None, '' or NaN, whatever the source."""
+  if isinstance(value, bytes):
+    value = value.decode('utf-8', 'replace')
+  if isinstance(value, str):
+    value = value.strip()
+  if value is None or value == '':
+    return None
+  if kind == NUMERIC or model_features.RAW_FEATURE_TYPES.get(name) != 'string':
+    number = float(value)
+    if math.isnan(number):
+      return None
+    if kind == NUMERIC:
+      # At float32, the precision of a tf.Example and of serving_raw: the
+      # bin edges are data values, and a CSV's 41.880994471 must fall on
+      # the same side of an edge as the same trip's float32 41.880993.
+      return float(np.float32(number))
+    # An integer category is one label whether read as '3', 3 or 3.0.
+    return str(int(number))
+  return str(value)
+
+
+def values_from_rows(rows: Iterable[Mapping[str, object]],
+                     kinds: Optional[Mapping[str, str]] = None) -> Values:
+  """Raw values of dict rows: CSV rows (text) or served rows' features."""
+  kinds = kinds if kinds is not None else FEATURE_KINDS
+  out: Values = {name: [] for name in kinds}
+  for row in rows:
+    for name, kind in kinds.items():
+      out[name].append(_value(row.get(name), name, kind))
+  return out
+
+
+def values_from_csv(paths: Sequence[str],
+                    kinds: Optional[Mapping[str, str]] = None) -> Values:
+  """Raw values of CSV files (a span's), an empty cell being missing."""
+  rows: List[Dict[str, str]] = []
+  for path in paths:
+    with open(path, newline='') as f:
+      rows += list(csv.DictReader(f))
+  return values_from_rows(rows, kinds)
+
+
+def values_from_served(rows: Sequence[object],
+                       kinds: Optional[Mapping[str, str]] = None) -> Values:
+  """Raw values of prediction_logs.ServedRow's (None already = missing)."""
+  return values_from_rows([r.features for r in rows], kinds)
+
+
+def values_from_examples(serialized: Sequence[bytes],
+                         kinds: Optional[Mapping[str, str]] = None) -> Values:
+  """Raw values of serialized tf.Examples; an empty feature is missing.
+
+  Decoded with tfx_bsl's Example decoder (what TFDV uses), which needs no
+  TensorFlow import.
+  """
+  from tfx_bsl.coders import example_coder  # pylint: disable=g-import-not-at-top
+  kinds = kinds if kinds is not None else FEATURE_KINDS
+  out: Values = {name: [] for name in kinds}
+  if not serialized:
+    return out
+  batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(
+      list(serialized))
+  for name, kind in kinds.items():
+    index = batch.schema.get_field_index(name)
+    if index < 0:
+      out[name] = [None] * batch.num_rows
+      continue
+    for cell in batch.column(index).to_pylist():
+      out[name].append(_value(cell[0], name, kind) if cell else None)
+  return out
+
+
+def gzip_tfrecords(path: str) -> Iterator[bytes]:
+  """Records of a GZIP TFRecord file, as ExampleGen writes them.
+
+  Framing: uint64 length, uint32 masked CRC, data, uint32 masked CRC (CRCs
+  not verified: the files are the pipeline's own, already validated).
+  """
+  with gzip.open(path, 'rb') as f:
+    while True:
+      header = f.read(12)
+      if len(header) < 12:
+        return
+      (length,) = struct.unpack('<Q', header[:8])
+      data = f.read(length)
+      f.read(4)
+      yield data
+
+
+def values_from_examples_dir(uri: str, split: str = 'train',
+                             kinds: Optional[Mapping[str, str]] = None
+                            ) -> Values:
+  """Raw values of one split of an Examples artifact (`<uri>/Split-<split>`)."""
+  files = sorted(glob.glob(os.path.join(uri, f'Split-{split}', '*')))
+  if not files:
+    raise FileNotFoundError(f'no Split-{split} files under {uri}')
+  serialized = [r for path in files for r in gzip_tfrecords(path)]
+  return values_from_examples(serialized, kinds)
+
+
+def concatenate(parts: Sequence[Values]) -> Values:
+  """Several samples' values as one (e.g. the spans of a training window)."""
+  out: Values = {}
+  for part in parts:
+    for name, values in part.items():
+      out.setdefault(name, []).extend(values)
+  return out
+
+
+def size(values: Values) -> int:
+  return max((len(v) for v in values.values()), default=0)

@@ -1,0 +1,304 @@
+"""The drift/skew rule (monitoring/distribution.py) on real bundled trips.
+
+Unit tests of the statistic (bins, pooling, the chi-square test, effect
+sizes, missing values from every source), then a seeded alarm-rate test:
+in-distribution samples alarm at most 5% of the time and every known shift
+is caught in at least 95% of trials at 300 requests. The thresholds are the
+configured ones (pipeline/configs.py DRIFT_*), so a change of the rule that
+breaks either promise fails here; bench/shift_alarm_rates.py measures the
+same on more trials and sizes.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from models import features
+from monitoring import distribution
+from monitoring import replay_traffic
+from pipeline import configs
+
+SPANS = range(1, 17)
+KNOWN_SHIFTS = {  # shift -> the feature(s) it must alarm on
+    'fare-x3': {'fare'},
+    'cash-half-to-card': {'payment_type'},
+    'credit-card-only': {'payment_type'},
+    'night-only': {'trip_start_hour'},
+    'trip-length-x2': {'trip_seconds'},
+}
+
+
+@pytest.fixture(scope='module')
+def trips():
+  """Span -> its trips (CSV text, label dropped)."""
+  return {s: replay_traffic.read_trips(
+      f'{configs.PipelineConfig().data_root}/span-{s}/data.csv') for s in SPANS}
+
+
+@pytest.fixture(scope='module')
+def window(trips):
+  """Every bundled trip: the 16-span training window, and its Reference."""
+  rows = [t for s in SPANS for t in trips[s]]
+  values = distribution.values_from_rows(rows)
+  return rows, values, distribution.Reference(values)
+
+
+def _sample(values, index):
+  return {k: [v[i] for i in index] for k, v in values.items()}
+
+
+def test_every_model_feature_is_compared_or_excluded_by_design():
+  compared = set(distribution.FEATURE_KINDS)
+  assert compared | set(configs.DRIFT_EXCLUDED_FEATURES) == set(
+      features.RAW_FEATURE_TYPES)
+  assert not compared & set(configs.DRIFT_EXCLUDED_FEATURES)
+  assert configs.DRIFT_EXCLUDED_FEATURES == ('trip_start_month',)
+  for name, kind in features.RAW_FEATURE_TYPES.items():
+    if kind == 'string' or name in features.CATEGORICAL_FEATURE_KEYS:
+      assert distribution.FEATURE_KINDS.get(name, 'excluded') in (
+          distribution.CATEGORICAL, 'excluded'), name
+    else:
+      assert distribution.FEATURE_KINDS[name] == distribution.NUMERIC, name
+
+
+def test_identical_samples_do_not_alarm(window):
+  _, values, reference = window
+  result = distribution.compare(reference, values)
+  assert not result.alarm
+  assert [f.feature for f in result.features] == sorted(
+      distribution.FEATURE_KINDS)
+  for f in result.features:
+    assert f.effect == pytest.approx(0.0, abs=1e-12), f
+    assert f.p_value == pytest.approx(1.0), f
+    assert f.alpha == pytest.approx(configs.DRIFT_ALPHA / 13)
+
+
+def test_verdict_is_deterministic_and_order_free(window):
+  rows, _, reference = window
+  sample = rows[:300]
+  shuffled = list(reversed(sample))
+  a = distribution.compare(reference, distribution.values_from_rows(sample))
+  b = distribution.compare(reference, distribution.values_from_rows(shuffled))
+  c = distribution.compare(window[1], distribution.values_from_rows(sample))
+  assert a.features == b.features == c.features
+
+
+@pytest.mark.parametrize('shift', sorted(KNOWN_SHIFTS))
+def test_each_known_shift_alarms_at_300_rows(window, trips, shift):
+  _, _, reference = window
+  # 300 trips of the newest quarters, which the reference contains.
+  rows = (trips[16] + trips[15])[:300]
+  assert not distribution.compare(
+      reference, distribution.values_from_rows(rows)).alarm
+  shifted = [replay_traffic.SHIFTS[shift](r) for r in rows]
+  result = distribution.compare(reference,
+                                distribution.values_from_rows(shifted))
+  assert KNOWN_SHIFTS[shift] <= {f.feature for f in result.alarms}, [
+      (f.feature, f.effect, f.p_value) for f in result.features]
+
+
+@pytest.mark.parametrize('span', [13, 14, 15, 16])
+def test_a_small_real_span_is_not_an_alarm_against_its_windows(trips, span):
+  """~200 trips of one quarter against a window that contains it."""
+  current = distribution.values_from_rows(trips[span])
+  for members in (SPANS, range(span - 3, span + 1)):
+    reference = distribution.values_from_rows(
+        [t for s in members for t in trips[s]])
+    result = distribution.compare(reference, current)
+    assert not result.alarm, [(f.feature, f.effect, f.p_value)
+                              for f in result.alarms]
+
+
+def test_a_trivial_shift_at_large_n_is_significant_but_below_the_floor(
+    window, trips):
+  """Span 16 (201 trips) repeated 10x: its real company mix differs from the
+  window's, significantly at 2010 rows, but by less than the floor."""
+  _, _, reference = window
+  current = distribution.values_from_rows(trips[16] * 10)
+  company = distribution.compare(reference, current).by_name()['company']
+  assert company.significant
+  assert 0.05 < company.effect < company.threshold
+  assert not company.alarm
+
+
+def test_a_large_effect_on_a_small_sample_is_not_significant(window):
+  kinds = {'payment_type': distribution.CATEGORICAL}
+  reference = {'payment_type': ['Cash', 'Credit Card'] * 500}
+  current = {'payment_type': ['Cash'] * 9 + ['Credit Card'] * 3}
+  f = distribution.compare(reference, current, kinds=kinds).features[0]
+  assert f.effect == pytest.approx(0.25) and f.effect > f.threshold
+  assert 0.01 < f.p_value < 0.2  # chi-square 3 on 1 df: p 0.08
+  assert not f.significant and not f.alarm
+  # A handful of requests never alarms, however odd: every bin is too
+  # small for the test, so all are pooled and nothing is compared.
+  rows, _, ref = window
+  night = [replay_traffic.SHIFTS['night-only'](r) for r in rows[:3]]
+  result = distribution.compare(ref, distribution.values_from_rows(night))
+  assert not result.alarm
+  assert result.by_name()['trip_start_hour'].bins == 1
+
+
+def test_numeric_bins_are_the_reference_quantiles_with_atoms_kept():
+  # 30% zeros (an atom covering three deciles), then 1..70.
+  values = [0.0] * 30 + [float(x) for x in range(1, 71)] + [None] * 5
+  ref = distribution.Reference({'trip_miles': values},
+                               {'trip_miles': distribution.NUMERIC})
+  miles = ref.features['trip_miles']
+  assert miles.edges[0] == 0.0 and len(set(miles.edges)) == len(miles.edges)
+  # the zeros are one bin, the missing values the last one
+  assert miles.counts[0] == 30 and miles.counts[-1] == 5
+  assert miles.labels[-1] == distribution.MISSING
+  # the same function bins the current sample: a value on an edge goes
+  # where the reference's own copy of it went
+  assert list(miles.counts_of([0.0, miles.edges[1], None])) == (
+      [1, 1] + [0] * (len(miles.counts) - 3) + [1])
+
+
+def test_rare_and_unseen_categories_are_pooled():
+  kinds = {'payment_type': distribution.CATEGORICAL}
+  reference = {'payment_type': ['Cash'] * 600 + ['Credit Card'] * 390 +
+                               ['No Charge'] * 8 + ['Dispute'] * 2}
+  current = {'payment_type': ['Cash'] * 55 + ['Credit Card'] * 40 +
+                             ['Bitcoin'] * 5}
+  f = distribution.compare(reference, current, kinds=kinds).features[0]
+  # 100 rows: 'No Charge' and 'Dispute' expect < 5 each, as does the unseen
+  # 'Bitcoin': one pool, itself too small, so it joins the smallest bin.
+  assert f.bins == 2 and f.df == 1
+  assert not f.alarm
+
+
+def test_chi_square_is_pearsons_test_of_homogeneity():
+  ref, cur = np.array([500, 300, 150, 50]), np.array([40, 40, 15, 5])
+  statistic, df, p = distribution.chi_square(ref, cur)
+  expected, p_value, dof, _ = stats.chi2_contingency(np.vstack([ref, cur]),
+                                                     correction=False)
+  assert (statistic, df, p) == pytest.approx((expected, dof, p_value))
+  assert distribution.chi_square(np.array([5, 0]), np.array([3, 0]))[2] == 1.0
+
+
+def test_effect_sizes():
+  p, q = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+  assert distribution.jensen_shannon(p, q) == pytest.approx(1.0)
+  assert distribution.jensen_shannon(p + 1, p + 1) == pytest.approx(0.0)
+  assert distribution.linf(np.array([6, 4]), np.array([3, 7])) == (
+      pytest.approx(0.3))
+
+
+def test_a_shift_in_missing_values_alarms_and_all_missing_does_not(window):
+  rows, _, reference = window
+  sample = rows[:300]
+  gone = [{**r, 'company': ''} for r in sample]  # ~34% missing -> 100%
+  result = distribution.compare(reference, distribution.values_from_rows(gone))
+  assert {f.feature for f in result.alarms} == {'company'}
+  nothing = {'company': [None] * 50}
+  kinds = {'company': distribution.CATEGORICAL}
+  f = distribution.compare(nothing, nothing, kinds=kinds).features[0]
+  assert f.p_value == 1.0 and not f.alarm
+
+
+def test_missing_values_are_the_same_from_every_source(tmp_path):
+  """A missing CSV cell, an empty tf.Example feature, '' / NaN / 0 from the
+  serving_raw signature: all None, so all in the missing bin."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from monitoring import prediction_logs  # pylint: disable=g-import-not-at-top
+  from serving import client  # pylint: disable=g-import-not-at-top
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  rows = helpers.read_span(16, 40)
+  rows[0].update(company='', dropoff_latitude='', dropoff_community_area='')
+  rows[1].update(payment_type='', fare='', trip_start_day='')
+  assert sum(r['company'] == '' for r in rows) > 5  # and real missing ones
+  csv_path = tmp_path / 'span.csv'
+  helpers.write_csv(str(csv_path), rows)
+  from_csv = distribution.values_from_csv([str(csv_path)])
+
+  schema = helpers.load_schema()
+  examples = [helpers.to_example(r, schema).SerializeToString() for r in rows]
+  from_examples = distribution.values_from_examples(examples)
+  artifact = tmp_path / 'examples'
+  helpers.write_examples(str(artifact / 'Split-train' / 'data.gz'), rows)
+  from_artifact = distribution.values_from_examples_dir(str(artifact))
+
+  # What the server logs: serving_raw tensors as the REST client sends
+  # them ('' / NaN / 0), and serving_default's serialized tf.Examples.
+  # pylint: disable=protected-access
+  instances = [client.raw_instance(
+      {k: r[k] for k in features.RAW_FEATURE_TYPES}) for r in rows]
+  dtypes = {'string': tf.string, 'float': tf.float32, 'int': tf.int64}
+  tensors = {k: tf.make_tensor_proto([i[k] for i in instances],
+                                     dtype=dtypes[kind])
+             for k, kind in features.RAW_FEATURE_TYPES.items()}
+  served_raw = distribution.values_from_rows(prediction_logs._raw_rows(
+      tensors, prediction_logs._int_missing_below()))
+  served_default = distribution.values_from_rows(prediction_logs._example_rows(
+      {'examples': tf.make_tensor_proto(examples, dtype=tf.string)}))
+  # pylint: enable=protected-access
+
+  assert from_csv['company'][0] is None and from_csv['fare'][1] is None
+  assert from_csv['trip_start_day'][1] is None
+  assert from_csv['payment_type'][1] is None
+  assert from_csv['dropoff_community_area'][0] is None
+  for other in (from_examples, from_artifact, served_raw, served_default):
+    assert set(other) == set(from_csv)
+    for name, column in from_csv.items():
+      # exactly equal: numbers are compared at float32, the precision of a
+      # tf.Example and of serving_raw, so a CSV value on a bin edge falls
+      # where the same trip's served value does
+      assert column == other[name], name
+  result = distribution.compare(from_csv, served_raw)
+  assert all(f.effect == 0 and not f.alarm for f in result.features)
+
+
+def test_readers_agree_on_types():
+  row = {'trip_start_hour': '3', 'trip_seconds': '300', 'fare': '7.25',
+         'payment_type': 'Cash', 'company': ' '}
+  served = {'trip_start_hour': 3, 'trip_seconds': 300, 'fare': 7.25,
+            'payment_type': 'Cash', 'company': None}
+  a = distribution.values_from_rows([row])
+  b = distribution.values_from_rows([served])
+  assert a == b
+  assert a['trip_start_hour'] == ['3'] and a['fare'] == [7.25]
+  assert a['company'] == [None] and a['pickup_latitude'] == [None]
+  assert distribution.values_from_rows([{'fare': math.nan}])['fare'] == [None]
+
+
+# --- Seeded alarm rates ------------------------------------------------------
+
+TRIALS = 20  # per family of samples; fixed seed, so a fixed outcome
+REQUESTS = 300
+
+
+def test_alarm_rates_in_distribution_and_on_known_shifts(window, trips):
+  rows, values, reference = window
+  rng = np.random.default_rng(20160101)
+  verdicts = []  # in-distribution samples: alarmed or not
+  # (a) every real span against the 16-span window (which contains it), at
+  # 200 and 1000 requests (with replacement where the span is smaller).
+  for s in SPANS:
+    span_values = distribution.values_from_rows(trips[s])
+    for size in (200, 1000):
+      for _ in range(2):
+        index = rng.choice(len(trips[s]), size=size,
+                           replace=size > len(trips[s]))
+        verdicts.append(distribution.compare(
+            reference, _sample(span_values, index)).alarm)
+  # (b) held out: n rows against all the other rows, re-drawn each time.
+  for size in (200, 2000):
+    for _ in range(TRIALS // 2):
+      order = rng.permutation(len(rows))
+      verdicts.append(distribution.compare(
+          distribution.Reference(_sample(values, order[size:])),
+          _sample(values, order[:size])).alarm)
+  assert len(verdicts) == 84
+  assert sum(verdicts) / len(verdicts) <= 0.05, sum(verdicts)
+
+  for shift, expected in KNOWN_SHIFTS.items():
+    shifted = distribution.values_from_rows(
+        [replay_traffic.SHIFTS[shift](r) for r in rows])
+    caught = 0
+    for _ in range(TRIALS):
+      index = rng.choice(len(rows), size=REQUESTS, replace=False)
+      result = distribution.compare(reference, _sample(shifted, index))
+      caught += expected <= {f.feature for f in result.alarms}
+    assert caught / TRIALS >= 0.95, (shift, caught)
