@@ -13,6 +13,9 @@
 FROM tensorflow/tfx:1.16.0
 
 WORKDIR /opt/tfx-reference
+# Same inputs, same model: Beam's combine order follows Python's hash seed
+# (pipeline/reproducible.py), so every task runs with a fixed one.
+ENV PYTHONHASHSEED=0
 # Only what the tasks import (see .dockerignore): models/, pipeline/, schema/.
 COPY . .
 

@@ -42,6 +42,7 @@ from typing import List, Optional, Tuple
 
 from pipeline import configs
 from pipeline import console
+from pipeline import reproducible
 
 START = time.time()  # only light modules above: the summary counts the rest
 
@@ -163,4 +164,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
+  reproducible.fix_hash_seed()  # before anything runs TFX
   sys.exit(main())

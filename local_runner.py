@@ -15,6 +15,7 @@ import time
 
 from pipeline import configs
 from pipeline import console
+from pipeline import reproducible
 
 START = time.time()  # only light modules above: the summary counts the rest
 
@@ -56,4 +57,5 @@ def served_prediction(cfg: configs.PipelineConfig) -> int:
 
 
 if __name__ == '__main__':
+  reproducible.fix_hash_seed()  # before anything runs TFX
   sys.exit(main())

@@ -26,6 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipeline import configs  # pylint: disable=wrong-import-position
+from pipeline import reproducible  # pylint: disable=wrong-import-position
 from pipeline import console  # pylint: disable=wrong-import-position
 
 
@@ -115,4 +116,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  reproducible.fix_hash_seed()  # before anything runs TFX
   sys.exit(main())

@@ -32,6 +32,9 @@ What a deployment does, and what differs from `make run`:
     (pipeline.schema_snapshot): the scheduler needs write access there.
     It also imports TFX and TensorFlow (~15 s): keep Airflow's
     dagbag_import_timeout (30 s by default) above that.
+  * Start the workers with PYTHONHASHSEED=0 (pipeline/reproducible.py): Beam
+    combines in an order that follows Python's per-process hash seed, which
+    can change the model a span trains; the local runners set it themselves.
 """
 
 import contextlib

@@ -41,6 +41,7 @@ from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
 from pipeline import console
 from pipeline import metadata_store
+from pipeline import reproducible
 
 START = time.time()
 
@@ -157,6 +158,11 @@ def _ran(execution: metadata_store_pb2.Execution) -> bool:
   return execution.properties['run'].int_value == 1
 
 
+def _figure(value: Any) -> str:
+  """A report's number as people read it (0.8408, not 0.8407960199004975)."""
+  return f'{value:.4g}' if isinstance(value, float) else str(value)
+
+
 def last_training_run(store: mlmd.MetadataStore, pipeline_name: str
                      ) -> Optional[Tuple[datetime.datetime, str]]:
   """When this pipeline last trained (or reused) a model, and on which clock.
@@ -252,7 +258,7 @@ def decide(cfg: configs.PipelineConfig, ct: CTConfig,
       notes.append('monitor: no report')
   elif not monitor['degraded']:
     notes.append(f'monitor: version {monitor["model_version"]} not degraded '
-                 f'(live accuracy {monitor.get("live_accuracy")})')
+                 f'(live accuracy {_figure(monitor.get("live_accuracy"))})')
   else:
     acted = {e.properties['monitor_created'].string_value for e in runs
              if 'degraded' in e.properties['trigger'].string_value}
@@ -266,7 +272,8 @@ def decide(cfg: configs.PipelineConfig, ct: CTConfig,
                    'served now')
     else:
       fired['degraded'] = (
-          f'degraded: live accuracy {monitor.get("live_accuracy")} of version '
+          f'degraded: live accuracy {_figure(monitor.get("live_accuracy"))} '
+          f'of version '
           f'{monitor["model_version"]}: {monitor.get("reason", "")}')
 
   if monitor is not None and monitor.get('skew_detected'):
@@ -500,4 +507,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
+  reproducible.fix_hash_seed()  # before anything runs TFX
   sys.exit(main())

@@ -196,6 +196,17 @@ def _bounds(threshold) -> str:
   return f'< {low:g}' if low is not None else f'> {high:g}'
 
 
+def _beside(value: float, threshold) -> str:
+  """`value` with enough digits to differ from the bounds it failed
+  (0.69996 < 0.7 must not print as 0.7000 < 0.7)."""
+  bounds = [b.value for b in (threshold.lower_bound, threshold.upper_bound)]
+  for digits in (4, 6, 8):
+    text = f'{value:.{digits}f}'
+    if all(text != f'{b:.{digits}f}' for b in bounds):
+      return text
+  return repr(value)
+
+
 def blessing_failures(uri: str) -> Optional[List[str]]:
   """Why the Evaluator did not bless: one line per failed threshold.
 
@@ -226,7 +237,7 @@ def blessing_failures(uri: str) -> Optional[List[str]]:
         elif failure.message == 'Metric not found.':
           lines.append(f'{name} missing ({where})')
         else:
-          lines.append(f'{name} {value:.4f} '
+          lines.append(f'{name} {_beside(value, threshold.value_threshold)} '
                        f'{_bounds(threshold.value_threshold)} ({where})')
     for spec in result.missing_slices:
       lines.append('no evaluation data for slice '

@@ -37,6 +37,7 @@ from pipeline import console
 from pipeline import ct_controller
 from pipeline import lineage
 from pipeline import metadata_store
+from pipeline import reproducible
 
 START = time.time()
 MARKER = '.replay'  # only a directory holding it is ever wiped
@@ -532,4 +533,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
+  reproducible.fix_hash_seed()  # before anything runs TFX
   sys.exit(main())

@@ -161,6 +161,8 @@ def format_summary(cfg: configs.PipelineConfig,
       served = ', '.join(outcome.baseline_versions) or 'not pushed'
       add('baseline', f'served version {served}: '
           + fmt(outcome.baseline_metrics))
+    elif outcome.already_pushed_version:
+      add('baseline', 'none (no served version other than this model)')
     else:
       add('baseline', 'none (no served version to compare with)')
     if outcome.blessed is False:
