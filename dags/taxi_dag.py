@@ -35,6 +35,8 @@ What a deployment does, and what differs from `make run`:
   * Start the workers with PYTHONHASHSEED=0 (pipeline/reproducible.py): Beam
     combines in an order that follows Python's per-process hash seed, which
     can change the model a span trains; the local runners set it themselves.
+    Parsing this file turns on tfx_bsl's byte-size batching in the worker
+    (reproducible.fix_batching), the other half of the same-model rule.
 """
 
 import contextlib
@@ -91,6 +93,8 @@ def build_dag():
   """The Airflow DAG of `create_pipeline(pipeline_config())`."""
   console.quiet_imports()  # TF's C++ logs and deprecation warnings at parse
   from pipeline import metadata_store  # pylint: disable=g-import-not-at-top
+  from pipeline import reproducible  # pylint: disable=g-import-not-at-top
+  reproducible.fix_batching()  # tasks run in the process that parsed this
   cfg = pipeline_config()
   connection = metadata_store.store_config(cfg)
   dag_config = {

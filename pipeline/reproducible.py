@@ -10,8 +10,18 @@ the variance of a z-scored feature came out one float32 ULP apart
 (2.6997943 vs 2.6997945) between two processes on the same span, and 300
 training steps amplified that into a visibly different model (AUC 0.9080 vs
 0.9070, balanced accuracy 0.7941 vs 0.7983) and could flip a blessing.
-A fixed PYTHONHASHSEED removes it; it must be set before the interpreter
-starts, so a command run without one starts itself again with it.
+A fixed PYTHONHASHSEED removes that one; it must be set before the
+interpreter starts, so a command run without one starts itself again with it.
+
+The other is how Beam batches records for tf.Transform, TFDV and TFMA: by
+default tfx_bsl lets `beam.BatchElements` tune batch sizes from how long
+each batch took, with a random jitter (unseeded `random`), so the batch
+boundaries, and with them the order partial sums are added in, change with
+machine load. Two processes on the same span (hash seed fixed) gave a
+transform constant of 2251589.75 and 2251589.5; with tfx_bsl's byte-size
+batching (fixed batches of at most 8192 records) the constants were equal.
+`fix_batching()` turns that on in the process that builds the Beam
+pipelines (the batch sizes are fixed there, then shipped to the workers).
 """
 
 import os
@@ -34,3 +44,18 @@ def fix_hash_seed() -> None:
   sys.stderr.flush()
   # sys.orig_argv is the command as typed (`python -m pipeline.replay ...`).
   os.execv(sys.executable, sys.orig_argv)
+
+
+def fix_batching() -> None:
+  """Batches records by size, not by timing: the same batches on any load.
+
+  Sets tfx_bsl's `--tfxio_use_byte_size_batching` (read when a TFXIO source
+  is built, i.e. while a component constructs its Beam pipeline). TFX's
+  executors take no batch size for tf.Examples, so the flag is the only
+  switch; flags already parsed (an absl app) keep their other values.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tfx_bsl.coders import batch_util  # pylint: disable=g-import-not-at-top,unused-import
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(['tfx-reference'], known_only=True)  # defaults for the rest
+  flags.FLAGS.tfxio_use_byte_size_batching = True
