@@ -38,6 +38,7 @@ import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
 from pipeline import metadata_store
+from serving import base_path
 
 # Custom properties of a `pipeline_run` context (set by run_pipeline).
 GIT_COMMIT_KEY = 'git_commit'
@@ -414,6 +415,14 @@ def version_lineage(store: mlmd.MetadataStore, version: str,
   inputs, _ = metadata_store.execution_artifacts(store, pusher.id)
   model = (inputs.get('model') or [None])[0]
   blessing = (inputs.get('model_blessing') or [None])[0]
+  _fill_from_pusher_inputs(store, found, model, blessing, read_files)
+  return found
+
+
+def _fill_from_pusher_inputs(store: mlmd.MetadataStore, found: VersionLineage,
+                             model, blessing, read_files: bool) -> None:
+  """Blessing, Evaluator, Trainer, spans, schema, Transform: from the Model
+  and ModelBlessing a Pusher read."""
   if blessing is not None:
     found.blessed = bool(prop(blessing, 'blessed'))
     evaluator = producer(store, blessing.id)
@@ -430,11 +439,11 @@ def version_lineage(store: mlmd.MetadataStore, version: str,
         if read_files:
           found.metrics = evaluation_metrics(evaluation.uri)
   if model is None:
-    return found
+    return
   found.model = _artifact(model)
   trainer = producer(store, model.id)
   if trainer is None:
-    return found
+    return
   found.trainer = execution_info(store, trainer)
   config = custom_config(trainer)
   found.hparams = config.get('hparams')
@@ -464,6 +473,33 @@ def version_lineage(store: mlmd.MetadataStore, version: str,
       found.transform = execution_info(store, transform)
       found.transform_code_version = custom_config(transform).get(
           'code_version')
+
+
+def version_lineage_from_record(store: mlmd.MetadataStore, version_dir: str,
+                                read_files: bool = True
+                               ) -> Optional[VersionLineage]:
+  """Lineage of a version no PushedModel records, from the Pusher's record
+  in the version directory (serving.base_path.PUSH_RECORD): a run killed
+  after the Pusher's rename and before ML Metadata recorded the push. The
+  Model and ModelBlessing it names were published before the Pusher ran;
+  its Pusher execution is RUNNING (or CANCELED once a later run marked it).
+  None if the directory has no record or the store knows neither artifact."""
+  record = base_path.read_push_record(version_dir)
+  if record is None:
+    return None
+  found = VersionLineage(version=str(int(record['version'])),
+                         destination=record.get('destination'))
+  if record.get('execution_id'):
+    executions = store.get_executions_by_id([int(record['execution_id'])])
+    if executions:
+      found.pusher = execution_info(store, executions[0])
+  ids = [int(record[k]) for k in ('model_id', 'blessing_id') if record.get(k)]
+  by_id = {a.id: a for a in store.get_artifacts_by_id(ids)} if ids else {}
+  model = by_id.get(record.get('model_id'))
+  blessing = by_id.get(record.get('blessing_id'))
+  if model is None and blessing is None:
+    return None
+  _fill_from_pusher_inputs(store, found, model, blessing, read_files)
   return found
 
 
@@ -665,11 +701,19 @@ def format_diff(d: Dict[str, Any]) -> str:
 # --- Command line ------------------------------------------------------------
 
 
-def _version_or_exit(store, version: str) -> VersionLineage:
+def _version_or_exit(store, version: str,
+                     model_base_path: str) -> VersionLineage:
+  """From ML Metadata; else from the push record in the version directory
+  (served or rolled back), for a run killed before it recorded the push."""
   found = version_lineage(store, version)
+  for where in ('', configs.ROLLED_BACK_DIR):
+    if found is None:
+      found = version_lineage_from_record(
+          store, os.path.join(model_base_path, where, str(version)))
   if found is None:
     raise SystemExit(f'No Pusher recorded version {version} in this ML '
-                     'Metadata store (see `python -m serving.versions list`).')
+                     f'Metadata store, and {model_base_path}/{version} holds '
+                     'no push record (see `python -m serving.versions list`).')
   return found
 
 
@@ -680,7 +724,8 @@ def main(argv=None) -> int:
   common.add_argument('--json', action='store_true',
                       help='print JSON instead of text')
   # The store the runners wrote: the same flags and variables as show_run.
-  configs.add_flags(common, configs.METADATA_FIELDS)
+  configs.add_flags(common, configs.METADATA_FIELDS + ('serving_dir',
+                                                      'model_name'))
   commands = parser.add_subparsers(dest='command', required=True)
   version = commands.add_parser(
       'version', parents=[common],
@@ -700,22 +745,23 @@ def main(argv=None) -> int:
                        help='the newer version')
   args = parser.parse_args(argv)
 
-  connection = metadata_store.store_config(configs.from_flags(args))
+  cfg = configs.from_flags(args)
+  connection = metadata_store.store_config(cfg)
   if (connection.HasField('sqlite') and
       not os.path.exists(connection.sqlite.filename_uri)):
     raise SystemExit(f'No ML Metadata store at {connection.sqlite.filename_uri}'
                      ' (run the pipeline first, or pass --metadata-path)')
   store = metadata_store.open_store(connection)
   if args.command == 'version':
-    found = _version_or_exit(store, args.version)
+    found = _version_or_exit(store, args.version, cfg.serving_model_dir)
     data, text = dataclasses.asdict(found), format_version(found)
   elif args.command == 'span':
     uses = span_models(store, args.span)
     data = {'span': args.span, 'models': [dataclasses.asdict(u) for u in uses]}
     text = format_span(args.span, uses)
   else:
-    data = diff(_version_or_exit(store, args.version_a),
-                _version_or_exit(store, args.version_b))
+    data = diff(_version_or_exit(store, args.version_a, cfg.serving_model_dir),
+                _version_or_exit(store, args.version_b, cfg.serving_model_dir))
     text = format_diff(data)
   print(json.dumps(data, indent=2, sort_keys=True) if args.json else text)
   return 0

@@ -14,8 +14,27 @@ Stock TFX Pusher behaviour, and why it is not enough here:
     either no new version or a complete one. Not on GCS (Vertex AI
     Pipelines): there a directory rename copies and deletes object by
     object, so the version directory appears file by file.
+  * Nothing stops a rollback, a promotion or a CD run from changing the
+    base path while it pushes. Here the duplicate check, the choice of the
+    version number, the copy and the rename happen holding the base path's
+    lock (serving.base_path, which those take too); `.incoming-*` copies
+    left by killed pushes are removed first (the lock proves nobody is
+    writing them). No lock on GCS, where flock does not exist.
+  * A version pushed just before the run was killed (after the rename,
+    before ML Metadata recorded the push) is served with no lineage. Here
+    the copy gets a record of where it came from before the rename:
+    serving.base_path.PUSH_RECORD, `assets.extra/tfx_reference_push.json`
+    (pipeline, run, Pusher execution, Model and ModelBlessing artifacts,
+    fingerprint, time). TF Serving ignores assets.extra/ (it reads only
+    tf_serving_warmup_requests there) and the SavedModel's fingerprint.pb
+    does not cover it, so the duplicate check below is unaffected.
+    `python -m serving.versions list` falls back to it.
 """
 
+import contextlib
+import datetime
+import hashlib
+import json
 import os
 import time
 from typing import Any, Dict, List, Optional
@@ -31,9 +50,13 @@ from tfx.utils import io_utils
 from tfx.utils import proto_utils
 
 from pipeline import configs
+from serving import base_path
 
 ALREADY_PUSHED_KEY = 'already_pushed_version'
 _FINGERPRINT_FILES = ('fingerprint.pb', 'saved_model.pb')
+# A CD run holds the base path's lock for its whole run (minutes at worst,
+# serving.cd --wait_seconds per step); a push waits for it to end.
+LOCK_TIMEOUT_S = 900.0
 
 
 def _fingerprint(model_dir: str) -> Optional[bytes]:
@@ -43,6 +66,19 @@ def _fingerprint(model_dir: str) -> Optional[bytes]:
       with fileio.open(path, 'rb') as f:
         return name.encode() + f.read()
   return None
+
+
+def _fingerprint_digest(model_dir: str) -> Optional[Dict[str, str]]:
+  for name in _FINGERPRINT_FILES:
+    path = os.path.join(model_dir, name)
+    if fileio.exists(path):
+      with fileio.open(path, 'rb') as f:
+        return {'file': name, 'sha256': hashlib.sha256(f.read()).hexdigest()}
+  return None
+
+
+def _local(path: str) -> bool:
+  return '://' not in path
 
 
 def versions(base_directory: str) -> List[int]:
@@ -67,8 +103,49 @@ def version_with_same_model(base_directory: str, model_dir: str
   return None
 
 
+def push_record(executor: pusher_executor.Executor,
+                input_dict: Dict[str, List[types.Artifact]], model_dir: str,
+                version: int, serving_path: str) -> Dict[str, Any]:
+  """What base_path.PUSH_RECORD holds: enough to find the run in ML Metadata
+  and, without it, to say which run pushed the version and from what."""
+  context = getattr(executor, '_context', None)
+  info = getattr(context, 'pipeline_info', None)
+  node = getattr(context, 'pipeline_node', None)
+  model = (input_dict.get(standard_component_specs.MODEL_KEY) or [None])[0]
+  blessing = (input_dict.get(standard_component_specs.MODEL_BLESSING_KEY)
+              or [None])[0]
+  execution_id = getattr(context, '_unique_id', None)  # the execution id
+  return {
+      'version': version,
+      'destination': serving_path,
+      'pipeline_name': info.id if info is not None else None,
+      'pipeline_run_id': getattr(context, 'pipeline_run_id', None),
+      'node_id': node.node_info.id if node is not None else None,
+      'execution_id': int(execution_id) if str(execution_id or '').isdigit()
+                      else None,
+      'model_id': model.id if model is not None and model.id else None,
+      'model_uri': model.uri if model is not None else None,
+      'blessing_id': (blessing.id if blessing is not None and blessing.id
+                      else None),
+      'blessing_uri': blessing.uri if blessing is not None else None,
+      # Pushed only if blessed (CheckBlessing); no blessing input: None.
+      'blessed': True if blessing is not None else None,
+      'fingerprint': _fingerprint_digest(model_dir),
+      'pushed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec='seconds'),
+  }
+
+
+def _write_push_record(version_dir: str, record: Dict[str, Any]) -> None:
+  path = os.path.join(version_dir, base_path.PUSH_RECORD)
+  fileio.makedirs(os.path.dirname(path))
+  with fileio.open(path, 'w') as f:
+    f.write(json.dumps(record, indent=2, sort_keys=True) + '\n')
+
+
 class Executor(pusher_executor.Executor):
-  """Filesystem push: idempotent per model, atomic per version."""
+  """Filesystem push: idempotent per model, atomic per version, one at a
+  time per base path, with a record of its lineage in the version."""
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]],
@@ -87,24 +164,49 @@ class Executor(pusher_executor.Executor):
     if destination.WhichOneof('destination') != 'filesystem':
       raise NotImplementedError('Only filesystem push destinations')
     base = destination.filesystem.base_directory
-
-    existing = version_with_same_model(base, model_path)
-    if existing is not None:
-      logging.info('Model %s is already served as version %d; not pushed.',
-                   model_path, existing)
-      self._MarkNotPushed(model_push)
-      model_push.set_string_custom_property(ALREADY_PUSHED_KEY, str(existing))
-      return
-
-    # Unix seconds as TFX does, but strictly after every existing version.
-    version = max([int(time.time())] + [v + 1 for v in versions(base)])
-    serving_path = os.path.join(base, str(version))
-    incoming = os.path.join(base, f'.incoming-{version}')
-    if fileio.exists(incoming):
-      fileio.rmtree(incoming)  # left over from a killed push
-    io_utils.copy_dir(model_path, incoming)
-    fileio.rename(incoming, serving_path)
-    logging.info('Model written to serving path %s.', serving_path)
+    fileio.makedirs(base)
+    if _local(base):
+      lock = base_path.locked(base, LOCK_TIMEOUT_S, what='Pusher')
+    else:
+      logging.warning('No lock on %s (not a local filesystem): a rollback or '
+                      'CD run at the same time is not kept out.', base)
+      lock = contextlib.nullcontext()
+    with lock:
+      if _local(base):
+        for path in base_path.remove_stale_incoming(base):
+          logging.info('Removed %s, left by a killed push.', path)
+      existing = version_with_same_model(base, model_path)
+      if existing is not None:
+        logging.info('Model %s is already served as version %d; not pushed.',
+                     model_path, existing)
+        self._MarkNotPushed(model_push)
+        model_push.set_string_custom_property(ALREADY_PUSHED_KEY,
+                                              str(existing))
+        return
+      # Unix seconds as TFX does, but strictly after every existing version,
+      # rolled-back ones included (a rollback must never find its number
+      # taken under .rolled-back/).
+      taken = versions(base) + versions(
+          os.path.join(base, configs.ROLLED_BACK_DIR))
+      version = max([int(time.time())] + [v + 1 for v in taken])
+      serving_path = os.path.join(base, str(version))
+      incoming = os.path.join(base, f'{base_path.INCOMING_PREFIX}{version}')
+      if fileio.exists(incoming):
+        fileio.rmtree(incoming)  # left over from a killed push (GCS)
+      io_utils.copy_dir(model_path, incoming)
+      record = push_record(self, input_dict, model_path, version,
+                           serving_path)
+      _write_push_record(incoming, record)
+      fileio.rename(incoming, serving_path)
+      logging.info('Model written to serving path %s.', serving_path)
+      if _local(base):
+        try:
+          base_path.log_action(base, 'push', version=version,
+                               run=record['pipeline_run_id'],
+                               model_id=record['model_id'])
+        except OSError as e:  # the version is pushed: say so, do not fail
+          logging.warning('Could not log the push to %s: %s',
+                          configs.ACTION_LOG, e)
 
     io_utils.copy_dir(model_path, model_push.uri)  # archive, as TFX does
     self._MarkPushed(model_push, pushed_destination=serving_path,

@@ -32,11 +32,19 @@ The CD gate of MLOps level 2, for one version V (default: the newest pushed):
   is put back byte for byte as before the run, no version is moved, and
   `cd_abort` is logged.
 
+One run at a time per model: from reading the config file to its decision
+CD holds the model base path's lock (serving.base_path), which
+`serving.versions rollback|promote` and the Pusher take too, so none of them
+changes the versions or the config under a run, and two CD runs never
+canary at once (the second waits up to --lock_timeout, then exits 2 naming
+the holder, having changed nothing). A Pusher waits for the run to end.
+
 Every config change is an atomic file replace a polling server picks up;
 requests to `stable` keep being answered throughout. Each step is printed and
 appended to <base>/.versions.log (serving.versions' action log). Exit status:
 0 promoted (or already stable), 1 rolled back, 2 nothing judged (usage,
-infrastructure, too little evidence).
+infrastructure, too little evidence, the lock busy); every error is one line
+on stderr.
 """
 
 import argparse
@@ -54,6 +62,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from models import features
 from pipeline import configs
+from serving import base_path
 from serving import canary_stats
 from serving import cd_infra
 from serving import client
@@ -534,7 +543,7 @@ def roll_back(run: Delivery, stable: Optional[int], reasons: List[str]) -> str:
 # --- the command -----------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
   defaults = configs.PipelineConfig()
-  parser = argparse.ArgumentParser(
+  parser = versions.OneLineErrorParser(
       prog='python -m serving.cd', description=__doc__.split('\n\n')[0],
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument('--model_config_file', required=True,
@@ -587,6 +596,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--wait_seconds', type=float,
                       default=DEFAULT_WAIT_SECONDS,
                       help='how long the server may take to apply a config')
+  parser.add_argument('--lock_timeout', type=float,
+                      default=base_path.DEFAULT_TIMEOUT_S,
+                      help='how long to wait for another CD run, rollback, '
+                      'promote or push on the same base path to finish')
   args = parser.parse_args(argv)
   if bool(args.server) != bool(args.grpc):
     parser.error('--server and --grpc go together (both APIs are checked)')
@@ -607,11 +620,29 @@ def _print_summary(run: Optional[Delivery], checks: List[Check],
 
 
 def deliver(args: argparse.Namespace) -> int:
-  """Runs the five steps; returns the exit status."""
-  checks: List[Check] = []
+  """Runs the five steps holding the base path's lock; the exit status."""
   print('[1/5] infra compatibility', flush=True)
   config = check_config(args.model_config_file, args.model_name,
                         args.model_base_path)
+  base = config.base_path
+  if not os.path.isdir(base):
+    raise InfraError(f'model base path {base} is not a directory')
+  try:
+    with base_path.locked(base, args.lock_timeout, what='serving.cd'):
+      # Again, as it is now: another run may have changed it while we waited.
+      config = check_config(args.model_config_file, args.model_name,
+                            args.model_base_path)
+      if os.path.realpath(config.base_path) != os.path.realpath(base):
+        raise InfraError(f'{args.model_config_file} changed the base_path of '
+                         f'{args.model_name!r} during the run')
+      return _deliver(args, config)
+  except base_path.Busy as e:
+    raise InfraError(str(e)) from e
+
+
+def _deliver(args: argparse.Namespace, config: model_config.ModelConfig
+            ) -> int:
+  checks: List[Check] = []
   base = config.base_path
   on_disk = model_config.versions_on_disk(base)
   if not on_disk and args.version is None:
@@ -720,16 +751,31 @@ def _record(run: Delivery, checks: List[Check], check: Check) -> None:
           **check.figures)
 
 
+def _one_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return text[0][:500] if text else type(e).__name__
+
+
 def main(argv=None) -> int:
+  """Exit 2 for anything but a verdict, with one line on stderr (and the
+  traceback too for an exception no step expects: a bug)."""
   args = parse_args(argv)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
   try:
     return deliver(args)
-  except InfraError as e:
+  except (InfraError, versions.Error) as e:
     print(f'cd: nothing judged, nothing delivered: {e}', file=sys.stderr)
-  except (Exception, SystemExit):  # pylint: disable=broad-except
-    traceback.print_exc()  # e.g. serving.versions' SystemExit: not a verdict,
-    print('cd: nothing judged, nothing delivered', file=sys.stderr)  # not 1
+  except (OSError, ValueError, text_format.ParseError) as e:
+    print(f'cd: nothing judged, nothing delivered: {type(e).__name__}: '
+          f'{_one_line(e)}', file=sys.stderr)
+  except KeyboardInterrupt:
+    print('cd: interrupted: nothing judged, nothing delivered',
+          file=sys.stderr)
+  except Exception as e:  # pylint: disable=broad-except
+    traceback.print_exc()
+    print(f'cd: nothing judged, nothing delivered: {type(e).__name__}: '
+          f'{_one_line(e)} (a bug: the traceback is above)', file=sys.stderr)
   return EXIT_ERROR
 
 

@@ -229,3 +229,27 @@ def test_cli_text_and_json_without_tfx(runs):
   missing = _cli(runs, 'version', '12345')
   assert missing.returncode == 1
   assert 'No Pusher recorded version 12345' in missing.stderr
+
+
+def test_a_version_ml_metadata_never_recorded_is_named_by_its_push_record(
+    runs, tmp_path):
+  """A run killed after the Pusher's rename and before ML Metadata recorded
+  the push: the version is served, only its push record names its model."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from serving import base_path  # pylint: disable=g-import-not-at-top
+  base = tmp_path / 'serving' / runs.cfg_b.model_name
+  orphan = base / configs.ROLLED_BACK_DIR / '12346'
+  shutil.copytree(os.path.join(runs.cfg_b.serving_model_dir,
+                               runs.b.pushed_version), orphan)
+  record_path = orphan / base_path.PUSH_RECORD
+  record = json.loads(record_path.read_text())
+  assert record['model_id'], record
+  record_path.write_text(json.dumps({**record, 'version': 12346}))
+
+  assert _cli(runs, 'version', '12346').returncode == 1  # not in the store
+  shown = _cli(runs, 'version', '12346', '--serving-dir',
+               str(tmp_path / 'serving'), '--json')
+  assert shown.returncode == 0, shown.stderr
+  data = json.loads(shown.stdout)
+  assert data['version'] == '12346' and data['blessed'] is True
+  assert [s['span'] for s in data['spans']] == [2, 3]

@@ -229,7 +229,7 @@ def test_pushed_model_is_recorded_and_no_sqlite_was_made(mysql_cfg, mysql_run):
   store = _store(mysql_cfg)
   (pushed,) = store.get_artifacts_by_type('PushedModel')
   version = str(metadata_store.custom_property(pushed, 'pushed_version'))
-  assert os.listdir(mysql_cfg.serving_model_dir) == [version]
+  assert [n for n in os.listdir(mysql_cfg.serving_model_dir) if n.isdigit()] == [version]
   root = os.path.dirname(mysql_cfg.pipeline_root)
   assert not os.path.exists(mysql_cfg.metadata_path)
   assert glob.glob(os.path.join(root, '**', '*.sqlite*'), recursive=True) == []
@@ -249,7 +249,7 @@ def test_lineage_tools_read_it_back_from_mysql(mysql_cfg, mysql_run, mariadb,
                 if line.startswith('  ') and not line.startswith('   '))
   for component in COMPONENTS:
     assert states[component] == 'COMPLETE', (component, shown.stdout)
-  version = os.listdir(mysql_cfg.serving_model_dir)[0]
+  version = [n for n in os.listdir(mysql_cfg.serving_model_dir) if n.isdigit()][0]
   assert f'pushed_version={version}' in shown.stdout
   # versions list: the password from a file (which wins over the variable).
   password_file = tmp_path / 'mysql-password'
@@ -270,7 +270,7 @@ def test_lineage_tools_read_it_back_from_mysql(mysql_cfg, mysql_run, mariadb,
 
 def test_lineage_cli_reads_a_version_from_mysql(mysql_cfg, mysql_run, mariadb):
   assert mysql_run.returncode == 0
-  (version,) = os.listdir(mysql_cfg.serving_model_dir)
+  (version,) = [n for n in os.listdir(mysql_cfg.serving_model_dir) if n.isdigit()]
   shown = subprocess.run(
       [sys.executable, '-m', 'pipeline.lineage', 'version', version, '--json',
        '--mysql-host', '127.0.0.1', '--mysql-port', str(mariadb.port),

@@ -45,7 +45,7 @@ def _run(cfg):
 
 def _versions(cfg):
   base = cfg.serving_model_dir
-  return sorted(os.listdir(base)) if os.path.isdir(base) else []
+  return sorted(n for n in os.listdir(base) if n.isdigit()) if os.path.isdir(base) else []
 
 
 def _store(cfg):
