@@ -237,7 +237,13 @@ def decide(cfg: configs.PipelineConfig, ct: CTConfig,
 
   drift_report = None
   previous = [s for s in available if target is not None and s < target]
+  unreadable = None
   if new and previous:
+    from pipeline import csv_check  # pylint: disable=g-import-not-at-top
+    unreadable = csv_check.check_span(cfg.data_root, target)
+  if unreadable:  # the run that follows stops on it and says where
+    notes.append(f'drift: not measured, {unreadable}')
+  elif new and previous:
     from pipeline import drift  # pylint: disable=g-import-not-at-top
     drift_report = drift.detect(store, cfg, target, previous[-1],
                                 ct.thresholds())
@@ -346,15 +352,29 @@ def record(store: mlmd.MetadataStore, pipeline_name: str,
   return execution_id
 
 
+@dataclasses.dataclass
+class _Refused:
+  """The outcome of a run that never started, for attach_run."""
+  error: str
+  ok: bool = False
+  blessed: Optional[bool] = None
+  pushed_version: Optional[str] = None
+  run_id: Optional[str] = None
+
+
 def attach_run(store: mlmd.MetadataStore, pipeline_name: str,
                execution_id: int, outcome: Any) -> Optional[str]:
   """Completes the decision with the run's outcome and links its run context.
 
-  The `pipeline_run` context is the one TFX created for the run just made
-  (metadata_store.latest_run); returns its name.
+  The `pipeline_run` context is the one of `outcome.run_id` (the run just
+  made); none when the run stopped before TFX created one (e.g. a bad CSV
+  line): then the decision is linked to no run rather than to the last
+  one. Returns the run's name.
   """
   [execution] = store.get_executions_by_id([execution_id])
-  run = metadata_store.latest_run(store, pipeline_name)
+  run_id = getattr(outcome, 'run_id', None)
+  run = (store.get_context_by_type_and_name('pipeline_run', run_id)
+         if run_id else None)
   p = execution.properties
   execution.last_known_state = (metadata_store_pb2.Execution.COMPLETE
                                 if outcome.ok else
@@ -421,12 +441,19 @@ def run_once(cfg: configs.PipelineConfig, ct: CTConfig,
   if not decision.run or dry_run:
     return Result(decision)
   from pipeline.run_pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
-  outcome = run_pipeline(dataclasses.replace(cfg, span=decision.span),
-                         make_runner, started_at=started_at)
+  try:
+    outcome = run_pipeline(dataclasses.replace(cfg, span=decision.span),
+                           make_runner, started_at=started_at)
+  except SystemExit as e:  # refused (another run holds the root) or bad input
+    attach_run(metadata_store.open_store(connection), cfg.pipeline_name,
+               decision.execution_id, _Refused(str(e)))
+    raise
   run_name = attach_run(metadata_store.open_store(connection),
                         cfg.pipeline_name, decision.execution_id, outcome)
   print(f'  CT decision {decision.execution_id} attached to pipeline_run '
-        f'{run_name}', flush=True)
+        f'{run_name}' if run_name else f'  CT decision {decision.execution_id}'
+        ' recorded as failed: the run stopped before TFX started it',
+        flush=True)
   return Result(decision, outcome)
 
 

@@ -1,6 +1,9 @@
 """Run the taxi pipeline with any TFX DAG runner, then summarize the outcome.
 
 Shared by every local runner so that they differ only in the runner object:
+  0. take the pipeline root's run lock (a second concurrent run is refused)
+     and mark what a dead earlier run left RUNNING (pipeline/dead_runs.py);
+     check the CSV files of the spans to ingest (pipeline/csv_check.py);
   1. fill the training window: ingest earlier spans not yet in ML Metadata
      (ExampleGen only, one small pipeline run per span);
   2. run the full pipeline on the target span (latest by default);
@@ -9,6 +12,7 @@ Shared by every local runner so that they differ only in the runner object:
 
 import dataclasses
 import glob
+import logging
 import os
 import re
 import time
@@ -18,11 +22,15 @@ from typing import Any, Callable, Dict, List, Optional
 from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
 from pipeline import console
+from pipeline import csv_check
+from pipeline import dead_runs
 from pipeline import lineage
 from pipeline import metadata_store
 from pipeline import pusher
+from pipeline import reproducible
 
 SPAN_DIR = re.compile(r'span-(\d+)$')
+Execution = metadata_store_pb2.Execution
 
 
 def spans_on_disk(data_root: str) -> List[int]:
@@ -45,7 +53,7 @@ class RunOutcome:
   """What a run did, read back from ML Metadata."""
   ok: bool
   error: Optional[str]
-  span: Optional[int]
+  span: Optional[int]  # the span ExampleGen ingested (None: none was)
   window: List[int]
   nodes: Dict[str, metadata_store.NodeRun]
   blessed: Optional[bool]
@@ -58,6 +66,13 @@ class RunOutcome:
   # Why the Evaluator did not bless (one line per failed threshold).
   blessing_failures: List[str] = dataclasses.field(default_factory=list)
   baseline_versions: List[str] = dataclasses.field(default_factory=list)
+  # The span this run was to ingest, ingested or not.
+  target_span: Optional[int] = None
+  # The `pipeline_run` context the outcome was read from (None: none ran).
+  run_id: Optional[str] = None
+  # What this run marked that a dead earlier run had left RUNNING.
+  dead_run_marked: List[dead_runs.Marked] = dataclasses.field(
+      default_factory=list)
 
   @property
   def fully_cached(self) -> bool:
@@ -70,10 +85,13 @@ class RunOutcome:
 def read_outcome(cfg: configs.PipelineConfig,
                  connection: metadata_store_pb2.ConnectionConfig, ok: bool,
                  error: Optional[str], window_spans: List[int],
-                 seconds: float) -> RunOutcome:
-  """Builds the RunOutcome of the newest run from ML Metadata."""
+                 seconds: float, run_id: Optional[str] = None) -> RunOutcome:
+  """Builds the RunOutcome of run `run_id` (default: the newest run) from
+  ML Metadata."""
   store = metadata_store.open_store(connection)
-  run = metadata_store.latest_run(store, cfg.pipeline_name)
+  run = (store.get_context_by_type_and_name('pipeline_run', run_id)
+         if run_id else None) or metadata_store.latest_run(
+             store, cfg.pipeline_name)
   nodes = metadata_store.run_nodes(store, run, cfg.pipeline_name) if run else {}
   prop = metadata_store.custom_property
 
@@ -100,7 +118,9 @@ def read_outcome(cfg: configs.PipelineConfig,
       'Evaluator' in nodes) else None
   return RunOutcome(
       ok=ok, error=error,
-      span=int(prop(examples, 'span')) if examples else cfg.span,
+      span=int(prop(examples, 'span')) if examples else None,
+      target_span=cfg.span,
+      run_id=run.name if run else None,
       window=window_spans,
       nodes=nodes,
       blessed=bool(prop(blessing, 'blessed')) if blessing else None,
@@ -135,7 +155,12 @@ def format_summary(cfg: configs.PipelineConfig,
   """Human-readable end-of-run summary."""
   lines = ['', f'Summary ({outcome.seconds:.1f} s wall time)']
   add = lambda k, v: lines.append(f'  {k:<18} {v}')
-  add('span ingested', outcome.span)
+  if outcome.span is not None:
+    add('span ingested', outcome.span)
+  elif outcome.target_span is not None:
+    add('span ingested', f'none (span {outcome.target_span} was not ingested)')
+  else:
+    add('span ingested', 'none')
   if outcome.window:
     add('training window', _span_ranges(outcome.window)
         + f' ({len(outcome.window)} spans)')
@@ -181,6 +206,9 @@ def format_summary(cfg: configs.PipelineConfig,
     if outcome.fully_cached:
       add('cached', 'every component reused its earlier execution: same '
           'inputs, same model, same decision')
+  for marked in outcome.dead_run_marked:
+    add('dead run', f'pipeline run {marked.run} died mid-run: '
+        f'{marked.nodes} marked {marked.state}')
   versions = [str(v) for v in pusher.versions(cfg.serving_model_dir)]
   add('serving', f'{_short(cfg.serving_model_dir)}: '
       + (f'versions {", ".join(versions)} (latest {versions[-1]} is served)'
@@ -200,8 +228,11 @@ def run_pipeline(cfg: configs.PipelineConfig,
 
   `started_at` (time.time() at process start) makes the summary's time
   include the TensorFlow/TFX imports, as a user's stopwatch would.
+  Raises dead_runs.RunInProgress (a SystemExit) while another run holds the
+  pipeline root.
   """
   start = started_at or time.time()
+  reproducible.fix_batching()  # same Beam batches on any load
   log_path = os.path.join(cfg.pipeline_root, 'logs',
                           time.strftime('run-%Y%m%d-%H%M%S.log'))
   progress = console.quiet_logging(log_path)
@@ -213,14 +244,85 @@ def run_pipeline(cfg: configs.PipelineConfig,
   if target not in available:
     raise SystemExit(f'Span {target} not found under {cfg.data_root} '
                      f'(spans there: {available})')
-  spans = window(target, cfg.window_spans, available)
   connection = metadata_store.store_config(cfg)
+  lock = dead_runs.RunLock(cfg.pipeline_root, cfg.pipeline_name,
+                           dead_runs.store_id(connection))
+  previous = lock.acquire()
+  try:
+    return _run_locked(cfg, make_runner, beam_pipeline_args, start, log_path,
+                       progress, available, target, connection, lock,
+                       previous)
+  except BaseException as e:  # Ctrl-C, SystemExit: nothing may stay RUNNING
+    _finish_left_running(cfg, connection, lock, Execution.CANCELED,
+                         f'the run was interrupted ({type(e).__name__})',
+                         echo=True)
+    raise
+  finally:
+    lock.release()
+
+
+def _finish_left_running(cfg: configs.PipelineConfig,
+                         connection: metadata_store_pb2.ConnectionConfig,
+                         lock: dead_runs.RunLock, state: int, why: str,
+                         echo: bool = False) -> None:
+  """Marks what this run's runner left NEW/RUNNING (its runs are over)."""
+  if not lock.runs:
+    return
+  try:
+    marked = dead_runs.mark_active(
+        metadata_store.open_store(connection), cfg.pipeline_name, lock.runs,
+        state, console.redact(why)[:2000])
+  except BaseException:  # pylint: disable=broad-except
+    # Never hide why the run stopped: the next run marks them instead (the
+    # record then does not say 'finished').
+    logging.exception('Could not mark the executions left RUNNING by runs %s',
+                      lock.runs)
+    lock.settled = False
+    return
+  for m in marked:
+    line = (f'Marked {len(m.executions)} execution(s) {m.state} that this run '
+            f'left RUNNING: {m.nodes} (pipeline run {m.run}; {why})')
+    logging.warning(line)
+    if echo:
+      print(line, flush=True)
+
+
+def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
+                beam_pipeline_args: Optional[List[str]], start: float,
+                log_path: str, progress: console.ComponentProgress,
+                available: List[int], target: int,
+                connection: metadata_store_pb2.ConnectionConfig,
+                lock: dead_runs.RunLock,
+                previous: Optional[dead_runs.Holder]) -> RunOutcome:
+  """run_pipeline, holding the pipeline root's lock."""
+  spans = window(target, cfg.window_spans, available)
+  store = metadata_store.open_store(connection)
+  marked, lines = dead_runs.recover_dead_run(store, previous,
+                                             cfg.pipeline_name, lock.store)
+  for line in lines:
+    logging.warning(line)
+    print(line, flush=True)
+  lock.settle()
   ingested = set(metadata_store.ingested_spans(
-      metadata_store.open_store(connection), cfg.pipeline_name,
-      cfg.data_root))
+      store, cfg.pipeline_name, cfg.data_root))
   # TFX only once the store answered: a wrong MySQL setting fails fast.
   from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
   missing = [s for s in spans if s != target and s not in ingested]
+  # Before any span is ingested: CsvExampleGen's own errors name no span,
+  # file or line. The target is always checked: a changed file is a cache
+  # miss that ExampleGen ingests again.
+  unreadable = csv_check.check_spans(cfg.data_root, missing + [target])
+  if unreadable:
+    logging.error('CsvExampleGen cannot read these spans; nothing was '
+                  'ingested:\n%s', '\n'.join(unreadable))
+    outcome = RunOutcome(
+        ok=False, error='\n'.join(unreadable), span=None, window=[],
+        nodes={}, blessed=None, pushed_version=None, pushed_path=None,
+        already_pushed_version=None, metrics={}, baseline_metrics={},
+        seconds=time.time() - start, target_span=target,
+        dead_run_marked=marked)
+    print(format_summary(cfg, connection, outcome, log_path), flush=True)
+    return outcome
   if missing:
     print(f'Ingesting {len(missing)} earlier span(s) of the training window '
           f'({missing[0]}..{missing[-1]}):', flush=True)
@@ -230,10 +332,18 @@ def run_pipeline(cfg: configs.PipelineConfig,
   record_revision = lambda: lineage.record_git_revision(
       metadata_store.open_store(connection), cfg.pipeline_name, revision,
       not_before=start)
+
+  def run(pipeline) -> None:
+    # The run id is recorded before TFX makes the run's context: a kill at
+    # any moment leaves the next run able to find what this one left.
+    run_id = dead_runs.new_run_id()
+    lock.add_run(run_id)
+    dead_runs.pin_run_id(make_runner(), run_id).run(pipeline)
+
   ok, error = True, None
   try:
     for span in missing:
-      make_runner().run(taxi_pipeline.create_ingest_pipeline(
+      run(taxi_pipeline.create_ingest_pipeline(
           cfg, span, connection, beam_pipeline_args))
       record_revision()
     print(f'Running pipeline {cfg.pipeline_name!r} on span {target}, '
@@ -241,7 +351,7 @@ def run_pipeline(cfg: configs.PipelineConfig,
     # The span is always pinned, so that `make run` (latest span) and the CT
     # controller (the span it decided on) give ExampleGen the same
     # properties: the same span is then a cache hit, never a re-ingestion.
-    make_runner().run(taxi_pipeline.create_pipeline(
+    run(taxi_pipeline.create_pipeline(
         dataclasses.replace(cfg, span=target), connection,
         beam_pipeline_args))
   except Exception as e:  # pylint: disable=broad-except
@@ -251,12 +361,17 @@ def run_pipeline(cfg: configs.PipelineConfig,
                            f'{type(e).__name__}: {e}')
     with open(log_path, 'a') as f:
       f.write(console.redact(traceback.format_exc()))
+    # TFX publishes a failed executor, not a failed driver: that execution
+    # would stay RUNNING.
+    _finish_left_running(cfg, connection, lock, Execution.FAILED, error)
   if progress.input_errors:  # the first one: the later failures follow from it
     node, why = next(iter(progress.input_errors.items()))
     ok, error = False, console.redact(
         f'{node} failed: its inputs could not be resolved: {why}')
   record_revision()
-  outcome = read_outcome(cfg, connection, ok, error, spans,
-                         time.time() - start)
+  outcome = read_outcome(dataclasses.replace(cfg, span=target), connection,
+                         ok, error, spans, time.time() - start,
+                         run_id=lock.runs[-1] if lock.runs else None)
+  outcome.dead_run_marked = marked
   print(format_summary(cfg, connection, outcome, log_path), flush=True)
   return outcome

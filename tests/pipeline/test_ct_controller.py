@@ -384,3 +384,29 @@ def test_drift_triggers_the_controller_and_is_recorded(generated, tmp_path):
       recorded['features']['payment_type']['alpha'])
   assert recorded['features']['company']['drifted'] is False
   assert execution.last_known_state == metadata_store_pb2.Execution.RUNNING
+
+
+def test_a_run_that_never_started_links_the_decision_to_no_run(cfg, store,
+                                                               tmp_path):
+  """A new span the pipeline cannot read (a NUL byte): the decision is
+  FAILED with the reason, and not attached to the earlier run's context
+  (it used to be linked to whatever run was newest)."""
+  earlier_run(store, cfg, ct_controller.logical_date(2))
+  ingest(store, [1, 2], cfg.data_root)
+  bad = os.path.join(cfg.data_root, 'span-3', 'data.csv')
+  with open(bad, 'rb') as f:
+    lines = f.read().split(b'\n')
+  lines[5] = lines[5][:3] + b'\x00' + lines[5][3:]
+  with open(bad, 'wb') as f:
+    f.write(b'\n'.join(lines))
+  from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
+  result = ct_controller.run_once(cfg, ct_config(tmp_path), LocalDagRunner,
+                                  now=ct_controller.logical_date(3))
+  assert result.decision.run and not result.outcome.ok
+  assert any('drift: not measured, span 3' in n for n in result.decision.notes)
+  [execution] = store.get_executions_by_id([result.decision.execution_id])
+  assert execution.last_known_state == metadata_store_pb2.Execution.FAILED
+  assert 'line 6' in execution.properties['outcome'].string_value
+  assert execution.properties['pipeline_run'].string_value == ''
+  assert [c.type for c in store.get_contexts_by_execution(execution.id)] == [
+      ct_controller.CONTEXT_TYPE]

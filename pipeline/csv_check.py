@@ -1,0 +1,188 @@
+"""A cheap check of a span's CSV files before CsvExampleGen reads them.
+
+TFX 1.16's CsvExampleGen stops on a bad line with a message that names
+neither the span, the file nor the line ("line contains NUL", "Columns do
+not match specified csv headers: [...] -> [...]"). This reads each file the
+way CsvExampleGen does (tfx/components/example_gen/csv_example_gen/
+executor.py, tfx_bsl's csv_decoder) and says where, and what is wrong:
+  header   the first line, split at commas (io_utils.load_csv_column_names);
+           every file of a span must have the same one;
+  records  the later lines, each decoded as UTF-8; lines are joined while
+           a record holds an odd number of '"' (a quoted field may span
+           lines), and each record is parsed with Python's csv module, as
+           tfx_bsl parses it. A blank record is skipped; any other must have
+           as many fields as the header. A NUL byte is an error on any line
+           (Python 3.10's csv refuses it).
+Types and values are not checked here: ExampleValidator does that against
+the curated schema, and names the span and the feature.
+Costs one pass over the files with Python's csv module (README.md has the
+figure for the bundled spans).
+"""
+
+import codecs
+import csv
+import dataclasses
+import glob
+import os
+import re
+from typing import List, Optional, Sequence, Tuple
+
+from pipeline import configs
+
+# Bad lines listed by number after a file's first one; the rest are counted.
+LISTED = 5
+
+
+@dataclasses.dataclass
+class Problem:
+  path: str
+  line: Optional[int]  # 1-based physical line; None: the file as a whole
+  what: str
+
+
+def display_path(path: str) -> str:
+  """Path relative to the working directory when it lies below it."""
+  relative = os.path.relpath(path)
+  return path if relative.startswith('..') else relative
+
+
+def _undecodable(raw: bytes, error: UnicodeDecodeError) -> str:
+  bad = raw[error.start:error.end]
+  return (f'not UTF-8: byte {" ".join(f"0x{b:02x}" for b in bad[:4])} at '
+          f'column {len(raw[:error.start].decode("utf-8")) + 1}')
+
+
+def _fields(record: str) -> Tuple[Optional[List[str]], Optional[str]]:
+  """(fields, None) or (None, why csv refused the record)."""
+  try:
+    return next(csv.reader([record]), []), None
+  except csv.Error as e:
+    return None, f'not CSV: {e}'
+
+
+def check_file(path: str, header: Optional[List[str]] = None
+              ) -> Tuple[Optional[List[str]], List[Problem]]:
+  """(the file's header, its problems). `header`: the span's, if known."""
+  problems: List[Problem] = []
+  problem = lambda line, what: problems.append(Problem(path, line, what))
+  with open(path, 'rb') as f:
+    first = f.readline()
+    if not first:
+      problem(None, 'empty file: no header line')
+      return None, problems
+    if first.startswith(codecs.BOM_UTF8):
+      problem(1, 'starts with a UTF-8 byte-order mark: CsvExampleGen would '
+              'read the first column as a different name')
+      return None, problems
+    try:
+      names = first.decode('utf-8').strip().split(',')
+    except UnicodeDecodeError as e:
+      problem(1, 'header ' + _undecodable(first, e))
+      return None, problems
+    if b'\0' in first:
+      problem(1, 'header has a NUL byte')
+      return None, problems
+    seen = set()
+    for column, name in enumerate(names, start=1):
+      if not name:
+        problem(1, f'header: column {column} has no name')
+      elif name in seen:
+        problem(1, f'header names {name!r} twice')
+      seen.add(name)
+    if header is not None and names != header:
+      differ = ', '.join(sorted(set(names) ^ set(header))) or 'column order'
+      problem(1, f"header differs from the span's first file's: {differ}")
+    if problems:
+      return names, problems
+
+    expected = len(names)
+    record: List[str] = []
+    quotes = 0
+    start = 0  # first line of the record being read
+    number = 1
+    for number, raw in enumerate(f, start=2):
+      nul = raw.find(b'\0')
+      if nul >= 0:
+        column = len(raw[:nul].decode('utf-8', 'replace')) + 1
+        problem(number, f'a NUL byte at column {column}')
+        record, quotes = [], 0  # the record is lost: count on from here
+        continue
+      try:
+        text = raw.decode('utf-8')
+      except UnicodeDecodeError as e:
+        problem(number, _undecodable(raw, e))
+        record, quotes = [], 0
+        continue
+      if not record:
+        start = number
+      record.append(text)
+      quotes += text.count('"')
+      if quotes % 2:
+        continue  # a quoted field goes on on the next line
+      fields, why = _fields(''.join(record))
+      record, quotes = [], 0
+      if why:
+        problem(start, why)
+      elif fields and len(fields) != expected:
+        problem(start, f'{len(fields)} fields, the header has {expected}')
+    if record:
+      problem(start, 'a quote opened on this line is never closed (it runs '
+              f'to the end of the file, line {number})')
+  return names, problems
+
+
+def span_files(data_root: str, span: int,
+               pattern: str = configs.SPAN_PATTERN) -> List[str]:
+  """The files CsvExampleGen reads for `span` (`{SPAN}` as TFX matches it:
+  digits whose value is the span, so span-03 is span 3)."""
+  wildcard = os.path.join(data_root, pattern.replace('{SPAN}', '*'))
+  regex = re.compile(re.escape(os.path.join(data_root, pattern)).replace(
+      re.escape('{SPAN}'), r'(\d+)').replace(r'\*', '[^/]*') + '$')
+  files = []
+  for path in glob.glob(wildcard):
+    match = regex.match(path)
+    if match and int(match.group(1)) == span and os.path.isfile(path):
+      files.append(path)
+  return sorted(files)
+
+
+def _describe(span: int, problems: List[Problem]) -> str:
+  """One line per file: its first problem, then how many more."""
+  lines = []
+  for path in dict.fromkeys(p.path for p in problems):
+    mine = [p for p in problems if p.path == path]
+    first = mine[0]
+    where = f' line {first.line}' if first.line else ''
+    text = f'span {span}: {display_path(path)}{where}: {first.what}'
+    more = [p.line for p in mine[1:] if p.line]
+    if more:
+      listed = ', '.join(map(str, more[:LISTED]))
+      text += (f' (and {len(more)} more bad line'
+               f'{"s" if len(more) > 1 else ""}: {listed}'
+               f'{", ..." if len(more) > LISTED else ""})')
+    lines.append(text)
+  return '\n'.join(lines)
+
+
+def check_span(data_root: str, span: int,
+               pattern: str = configs.SPAN_PATTERN) -> Optional[str]:
+  """None if CsvExampleGen can read the span, else what is wrong and where."""
+  files = span_files(data_root, span, pattern)
+  if not files:
+    return (f'span {span}: no file matches '
+            f'{display_path(os.path.join(data_root, pattern))}'
+            .replace('{SPAN}', str(span)))
+  header, problems = None, []
+  for path in files:
+    names, found = check_file(path, header)
+    problems += found
+    if header is None:
+      header = names
+  return _describe(span, problems) if problems else None
+
+
+def check_spans(data_root: str, spans: Sequence[int],
+                pattern: str = configs.SPAN_PATTERN) -> List[str]:
+  """What is wrong with each span CsvExampleGen could not read (in order)."""
+  return [message for message in
+          (check_span(data_root, span, pattern) for span in spans) if message]
