@@ -12,10 +12,16 @@ With --enable_batching, concurrent requests share model executions
 Version labels come from --model_config_file, and so does request
 logging: a model's TF Serving `logging_config` makes the server write a
 sample of its predictions as PredictionLogs (serving/request_logging.py).
+
+--rest_api_timeout_in_ms keeps TF Serving's name and default (30 s), not
+its exact meaning: there it is the deadline of a REST call's Session::Run;
+here it bounds a client's I/O (a request body must arrive within it, a
+kept-alive connection idle that long is closed), since a running
+tf.function cannot be interrupted. Request limits: serving/rest_api.py
+(HTTP) and serving/tensors.py (gRPC tensors).
 """
 
 import argparse
-import http.server
 import logging
 import os
 import signal
@@ -55,7 +61,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--file_system_poll_wait_seconds', type=float,
                       default=1.0, help='how often to look for new versions')
   parser.add_argument('--max_request_bytes', type=int, default=10 << 20,
-                      help='larger request bodies are refused with 400')
+                      help='larger requests are refused: 400 (REST) or '
+                      'RESOURCE_EXHAUSTED (gRPC)')
+  parser.add_argument('--rest_api_timeout_in_ms', type=int, default=30000,
+                      help='REST: a request body must arrive within this '
+                      '(else 408), and a kept-alive connection idle this long '
+                      'is closed')
   args = parser.parse_args(argv)
   if bool(args.model_config_file) == bool(args.model_base_path):
     parser.error('give either --model_config_file or --model_base_path')
@@ -63,7 +74,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.error('--model_base_path needs --model_name')
   if args.batching_parameters_file and not args.enable_batching:
     parser.error('--batching_parameters_file needs --enable_batching')
+  if args.max_request_bytes <= 0 or args.rest_api_timeout_in_ms <= 0:
+    parser.error('--max_request_bytes and --rest_api_timeout_in_ms must be '
+                 'positive')
   return args
+
+
+def _remove_stale_incoming(configs) -> None:
+  """Removes the <base>/.incoming-<v>/ copies of Pushers killed mid-copy.
+
+  Never one a live Pusher is still writing: serving.base_path takes the
+  base path's lock without waiting and removes nothing if it is held.
+  """
+  try:
+    from serving import base_path  # pylint: disable=g-import-not-at-top
+  except ImportError:  # an install without it: leave them, they are unserved
+    return
+  for config in configs:
+    base_path.remove_stale_incoming(config.base_path)
 
 
 def _raise_interrupt(*_):
@@ -100,6 +128,7 @@ def main(argv=None) -> int:
       config_file=(args.model_config_file
                    if args.model_config_file_poll_wait_seconds > 0 else None),
       config_poll_seconds=args.model_config_file_poll_wait_seconds)
+  _remove_stale_incoming(configs)
   registry.start()
   request_logger = request_logging.make_logger(registry)
   for c in configs:
@@ -107,11 +136,10 @@ def main(argv=None) -> int:
       logging.info('model %s: logging %g of predictions to %s-*%s', c.name,
                    c.logging.sampling_rate, c.logging.filename_prefix,
                    request_logging.SUFFIX)
-  server = http.server.ThreadingHTTPServer(
-      (args.bind_address, args.rest_api_port),
-      rest_api.make_handler(registry, args.max_request_bytes, batcher,
-                            request_logger))
-  server.daemon_threads = True
+  server = rest_api.make_server(
+      registry, (args.bind_address, args.rest_api_port),
+      args.max_request_bytes, batcher, request_logger,
+      timeout_seconds=args.rest_api_timeout_in_ms / 1000)
   grpc_server, grpc_port = grpc_api.make_server(
       registry, f'{args.bind_address}:{args.port}', args.max_request_bytes,
       batcher, request_logger=request_logger)

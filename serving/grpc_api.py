@@ -4,12 +4,17 @@ PredictionService: Predict and GetModelMetadata are served; Classify and
 Regress answer FAILED_PRECONDITION unless the signature is a classify /
 regress one (TF2 exports predict signatures only), as TF Serving does.
 ModelService: GetModelStatus.
+
+Predict checks its input tensors before anything is allocated for them:
+names and dtypes against the signature's (no silent casts, as in TF
+Serving), shapes against the values sent. See `read_inputs`.
 """
 
 from concurrent import futures
-from typing import Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import grpc
+import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
@@ -41,15 +46,56 @@ def _fill_spec(target, name: str, loaded: LoadedVersion, signature: str):
   target.signature_name = signature
 
 
+def read_inputs(protos: Mapping[str, object],
+                specs: Mapping[str, object]) -> Dict[str, np.ndarray]:
+  """A request's TensorProtos as arrays, refusing hostile ones unallocated.
+
+  Names against the signature, then each dtype against the signature's (no
+  silent casts: TF Serving answers "Expects arg[0] to be float but double
+  is provided"), then shape and values (tensors.to_array checks both before
+  allocating).
+  """
+  inference.check_input_names(specs, protos)
+  for key, proto in protos.items():
+    want = specs[key].dtype.as_datatype_enum
+    if proto.dtype != want:
+      raise BadRequest(f'Expects arg {key!r} to be {tensors.dtype_name(want)} '
+                       f'but {tensors.dtype_name(proto.dtype)} is provided')
+  arrays = {}
+  for key, proto in protos.items():
+    try:
+      arrays[key] = tensors.to_array(proto)
+    except ValueError as e:
+      raise BadRequest(f'Cannot read input tensor {key!r}: {e}') from e
+  return arrays
+
+
+MAX_DETAILS_BYTES = 1000
+
+
+def _details(text: str) -> str:
+  """A status message short enough to arrive.
+
+  gRPC sends it in trailing metadata, percent-encoded, which clients cap at
+  8 KB: a message echoing a 100 KB model name reached the client as
+  RESOURCE_EXHAUSTED "Stream removed" instead of NOT_FOUND.
+  """
+  data = text.encode('utf-8', 'replace')
+  if len(data) <= MAX_DETAILS_BYTES:
+    return text
+  return data[:MAX_DETAILS_BYTES].decode('utf-8', 'ignore') + '...'
+
+
 def _abort_on_error(method):
   """Maps ServingError to its gRPC status; anything else to INTERNAL."""
   def wrapper(self, request, context):
     try:
       return method(self, request, context)
     except ServingError as e:
-      context.abort(getattr(grpc.StatusCode, e.grpc_code), str(e))
+      context.abort(getattr(grpc.StatusCode, e.grpc_code), _details(str(e)))
     except Exception as e:  # pylint: disable=broad-except
-      context.abort(grpc.StatusCode.INTERNAL, f'{type(e).__name__}: {e}')
+      context.abort(grpc.StatusCode.INTERNAL,
+                    _details(f'{type(e).__name__}: {e}'))
   wrapper.__name__ = method.__name__
   return wrapper
 
@@ -70,12 +116,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     name, version, label = _spec(request.model_spec)
     loaded = self._registry.resolve(name, version, label)
     signature = request.model_spec.signature_name or inference.DEFAULT_SIGNATURE
-    inputs = {}
-    for key, proto in request.inputs.items():
-      try:
-        inputs[key] = tensors.to_array(proto)
-      except (TypeError, ValueError) as e:
-        raise BadRequest(f'Cannot read input tensor {key!r}: {e}') from e
+    specs = inference.signature(loaded, signature).structured_input_signature[1]
+    inputs = read_inputs(request.inputs, specs)
     outputs = inference.run(loaded, signature, inputs, self._batcher)
     wanted = set(request.output_filter) or set(outputs)
     unknown = wanted - set(outputs)
@@ -144,7 +186,11 @@ def make_server(registry: ModelRegistry, address: str,
                 request_logger: Optional[
                     'request_logging.RequestLogger'] = None
                ) -> Tuple[grpc.Server, int]:
-  """A started-able gRPC server and the port it bound."""
+  """A started-able gRPC server and the port it bound.
+
+  `max_message_bytes` is gRPC's receive limit; with one value per element
+  (tensors.to_array) it bounds a Predict request's elements too.
+  """
   server = grpc.server(
       futures.ThreadPoolExecutor(max_workers=workers),
       options=[('grpc.max_receive_message_length', max_message_bytes)])

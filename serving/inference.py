@@ -13,10 +13,13 @@ if TYPE_CHECKING:
 
 DEFAULT_SIGNATURE = 'serving_default'
 PREDICT_METHOD = 'tensorflow/serving/predict'
+MAX_RANK = 254  # TensorShape::MaxDimensions(); deeper aborts the process
 
 
 def signature(loaded: LoadedVersion, name: str):
   """The concrete function of signature `name` (default if empty)."""
+  if not isinstance(name, str):
+    raise BadRequest("'signature_name' must be a string")
   name = name or DEFAULT_SIGNATURE
   if name not in loaded.model.signatures:
     raise FailedPrecondition(
@@ -49,6 +52,34 @@ def tf_error_message(error: Exception) -> str:
   return text.strip()[:500]
 
 
+def check_input_names(specs: Mapping[str, object], names) -> None:
+  """The request names exactly the signature's inputs."""
+  unknown = sorted(set(names) - set(specs))
+  missing = sorted(set(specs) - set(names))
+  if unknown or missing:
+    raise BadRequest(f'Inputs do not match the signature: missing {missing}, '
+                     f'unknown {unknown[:20]}')
+
+
+def _check_rank(key: str, value: object) -> None:
+  """Nested lists no deeper than a tensor may be.
+
+  tf.constant infers the shape from the first element of each level (as
+  py_seq_tensor.cc's InferShapeAndType does) and a list nested deeper than
+  254 levels then fails a CHECK: the whole process aborts. So the same
+  walk, bounded, comes first. Arrays (gRPC) are bounded by numpy already.
+  """
+  rank = 0
+  while isinstance(value, list):
+    rank += 1
+    if rank > MAX_RANK:
+      raise BadRequest(f'Input {key!r}: nested deeper than the {MAX_RANK} '
+                       'dimensions a tensor may have')
+    if not value:
+      return
+    value = value[0]
+
+
 def prepare(loaded: LoadedVersion, signature_name: str,
             inputs: Mapping[str, object]) -> Dict[str, object]:
   """`inputs` (lists or arrays) as tensors of the signature's dtypes and shapes.
@@ -58,18 +89,15 @@ def prepare(loaded: LoadedVersion, signature_name: str,
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   specs = signature(loaded, signature_name).structured_input_signature[1]
-  unknown = sorted(set(inputs) - set(specs))
-  missing = sorted(set(specs) - set(inputs))
-  if unknown or missing:
-    raise BadRequest(f'Inputs do not match the signature: missing {missing}, '
-                     f'unknown {unknown}')
+  check_input_names(specs, inputs)
   arrays = {}
   for key, spec in specs.items():
+    _check_rank(key, inputs[key])
     try:
       tensor = tf.constant(inputs[key], dtype=spec.dtype)
     except (TypeError, ValueError) as e:
       raise BadRequest(f'Input {key!r}: expected {spec.dtype.name} values: '
-                       f'{str(e).splitlines()[0]}') from e
+                       f'{(str(e).splitlines() or [""])[0][:500]}') from e
     if not spec.shape.is_compatible_with(tensor.shape):
       raise BadRequest(f'Input {key!r}: shape {tensor.shape} does not '
                        f'match {spec.shape}')

@@ -46,7 +46,7 @@ def versions_on_disk(base_path: str) -> List[int]:
   except FileNotFoundError:
     return []
   return sorted(int(n) for n in names
-                if n.isdigit() and os.path.isdir(os.path.join(base_path, n)))
+                if n.isascii() and n.isdigit() and os.path.isdir(os.path.join(base_path, n)))
 
 
 def wanted_versions(config: ModelConfig, on_disk: List[int]) -> List[int]:

@@ -5,8 +5,11 @@ A background thread polls each model's base path (as TF Serving does, every
 immutable {version: LoadedVersion} map in one assignment: a request sees
 either the old set or the new one, never a half-loaded model. A version
 directory that is incomplete (no saved_model.pb yet) is skipped until it is
-complete; one that fails to load is refused with a log line and not retried
-until its saved_model.pb changes. The versions already served keep serving.
+complete; one that fails to load is refused with a log line and retried
+only once any of its files changed (name, size or mtime): a copy still
+under way when it was first tried is served once complete, and a broken
+version costs no load attempt per poll. The versions already served keep
+serving.
 """
 
 import dataclasses
@@ -15,6 +18,9 @@ import os
 import threading
 import time
 from typing import Dict, List, Mapping, Optional, Tuple
+
+# A version directory's files as (relative path, size, mtime_ns), sorted.
+DirSignature = Tuple[Tuple[str, int, int], ...]
 
 from serving import model_config
 from serving.errors import NotFound
@@ -56,6 +62,26 @@ def _read_signature_defs(path: str) -> Dict[str, object]:
   return dict(saved.meta_graphs[0].signature_def)
 
 
+def dir_signature(path: str) -> DirSignature:
+  """Every file under `path` as (relative path, size, mtime_ns).
+
+  A SavedModel has a handful of files, so this is a few stats a poll, and
+  only for refused versions. Any file added, removed, rewritten or touched
+  changes it.
+  """
+  files = []
+  for root, _, names in os.walk(path):
+    for name in names:
+      full = os.path.join(root, name)
+      try:
+        stat = os.stat(full)
+      except OSError:  # removed while walking: the next poll sees it
+        continue
+      files.append((os.path.relpath(full, path), stat.st_size,
+                    stat.st_mtime_ns))
+  return tuple(sorted(files))
+
+
 def load_version(path: str, version: int) -> LoadedVersion:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   model = tf.saved_model.load(path)
@@ -85,7 +111,8 @@ class ModelRegistry:
                           else None)
     self._served: Dict[str, Mapping[int, LoadedVersion]] = {
         c.name: {} for c in configs}
-    self._refused: Dict[str, float] = {}  # saved_model.pb path -> its mtime
+    # version dir -> its files when it was refused
+    self._refused: Dict[str, DirSignature] = {}
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
 
@@ -98,12 +125,16 @@ class ModelRegistry:
     the current one serving instead of leaving nothing.
     """
     self._reload_config()
+    self._refused = {path: files for path, files in self._refused.items()
+                     if os.path.isdir(path)}  # forget deleted versions
     for config in self.configs:
       current = self._served.get(config.name, {})
       loaded = dict(current)
+      failed = set()  # tried once this poll: a copy under way waits a poll
       while True:
         servable = [v for v in model_config.versions_on_disk(config.base_path)
-                    if v in loaded or self._may_load(config, v)]
+                    if v in loaded or
+                    (v not in failed and self._may_load(config, v))]
         wanted = model_config.wanted_versions(config, servable)
         to_load = [v for v in wanted if v not in loaded]
         if not to_load:
@@ -112,6 +143,8 @@ class ModelRegistry:
           version_model = self._try_load(config, version)
           if version_model:
             loaded[version] = version_model
+          else:
+            failed.add(version)
       updated = {v: loaded[v] for v in wanted}
       if set(updated) != set(current):
         self._served[config.name] = updated  # one atomic assignment
@@ -146,21 +179,26 @@ class ModelRegistry:
   def _may_load(self, config, version: int) -> bool:
     """Complete (saved_model.pb is copied last) and not refused as it is."""
     pb = self._pb(config, version)
-    try:
-      return self._refused.get(pb) != os.path.getmtime(pb)
-    except FileNotFoundError:
+    if not os.path.exists(pb):
       return False
+    path = os.path.dirname(pb)
+    return (path not in self._refused or
+            self._refused[path] != dir_signature(path))
 
   def _try_load(self, config, version: int) -> Optional[LoadedVersion]:
     path = os.path.dirname(self._pb(config, version))
+    # Taken before loading: a file that changes during the attempt makes
+    # the next poll try again.
+    files = dir_signature(path)
     try:
       loaded = load_version(path, version)
     except Exception as e:  # pylint: disable=broad-except
-      pb = self._pb(config, version)
-      self._refused[pb] = os.path.getmtime(pb) if os.path.exists(pb) else -1
-      log.error('model %s: refusing version %d at %s: %s: %s', config.name,
-                version, path, type(e).__name__, str(e).splitlines()[0][:300])
+      self._refused[path] = files
+      log.error('model %s: refusing version %d at %s until its files change: '
+                '%s: %s', config.name, version, path, type(e).__name__,
+                (str(e).splitlines() or [''])[0][:300])
       return None
+    self._refused.pop(path, None)
     log.info('model %s: loaded version %d from %s', config.name, version, path)
     return loaded
 
