@@ -45,6 +45,7 @@ import datetime
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -374,6 +375,45 @@ def mark_active(store: mlmd.MetadataStore, pipeline_name: str,
     marked.append(Marked(run_id, Execution.State.Name(state), [
         (e.id, _node_id(store, e.id, pipeline_name)) for e in active]))
   return marked
+
+
+def remove_litter(store: mlmd.MetadataStore, pipeline_root: str,
+                  marked: List[Marked]) -> List[str]:
+  """Deletes what the executions marked here wrote before their run died.
+
+  A killed execution's outputs stay on disk: `<root>/<node>/<output>/<id>/`
+  (Transform's half-written `.temp_path` among them) and
+  `<root>/<node>/.system/executor_execution/<id>/`. TFX never reuses them:
+  a rerun is a new execution with new directories. They are provably dead
+  once the execution is CANCELED here, unless an artifact that is not
+  ABANDONED has that URI (then it is kept). Called holding the run lock, so
+  no live run writes under the root. Returns the paths removed.
+  """
+  removed = []
+  for m in marked:
+    for execution_id, node in m.executions:
+      node_dir = os.path.join(pipeline_root, node)
+      candidates = [os.path.join(node_dir, output, str(execution_id))
+                    for output in sorted(_listdir(node_dir))
+                    if not output.startswith('.')]
+      candidates.append(os.path.join(node_dir, '.system',
+                                     'executor_execution', str(execution_id)))
+      for path in candidates:
+        if not os.path.isdir(path) or any(
+            a.state != metadata_store_pb2.Artifact.ABANDONED
+            for a in store.get_artifacts_by_uri(path)):
+          continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+          removed.append(path)
+  return removed
+
+
+def _listdir(path: str) -> List[str]:
+  try:
+    return os.listdir(path)
+  except OSError:
+    return []
 
 
 def _count(n: int) -> str:

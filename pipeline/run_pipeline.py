@@ -299,6 +299,12 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
   store = metadata_store.open_store(connection)
   marked, lines = dead_runs.recover_dead_run(store, previous,
                                              cfg.pipeline_name, lock.store)
+  litter = dead_runs.remove_litter(store, cfg.pipeline_root, marked)
+  if litter:
+    lines.append(f'Removed {len(litter)} director'
+                 f'{"y" if len(litter) == 1 else "ies"} those executions '
+                 'left half-written: ' + ', '.join(
+                     os.path.relpath(p, cfg.pipeline_root) for p in litter))
   for line in lines:
     logging.warning(line)
     print(line, flush=True)

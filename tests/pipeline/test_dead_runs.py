@@ -106,6 +106,36 @@ def test_a_dead_runs_executions_are_canceled_and_nothing_else(tmp_path):
   assert 'on this host' in line
 
 
+def test_what_a_canceled_execution_half_wrote_is_removed(tmp_path):
+  """Its output and executor dirs go; a live artifact's dir and the dirs of
+  executions not marked stay."""
+  store = _store(tmp_path)
+  root = tmp_path / 'pipeline'
+  [transform] = _executions(store, 'run-a', {'Transform': Execution.RUNNING})
+  [running] = _executions(store, 'run-b', {'Transform': Execution.RUNNING})
+  made = {}
+  for name, execution_id in (('temp', transform), ('live', transform),
+                             ('other', running)):
+    output = {'temp': 'transform_graph', 'live': 'updated_analyzer_cache',
+              'other': 'transform_graph'}[name]
+    made[name] = root / 'Transform' / output / str(execution_id)
+    (made[name] / '.temp_path').mkdir(parents=True)
+  executor = root / 'Transform' / '.system' / 'executor_execution' / str(
+      transform)
+  (executor / '.temp').mkdir(parents=True)
+  type_id = store.put_artifact_type(
+      metadata_store_pb2.ArtifactType(name='TransformCache'))
+  store.put_artifacts([metadata_store_pb2.Artifact(
+      type_id=type_id, uri=str(made['live']),
+      state=metadata_store_pb2.Artifact.LIVE)])
+  marked, _ = dead_runs.recover_dead_run(store, _holder(), 'taxi', STORE)
+  removed = dead_runs.remove_litter(store, str(root), marked)
+  assert sorted(removed) == sorted([str(made['temp']), str(executor)])
+  assert not made['temp'].exists() and not executor.exists()
+  assert made['live'].exists() and made['other'].exists()
+  assert dead_runs.remove_litter(store, str(root), []) == []
+
+
 def test_a_pid_now_used_by_another_process_counts_as_dead(tmp_path):
   store = _store(tmp_path)
   [trainer] = _executions(store, 'run-a', {'Trainer': Execution.RUNNING})
@@ -319,6 +349,13 @@ def test_kill_9_mid_run_then_the_next_run_marks_and_resumes(cfg, tmp_path):
       metadata_store.sqlite_config(cfg.metadata_path))
   for execution in store.get_executions_by_id([e.id for e in left]):
     assert execution.last_known_state == Execution.CANCELED
+  # Nothing the killed executions half-wrote is left under the root.
+  import glob  # pylint: disable=g-import-not-at-top
+  for e in left:
+    assert not glob.glob(os.path.join(cfg.pipeline_root, '*', '*', str(e.id))
+                         ), e.id
+    assert not glob.glob(os.path.join(cfg.pipeline_root, '*', '.system',
+                                      'executor_execution', str(e.id)))
   assert _active(store) == []
   # It resumed: what was done is reused, what was killed runs again.
   assert 'CsvExampleGen                  cached' in out
