@@ -101,19 +101,13 @@ def runtime_defaults(pipeline: Any) -> Dict[str, Any]:
           if isinstance(value, data_types.RuntimeParameter)}
 
 
-def _short(path: str) -> str:
-  """Path relative to the working directory when it lies below it."""
-  relative = os.path.relpath(path)
-  return path if relative.startswith('..') else relative
-
-
 def _summary(job: Dict[str, Any], cfg: configs.PipelineConfig,
              vertex_cfg: configs.VertexConfig, argv: List[str]) -> str:
   spec = job['pipelineSpec']
   parameters = job['runtimeConfig'].get('parameterValues', {})
   lines = [
       f'Compiled pipeline {cfg.pipeline_name!r} for Vertex AI Pipelines'
-      f' -> {_short(vertex_cfg.pipeline_spec)}',
+      f' -> {console.display_path(vertex_cfg.pipeline_spec)}',
       f'  tasks              {", ".join(sorted(spec["root"]["dag"]["tasks"]))}',
       f'  image              {vertex_cfg.image}',
       f'  pipeline root      {cfg.pipeline_root}',

@@ -18,6 +18,11 @@ from typing import Dict, List, Optional, TextIO
 _SECRETS: List[str] = []
 
 
+def display_path(path: str) -> str:
+  """Path relative to the working directory when it lies below it."""
+  relative = os.path.relpath(path)
+  return path if relative.startswith('..') else relative
+
 
 def quiet_imports() -> None:
   """Silences what TensorFlow and Google client libraries print on import.

@@ -28,6 +28,7 @@ import re
 from typing import List, Optional, Sequence, Tuple
 
 from pipeline import configs
+from pipeline import console
 
 # Bad lines listed by number after a file's first one; the rest are counted.
 LISTED = 5
@@ -38,12 +39,6 @@ class Problem:
   path: str
   line: Optional[int]  # 1-based physical line; None: the file as a whole
   what: str
-
-
-def display_path(path: str) -> str:
-  """Path relative to the working directory when it lies below it."""
-  relative = os.path.relpath(path)
-  return path if relative.startswith('..') else relative
 
 
 def _undecodable(raw: bytes, error: UnicodeDecodeError) -> str:
@@ -153,7 +148,7 @@ def _describe(span: int, problems: List[Problem]) -> str:
     mine = [p for p in problems if p.path == path]
     first = mine[0]
     where = f' line {first.line}' if first.line else ''
-    text = f'span {span}: {display_path(path)}{where}: {first.what}'
+    text = f'span {span}: {console.display_path(path)}{where}: {first.what}'
     more = [p.line for p in mine[1:] if p.line]
     if more:
       listed = ', '.join(map(str, more[:LISTED]))
@@ -170,7 +165,7 @@ def check_span(data_root: str, span: int,
   files = span_files(data_root, span, pattern)
   if not files:
     return (f'span {span}: no file matches '
-            f'{display_path(os.path.join(data_root, pattern))}'
+            f'{console.display_path(os.path.join(data_root, pattern))}'
             .replace('{SPAN}', str(span)))
   header, problems = None, []
   for path in files:

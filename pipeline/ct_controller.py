@@ -372,7 +372,7 @@ def attach_run(store: mlmd.MetadataStore, pipeline_name: str,
   one. Returns the run's name.
   """
   [execution] = store.get_executions_by_id([execution_id])
-  run_id = getattr(outcome, 'run_id', None)
+  run_id = outcome.run_id
   run = (store.get_context_by_type_and_name('pipeline_run', run_id)
          if run_id else None)
   p = execution.properties

@@ -143,12 +143,6 @@ def _span_ranges(spans: List[int]) -> str:
   return 'spans ' + lineage.span_ranges(spans)
 
 
-def _short(path: str) -> str:
-  """Path relative to the working directory when it lies below it."""
-  relative = os.path.relpath(path)
-  return path if relative.startswith('..') else relative
-
-
 def format_summary(cfg: configs.PipelineConfig,
                    connection: metadata_store_pb2.ConnectionConfig,
                    outcome: RunOutcome, log_path: str) -> str:
@@ -196,7 +190,8 @@ def format_summary(cfg: configs.PipelineConfig,
     else:
       add('blessed', {True: 'yes', None: 'n/a'}[outcome.blessed])
     if outcome.pushed_version:
-      add('pushed', f'version {outcome.pushed_version} -> {_short(outcome.pushed_path)}')
+      add('pushed', f'version {outcome.pushed_version} -> '
+          f'{console.display_path(outcome.pushed_path)}')
     elif outcome.already_pushed_version:
       add('pushed', f'nothing new (this model is version '
           f'{outcome.already_pushed_version})')
@@ -210,13 +205,14 @@ def format_summary(cfg: configs.PipelineConfig,
     add('dead run', f'pipeline run {marked.run} died mid-run: '
         f'{marked.nodes} marked {marked.state}')
   versions = [str(v) for v in pusher.versions(cfg.serving_model_dir)]
-  add('serving', f'{_short(cfg.serving_model_dir)}: '
+  add('serving', f'{console.display_path(cfg.serving_model_dir)}: '
       + (f'versions {", ".join(versions)} (latest {versions[-1]} is served)'
          if versions else 'no version yet'))
-  add('artifacts', _short(cfg.pipeline_root))
-  add('metadata', f'{_short(connection.sqlite.filename_uri)} (SQLite)'
+  add('artifacts', console.display_path(cfg.pipeline_root))
+  add('metadata',
+      f'{console.display_path(connection.sqlite.filename_uri)} (SQLite)'
       if connection.HasField('sqlite') else metadata_store.describe(connection))
-  add('full log', _short(log_path))
+  add('full log', console.display_path(log_path))
   return '\n'.join(lines)
 
 

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from pipeline import configs
+from pipeline import console
 from pipeline import csv_check
 from pipeline import metadata_store
 from pipeline.run_pipeline import run_pipeline
@@ -123,7 +124,7 @@ def test_span_messages_name_span_file_and_line(tmp_path):
   _write(os.path.join(root, 'span-3', 'b.csv'), [other, ROW])
   os.makedirs(os.path.join(root, 'span-4'))
   messages = csv_check.check_spans(root, [1, 2, 3, 4])
-  path = csv_check.display_path(os.path.join(root, 'span-2', 'a.csv'))
+  path = console.display_path(os.path.join(root, 'span-2', 'a.csv'))
   assert messages[0] == (f'span 2: {path} line 3: 19 fields, the header has '
                          '18')
   assert messages[1].startswith('span 3: ') and 'b.csv' in messages[1]
@@ -161,7 +162,7 @@ def bad_cfg(tmp_path):
 
 
 def _span_file(cfg, span):
-  return csv_check.display_path(
+  return console.display_path(
       os.path.join(cfg.data_root, f'span-{span}', 'data.csv'))
 
 
