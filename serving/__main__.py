@@ -86,10 +86,7 @@ def _remove_stale_incoming(configs) -> None:
   Never one a live Pusher is still writing: serving.base_path takes the
   base path's lock without waiting and removes nothing if it is held.
   """
-  try:
-    from serving import base_path  # pylint: disable=g-import-not-at-top
-  except ImportError:  # an install without it: leave them, they are unserved
-    return
+  from serving import base_path  # pylint: disable=g-import-not-at-top
   for config in configs:
     base_path.remove_stale_incoming(config.base_path)
 
