@@ -63,11 +63,11 @@ vertex: $(STAMP)
 
 # Continuous training: one decision (and a run if a trigger fired).
 ct: $(STAMP)
-	$(PY) -m pipeline.ct_controller $(ARGS)
+	$(PY) -m continuous_training.controller $(ARGS)
 
 # All spans in time order through the CT controller -> outputs/replay/.
 replay: $(STAMP)
-	$(PY) -m pipeline.replay $(ARGS)
+	$(PY) -m continuous_training.replay $(ARGS)
 
 serve: $(STAMP)
 	$(PY) -m serving --model_name taxi --model_base_path outputs/serving/taxi $(SERVE_ARGS)

@@ -217,7 +217,7 @@ def child(data_root: str, pipeline_root: str, beam_args: List[str]) -> None:
   components run one after the other and each is timed alone."""
   from pipeline import configs  # pylint: disable=g-import-not-at-top
   from pipeline import console  # pylint: disable=g-import-not-at-top
-  from pipeline import metadata_store  # pylint: disable=g-import-not-at-top
+  from lineage import metadata_store  # pylint: disable=g-import-not-at-top
   console.quiet_logging(os.path.join(pipeline_root, 'logs', 'run.log'))
   from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
   from tfx.components import StatisticsGen  # pylint: disable=g-import-not-at-top

@@ -5,7 +5,7 @@
     .venv/bin/python bench/shift_alarm_rates.py --json /tmp/rates.json
 
 The rule is monitoring/distribution.py with the thresholds of
-pipeline/configs.py (DRIFT_*), the one both pipeline/drift.py and
+pipeline/configs.py (DRIFT_*), the one both continuous_training/drift.py and
 monitoring/skew.py use; the flags override them, to see what a change would
 do. Each cell is the share of `--trials` seeded random samples on which the
 rule raised any alarm:

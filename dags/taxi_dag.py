@@ -92,7 +92,7 @@ def _info_logs_muted():
 def build_dag():
   """The Airflow DAG of `create_pipeline(pipeline_config())`."""
   console.quiet_imports()  # TF's C++ logs and deprecation warnings at parse
-  from pipeline import metadata_store  # pylint: disable=g-import-not-at-top
+  from lineage import metadata_store  # pylint: disable=g-import-not-at-top
   from pipeline import reproducible  # pylint: disable=g-import-not-at-top
   reproducible.fix_batching()  # tasks run in the process that parsed this
   cfg = pipeline_config()

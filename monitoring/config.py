@@ -12,7 +12,7 @@ from pipeline import configs
 MONITORING_DIR = os.path.join(configs.OUTPUT_DIR, 'monitoring')
 # Where serving/deploy/models-logging.config points the server's logs.
 LOG_PREFIX = os.path.join(MONITORING_DIR, 'prediction_logs', configs.MODEL_NAME)
-# The contract file the CT controller (pipeline/ct_controller.py) reads.
+# The contract file the CT controller (continuous_training/controller.py) reads.
 REPORT_PATH = os.path.join(MONITORING_DIR, 'report.json')
 
 

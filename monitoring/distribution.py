@@ -1,6 +1,6 @@
 """Do two samples of raw feature values differ? The one rule of drift and skew.
 
-Drift (pipeline/drift.py: a new span vs the previous one) and skew
+Drift (continuous_training/drift.py: a new span vs the previous one) and skew
 (monitoring/skew.py: served traffic vs the served version's training data)
 are the same question asked of different samples, so both call `compare`.
 

@@ -50,7 +50,7 @@ def _metadata_store(cfg: configs.PipelineConfig):
 
   A missing SQLite file is not created (opening one would create it).
   """
-  from pipeline import metadata_store  # pylint: disable=g-import-not-at-top
+  from lineage import metadata_store  # pylint: disable=g-import-not-at-top
   connection = metadata_store.store_config(cfg)
   if connection.HasField('sqlite') and not os.path.exists(
       connection.sqlite.filename_uri):
@@ -60,17 +60,17 @@ def _metadata_store(cfg: configs.PipelineConfig):
 
 def evaluation_accuracy(store, version: str) -> Tuple[Optional[float], str]:
   """The Evaluator's overall binary accuracy for the model pushed as
-  `version`: its lineage (pipeline/lineage.py: Pusher -> model_blessing ->
+  `version`: its lineage (pipeline/graph.py: Pusher -> model_blessing ->
   the Evaluator that made it -> its `evaluation` output) and that output's
   metrics, read without TFMA's Python package."""
-  from pipeline import lineage  # pylint: disable=g-import-not-at-top
-  found = lineage.version_lineage(store, version, read_files=False)
+  from lineage import graph  # pylint: disable=g-import-not-at-top
+  found = graph.version_lineage(store, version, read_files=False)
   if found is None or found.pusher is None:
     return None, f'no Pusher of version {version} in ML Metadata'
   if found.evaluation is None:
     return None, 'no Evaluator output for it in ML Metadata'
   uri = found.evaluation.uri
-  accuracy = lineage.evaluation_metrics(uri).get('candidate', {}).get(
+  accuracy = graph.evaluation_metrics(uri).get('candidate', {}).get(
       'binary_accuracy')
   if accuracy is None:
     return None, f'no binary_accuracy in {uri}'

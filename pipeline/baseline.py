@@ -2,8 +2,8 @@
 
 TFX's LatestBlessedModelStrategy picks the newest *blessed* Model in ML
 Metadata. That is the wrong model as soon as serving and metadata part ways:
-  * a version rolled back (`serving.versions rollback`) or rejected by the
-    CD gate (`serving.cd`) is still the newest blessed model, so the next
+  * a version rolled back (`delivery.versions rollback`) or rejected by the
+    CD gate (`delivery.cd`) is still the newest blessed model, so the next
     candidate is compared with a model nobody serves;
   * on a rerun after a push the cached candidate *is* the newest blessed
     model, so the Evaluator re-runs and blesses the model against itself.
@@ -39,7 +39,7 @@ from tfx import types
 from tfx.dsl.components.common import resolver
 
 from pipeline import configs
-from pipeline import lineage
+from lineage import graph
 from serving import model_config
 
 STABLE_LABEL = 'stable'
@@ -111,7 +111,7 @@ class ServedModelStrategy(resolver.ResolverStrategy):
     chosen = []
     for version in baseline_versions(self._base_path, self._model_config_file,
                                      self._model_name):
-      found = lineage.version_lineage(store, str(version), read_files=False)
+      found = graph.version_lineage(store, str(version), read_files=False)
       if found is None or found.model is None:
         continue  # pushed by another store or pipeline: no Model to compare
       if found.model.id == candidate or found.model.id not in models:

@@ -24,11 +24,11 @@ RUN_FN = 'models.model.run_fn'
 MODELS_DIR = os.path.join(REPO_ROOT, 'models')
 # `{SPAN}` is TFX's span spec: ExampleGen ingests one span per run.
 SPAN_PATTERN = 'span-{SPAN}/*.csv'
-# Under a model base path: where `serving.versions rollback` moves a version
+# Under a model base path: where `delivery.versions rollback` moves a version
 # (not a number, so no model server serves it; the Pusher never re-pushes it).
 ROLLED_BACK_DIR = '.rolled-back'
 # Under a model base path: one JSON line per push, rollback, promotion and CD
-# step (serving/versions.py, serving/cd.py); pipeline/baseline.py reads CD's
+# step (delivery/versions.py, delivery/cd.py); pipeline/baseline.py reads CD's
 # verdicts from it.
 ACTION_LOG = '.versions.log'
 # Slices for the Evaluator's metrics (raw feature names).
@@ -41,8 +41,8 @@ SLICE_FEATURES = ['payment_type']
 GUARDED_SLICES = {'payment_type': ['Credit Card']}
 
 
-# Continuous training (pipeline/ct_controller.py, pipeline/drift.py,
-# pipeline/replay.py): the one place its thresholds and defaults live.
+# Continuous training (continuous_training/controller.py, continuous_training/drift.py,
+# continuous_training/replay.py): the one place its thresholds and defaults live.
 # Drift (a new span vs the previous one, the CT trigger) and skew (served
 # traffic vs the served version's training data, monitoring/) are the same
 # comparison, monitoring/distribution.py, with this one rule: per feature, a

@@ -62,7 +62,7 @@ from ml_metadata.proto import metadata_store_pb2
 from models import features
 from pipeline import baseline
 from pipeline import configs
-from pipeline import lineage
+from lineage import graph
 from pipeline import pusher
 from pipeline.span_window import ValidSpanWindowStrategy
 from pipeline.validation_gate import DataValidationGate
@@ -86,7 +86,7 @@ def code_version(*modules: str) -> str:
 
 # The schema's content address (the Dockerfile computes the same one); defined
 # in the TFX-free lineage module, which reports it for every model.
-schema_digest = lineage.schema_digest
+schema_digest = graph.schema_digest
 
 
 def schema_snapshot(cfg: configs.PipelineConfig) -> str:

@@ -28,7 +28,7 @@ Stock TFX Pusher behaviour, and why it is not enough here:
     fingerprint, time). TF Serving ignores assets.extra/ (it reads only
     tf_serving_warmup_requests there) and the SavedModel's fingerprint.pb
     does not cover it, so the duplicate check below is unaffected.
-    `python -m serving.versions list` falls back to it.
+    `python -m delivery.versions list` falls back to it.
 """
 
 import contextlib
@@ -55,7 +55,7 @@ from serving import base_path
 ALREADY_PUSHED_KEY = 'already_pushed_version'
 _FINGERPRINT_FILES = ('fingerprint.pb', 'saved_model.pb')
 # A CD run holds the base path's lock for its whole run (minutes at worst,
-# serving.cd --wait_seconds per step); a push waits for it to end.
+# delivery.cd --wait_seconds per step); a push waits for it to end.
 LOCK_TIMEOUT_S = 900.0
 
 

@@ -42,7 +42,7 @@ def fix_hash_seed() -> None:
   os.environ['PYTHONHASHSEED'] = HASH_SEED
   sys.stdout.flush()
   sys.stderr.flush()
-  # sys.orig_argv is the command as typed (`python -m pipeline.replay ...`).
+  # sys.orig_argv is the command as typed (`python -m continuous_training.replay ...`).
   os.execv(sys.executable, sys.orig_argv)
 
 

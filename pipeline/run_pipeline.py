@@ -24,8 +24,8 @@ from pipeline import configs
 from pipeline import console
 from pipeline import csv_check
 from pipeline import dead_runs
-from pipeline import lineage
-from pipeline import metadata_store
+from lineage import graph
+from lineage import metadata_store
 from pipeline import pusher
 from pipeline import reproducible
 
@@ -107,7 +107,7 @@ def read_outcome(cfg: configs.PipelineConfig,
   blessing = output('Evaluator', 'blessing')
   evaluation = output('Evaluator', 'evaluation')
   pushed = output('Pusher', 'pushed_model')
-  metrics = lineage.evaluation_metrics(evaluation.uri) if evaluation else {}
+  metrics = graph.evaluation_metrics(evaluation.uri) if evaluation else {}
   did_push = bool(pushed and prop(pushed, 'pushed') == 1)
   # A cached Pusher pushed nothing in this run: its artifact is the push of
   # the run it was first made in.
@@ -132,15 +132,15 @@ def read_outcome(cfg: configs.PipelineConfig,
       metrics=metrics.get('candidate', {}),
       baseline_metrics=metrics.get('baseline', {}),
       seconds=seconds,
-      blessing_failures=(lineage.blessing_failures(evaluation.uri) or []
+      blessing_failures=(graph.blessing_failures(evaluation.uri) or []
                          if evaluation else []),
-      baseline_versions=(lineage.pushed_versions(store, baseline.id)
+      baseline_versions=(graph.pushed_versions(store, baseline.id)
                          if baseline is not None else []))
 
 
 def _span_ranges(spans: List[int]) -> str:
   """[1, 2, 3, 5] -> 'spans 1-3, 5'."""
-  return 'spans ' + lineage.span_ranges(spans)
+  return 'spans ' + graph.span_ranges(spans)
 
 
 def format_summary(cfg: configs.PipelineConfig,
@@ -330,8 +330,8 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
           f'({missing[0]}..{missing[-1]}):', flush=True)
   # The commit goes on each run's context, never into a component's
   # properties: a docs-only commit must not be a cache miss that retrains.
-  revision = lineage.git_revision()
-  record_revision = lambda: lineage.record_git_revision(
+  revision = graph.git_revision()
+  record_revision = lambda: graph.record_git_revision(
       metadata_store.open_store(connection), cfg.pipeline_name, revision,
       not_before=start)
 

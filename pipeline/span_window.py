@@ -24,7 +24,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import types
 from tfx.dsl.components.common import resolver
 
-from pipeline import metadata_store
+from lineage import metadata_store
 
 
 def _gate_executions(store: mlmd.MetadataStore, gate_context: str

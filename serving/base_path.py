@@ -4,9 +4,9 @@ Everything that changes what is under a TF Serving model base path does it
 holding one exclusive OS file lock, `fcntl.flock` on `<base>/.lock`:
   * the Pusher (pipeline/pusher.py), around its duplicate check, the copy to
     `<base>/.incoming-<v>/` and the rename to `<base>/<v>/`;
-  * `python -m serving.versions rollback` and `promote` (promote locks the
+  * `python -m delivery.versions rollback` and `promote` (promote locks the
     base path of the model whose label it moves);
-  * `python -m serving.cd`, from reading the model config to its decision.
+  * `python -m delivery.cd`, from reading the model config to its decision.
 So any two of them behave as if run one after the other: the second sees the
 first's result. The kernel releases a flock when its process dies, kill -9
 included, so a killed holder never leaves the base path locked. Readers
@@ -14,8 +14,8 @@ included, so a killed holder never leaves the base path locked. Readers
 servers never look at names that are not numbers, so `.lock`, `.incoming-*`,
 `.rolled-back/` and `.versions.log` are never served.
 
-The lock is per thread and re-entrant: code already holding it (serving.cd
-calling serving.versions.rollback) takes it again without waiting. Two
+The lock is per thread and re-entrant: code already holding it (delivery.cd
+calling delivery.versions.rollback) takes it again without waiting. Two
 threads of one process exclude each other like two processes. The holder
 writes its pid, host and command line into the lock file, so a caller that
 cannot take the lock in time is told who has it. It only works on a local

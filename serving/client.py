@@ -53,7 +53,7 @@ class RestClient:
 
   With `label` every call addresses `/v1/models/{m}/labels/{label}`: how
   clients ask for `stable` (or `canary`) instead of whichever version is
-  newest (serving.cd moves the labels).
+  newest (delivery.cd moves the labels).
   """
 
   def __init__(self, url: str, model_name: str = 'taxi', timeout: float = 30,

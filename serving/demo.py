@@ -34,7 +34,7 @@ def start_server(model_name: str, base_path: Optional[str],
   """A `python -m serving` process on free loopback ports, and its ports.
 
   `base_path` None: `extra` names the models instead (--model_config_file,
-  as serving.cd starts it).
+  as delivery.cd starts it).
   """
   source = (['--model_name', model_name, '--model_base_path', base_path]
             if base_path else [])

@@ -150,7 +150,7 @@ def _task_states(env, run_date):
 
 def _trained_on(cfg):
   """Spans of the Examples each Trainer execution read, oldest run first."""
-  from pipeline import metadata_store  # pylint: disable=g-import-not-at-top
+  from lineage import metadata_store  # pylint: disable=g-import-not-at-top
   store = metadata_store.open_store(
       metadata_store.sqlite_config(cfg.metadata_path))
   windows = []

@@ -15,7 +15,7 @@ import pytest
 from pipeline import configs
 from pipeline import console
 from pipeline import csv_check
-from pipeline import metadata_store
+from lineage import metadata_store
 from pipeline.run_pipeline import run_pipeline
 from tests import helpers
 

@@ -8,7 +8,7 @@ import os
 
 from pipeline import baseline
 from pipeline import configs
-from serving import versions
+from delivery import versions
 
 
 def _base(tmp_path, numbers):

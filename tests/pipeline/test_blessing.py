@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import configs
-from pipeline import lineage
+from lineage import graph
 from pipeline import pipeline as taxi_pipeline
 from tests import conftest
 from tests import helpers
@@ -58,8 +58,8 @@ def evaluate(model_dir, examples, out):
   blessed = blessing.get_int_custom_property('blessed') == 1
   assert os.path.exists(os.path.join(
       blessing.uri, 'BLESSED' if blessed else 'NOT_BLESSED'))
-  return blessed, lineage.blessing_failures(evaluation.uri), (
-      lineage.evaluation_metrics(evaluation.uri)['candidate'])
+  return blessed, graph.blessing_failures(evaluation.uri), (
+      graph.evaluation_metrics(evaluation.uri)['candidate'])
 
 
 def constant_model(trained_dir, out, probability):

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import configs
 from pipeline import console
-from pipeline import metadata_store
+from lineage import metadata_store
 
 
 def _parse(argv):

@@ -22,7 +22,7 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
 from pipeline import dead_runs
-from pipeline import metadata_store
+from lineage import metadata_store
 from tests import helpers
 
 Execution = metadata_store_pb2.Execution

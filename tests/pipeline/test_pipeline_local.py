@@ -16,8 +16,8 @@ import pytest
 import tensorflow as tf
 
 from pipeline import configs
-from pipeline import lineage
-from pipeline import metadata_store
+from lineage import graph
+from lineage import metadata_store
 from pipeline.run_pipeline import run_pipeline
 from tests import helpers
 
@@ -250,7 +250,7 @@ def test_rejected_spans_never_enter_the_training_window(cfg, first_run):
 
 
 def test_versions_cli_reports_lineage_of_pushed_versions(cfg, first_run):
-  from serving import versions  # pylint: disable=g-import-not-at-top
+  from delivery import versions  # pylint: disable=g-import-not-at-top
   infos = versions.list_versions(cfg.serving_model_dir, _store(cfg))
   by_version = {str(i.version): i for i in infos}
   info = by_version[first_run.pushed_version]
@@ -285,7 +285,7 @@ def test_two_cold_runs_give_the_same_model_and_decision(cfg, first_run,
   again = _predict(cold.pushed_path, rows)
   assert abs(first - again).max() <= 1e-6
   # The seed is recorded with the hparams (and shown by the lineage CLI).
-  found = lineage.version_lineage(_store(cfg), first_run.pushed_version)
+  found = graph.version_lineage(_store(cfg), first_run.pushed_version)
   assert found.hparams['seed'] == cfg.seed
 
 
@@ -293,7 +293,7 @@ def test_baseline_is_the_served_model_after_rollback_and_cd(cfg, first_run):
   """Push B, roll B back: the next run's baseline is the version served
   before B. A version whose CD verdict was a rollback but that stayed on
   disk (a label still pointed at it) is never a baseline either."""
-  from serving import versions  # pylint: disable=g-import-not-at-top
+  from delivery import versions  # pylint: disable=g-import-not-at-top
   base = cfg.serving_model_dir
   before = [int(v) for v in _versions(cfg)]
   run = lambda seed: _run(configs.PipelineConfig(**{  # pylint: disable=g-long-lambda
@@ -313,7 +313,7 @@ def test_baseline_is_the_served_model_after_rollback_and_cd(cfg, first_run):
   assert str(c.pushed_version) in _versions(cfg)
   assert d.baseline_versions == [str(before[-1])]  # not C: rejected
   # The Evaluator read the Model artifact that version was pushed from.
-  served = lineage.version_lineage(_store(cfg), str(before[-1]),
+  served = graph.version_lineage(_store(cfg), str(before[-1]),
                                    read_files=False)
   assert [a.id for a in d.nodes['Evaluator'].inputs['baseline_model']] == [
       served.model.id]

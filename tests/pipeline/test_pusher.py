@@ -92,10 +92,10 @@ def test_a_push_records_its_lineage_in_the_version(tmp_path, trained_model):
   """Killed after the rename, before ML Metadata recorded the push: the
   version is served, and `versions list` still says which run pushed it
   (before: run=? blessed=None)."""
-  from pipeline import metadata_store  # pylint: disable=g-import-not-at-top
+  from lineage import metadata_store  # pylint: disable=g-import-not-at-top
   from serving import base_path  # pylint: disable=g-import-not-at-top
   from serving import model_registry  # pylint: disable=g-import-not-at-top
-  from serving import versions  # pylint: disable=g-import-not-at-top
+  from delivery import versions  # pylint: disable=g-import-not-at-top
   model_dir = trained_model.serving_model_dir
   base = tmp_path / 'taxi'
   pushed = push(tmp_path / 'pipeline', model_dir, base, run_id='run-7')

@@ -16,11 +16,11 @@ import pytest
 
 from pipeline import configs
 from serving import base_path
-from serving import cd
-from serving import versions
+from delivery import cd
+from delivery import versions
 from tests import helpers
-from tests.serving.test_versions_cli import _cli
-from tests.serving.test_versions_cli import _one_error_line
+from tests.delivery.test_versions_cli import _cli
+from tests.delivery.test_versions_cli import _one_error_line
 
 BOUND_S = 120  # a wait that should end at once, bounded only to never hang
 
@@ -121,7 +121,7 @@ def test_busy_names_the_holder_and_kill_9_releases_it(tmp_path):
 
 
 def test_cd_waits_for_nothing_it_cannot_have(tmp_path, capsys):
-  """serving.cd takes the same lock: busy, it judges and changes nothing."""
+  """delivery.cd takes the same lock: busy, it judges and changes nothing."""
   base = _base(tmp_path, (1, 2))
   config = tmp_path / 'models.config'
   config.write_text('''model_config_list { config {

@@ -1,6 +1,6 @@
 """The canary gate's statistics: is the canary no worse than `stable`?
 
-serving.cd sends the same labelled rows (read_rows: by default the newest
+delivery.cd sends the same labelled rows (read_rows: by default the newest
 spans' DEFAULT_ROWS) to both versions; this module compares their answers
 row by row (paired) on three metrics, each with a non-inferiority margin,
 and says per metric:

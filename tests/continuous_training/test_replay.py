@@ -11,9 +11,9 @@ import re
 import pytest
 
 from pipeline import configs
-from pipeline import ct_controller
-from pipeline import metadata_store
-from pipeline import replay
+from continuous_training import controller
+from lineage import metadata_store
+from continuous_training import replay
 from tests import helpers
 
 pytestmark = pytest.mark.integration
@@ -94,7 +94,7 @@ def test_every_decision_is_in_ml_metadata_with_its_run(replayed, result):
   out, _ = replayed
   cfg = configs.PipelineConfig(pipeline_root=str(out / 'pipeline'))
   store = metadata_store.open_store(metadata_store.store_config(cfg))
-  decisions = ct_controller.past_decisions(store, 'taxi')
+  decisions = controller.past_decisions(store, 'taxi')
   assert [e.properties['span'].int_value for e in decisions] == [1, 2, 3]
   runs = set()
   for e in decisions:
@@ -150,10 +150,10 @@ def test_an_on_demand_run_reuses_the_ingestion_and_is_cached(replayed, result):
       data_root=str(out / 'data'), pipeline_root=str(out / 'pipeline'),
       serving_dir=str(out / 'serving'), window_spans=3, eval_steps=10,
       max_auc_drop=0.2, train_steps=configs.REPLAY_DEFAULTS['train_steps'])
-  ct = ct_controller.CTConfig(
+  ct = controller.CTConfig(
       monitoring_report=str(out / 'monitoring' / 'report.json'))
-  again = ct_controller.run_once(cfg, ct, LocalDagRunner,
-                                 now=ct_controller.logical_date(3),
+  again = controller.run_once(cfg, ct, LocalDagRunner,
+                                 now=controller.logical_date(3),
                                  force_reason='check the cache')
   assert again.decision.triggers == ['on_demand'] and again.decision.span == 3
   outcome = again.outcome

@@ -1,4 +1,4 @@
-"""Lineage queries (pipeline.lineage) on real pipeline runs over small spans.
+"""Lineage queries (lineage.graph) on real pipeline runs over small spans.
 
 One module-scoped store holds two pushed versions whose lineage differs in
 data and hyperparameters: A trained on spans 1-2, B on spans 2-3 with another
@@ -16,8 +16,8 @@ import sys
 import pytest
 
 from pipeline import configs
-from pipeline import lineage
-from pipeline import metadata_store
+from lineage import graph
+from lineage import metadata_store
 from tests import helpers
 from tests.pipeline.test_pipeline_local import _run
 
@@ -64,7 +64,7 @@ def runs(tmp_path_factory):
 
 
 def test_version_lineage_names_executions_spans_and_config(runs):
-  found = lineage.version_lineage(runs.store(), runs.b.pushed_version)
+  found = graph.version_lineage(runs.store(), runs.b.pushed_version)
   nodes = runs.b.nodes
   assert found.destination == runs.b.pushed_path
   assert found.model.id == nodes['Trainer'].outputs['model'][0].id
@@ -94,7 +94,7 @@ def test_version_lineage_names_executions_spans_and_config(runs):
 def test_metrics_match_tfma(runs):
   """The TF-free reader agrees with TFMA's own loader, candidate and baseline."""
   import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
-  found = lineage.version_lineage(runs.store(), runs.b.pushed_version)
+  found = graph.version_lineage(runs.store(), runs.b.pushed_version)
   expected = {}
   for metrics in tfma.load_metrics(found.evaluation.uri):
     if metrics.slice_key.single_slice_keys:
@@ -114,7 +114,7 @@ def test_span_lists_the_models_trained_on_it(runs):
   store = runs.store()
   model_a = runs.a.nodes['Trainer'].outputs['model'][0].id
   model_b = runs.b.nodes['Trainer'].outputs['model'][0].id
-  by_span = {span: lineage.span_models(store, span) for span in (1, 2, 3)}
+  by_span = {span: graph.span_models(store, span) for span in (1, 2, 3)}
   assert [u.model.id for u in by_span[1]] == [model_a]
   assert [u.model.id for u in by_span[2]] == [model_a, model_b]
   assert [u.model.id for u in by_span[3]] == [model_b]
@@ -122,14 +122,14 @@ def test_span_lists_the_models_trained_on_it(runs):
   assert a.versions == [runs.a.pushed_version] and a.spans == [1, 2]
   assert b.versions == [runs.b.pushed_version] and b.spans == [2, 3]
   assert a.blessed is True and a.trainer.node == 'Trainer'
-  assert lineage.span_models(store, 7) == []
+  assert graph.span_models(store, 7) == []
 
 
 def test_diff_shows_spans_hparams_and_metrics(runs):
   store = runs.store()
-  a = lineage.version_lineage(store, runs.a.pushed_version)
-  b = lineage.version_lineage(store, runs.b.pushed_version)
-  d = lineage.diff(a, b)
+  a = graph.version_lineage(store, runs.a.pushed_version)
+  b = graph.version_lineage(store, runs.b.pushed_version)
+  d = graph.diff(a, b)
   assert d['spans_added'] == [3] and d['spans_removed'] == [1]
   assert d['spans_reingested'] == []
   assert d['hparams'] == {'learning_rate': [0.02, 0.05]}
@@ -139,7 +139,7 @@ def test_diff_shows_spans_hparams_and_metrics(runs):
   auc = d['metrics']['auc']
   assert auc['delta'] == pytest.approx(
       b.metrics['candidate']['auc'] - a.metrics['candidate']['auc'])
-  text = lineage.format_diff(d)
+  text = graph.format_diff(d)
   assert 'learning_rate 0.02 -> 0.05' in text and 'spans added      3' in text
 
 
@@ -147,12 +147,12 @@ def test_git_commit_is_recorded_per_run_and_in_no_cache_key(runs):
   store = runs.store()
   head = _git('rev-parse', 'HEAD')
   dirty = bool(_git('status', '--porcelain'))
-  found = lineage.version_lineage(store, runs.b.pushed_version)
+  found = graph.version_lineage(store, runs.b.pushed_version)
   assert (found.trainer.git_commit, found.trainer.git_dirty) == (head, dirty)
   # Every run, the one-span ingest runs included.
   for run in store.get_contexts_by_type('pipeline_run'):
     assert metadata_store.custom_property(
-        run, lineage.GIT_COMMIT_KEY) == head, run.name
+        run, graph.GIT_COMMIT_KEY) == head, run.name
   # Nothing a component's cache key is made of carries it ...
   for execution in store.get_executions():
     recorded = str(execution.properties) + str(execution.custom_properties)
@@ -165,13 +165,13 @@ def test_git_commit_is_recorded_per_run_and_in_no_cache_key(runs):
   newest = metadata_store.latest_run(store, runs.cfg_b.pipeline_name)
   assert newest.name != runs.run_b
   assert metadata_store.custom_property(
-      newest, lineage.GIT_COMMIT_KEY) == head
+      newest, graph.GIT_COMMIT_KEY) == head
   # A run keeps the commit it ran with.
-  assert lineage.record_git_revision(
+  assert graph.record_git_revision(
       store, runs.cfg_b.pipeline_name, ('0' * 40, False)) is None
   assert metadata_store.custom_property(
       metadata_store.latest_run(store, runs.cfg_b.pipeline_name),
-      lineage.GIT_COMMIT_KEY) == head
+      graph.GIT_COMMIT_KEY) == head
 
 
 def test_git_revision_of_a_checkout_and_of_no_checkout(tmp_path):
@@ -185,19 +185,19 @@ def test_git_revision_of_a_checkout_and_of_no_checkout(tmp_path):
   subprocess.run(git + ['commit', '-q', '-m', 'docs'], check=True)
   commit = subprocess.run(git + ['rev-parse', 'HEAD'], check=True,
                           capture_output=True, text=True).stdout.strip()
-  assert lineage.git_revision(str(repo)) == (commit, False)
+  assert graph.git_revision(str(repo)) == (commit, False)
   (repo / 'README.md').write_text('more docs\n')
-  assert lineage.git_revision(str(repo)) == (commit, True)
+  assert graph.git_revision(str(repo)) == (commit, True)
   elsewhere = tmp_path / 'not-a-checkout'
   elsewhere.mkdir()
-  assert lineage.git_revision(str(elsewhere)) == ('unknown', None)
+  assert graph.git_revision(str(elsewhere)) == ('unknown', None)
 
 
 def _cli(runs, *args):
   """The CLI in a fresh process; fails if it imported TFX or TensorFlow."""
   code = ('import sys\n'
-          'from pipeline import lineage\n'
-          'code = lineage.main(sys.argv[1:])\n'
+          'from lineage import graph\n'
+          'code = graph.main(sys.argv[1:])\n'
           "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
           "{'tfx', 'tensorflow', 'tensorflow_model_analysis', 'apache_beam'})\n"
           "assert not heavy, heavy\n"

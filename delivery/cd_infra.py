@@ -1,7 +1,7 @@
-"""How serving.cd tells a failing server from a failing model; load clients.
+"""How delivery.cd tells a failing server from a failing model; load clients.
 
 A connection failure (refused, reset, timed out, the process gone) says
-nothing about the model under test: serving.cd raises InfraError and
+nothing about the model under test: delivery.cd raises InfraError and
 aborts with nothing judged. An answer from a live server, even HTTP 500 or
 a gRPC error code other than UNAVAILABLE / DEADLINE_EXCEEDED, is the
 model's own.

@@ -1,4 +1,4 @@
-"""`python -m serving.cd` end to end: canary, checks, promote or roll back.
+"""`python -m delivery.cd` end to end: canary, checks, promote or roll back.
 
 Real server processes on free loopback ports (always stopped), real
 SavedModels from the trained_model fixture, and versions built from it with
@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import canary_stats
-from serving import cd
+from delivery import canary_stats
+from delivery import cd
 from serving import model_config
-from serving import versions
+from delivery import versions
 from tests import helpers
 from tests.serving.test_model_server import Server
 from tests.serving.test_model_server import _copy_version
@@ -83,7 +83,7 @@ def built(tmp_path_factory, trained_model):
 
 @pytest.fixture(scope='module')
 def check_rows():
-  """The rows `python -m serving.cd` checks by default."""
+  """The rows `python -m delivery.cd` checks by default."""
   return canary_stats.read_rows(canary_stats.check_csvs(helpers.DATA_ROOT),
                                 canary_stats.DEFAULT_ROWS)
 
@@ -200,7 +200,7 @@ def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
               '--grpc', server.grpc_address, *QUICK, *NO_TARGETS]
     # The command as a user runs it: version 2 (the newest) is promoted.
     result = subprocess.run(
-        [sys.executable, '-m', 'serving.cd', *target],
+        [sys.executable, '-m', 'delivery.cd', *target],
         cwd=helpers.REPO, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'PROMOTED: stable 1 -> 2' in result.stdout
@@ -305,7 +305,7 @@ def test_server_killed_during_the_load_step_judges_nothing(tmp_path,
   proc = None
   try:
     proc = subprocess.Popen(
-        [sys.executable, '-u', '-m', 'serving.cd', '--model_config_file',
+        [sys.executable, '-u', '-m', 'delivery.cd', '--model_config_file',
          config, '--server', server.url, '--grpc', server.grpc_address,
          '--concurrency', str(concurrency), '--wait_seconds', '90',
          # Far longer than the wait below: only stopping early can pass.

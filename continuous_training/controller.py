@@ -9,7 +9,7 @@ spans) when at least one trigger fires:
   schedule   `--schedule-days` of (logical) time since the last training run
              recorded in ML Metadata (by the controller or by hand)
   drift      the newest new span drifted from the span before it
-             (pipeline/drift.py: the drift/skew rule of
+             (continuous_training/drift.py: the drift/skew rule of
              monitoring/distribution.py; thresholds in pipeline/configs.py)
   degraded   the monitor's report says live performance of the served
              version degraded (a report is acted on once)
@@ -21,7 +21,7 @@ Every decision, "no run" included, is printed, appended to
 drift, monitor report, outcome), associated with a `ct_controller` context
 and, when it started a run, with that run's `pipeline_run` context.
 
-The clock is injectable (`--now`) so that a replay (pipeline/replay.py) or a
+The clock is injectable (`--now`) so that a replay (continuous_training/replay.py) or a
 test can run history: each span's logical date is the day its quarter ends
 (span 1 = 2013-Q1 arrives 2013-04-01), see `logical_date`.
 """
@@ -40,7 +40,7 @@ import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
 from pipeline import console
-from pipeline import metadata_store
+from lineage import metadata_store
 from pipeline import reproducible
 
 START = time.time()
@@ -244,7 +244,7 @@ def decide(cfg: configs.PipelineConfig, ct: CTConfig,
   if unreadable:  # the run that follows stops on it and says where
     notes.append(f'drift: not measured, {unreadable}')
   elif new and previous:
-    from pipeline import drift  # pylint: disable=g-import-not-at-top
+    from continuous_training import drift  # pylint: disable=g-import-not-at-top
     drift_report = drift.detect(store, cfg, target, previous[-1],
                                 ct.thresholds())
     if drift_report.drifted:

@@ -26,7 +26,7 @@ from typing import Dict, Optional
 import pytest
 
 from pipeline import configs
-from pipeline import metadata_store
+from lineage import metadata_store
 from pipeline.run_pipeline import run_pipeline
 from tests import helpers
 # The same small real-data setup (3 spans of 300 rows, few train steps).
@@ -241,7 +241,7 @@ def test_lineage_tools_read_it_back_from_mysql(mysql_cfg, mysql_run, mariadb,
   mysql_flags = ['--mysql-port', str(mariadb.port), '--mysql-user', USER]
   # show_run: host from the environment, password from the environment.
   shown = subprocess.run(
-      [sys.executable, '-m', 'pipeline.show_run'] + mysql_flags,
+      [sys.executable, '-m', 'lineage.show_run'] + mysql_flags,
       cwd=helpers.REPO, env=_env(PASSWORD, MLMD_MYSQL_HOST='127.0.0.1'),
       capture_output=True, text=True, timeout=120)
   assert shown.returncode == 0, shown.stderr
@@ -255,7 +255,7 @@ def test_lineage_tools_read_it_back_from_mysql(mysql_cfg, mysql_run, mariadb,
   password_file = tmp_path / 'mysql-password'
   password_file.write_text(PASSWORD + '\n')
   listed = subprocess.run(
-      [sys.executable, '-m', 'serving.versions', 'list', '--model-base-path',
+      [sys.executable, '-m', 'delivery.versions', 'list', '--model-base-path',
        mysql_cfg.serving_model_dir, '--mysql-host', '127.0.0.1',
        '--mysql-password-file', str(password_file)] + mysql_flags,
       cwd=helpers.REPO, env=_env(WRONG_CORE), capture_output=True, text=True,
@@ -272,7 +272,7 @@ def test_lineage_cli_reads_a_version_from_mysql(mysql_cfg, mysql_run, mariadb):
   assert mysql_run.returncode == 0
   (version,) = [n for n in os.listdir(mysql_cfg.serving_model_dir) if n.isdigit()]
   shown = subprocess.run(
-      [sys.executable, '-m', 'pipeline.lineage', 'version', version, '--json',
+      [sys.executable, '-m', 'lineage.graph', 'version', version, '--json',
        '--mysql-host', '127.0.0.1', '--mysql-port', str(mariadb.port),
        '--mysql-user', USER],
       cwd=helpers.REPO, env=_env(PASSWORD), capture_output=True, text=True,
@@ -314,7 +314,7 @@ def test_wrong_password_is_one_clear_line(mysql_cfg, mysql_run, mariadb,
   assert mysql_run.returncode == 0  # the store exists; only the password is bad
   where = f'MySQL at 127.0.0.1:{mariadb.port}/{DATABASE} refused'
   shown = subprocess.run(
-      [sys.executable, '-m', 'pipeline.show_run', '--mysql-host', '127.0.0.1',
+      [sys.executable, '-m', 'lineage.show_run', '--mysql-host', '127.0.0.1',
        '--mysql-port', str(mariadb.port), '--mysql-user', USER],
       cwd=helpers.REPO, env=_env(WRONG_CORE), capture_output=True, text=True,
       timeout=120)

@@ -36,7 +36,7 @@ import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 from monitoring import distribution
 from pipeline import configs
-from pipeline import metadata_store
+from lineage import metadata_store
 
 EXAMPLE_GEN = 'CsvExampleGen'
 

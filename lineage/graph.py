@@ -1,8 +1,8 @@
 """Lineage of served models from ML Metadata: what made a version, what used a span.
 
-    python -m pipeline.lineage version 1795693904     # executions, spans, schema, hparams, metrics, code
-    python -m pipeline.lineage span 4                  # the models trained on span 4, and their versions
-    python -m pipeline.lineage diff 1795690717 1795693904 --json
+    python -m lineage.graph version 1795693904     # executions, spans, schema, hparams, metrics, code
+    python -m lineage.graph span 4                  # the models trained on span 4, and their versions
+    python -m lineage.graph diff 1795690717 1795693904 --json
 
 Walks the event graph ML Metadata records (PushedModel <- Pusher <- Model <-
 Trainer <- Examples, ...), so it answers for any run of this pipeline's
@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
-from pipeline import metadata_store
+from lineage import metadata_store
 from serving import base_path
 
 # Custom properties of a `pipeline_run` context (set by run_pipeline).
@@ -713,12 +713,12 @@ def _version_or_exit(store, version: str,
   if found is None:
     raise SystemExit(f'No Pusher recorded version {version} in this ML '
                      f'Metadata store, and {model_base_path}/{version} holds '
-                     'no push record (see `python -m serving.versions list`).')
+                     'no push record (see `python -m delivery.versions list`).')
   return found
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m pipeline.lineage',
+  parser = argparse.ArgumentParser(prog='python -m lineage.graph',
                                    description=__doc__.split('\n\n')[0])
   common = argparse.ArgumentParser(add_help=False)
   common.add_argument('--json', action='store_true',

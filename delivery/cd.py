@@ -1,6 +1,6 @@
 """Continuous delivery: canary a pushed version, check it, promote or roll back.
 
-    python -m serving.cd --model_config_file models.config [--version V]
+    python -m delivery.cd --model_config_file models.config [--version V]
         [--server http://127.0.0.1:8501 --grpc 127.0.0.1:8500]
 
 The CD gate of MLOps level 2, for one version V (default: the newest pushed):
@@ -34,14 +34,14 @@ The CD gate of MLOps level 2, for one version V (default: the newest pushed):
 
 One run at a time per model: from reading the config file to its decision
 CD holds the model base path's lock (serving.base_path), which
-`serving.versions rollback|promote` and the Pusher take too, so none of them
+`delivery.versions rollback|promote` and the Pusher take too, so none of them
 changes the versions or the config under a run, and two CD runs never
 canary at once (the second waits up to --lock_timeout, then exits 2 naming
 the holder, having changed nothing). A Pusher waits for the run to end.
 
 Every config change is an atomic file replace a polling server picks up;
 requests to `stable` keep being answered throughout. Each step is printed and
-appended to <base>/.versions.log (serving.versions' action log). Exit status:
+appended to <base>/.versions.log (delivery.versions' action log). Exit status:
 0 promoted (or already stable), 1 rolled back, 2 nothing judged (usage,
 infrastructure, too little evidence, the lock busy); every error is one line
 on stderr.
@@ -63,12 +63,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 from models import features
 from pipeline import configs
 from serving import base_path
-from serving import canary_stats
-from serving import cd_infra
+from delivery import canary_stats
+from delivery import cd_infra
 from serving import client
 from serving import demo
 from serving import model_config
-from serving import versions
+from delivery import versions
 
 EXIT_PROMOTED, EXIT_ROLLED_BACK, EXIT_ERROR = 0, 1, 2
 CANARY, STABLE = 'canary', 'stable'
@@ -121,7 +121,7 @@ class Delivery:
     self.written_config = None  # the file as this run last wrote it
 
   def log(self, action: str, **details) -> None:
-    """serving.versions' action log: one JSON line per action, printed too."""
+    """delivery.versions' action log: one JSON line per action, printed too."""
     versions._log_action(self.base, action, cd_run=self.run_id,  # pylint: disable=protected-access
                          version=self.version, **details)
 
@@ -138,7 +138,7 @@ class Delivery:
     self.remember_config()
 
   def label(self, label: str) -> None:
-    """Points `label` at V (serving.versions.promote writes the file)."""
+    """Points `label` at V (delivery.versions.promote writes the file)."""
     versions.promote(self.config_file, self.model_name, self.version, label)
     self.remember_config()
 
@@ -217,7 +217,7 @@ def _write_config(path: str, proto) -> None:
 
 
 def _replace(path: str, data: bytes) -> None:
-  """Write-then-rename, as serving.versions.promote: never half a config."""
+  """Write-then-rename, as delivery.versions.promote: never half a config."""
   tmp = f'{path}.tmp{os.getpid()}'
   with open(tmp, 'wb') as f:
     f.write(data)
@@ -544,7 +544,7 @@ def roll_back(run: Delivery, stable: Optional[int], reasons: List[str]) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
   defaults = configs.PipelineConfig()
   parser = versions.OneLineErrorParser(
-      prog='python -m serving.cd', description=__doc__.split('\n\n')[0],
+      prog='python -m delivery.cd', description=__doc__.split('\n\n')[0],
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument('--model_config_file', required=True,
                       help='TF Serving model config the server reads; CD '
@@ -628,7 +628,7 @@ def deliver(args: argparse.Namespace) -> int:
   if not os.path.isdir(base):
     raise InfraError(f'model base path {base} is not a directory')
   try:
-    with base_path.locked(base, args.lock_timeout, what='serving.cd'):
+    with base_path.locked(base, args.lock_timeout, what='delivery.cd'):
       # Again, as it is now: another run may have changed it while we waited.
       config = check_config(args.model_config_file, args.model_name,
                             args.model_base_path)

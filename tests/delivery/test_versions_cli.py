@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from serving import model_config
-from serving import versions
+from delivery import versions
 from tests import helpers
 from tests.serving.test_model_server import Server
 from tests.serving.test_model_server import _copy_version
@@ -31,7 +31,7 @@ def test_rollback_while_serving(tmp_path, trained_model):
         'model_version_status'][0]['version']
     assert served() == '2'
     result = subprocess.run(
-        [sys.executable, '-m', 'serving.versions', 'rollback',
+        [sys.executable, '-m', 'delivery.versions', 'rollback',
          '--model-base-path', base], cwd=helpers.REPO, capture_output=True,
         text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -76,7 +76,7 @@ def test_promote_label_is_picked_up_by_a_running_server(tmp_path,
     assert label('canary')[0] == 404
     for name, version in (('canary', 2), ('stable', 2)):
       result = subprocess.run(
-          [sys.executable, '-m', 'serving.versions', 'promote', str(version),
+          [sys.executable, '-m', 'delivery.versions', 'promote', str(version),
            '--label', name, '--model-config-file', str(config)],
           cwd=helpers.REPO, capture_output=True, text=True, timeout=60)
       assert result.returncode == 0, result.stderr
@@ -89,7 +89,7 @@ def test_promote_label_is_picked_up_by_a_running_server(tmp_path,
   finally:
     server.stop()
   result = subprocess.run(
-      [sys.executable, '-m', 'serving.versions', 'promote', '9', '--label',
+      [sys.executable, '-m', 'delivery.versions', 'promote', '9', '--label',
        'stable', '--model-config-file', str(config)], cwd=helpers.REPO,
       capture_output=True, text=True, timeout=60)
   assert result.returncode != 0 and 'version 9 is not under' in result.stderr
@@ -100,7 +100,7 @@ BOUND_S = 300  # bounds a wait that should end, never a measured time
 
 _RACE = """
 import contextlib, io, os, sys
-from serving import versions
+from delivery import versions
 base, go, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
 print('ready', flush=True)
 while not os.path.exists(go):  # spin: both processes start together
@@ -162,7 +162,7 @@ def test_two_rollback_commands_started_together(tmp_path):
 
   def together(*args):
     procs = [subprocess.Popen(
-        [sys.executable, '-m', 'serving.versions', 'rollback', *args,
+        [sys.executable, '-m', 'delivery.versions', 'rollback', *args,
          '--model-base-path', base],
         cwd=helpers.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True) for _ in range(2)]
@@ -219,7 +219,7 @@ def test_threads_rolling_back_and_listing_never_see_a_missing_version(
 
 # --- errors: one line, non-zero -------------------------------------------
 def _cli(*args):
-  return subprocess.run([sys.executable, '-m', 'serving.versions', *args],
+  return subprocess.run([sys.executable, '-m', 'delivery.versions', *args],
                         cwd=helpers.REPO, capture_output=True, text=True,
                         timeout=BOUND_S)
 
@@ -228,7 +228,7 @@ def _one_error_line(result):
   """The CLI's own stderr lines (not TF's import chatter): exactly one."""
   assert 'Traceback' not in result.stderr, result.stderr
   (line,) = [l for l in result.stderr.splitlines()
-             if l.startswith('python -m serving.versions: error: ')]
+             if l.startswith('python -m delivery.versions: error: ')]
   return line
 
 
@@ -267,7 +267,7 @@ def test_cli_errors_are_one_line_and_exit_non_zero(tmp_path):
 
 
 def test_cd_errors_are_one_line_and_exit_2(tmp_path):
-  """serving.cd: usage, a missing or broken config file: exit 2 (nothing
+  """delivery.cd: usage, a missing or broken config file: exit 2 (nothing
   judged), one line, no traceback, nothing changed."""
   base = str(tmp_path / 'taxi')
   _empty_versions(base, (1, 2))
@@ -281,12 +281,12 @@ def test_cd_errors_are_one_line_and_exit_2(tmp_path):
        "invalid int value: 'x'"),
       (['--model_config_file', str(broken), '--server', 'http://x:1'],
        '--server and --grpc go together')]:
-    result = subprocess.run([sys.executable, '-m', 'serving.cd', *args],
+    result = subprocess.run([sys.executable, '-m', 'delivery.cd', *args],
                             cwd=helpers.REPO, capture_output=True, text=True,
                             timeout=BOUND_S)
     assert result.returncode == 2, (args, result.stderr)
     assert 'Traceback' not in result.stderr, result.stderr
     (line,) = [l for l in result.stderr.splitlines()
-               if l.startswith(('cd: ', 'python -m serving.cd: error: '))]
+               if l.startswith(('cd: ', 'python -m delivery.cd: error: '))]
     assert message in line, (args, line)
   assert sorted(os.listdir(base)) == ['1', '2']

@@ -18,9 +18,9 @@ import pytest
 
 from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
-from pipeline import ct_controller
-from pipeline import drift
-from pipeline import metadata_store
+from continuous_training import controller
+from continuous_training import drift
+from lineage import metadata_store
 from tests import helpers
 
 DAY = datetime.timedelta(days=1)
@@ -40,7 +40,7 @@ def store(cfg):
 
 
 def ct_config(tmp_path, **kwargs):
-  return ct_controller.CTConfig(
+  return controller.CTConfig(
       monitoring_report=str(tmp_path / 'monitoring' / 'report.json'), **kwargs)
 
 
@@ -96,11 +96,11 @@ def trained(store, run_name, pipeline_name='taxi'):
 
 def earlier_run(store, cfg, when, monitor=None, triggers=('new_span',)):
   """A CTDecision that started a training run at `when` (what decide reads
-  back), attached to that run as ct_controller.attach_run does."""
-  decision = ct_controller.Decision(
+  back), attached to that run as controller.attach_run does."""
+  decision = controller.Decision(
       run=True, triggers=list(triggers), notes=['earlier run'], span=3,
       now=when, monitor=monitor)
-  execution_id = ct_controller.record(store, cfg.pipeline_name, decision)
+  execution_id = controller.record(store, cfg.pipeline_name, decision)
   run = trained(store, f'run-{execution_id}')
   store.put_attributions_and_associations(
       [], [metadata_store_pb2.Association(execution_id=execution_id,
@@ -119,15 +119,15 @@ def write_report(tmp_path, **fields):
 
 
 def test_logical_dates_are_quarter_ends():
-  assert ct_controller.logical_date(1).date() == datetime.date(2013, 4, 1)
-  assert ct_controller.logical_date(4).date() == datetime.date(2014, 1, 1)
-  assert ct_controller.logical_date(16).date() == datetime.date(2017, 1, 1)
+  assert controller.logical_date(1).date() == datetime.date(2013, 4, 1)
+  assert controller.logical_date(4).date() == datetime.date(2014, 1, 1)
+  assert controller.logical_date(16).date() == datetime.date(2017, 1, 1)
 
 
 def test_new_span_triggers_a_run_on_the_newest(cfg, store, tmp_path):
   ingest(store, [1, 2], cfg.data_root)
-  decision = ct_controller.decide(cfg, ct_config(tmp_path), store,
-                                  ct_controller.logical_date(3))
+  decision = controller.decide(cfg, ct_config(tmp_path), store,
+                                  controller.logical_date(3))
   assert decision.run and decision.span == 3
   assert 'new_span' in decision.triggers
   assert 'new span(s) 3 on disk' in decision.reason
@@ -139,16 +139,16 @@ def test_new_span_triggers_a_run_on_the_newest(cfg, store, tmp_path):
 def test_nothing_changed_means_no_run_and_the_no_is_recorded(cfg, store,
                                                             tmp_path):
   ingest(store, [1, 2, 3], cfg.data_root)
-  last = ct_controller.logical_date(3)
+  last = controller.logical_date(3)
   earlier_run(store, cfg, last)
-  decision = ct_controller.decide(cfg, ct_config(tmp_path), store,
+  decision = controller.decide(cfg, ct_config(tmp_path), store,
                                   last + 30 * DAY)
   assert not decision.run and decision.triggers == []
   assert 'no new span' in decision.reason
   assert 'schedule: next run due' in decision.reason
   assert 'monitor: no report' in decision.reason
 
-  execution_id = ct_controller.record(store, cfg.pipeline_name, decision)
+  execution_id = controller.record(store, cfg.pipeline_name, decision)
   [execution] = store.get_executions_by_id([execution_id])
   assert execution.type == 'CTDecision'
   assert execution.properties['trigger'].string_value == 'none'
@@ -161,11 +161,11 @@ def test_nothing_changed_means_no_run_and_the_no_is_recorded(cfg, store,
 
 def test_schedule_interval_passed_triggers(cfg, store, tmp_path):
   ingest(store, [1, 2, 3], cfg.data_root)
-  last = ct_controller.logical_date(3)
+  last = controller.logical_date(3)
   earlier_run(store, cfg, last)
   ct = ct_config(tmp_path, schedule_days=90)
-  assert not ct_controller.decide(cfg, ct, store, last + 89 * DAY).run
-  decision = ct_controller.decide(cfg, ct, store, last + 91 * DAY)
+  assert not controller.decide(cfg, ct, store, last + 89 * DAY).run
+  decision = controller.decide(cfg, ct, store, last + 91 * DAY)
   assert decision.run and decision.triggers == ['schedule']
   assert '91 days since the last training run (2013-10-01, CT decision' in (
       decision.reason)
@@ -177,38 +177,38 @@ def test_schedule_reads_the_last_training_run_whoever_started_it(cfg, store,
   controller that never ran is no reason to wait forever."""
   ingest(store, [1, 2, 3], cfg.data_root)
   ct = ct_config(tmp_path, schedule_days=90)
-  first = ct_controller.decide(cfg, ct, store, ct_controller.logical_date(3))
+  first = controller.decide(cfg, ct, store, controller.logical_date(3))
   assert not first.run
   assert 'schedule: no earlier training run in ML Metadata' in first.reason
   trained(store, 'by-hand')
   now = datetime.datetime.now(datetime.timezone.utc)
-  assert not ct_controller.decide(cfg, ct, store, now + 89 * DAY).run
-  later = ct_controller.decide(cfg, ct, store, now + 91 * DAY)
+  assert not controller.decide(cfg, ct, store, now + 89 * DAY).run
+  later = controller.decide(cfg, ct, store, now + 91 * DAY)
   assert later.run and later.triggers == ['schedule']
   assert 'pipeline run by-hand' in later.reason
-  assert ct_controller.past_decisions(store, cfg.pipeline_name) == []
+  assert controller.past_decisions(store, cfg.pipeline_name) == []
 
 
 def test_spans_ingested_from_another_data_root_are_new_here(cfg, store,
                                                             tmp_path):
   ingest(store, [1, 2, 3], str(tmp_path / 'elsewhere'))
-  decision = ct_controller.decide(cfg, ct_config(tmp_path), store,
-                                  ct_controller.logical_date(3))
+  decision = controller.decide(cfg, ct_config(tmp_path), store,
+                                  controller.logical_date(3))
   assert decision.run and 'new span(s) 1, 2, 3 on disk' in decision.reason
   ingest(store, [1, 2, 3], cfg.data_root)
-  assert not ct_controller.decide(cfg, ct_config(tmp_path), store,
-                                  ct_controller.logical_date(3)).run
+  assert not controller.decide(cfg, ct_config(tmp_path), store,
+                                  controller.logical_date(3)).run
 
 
 def test_skew_in_the_monitor_report_is_reported_not_a_trigger(cfg, store,
                                                                tmp_path):
   ingest(store, [1, 2, 3], cfg.data_root)
-  last = ct_controller.logical_date(3)
+  last = controller.logical_date(3)
   earlier_run(store, cfg, last)
   (tmp_path / 'serving' / 'taxi' / '100').mkdir(parents=True)
   write_report(tmp_path, degraded=False, skew_detected=True, skew={
       'fare': {'anomalous': True}, 'company': {'anomalous': False}})
-  decision = ct_controller.decide(cfg, ct_config(tmp_path), store, last + DAY)
+  decision = controller.decide(cfg, ct_config(tmp_path), store, last + DAY)
   assert not decision.run
   assert 'monitor: training/serving skew in fare reported; not a ' in (
       decision.reason)
@@ -216,19 +216,19 @@ def test_skew_in_the_monitor_report_is_reported_not_a_trigger(cfg, store,
 
 def test_degraded_live_performance_triggers_once(cfg, store, tmp_path):
   ingest(store, [1, 2, 3], cfg.data_root)
-  last = ct_controller.logical_date(3)
+  last = controller.logical_date(3)
   earlier_run(store, cfg, last)
   (tmp_path / 'serving' / 'taxi' / '100').mkdir(parents=True)
   report = write_report(tmp_path)
   ct = ct_config(tmp_path)
-  decision = ct_controller.decide(cfg, ct, store, last + DAY)
+  decision = controller.decide(cfg, ct, store, last + DAY)
   assert decision.run and decision.triggers == ['degraded']
   assert 'live accuracy 0.55 of version 100' in decision.reason
   assert decision.monitor == report
 
   # Once a run acted on that report, the same report triggers nothing.
   earlier_run(store, cfg, last + DAY, monitor=report, triggers=['degraded'])
-  again = ct_controller.decide(cfg, ct, store, last + 2 * DAY)
+  again = controller.decide(cfg, ct, store, last + 2 * DAY)
   assert not again.run
   assert 'already acted on' in again.reason
 
@@ -241,20 +241,20 @@ def test_degraded_live_performance_triggers_once(cfg, store, tmp_path):
 def test_monitor_report_that_must_not_trigger(cfg, store, tmp_path, fields,
                                               note):
   ingest(store, [1, 2, 3], cfg.data_root)
-  last = ct_controller.logical_date(3)
+  last = controller.logical_date(3)
   earlier_run(store, cfg, last)
   (tmp_path / 'serving' / 'taxi' / '100').mkdir(parents=True)
   write_report(tmp_path, **fields)
-  decision = ct_controller.decide(cfg, ct_config(tmp_path), store, last + DAY)
+  decision = controller.decide(cfg, ct_config(tmp_path), store, last + DAY)
   assert not decision.run
   assert note in decision.reason
 
 
 def test_on_demand_runs_and_keeps_the_users_reason(cfg, store, tmp_path):
   ingest(store, [1, 2, 3], cfg.data_root)
-  last = ct_controller.logical_date(3)
+  last = controller.logical_date(3)
   earlier_run(store, cfg, last)
-  decision = ct_controller.decide(cfg, ct_config(tmp_path), store, last + DAY,
+  decision = controller.decide(cfg, ct_config(tmp_path), store, last + DAY,
                                   force_reason='new feature engineering')
   assert decision.run and decision.triggers == ['on_demand']
   assert decision.span == 3
@@ -263,9 +263,9 @@ def test_on_demand_runs_and_keeps_the_users_reason(cfg, store, tmp_path):
 
 def test_disabled_trigger_is_reported_but_does_not_run(cfg, store, tmp_path):
   ingest(store, [1, 2], cfg.data_root)
-  decision = ct_controller.decide(
+  decision = controller.decide(
       cfg, ct_config(tmp_path, triggers=('schedule', 'degraded')), store,
-      ct_controller.logical_date(3))
+      controller.logical_date(3))
   assert not decision.run
   assert '(trigger new_span disabled)' in decision.reason
 
@@ -355,12 +355,12 @@ def test_drift_reads_the_previous_span_from_its_examples(generated, tmp_path):
 def test_drift_thresholds_are_flags(tmp_path):
   import argparse  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser()
-  ct_controller.add_ct_flags(parser)
-  default = ct_controller.ct_from_flags(parser.parse_args([])).thresholds()
+  controller.add_ct_flags(parser)
+  default = controller.ct_from_flags(parser.parse_args([])).thresholds()
   assert (default.alpha, default.categorical_floor, default.numeric_floor) == (
       configs.DRIFT_ALPHA, configs.DRIFT_LINF_THRESHOLD,
       configs.DRIFT_JSD_THRESHOLD)
-  rule = ct_controller.ct_from_flags(parser.parse_args(
+  rule = controller.ct_from_flags(parser.parse_args(
       ['--drift-alpha', '0.05', '--drift-linf-threshold', '0.3',
        '--drift-jsd-threshold', '0.2'])).thresholds()
   assert (rule.alpha, rule.categorical_floor, rule.numeric_floor) == (
@@ -371,11 +371,11 @@ def test_drift_triggers_the_controller_and_is_recorded(generated, tmp_path):
   store = metadata_store.open_store(metadata_store.store_config(generated))
   ingest(store, [1, 2], generated.data_root)
   ct = ct_config(tmp_path, triggers=('drift',))  # drift alone decides
-  decision = ct_controller.decide(generated, ct, store,
-                                  ct_controller.logical_date(3))
+  decision = controller.decide(generated, ct, store,
+                                  controller.logical_date(3))
   assert decision.run and decision.triggers == ['drift']
   assert 'payment_type L-inf' in decision.reason
-  execution_id = ct_controller.record(store, 'taxi', decision)
+  execution_id = controller.record(store, 'taxi', decision)
   [execution] = store.get_executions_by_id([execution_id])
   assert execution.properties['drift_found'].int_value == 1
   recorded = json.loads(execution.properties['drift'].string_value)
@@ -391,7 +391,7 @@ def test_a_run_that_never_started_links_the_decision_to_no_run(cfg, store,
   """A new span the pipeline cannot read (a NUL byte): the decision is
   FAILED with the reason, and not attached to the earlier run's context
   (it used to be linked to whatever run was newest)."""
-  earlier_run(store, cfg, ct_controller.logical_date(2))
+  earlier_run(store, cfg, controller.logical_date(2))
   ingest(store, [1, 2], cfg.data_root)
   bad = os.path.join(cfg.data_root, 'span-3', 'data.csv')
   with open(bad, 'rb') as f:
@@ -400,8 +400,8 @@ def test_a_run_that_never_started_links_the_decision_to_no_run(cfg, store,
   with open(bad, 'wb') as f:
     f.write(b'\n'.join(lines))
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
-  result = ct_controller.run_once(cfg, ct_config(tmp_path), LocalDagRunner,
-                                  now=ct_controller.logical_date(3))
+  result = controller.run_once(cfg, ct_config(tmp_path), LocalDagRunner,
+                                  now=controller.logical_date(3))
   assert result.decision.run and not result.outcome.ok
   assert any('drift: not measured, span 3' in n for n in result.decision.notes)
   [execution] = store.get_executions_by_id([result.decision.execution_id])
@@ -409,4 +409,4 @@ def test_a_run_that_never_started_links_the_decision_to_no_run(cfg, store,
   assert 'line 6' in execution.properties['outcome'].string_value
   assert execution.properties['pipeline_run'].string_value == ''
   assert [c.type for c in store.get_contexts_by_execution(execution.id)] == [
-      ct_controller.CONTEXT_TYPE]
+      controller.CONTEXT_TYPE]

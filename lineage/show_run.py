@@ -1,8 +1,8 @@
 """Show what a pipeline run recorded in ML Metadata: nodes, states, artifacts.
 
-    python -m pipeline.show_run                    # newest run, default store
-    python -m pipeline.show_run --metadata-path outputs/pipeline/metadata.sqlite
-    MLMD_MYSQL_PASSWORD=... python -m pipeline.show_run --mysql-host db --mysql-user tfx
+    python -m lineage.show_run                    # newest run, default store
+    python -m lineage.show_run --metadata-path outputs/pipeline/metadata.sqlite
+    MLMD_MYSQL_PASSWORD=... python -m lineage.show_run --mysql-host db --mysql-user tfx
 
 Reads ML Metadata directly (no TFX import, so it answers in about a second).
 Takes the runners' ML Metadata flags and variables, so it reads the store a
@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from pipeline import configs
-from pipeline import metadata_store
+from lineage import metadata_store
 
 _PROPERTIES = ('span', 'blessed', 'pushed', 'pushed_version',
                'already_pushed_version')

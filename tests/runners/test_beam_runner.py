@@ -15,7 +15,7 @@ import sys
 import pytest
 
 import beam_runner
-from pipeline import metadata_store
+from lineage import metadata_store
 from tests import helpers
 
 SETUP_FLAG = f'--setup_file={os.path.join(helpers.REPO, "setup.py")}'

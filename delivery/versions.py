@@ -1,9 +1,9 @@
 """List served model versions with their lineage, roll back, promote.
 
-    python -m serving.versions list
-    python -m serving.versions rollback          # stop serving the newest version
-    python -m serving.versions rollback 1795690717   # stop serving that one
-    python -m serving.versions promote 1795690717 --label stable --model-config-file models.config
+    python -m delivery.versions list
+    python -m delivery.versions rollback          # stop serving the newest version
+    python -m delivery.versions rollback 1795690717   # stop serving that one
+    python -m delivery.versions promote 1795690717 --label stable --model-config-file models.config
 
 `list` shows every version under the model base path and, from ML Metadata,
 the pipeline run that pushed it, whether it was blessed, the Trainer's
@@ -21,7 +21,7 @@ file, replacing the file atomically; a server started with
 server is serving; every action is appended to `<base>/.versions.log`.
 
 rollback and promote hold the base path's lock (serving.base_path) while
-they read and change it, as serving.cd and the Pusher do, so concurrent
+they read and change it, as delivery.cd and the Pusher do, so concurrent
 ones act one after the other, each on what the previous one left:
 `rollback` without a version rolls back the newest version at the moment it
 holds the lock (two of them roll back two versions, never the same one
@@ -46,8 +46,8 @@ import sys
 from typing import Dict, List, Optional
 
 from pipeline import configs
-from pipeline import lineage
-from pipeline import metadata_store
+from lineage import graph
+from lineage import metadata_store
 from serving import base_path
 from serving import model_config
 
@@ -86,16 +86,16 @@ def rolled_back_versions(base: str) -> List[int]:
 def _trainer_config(store, model_id) -> Dict:
   """The Trainer's custom_config (hparams, code_version) of a Model id."""
   try:
-    trainer = lineage.producer(store, int(model_id))
+    trainer = graph.producer(store, int(model_id))
   except (TypeError, ValueError):
     return {}
-  return lineage.custom_config(trainer) if trainer is not None else {}
+  return graph.custom_config(trainer) if trainer is not None else {}
 
 
 def _lineage(store, info: VersionInfo) -> None:
   """Fills run / blessing / Trainer config from ML Metadata, if recorded,
   else from the Pusher's record in the version directory."""
-  found = (lineage.version_lineage(store, str(info.version), read_files=False)
+  found = (graph.version_lineage(store, str(info.version), read_files=False)
            if store is not None else None)
   if found is not None:
     info.run = found.pusher.run if found.pusher else None
@@ -160,7 +160,7 @@ def rollback(base: str, version: Optional[int] = None,
   """Moves a version aside; returns the newest one left (what `latest` serves).
 
   Without `version`, the newest, and only if another one is left to serve.
-  serving.cd names the version it rejected: never "the newest", since the
+  delivery.cd names the version it rejected: never "the newest", since the
   Pusher may have pushed another one meanwhile, and a rejected first version
   may leave nothing (it was never stable). A named version already rolled
   back is left as it is (idempotent). Holds the base path's lock.
@@ -267,7 +267,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def main(argv=None) -> int:
   defaults = configs.PipelineConfig()
-  parser = OneLineErrorParser(prog='python -m serving.versions',
+  parser = OneLineErrorParser(prog='python -m delivery.versions',
                    description=__doc__.split('\n\n')[0])
   parser.add_argument('command', choices=['list', 'rollback', 'promote'])
   parser.add_argument('version', nargs='?', type=int,

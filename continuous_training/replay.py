@@ -8,9 +8,9 @@ against the served model and pushes if blessed. Everything goes to its own
 outputs directory (default outputs/replay: pipeline root, ML Metadata,
 serving dir), restarted from empty on each replay unless --resume.
 
-    python -m pipeline.replay                       # all bundled spans
-    python -m pipeline.replay --spans 1-4           # a short range
-    python -m pipeline.replay --data-root /tmp/ct   # generated spans
+    python -m continuous_training.replay                       # all bundled spans
+    python -m continuous_training.replay --spans 1-4           # a short range
+    python -m continuous_training.replay --data-root /tmp/ct   # generated spans
         (python data/generate_spans.py --out /tmp/ct --rows 1000 --spans 8 \\
              --drift payment_type=0.6 --drift-spans 6)
 
@@ -34,9 +34,9 @@ from typing import Any, Dict, List, Optional
 
 from pipeline import configs
 from pipeline import console
-from pipeline import ct_controller
-from pipeline import lineage
-from pipeline import metadata_store
+from continuous_training import controller
+from lineage import graph
+from lineage import metadata_store
 from pipeline import reproducible
 
 START = time.time()
@@ -73,7 +73,7 @@ class Row:
 
 def quarter(span: int) -> str:
   """Span 1 -> '2013-Q1' (data/README.md)."""
-  q = ct_controller.FIRST_QUARTER[0] * 4 + ct_controller.FIRST_QUARTER[1] - 2 + span
+  q = controller.FIRST_QUARTER[0] * 4 + controller.FIRST_QUARTER[1] - 2 + span
   return f'{q // 4}-Q{q % 4 + 1}'
 
 
@@ -176,15 +176,15 @@ def span_anomalies(outcome) -> List[str]:
   return lines
 
 
-def replay_span(cfg: configs.PipelineConfig, ct: ct_controller.CTConfig,
+def replay_span(cfg: configs.PipelineConfig, ct: controller.CTConfig,
                 source: str, span: int, make_runner) -> Row:
   """Span arrives, the controller decides at its logical date, maybe runs."""
   arrive(source, cfg.data_root, span)
-  now = ct_controller.logical_date(span)
+  now = controller.logical_date(span)
   print(f'\n=== span {span} ({quarter(span)}) arrives; controller clock '
         f'{now.date()} ===', flush=True)
   start = time.time()
-  result = ct_controller.run_once(cfg, ct, make_runner, now=now)
+  result = controller.run_once(cfg, ct, make_runner, now=now)
   d = result.decision
   row = Row(span=span, date=str(now.date()), trigger=d.trigger, ran=d.run,
             drift=d.drift, decision_id=d.execution_id)
@@ -267,7 +267,7 @@ class PushedLineage:
 def pushed_lineage(cfg: configs.PipelineConfig) -> List[PushedLineage]:
   """Every pushed version -> the spans its model was trained on (MLMD).
 
-  The one lineage walk (pipeline/lineage.py: PushedModel <- Pusher <- Model
+  The one lineage walk (pipeline/graph.py: PushedModel <- Pusher <- Model
   <- Trainer <- Examples, cached executions handled); the run's CTDecision
   says why the run happened.
   """
@@ -277,7 +277,7 @@ def pushed_lineage(cfg: configs.PipelineConfig) -> List[PushedLineage]:
     if metadata_store.custom_property(pushed, 'pushed') != 1:
       continue
     version = str(metadata_store.custom_property(pushed, 'pushed_version'))
-    made = lineage.version_lineage(store, version, read_files=False)
+    made = graph.version_lineage(store, version, read_files=False)
     if made is None or made.pusher is None:
       continue
     decision = ''
@@ -285,7 +285,7 @@ def pushed_lineage(cfg: configs.PipelineConfig) -> List[PushedLineage]:
         'pipeline_run', made.pusher.run)
     if run:
       for e in store.get_executions_by_context(run.id):
-        if e.type == ct_controller.EXECUTION_TYPE:
+        if e.type == controller.EXECUTION_TYPE:
           decision = (f'{e.type} {e.id}: '
                       f'{e.properties["trigger"].string_value}')
     found.append(PushedLineage(
@@ -317,7 +317,7 @@ def _html_table(header: List[str], rows: List[List[Any]]) -> str:
 
 
 def write_report(path: str, cfg: configs.PipelineConfig,
-                 ct: ct_controller.CTConfig, rows: List[Row],
+                 ct: controller.CTConfig, rows: List[Row],
                  lineage: List[PushedLineage], command: str,
                  seconds: float, source: str) -> None:
   """Self-contained HTML: no scripts, no external files."""
@@ -471,7 +471,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--' + name.replace('_', '-'), type=float,
                         default=getattr(PipelineDefaults, name),
                         help=f'{helps[name]} (default: %(default)s)')
-  ct_controller.add_ct_flags(parser)
+  controller.add_ct_flags(parser)
   parser.set_defaults(monitoring_report=None)
   args = parser.parse_args(argv)
 
@@ -491,8 +491,8 @@ def main(argv: Optional[List[str]] = None) -> int:
       **{name: getattr(args, name) for name in BLESSING_FIELDS})
   if args.monitoring_report is None:  # the replay's own: none unless put there
     args.monitoring_report = os.path.join(out, 'monitoring', 'report.json')
-  ct = ct_controller.ct_from_flags(args)
-  command = 'python -m pipeline.replay ' + ' '.join(
+  ct = controller.ct_from_flags(args)
+  command = 'python -m continuous_training.replay ' + ' '.join(
       sys.argv[1:] if argv is None else argv)
   print(f'Replaying {len(spans)} span(s) {spans[0]}..{spans[-1]} of '
         f'{args.data_root} through the CT controller -> {out}\n'
