@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
+from monitoring import distribution
 from pipeline import configs
 from pipeline import console
 from lineage import metadata_store
@@ -65,14 +66,13 @@ class CTConfig:
   schedule_days: float = configs.CT_SCHEDULE_DAYS
   # The drift rule (monitoring/distribution.py): significant at
   # drift_alpha (family-wise) and an effect above the floor of its kind.
-  drift_alpha: float = configs.DRIFT_ALPHA
-  drift_linf_threshold: float = configs.DRIFT_LINF_THRESHOLD
-  drift_jsd_threshold: float = configs.DRIFT_JSD_THRESHOLD
+  drift_alpha: float = distribution.DRIFT_ALPHA
+  drift_linf_threshold: float = distribution.DRIFT_LINF_THRESHOLD
+  drift_jsd_threshold: float = distribution.DRIFT_JSD_THRESHOLD
   monitoring_report: str = configs.MONITORING_REPORT
   triggers: Sequence[str] = TRIGGERS  # enabled; on_demand always is
 
   def thresholds(self):
-    from monitoring import distribution  # pylint: disable=g-import-not-at-top
     return distribution.Rule(alpha=self.drift_alpha,
                              categorical_floor=self.drift_linf_threshold,
                              numeric_floor=self.drift_jsd_threshold)

@@ -61,7 +61,8 @@ import urllib.request
 from typing import Callable, Dict, List, Optional, Tuple
 
 from models import features
-from pipeline import configs
+from project import cli
+from project import paths
 from serving import base_path
 from delivery import canary_stats
 from delivery import cd_infra
@@ -542,14 +543,13 @@ def roll_back(run: Delivery, stable: Optional[int], reasons: List[str]) -> str:
 
 # --- the command -----------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
-  defaults = configs.PipelineConfig()
-  parser = versions.OneLineErrorParser(
+  parser = cli.ArgumentParser(underscores=True,
       prog='python -m delivery.cd', description=__doc__.split('\n\n')[0],
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument('--model_config_file', required=True,
                       help='TF Serving model config the server reads; CD '
                       'edits its labels and policy')
-  parser.add_argument('--model_name', default=defaults.model_name,
+  parser.add_argument('--model_name', default=paths.MODEL_NAME,
                       help='model in the config file')
   parser.add_argument('--model_base_path', default=None,
                       help='where Pusher writes versions; checked against '
@@ -563,7 +563,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help='gRPC host:port of the same running server')
   parser.add_argument('--check_data', default=None,
                       help='CSV of labelled rows (None: the newest spans '
-                      f'under {defaults.data_root}, newest first)')
+                      f'under {paths.DATA_ROOT}, newest first)')
   parser.add_argument('--check_rows', type=int,
                       default=canary_stats.DEFAULT_ROWS,
                       help='how many labelled rows to check')
@@ -661,7 +661,7 @@ def _deliver(args: argparse.Namespace, config: model_config.ModelConfig
   try:
     trips, labels = canary_stats.read_rows(
         [args.check_data] if args.check_data else
-        canary_stats.check_csvs(configs.PipelineConfig().data_root),
+        canary_stats.check_csvs(paths.DATA_ROOT),
         args.check_rows)
   except (OSError, ValueError) as e:
     raise InfraError(f'check rows: {e}') from e

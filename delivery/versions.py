@@ -45,14 +45,15 @@ import os
 import sys
 from typing import Dict, List, Optional
 
-from pipeline import configs
 from lineage import graph
 from lineage import metadata_store
+from project import cli
+from project import paths
 from serving import base_path
 from serving import model_config
 
-ROLLED_BACK_DIR = configs.ROLLED_BACK_DIR
-ACTION_LOG = configs.ACTION_LOG
+ROLLED_BACK_DIR = base_path.ROLLED_BACK_DIR
+ACTION_LOG = base_path.ACTION_LOG
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOCK_TIMEOUT_S = base_path.DEFAULT_TIMEOUT_S
 
@@ -258,33 +259,27 @@ def promote(config_file: str, model_name: str, version: int,
                 version=version, previous=previous, config=config_file)
 
 
-class OneLineErrorParser(argparse.ArgumentParser):
-  """Usage errors: one line (not the whole usage), exit 2."""
-
-  def error(self, message):
-    self.exit(EXIT_USAGE, f'{self.prog}: error: {message} (see --help)\n')
-
-
 def main(argv=None) -> int:
-  defaults = configs.PipelineConfig()
-  parser = OneLineErrorParser(prog='python -m delivery.versions',
-                   description=__doc__.split('\n\n')[0])
+  parser = cli.ArgumentParser(prog='python -m delivery.versions',
+                              description=__doc__.split('\n\n')[0],
+                              underscores=True)
   parser.add_argument('command', choices=['list', 'rollback', 'promote'])
   parser.add_argument('version', nargs='?', type=int,
                       help='promote: the version to label; rollback: the '
                       'version to roll back (default: the newest)')
   parser.add_argument('--label', default='stable', help='promote: label name')
-  parser.add_argument('--model-config-file', default=None,
+  parser.add_argument('--model_config_file', default=None,
                       help='promote: TF Serving model config file to edit')
-  parser.add_argument('--model-name', default=defaults.model_name)
-  parser.add_argument('--model-base-path', default=defaults.serving_model_dir,
+  parser.add_argument('--model_name', default=paths.MODEL_NAME)
+  parser.add_argument('--model_base_path',
+                      default=os.path.join(paths.SERVING_DIR, paths.MODEL_NAME),
                       help='TF Serving model base path (default: %(default)s)')
-  parser.add_argument('--lock-timeout', type=float, default=LOCK_TIMEOUT_S,
+  parser.add_argument('--lock_timeout', type=float, default=LOCK_TIMEOUT_S,
                       help='rollback, promote: seconds to wait for another '
                       'rollback, promote, CD run or push on the same base '
                       'path to finish (default: %(default)s)')
   # Lineage comes from the store the pipeline wrote: the runners' flags.
-  configs.add_flags(parser, configs.METADATA_FIELDS)
+  metadata_store.add_flags(parser)
   args = parser.parse_args(argv)
   try:
     return _run(parser, args)
@@ -312,7 +307,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return EXIT_OK
   if args.version is not None:
     parser.error('list takes no VERSION')
-  connection = metadata_store.store_config(configs.from_flags(args))
+  connection = metadata_store.store_config(metadata_store.from_flags(args))
   store = None  # no SQLite file yet: list versions without lineage
   if (not connection.HasField('sqlite') or
       os.path.exists(connection.sqlite.filename_uri)):

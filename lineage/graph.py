@@ -36,7 +36,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
-from pipeline import configs
+from project import cli
+from project import paths
 from lineage import metadata_store
 from serving import base_path
 
@@ -51,7 +52,7 @@ prop = metadata_store.custom_property
 # --- Recording the code version of a run ------------------------------------
 
 
-def git_revision(repo_dir: str = configs.REPO_ROOT
+def git_revision(repo_dir: str = paths.REPO_ROOT
                 ) -> Tuple[str, Optional[bool]]:
   """(commit, dirty) of the checkout at `repo_dir`.
 
@@ -706,7 +707,7 @@ def _version_or_exit(store, version: str,
   """From ML Metadata; else from the push record in the version directory
   (served or rolled back), for a run killed before it recorded the push."""
   found = version_lineage(store, version)
-  for where in ('', configs.ROLLED_BACK_DIR):
+  for where in ('', base_path.ROLLED_BACK_DIR):
     if found is None:
       found = version_lineage_from_record(
           store, os.path.join(model_base_path, where, str(version)))
@@ -718,14 +719,18 @@ def _version_or_exit(store, version: str,
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m lineage.graph',
+  parser = cli.ArgumentParser(prog='python -m lineage.graph',
                                    description=__doc__.split('\n\n')[0])
   common = argparse.ArgumentParser(add_help=False)
   common.add_argument('--json', action='store_true',
                       help='print JSON instead of text')
   # The store the runners wrote: the same flags and variables as show_run.
-  configs.add_flags(common, configs.METADATA_FIELDS + ('serving_dir',
-                                                      'model_name'))
+  metadata_store.add_flags(common)
+  common.add_argument('--serving-dir', default=paths.SERVING_DIR,
+                      help='TF Serving model base path root (default: '
+                      '%(default)s)')
+  common.add_argument('--model-name', default=paths.MODEL_NAME,
+                      help='model name under it (default: %(default)s)')
   commands = parser.add_subparsers(dest='command', required=True)
   version = commands.add_parser(
       'version', parents=[common],
@@ -745,23 +750,22 @@ def main(argv=None) -> int:
                        help='the newer version')
   args = parser.parse_args(argv)
 
-  cfg = configs.from_flags(args)
-  connection = metadata_store.store_config(cfg)
+  connection = metadata_store.store_config(metadata_store.from_flags(args))
   if (connection.HasField('sqlite') and
       not os.path.exists(connection.sqlite.filename_uri)):
     raise SystemExit(f'No ML Metadata store at {connection.sqlite.filename_uri}'
                      ' (run the pipeline first, or pass --metadata-path)')
   store = metadata_store.open_store(connection)
   if args.command == 'version':
-    found = _version_or_exit(store, args.version, cfg.serving_model_dir)
+    found = _version_or_exit(store, args.version, os.path.join(args.serving_dir, args.model_name))
     data, text = dataclasses.asdict(found), format_version(found)
   elif args.command == 'span':
     uses = span_models(store, args.span)
     data = {'span': args.span, 'models': [dataclasses.asdict(u) for u in uses]}
     text = format_span(args.span, uses)
   else:
-    data = diff(_version_or_exit(store, args.version_a, cfg.serving_model_dir),
-                _version_or_exit(store, args.version_b, cfg.serving_model_dir))
+    data = diff(_version_or_exit(store, args.version_a, os.path.join(args.serving_dir, args.model_name)),
+                _version_or_exit(store, args.version_b, os.path.join(args.serving_dir, args.model_name)))
     text = format_diff(data)
   print(json.dumps(data, indent=2, sort_keys=True) if args.json else text)
   return 0

@@ -6,6 +6,7 @@ TFX records three context types per pipeline: `pipeline` (name),
 `pipeline_run` (one per run) and `node` (`<pipeline>.<node id>`).
 """
 
+import argparse
 import dataclasses
 import os
 import re
@@ -18,8 +19,82 @@ from google.protobuf import json_format
 from google.protobuf import text_format
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
-from pipeline import configs
-from pipeline import console
+from lineage import secrets
+from project import cli
+from project import paths
+
+# The password of a MySQL store is deliberately no field (so no flag: a
+# command line shows in `ps`); it comes from the file or variable below.
+MYSQL_PASSWORD_ENV = 'MLMD_MYSQL_PASSWORD'
+FLAGS_HELP = (
+    'SQLite at --metadata-path unless --metadata-config or a MySQL host is '
+    'given. Precedence: --metadata-config FILE (any ml_metadata backend, used '
+    'as is) > MySQL (--mysql-host or $MLMD_MYSQL_HOST) > SQLite. Each '
+    '--mysql-* flag overrides its $MLMD_MYSQL_* variable. The MySQL password '
+    'is never a flag: it is read from --mysql-password-file (or '
+    f'$MLMD_MYSQL_PASSWORD_FILE), else ${MYSQL_PASSWORD_ENV}; it also fills '
+    'a --metadata-config MySQL config that has none. It is never printed or '
+    'logged.')
+
+
+@dataclasses.dataclass
+class StoreConfig:
+  """Which ML Metadata store: the runners write it, every tool reads it.
+
+  The pipeline's config (pipeline/configs.py) extends it, so a run and the
+  lineage tools take the same flags and open the same store.
+  """
+  metadata_path: Optional[str] = cli.field(
+      None, 'SQLite ML Metadata file (default: <pipeline-root>/metadata.sqlite)')
+  metadata_config: Optional[str] = cli.field(
+      None, 'text-format ml_metadata ConnectionConfig file (e.g. MySQL); '
+      'overrides --metadata-path')
+  mysql_host: Optional[str] = cli.field(
+      None, 'MySQL/MariaDB host for ML Metadata; setting it selects MySQL '
+      'instead of SQLite', env='MLMD_MYSQL_HOST')
+  mysql_port: Optional[int] = cli.field(None, 'MySQL port',
+                                        env='MLMD_MYSQL_PORT', fallback=3306)
+  mysql_database: Optional[str] = cli.field(
+      None, 'MySQL database (created if missing and the user may)',
+      env='MLMD_MYSQL_DATABASE', fallback='mlmd')
+  mysql_user: Optional[str] = cli.field(None, 'MySQL user',
+                                        env='MLMD_MYSQL_USER')
+  mysql_password_file: Optional[str] = cli.field(
+      None, f'file holding the MySQL password (else ${MYSQL_PASSWORD_ENV})',
+      env='MLMD_MYSQL_PASSWORD_FILE')
+
+  def __post_init__(self):
+    cli.apply_env(self)
+    if self.metadata_path is None:
+      self.metadata_path = paths.metadata_path()
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(StoreConfig))
+
+
+class _RefusePassword(argparse.Action):
+  """`--mysql-password`: refused, and taken before argparse would read it as
+  an abbreviation of --mysql-password-file."""
+
+  def __call__(self, parser, namespace, values, option_string=None):
+    parser.error(f'{option_string} is not accepted (a command line shows in '
+                 f'`ps`): put the password in ${MYSQL_PASSWORD_ENV} or in a '
+                 'file named by --mysql-password-file')
+
+
+def add_flags(parser: argparse.ArgumentParser, config_class=StoreConfig,
+              fields=None) -> None:
+  """The store's flags, in one group whose description says which wins;
+  the other fields of `config_class` (or those in `fields`) as flags too."""
+  group = parser.add_argument_group('ML Metadata store', FLAGS_HELP)
+  group.add_argument('--mysql-password', nargs='?', action=_RefusePassword,
+                     help=argparse.SUPPRESS)
+  cli.add_flags(parser, config_class, fields=fields,
+                groups={name: group for name in FIELDS})
+
+
+def from_flags(args: argparse.Namespace) -> StoreConfig:
+  return cli.from_flags(args, StoreConfig)
 
 
 def sqlite_config(path: str) -> metadata_store_pb2.ConnectionConfig:
@@ -50,7 +125,7 @@ def mysql_password(password_file: Optional[str]) -> str:
   """The MySQL password: the file's first line if a file is named, else
   $MLMD_MYSQL_PASSWORD ('' if neither). Never a flag: `ps` shows flags."""
   if not password_file:
-    return os.environ.get(configs.MYSQL_PASSWORD_ENV, '')
+    return os.environ.get(MYSQL_PASSWORD_ENV, '')
   try:
     with open(password_file) as f:
       return f.readline().rstrip('\r\n')
@@ -59,14 +134,13 @@ def mysql_password(password_file: Optional[str]) -> str:
                      f'{e.strerror}') from None
 
 
-def store_config(cfg: configs.PipelineConfig
-                ) -> metadata_store_pb2.ConnectionConfig:
+def store_config(cfg: StoreConfig) -> metadata_store_pb2.ConnectionConfig:
   """The store a run writes and the lineage tools read, from the config.
 
-  Precedence (configs.METADATA_HELP): a --metadata-config file, else MySQL
+  Precedence (FLAGS_HELP): a --metadata-config file, else MySQL
   when a host is set (flag, else $MLMD_MYSQL_HOST), else SQLite. A MySQL
   config without a password gets it from `mysql_password`; from here on the
-  password is kept out of the logs (`console.hide_secret`), whichever runner
+  password is kept out of the logs (`secrets.hide_secret`), whichever runner
   gets the config.
   """
   if cfg.metadata_config:
@@ -87,7 +161,7 @@ def store_config(cfg: configs.PipelineConfig
   if config.HasField('mysql'):
     if not config.mysql.password:
       config.mysql.password = mysql_password(cfg.mysql_password_file)
-    console.hide_secret(config.mysql.password)
+    secrets.hide_secret(config.mysql.password)
   return config
 
 
@@ -109,11 +183,11 @@ def open_store(config: metadata_store_pb2.ConnectionConfig
               ) -> mlmd.MetadataStore:
   """Connects, or exits with one line naming the store, never the password.
 
-  A MySQL password is also handed to `console.hide_secret`, because TFX logs
+  A MySQL password is also handed to `secrets.hide_secret`, because TFX logs
   the whole connection config when a run starts.
   """
   if config.HasField('mysql'):
-    console.hide_secret(config.mysql.password)
+    secrets.hide_secret(config.mysql.password)
   store, error, native_log = _connect(config)
   if error is not None:
     raise SystemExit(_connection_error(config, error)) from None
@@ -149,7 +223,7 @@ def _connect(config: metadata_store_pb2.ConnectionConfig
 def _connection_error(config: metadata_store_pb2.ConnectionConfig,
                       error: Exception) -> str:
   """Why the store did not open: unreachable, refused, or ml_metadata's word."""
-  detail = console.redact(str(error).strip())
+  detail = secrets.redact(str(error).strip())
   if not config.HasField('mysql'):
     return f'Cannot open ML Metadata at {describe(config)}: {detail}'
   m = config.mysql
@@ -163,7 +237,7 @@ def _connection_error(config: metadata_store_pb2.ConnectionConfig,
               'are --mysql-host / --mysql-port right?')
   password = ('a password was given' if m.password else
               'no password was given: set --mysql-password-file or '
-              f'${configs.MYSQL_PASSWORD_ENV}')
+              f'${MYSQL_PASSWORD_ENV}')
   # 'mysql_real_connect failed: errno: , error: ' carries no information.
   said = '' if re.search(r'error:\s*$', detail) else (
       f' ml_metadata says: {detail}')

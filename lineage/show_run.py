@@ -12,7 +12,7 @@ run wrote.
 import argparse
 import sys
 
-from pipeline import configs
+from project import paths
 from lineage import metadata_store
 
 _PROPERTIES = ('span', 'blessed', 'pushed', 'pushed_version',
@@ -40,10 +40,13 @@ def describe(store, pipeline_name: str) -> str:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  configs.add_flags(parser, ('pipeline_name',) + configs.METADATA_FIELDS)
-  cfg = configs.from_flags(parser.parse_args(argv))
+  parser.add_argument('--pipeline-name', default=paths.PIPELINE_NAME,
+                      help='TFX pipeline name (default: %(default)s)')
+  metadata_store.add_flags(parser)
+  args = parser.parse_args(argv)
+  cfg = metadata_store.from_flags(args)
   store = metadata_store.open_store(metadata_store.store_config(cfg))
-  print(describe(store, cfg.pipeline_name))
+  print(describe(store, args.pipeline_name))
   return 0
 
 

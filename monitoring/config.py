@@ -7,11 +7,12 @@ CT controller read the same values from here.
 import dataclasses
 import os
 
-from pipeline import configs
+from monitoring import distribution
+from project import paths
 
-MONITORING_DIR = os.path.join(configs.OUTPUT_DIR, 'monitoring')
+MONITORING_DIR = os.path.join(paths.OUTPUT_DIR, 'monitoring')
 # Where serving/deploy/models-logging.config points the server's logs.
-LOG_PREFIX = os.path.join(MONITORING_DIR, 'prediction_logs', configs.MODEL_NAME)
+LOG_PREFIX = os.path.join(MONITORING_DIR, 'prediction_logs', paths.MODEL_NAME)
 # The contract file the CT controller (continuous_training/controller.py) reads.
 REPORT_PATH = os.path.join(MONITORING_DIR, 'report.json')
 
@@ -20,15 +21,15 @@ REPORT_PATH = os.path.join(MONITORING_DIR, 'report.json')
 class Thresholds:
   """When served traffic counts as skewed, and the model as degraded."""
   # Skew is drift's comparison (monitoring/distribution.py) with drift's
-  # thresholds, defined once in pipeline/configs.py (DRIFT_*): a feature is
+  # thresholds, defined once in monitoring/distribution.py (DRIFT_*): a feature is
   # skewed when the chi-square test of served vs training counts is
   # significant at `alpha` (family-wise over the features) and the effect is
   # above its floor: L-infinity of category shares for categorical features
   # (strings and integer categories), Jensen-Shannon divergence of the
   # training deciles' bins for numeric ones.
-  alpha: float = configs.DRIFT_ALPHA
-  categorical_linf: float = configs.DRIFT_LINF_THRESHOLD
-  numeric_js: float = configs.DRIFT_JSD_THRESHOLD
+  alpha: float = distribution.DRIFT_ALPHA
+  categorical_linf: float = distribution.DRIFT_LINF_THRESHOLD
+  numeric_js: float = distribution.DRIFT_JSD_THRESHOLD
   # Live accuracy below the Evaluator's by more than this, shown with this
   # one-sided confidence (monitor.verdict): degraded.
   max_accuracy_drop: float = 0.05
@@ -40,7 +41,6 @@ class Thresholds:
 
   def rule(self):
     """The skew rule (a monitoring.distribution.Rule) these thresholds make."""
-    from monitoring import distribution  # pylint: disable=g-import-not-at-top
     return distribution.Rule(alpha=self.alpha,
                              categorical_floor=self.categorical_linf,
                              numeric_floor=self.numeric_js)

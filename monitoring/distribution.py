@@ -54,7 +54,6 @@ import numpy as np
 from scipy import stats
 
 from models import features as model_features
-from pipeline import configs
 
 NUMERIC = 'numeric'
 CATEGORICAL = 'categorical'
@@ -62,10 +61,50 @@ MEASURES = {NUMERIC: 'JSD', CATEGORICAL: 'L-inf'}
 MISSING = '(missing)'  # bin label of missing values
 POOLED = '(pooled)'  # bin label of rare and unseen categories / bins
 
-# Feature -> kind, for every compared feature (pipeline/configs.py DRIFT_*).
+# THE drift and skew rule's thresholds, defined here only.
+# Drift (a new span vs the previous one, the CT trigger) and skew (served
+# traffic vs the served version's training data, monitoring/) are the same
+# comparison, monitoring/distribution.py, with this one rule: per feature, a
+# chi-square test of homogeneity of the two samples' counts in bins made
+# from the reference (numeric: its deciles; categorical, integer categories
+# included: one bin per category, rare ones pooled; missing: a bin), and an
+# effect size on those bins. Alarm iff p < DRIFT_ALPHA / (features compared)
+# AND the effect is above the floor. Measured false-alarm and detection
+# rates: docs/continuous-training.md (bench/shift_alarm_rates.py).
+DRIFT_CATEGORICAL_FEATURES = (
+    'payment_type', 'company', 'trip_start_hour', 'trip_start_day',
+    'pickup_community_area', 'dropoff_community_area')
+DRIFT_NUMERIC_FEATURES = (
+    'trip_miles', 'fare', 'trip_seconds', 'pickup_latitude',
+    'pickup_longitude', 'dropoff_latitude', 'dropoff_longitude')
+# Model features not compared because they shift by design: a span is a
+# quarter, three months of twelve, so trip_start_month differs between
+# consecutive spans and between a span (or a quarter's traffic) and any
+# longer training window. (Not model features, so never compared:
+# trip_start_timestamp, the census tracts, the label.)
+DRIFT_EXCLUDED_FEATURES = ('trip_start_month',)
+# Family-wise: the chance that a sample from the reference's own
+# distribution alarms on any feature (Bonferroni over the features).
+DRIFT_ALPHA = 0.01
+# Effect floors. L-infinity (largest change in any category's share): the
+# bundled quarters' shares move up to 0.14 against the 16-span window
+# (payment_type drifts towards card over 2013-2016; company 0.13 in span 16)
+# and that is in-distribution; 0.2 sits above it and below the payment-mix
+# shift (half of Cash to card: 0.33). Jensen-Shannon divergence (base 2) of
+# the decile bins: real spans measure up to 0.043 (trip_miles) against the
+# window; trip length x2 measures 0.15 (trip_seconds), fares x3 0.48.
+DRIFT_LINF_THRESHOLD = 0.2
+DRIFT_JSD_THRESHOLD = 0.1
+# Numeric bins: the reference's deciles (edges that coincide merge).
+DRIFT_NUMERIC_BINS = 10
+# A bin expected to hold fewer values than this in the smaller sample is
+# pooled (the chi-square approximation needs about 5).
+DRIFT_MIN_EXPECTED = 5.0
+
+# Feature -> kind, for every compared feature (DRIFT_* above).
 FEATURE_KINDS: Dict[str, str] = {
-    **{name: CATEGORICAL for name in configs.DRIFT_CATEGORICAL_FEATURES},
-    **{name: NUMERIC for name in configs.DRIFT_NUMERIC_FEATURES},
+    **{name: CATEGORICAL for name in DRIFT_CATEGORICAL_FEATURES},
+    **{name: NUMERIC for name in DRIFT_NUMERIC_FEATURES},
 }
 
 Values = Dict[str, List[object]]  # feature -> raw values, None = missing
@@ -73,12 +112,12 @@ Values = Dict[str, List[object]]  # feature -> raw values, None = missing
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-  """When a difference is an alarm (defaults: pipeline/configs.py DRIFT_*)."""
-  alpha: float = configs.DRIFT_ALPHA  # family-wise, over the features
-  categorical_floor: float = configs.DRIFT_LINF_THRESHOLD  # L-infinity
-  numeric_floor: float = configs.DRIFT_JSD_THRESHOLD  # Jensen-Shannon
-  bins: int = configs.DRIFT_NUMERIC_BINS  # reference quantile bins
-  min_expected: float = configs.DRIFT_MIN_EXPECTED  # per bin, smaller sample
+  """When a difference is an alarm (defaults: DRIFT_* above)."""
+  alpha: float = DRIFT_ALPHA  # family-wise, over the features
+  categorical_floor: float = DRIFT_LINF_THRESHOLD  # L-infinity
+  numeric_floor: float = DRIFT_JSD_THRESHOLD  # Jensen-Shannon
+  bins: int = DRIFT_NUMERIC_BINS  # reference quantile bins
+  min_expected: float = DRIFT_MIN_EXPECTED  # per bin, smaller sample
 
   def floor(self, kind: str) -> float:
     return self.numeric_floor if kind == NUMERIC else self.categorical_floor
@@ -181,7 +220,7 @@ class Reference:
 
   def __init__(self, values: Mapping[str, Sequence[object]],
                kinds: Optional[Mapping[str, str]] = None,
-               bins: int = configs.DRIFT_NUMERIC_BINS):
+               bins: int = DRIFT_NUMERIC_BINS):
     kinds = kinds if kinds is not None else FEATURE_KINDS
     self.bins = bins
     self.features = {name: _FeatureReference.build(values[name], kind, bins)

@@ -41,16 +41,15 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from lineage import metadata_store
 from monitoring import config as monitor_config
-from pipeline import configs
 
 
-def _metadata_store(cfg: configs.PipelineConfig):
+def _metadata_store(cfg: metadata_store.StoreConfig):
   """The pipeline's ML Metadata store, or None if there is none yet.
 
   A missing SQLite file is not created (opening one would create it).
   """
-  from lineage import metadata_store  # pylint: disable=g-import-not-at-top
   connection = metadata_store.store_config(cfg)
   if connection.HasField('sqlite') and not os.path.exists(
       connection.sqlite.filename_uri):
@@ -286,7 +285,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--min-labelled', type=int, default=t.min_labelled,
                       help='fewer labelled predictions: no verdict '
                       '(default: %(default)s)')
-  configs.add_flags(parser, configs.METADATA_FIELDS)
+  metadata_store.add_flags(parser)
   return parser.parse_args(argv)
 
 
@@ -300,7 +299,7 @@ def main(argv=None) -> int:
       min_labelled=args.min_labelled)
   store = None
   if not (args.training_data and args.baseline_accuracy is not None):
-    store = _metadata_store(configs.from_flags(args))
+    store = _metadata_store(metadata_store.from_flags(args))
   report = run(args.logs, thresholds, args.model_version, args.labels,
                args.training_data, args.baseline_accuracy, store)
   write_json_atomically(args.report, report)

@@ -24,6 +24,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 from models import features
+from project import paths
 
 SUFFIX = '.tfrecord'  # serving.request_logging.SUFFIX (serving/ is not imported)
 OUTPUT_KEY = 'outputs'  # the model's probability output
@@ -66,10 +67,9 @@ def read_records(path: str) -> Iterator[bytes]:
 
 def _int_missing_below() -> Dict[str, int]:
   """Int features whose schema domain starts above 0: 0 means missing."""
-  from pipeline import configs  # pylint: disable=g-import-not-at-top
   from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
   from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=g-import-not-at-top
-  with open(configs.PipelineConfig().schema_path) as f:
+  with open(paths.SCHEMA_PATH) as f:
     schema = text_format.Parse(f.read(), schema_pb2.Schema())
   return {f.name: f.int_domain.min for f in schema.feature
           if f.HasField('int_domain') and f.int_domain.min > 0}

@@ -20,7 +20,7 @@ import zlib
 from typing import Callable, Dict, List, Optional
 
 from models import features
-from pipeline import configs
+from project import paths
 
 
 def _scaled(text: str, factor: float, kind=float) -> str:
@@ -81,13 +81,13 @@ def main(argv=None) -> int:
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument('--span', type=int, help='span number under --data-root')
   source.add_argument('--csv', help='a CSV of trips instead of a span')
-  parser.add_argument('--data-root', default=configs.PipelineConfig().data_root,
+  parser.add_argument('--data-root', default=paths.DATA_ROOT,
                       help='directory of span-N/ (default: %(default)s)')
   target = parser.add_mutually_exclusive_group()
   target.add_argument('--server', default='http://127.0.0.1:8501',
                       help='REST base URL (default: %(default)s)')
   target.add_argument('--grpc', default=None, help='gRPC address host:port')
-  parser.add_argument('--model-name', default=configs.MODEL_NAME)
+  parser.add_argument('--model-name', default=paths.MODEL_NAME)
   parser.add_argument('--rows', type=int, default=None,
                       help='send only this many trips (default: all)')
   parser.add_argument('--skip', type=int, default=0,

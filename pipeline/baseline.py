@@ -41,6 +41,7 @@ from tfx.dsl.components.common import resolver
 from pipeline import configs
 from lineage import graph
 from serving import model_config
+from serving import base_path
 
 STABLE_LABEL = 'stable'
 
@@ -49,7 +50,7 @@ def rejected_by_cd(base_path: str) -> List[int]:
   """Versions whose most recent CD verdict (`cd_done`) was a rollback."""
   verdicts: Dict[int, str] = {}
   try:
-    with open(os.path.join(base_path, configs.ACTION_LOG)) as f:
+    with open(os.path.join(base_path, base_path.ACTION_LOG)) as f:
       lines = f.readlines()
   except OSError:
     return []

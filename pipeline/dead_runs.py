@@ -53,7 +53,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
-from pipeline import console
+from lineage import secrets
 
 LOCK_FILE = 'run.lock'
 # TFX's custom properties for why an execution stopped
@@ -249,7 +249,7 @@ class RunLock:
     header = dataclasses.asdict(Holder(
         pid=os.getpid(), host=socket.gethostname(), boot_id=boot_id(),
         process_start=process_start(os.getpid()), started=time.time(),
-        command=console.redact(' '.join([os.path.basename(sys.executable)]
+        command=secrets.redact(' '.join([os.path.basename(sys.executable)]
                                         + sys.argv))[:500],
         store=self.store, pipeline=self.pipeline_name))
     del header['runs'], header['finished']  # lines of their own

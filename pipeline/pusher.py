@@ -95,7 +95,7 @@ def version_with_same_model(base_directory: str, model_dir: str
   wanted = _fingerprint(model_dir)
   if wanted is None:
     return None
-  rolled_back = os.path.join(base_directory, configs.ROLLED_BACK_DIR)
+  rolled_back = os.path.join(base_directory, base_path.ROLLED_BACK_DIR)
   for directory in (base_directory, rolled_back):
     for version in reversed(versions(directory)):
       if _fingerprint(os.path.join(directory, str(version))) == wanted:
@@ -187,7 +187,7 @@ class Executor(pusher_executor.Executor):
       # rolled-back ones included (a rollback must never find its number
       # taken under .rolled-back/).
       taken = versions(base) + versions(
-          os.path.join(base, configs.ROLLED_BACK_DIR))
+          os.path.join(base, base_path.ROLLED_BACK_DIR))
       version = max([int(time.time())] + [v + 1 for v in taken])
       serving_path = os.path.join(base, str(version))
       incoming = os.path.join(base, f'{base_path.INCOMING_PREFIX}{version}')
@@ -206,7 +206,7 @@ class Executor(pusher_executor.Executor):
                                model_id=record['model_id'])
         except OSError as e:  # the version is pushed: say so, do not fail
           logging.warning('Could not log the push to %s: %s',
-                          configs.ACTION_LOG, e)
+                          base_path.ACTION_LOG, e)
 
     io_utils.copy_dir(model_path, model_push.uri)  # archive, as TFX does
     self._MarkPushed(model_push, pushed_destination=serving_path,

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional
 from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
 from pipeline import console
+from lineage import secrets
 from pipeline import csv_check
 from pipeline import dead_runs
 from lineage import graph
@@ -267,7 +268,7 @@ def _finish_left_running(cfg: configs.PipelineConfig,
   try:
     marked = dead_runs.mark_active(
         metadata_store.open_store(connection), cfg.pipeline_name, lock.runs,
-        state, console.redact(why)[:2000])
+        state, secrets.redact(why)[:2000])
   except BaseException:  # pylint: disable=broad-except
     # Never hide why the run stopped: the next run marks them instead (the
     # record then does not say 'finished').
@@ -359,16 +360,16 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
   except Exception as e:  # pylint: disable=broad-except
     node = progress.fail_current()
     ok = False
-    error = console.redact(f'{node or "pipeline"} failed: '
+    error = secrets.redact(f'{node or "pipeline"} failed: '
                            f'{type(e).__name__}: {e}')
     with open(log_path, 'a') as f:
-      f.write(console.redact(traceback.format_exc()))
+      f.write(secrets.redact(traceback.format_exc()))
     # TFX publishes a failed executor, not a failed driver: that execution
     # would stay RUNNING.
     _finish_left_running(cfg, connection, lock, Execution.FAILED, error)
   if progress.input_errors:  # the first one: the later failures follow from it
     node, why = next(iter(progress.input_errors.items()))
-    ok, error = False, console.redact(
+    ok, error = False, secrets.redact(
         f'{node} failed: its inputs could not be resolved: {why}')
   record_revision()
   outcome = read_outcome(dataclasses.replace(cfg, span=target), connection,

@@ -41,7 +41,13 @@ log = logging.getLogger('serving.base_path')
 
 LOCK_FILE = '.lock'
 INCOMING_PREFIX = '.incoming-'  # the Pusher's copy before its rename
-ACTION_LOG = '.versions.log'  # = pipeline.configs.ACTION_LOG
+# One JSON line per push, rollback, promotion and CD step (pipeline/pusher.py,
+# delivery/versions.py, delivery/cd.py); pipeline/baseline.py reads CD's
+# verdicts from it.
+ACTION_LOG = '.versions.log'
+# Where `delivery.versions rollback` moves a version: not a number, so no
+# model server serves it, and the Pusher never re-pushes what is in it.
+ROLLED_BACK_DIR = '.rolled-back'
 # Written by the Pusher inside the version directory before the rename, so a
 # served version always says where it came from, even if the run was killed
 # before ML Metadata recorded the push. TF Serving reads nothing under

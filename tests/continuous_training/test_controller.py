@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from ml_metadata.proto import metadata_store_pb2
+from monitoring import distribution
 from pipeline import configs
 from continuous_training import controller
 from continuous_training import drift
@@ -289,17 +290,17 @@ def test_drift_found_on_a_shifted_span_and_not_on_an_unshifted_one(generated):
   assert by_name['payment_type'].comparator == 'L-inf'
   assert by_name['payment_type'].drifted
   assert by_name['payment_type'].distance > 0.3  # ~0.7 x the Cash share
-  assert by_name['payment_type'].threshold == configs.DRIFT_LINF_THRESHOLD
+  assert by_name['payment_type'].threshold == distribution.DRIFT_LINF_THRESHOLD
   assert by_name['payment_type'].p_value < by_name['payment_type'].alpha
   assert by_name['payment_type'].alpha == pytest.approx(
-      configs.DRIFT_ALPHA / len(by_name))  # Bonferroni
+      distribution.DRIFT_ALPHA / len(by_name))  # Bonferroni
   assert by_name['fare'].comparator == 'JSD'
-  assert by_name['fare'].threshold == configs.DRIFT_JSD_THRESHOLD
+  assert by_name['fare'].threshold == distribution.DRIFT_JSD_THRESHOLD
   assert by_name['trip_start_hour'].comparator == 'L-inf'  # a category
   assert [f.feature for f in shifted.drifted] == ['payment_type']
   assert 'payment_type L-inf' in shifted.summary()
-  assert set(by_name) == set(configs.DRIFT_CATEGORICAL_FEATURES
-                             + configs.DRIFT_NUMERIC_FEATURES)
+  assert set(by_name) == set(distribution.DRIFT_CATEGORICAL_FEATURES
+                             + distribution.DRIFT_NUMERIC_FEATURES)
   assert 'trip_start_month' not in by_name  # quarters differ by design
   assert shifted.sources['span'].startswith('CSV ')
   assert shifted.sources['previous_span'].startswith('CSV ')  # no store
@@ -358,8 +359,8 @@ def test_drift_thresholds_are_flags(tmp_path):
   controller.add_ct_flags(parser)
   default = controller.ct_from_flags(parser.parse_args([])).thresholds()
   assert (default.alpha, default.categorical_floor, default.numeric_floor) == (
-      configs.DRIFT_ALPHA, configs.DRIFT_LINF_THRESHOLD,
-      configs.DRIFT_JSD_THRESHOLD)
+      distribution.DRIFT_ALPHA, distribution.DRIFT_LINF_THRESHOLD,
+      distribution.DRIFT_JSD_THRESHOLD)
   rule = controller.ct_from_flags(parser.parse_args(
       ['--drift-alpha', '0.05', '--drift-linf-threshold', '0.3',
        '--drift-jsd-threshold', '0.2'])).thresholds()

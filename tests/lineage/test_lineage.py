@@ -238,7 +238,7 @@ def test_a_version_ml_metadata_never_recorded_is_named_by_its_push_record(
   import shutil  # pylint: disable=g-import-not-at-top
   from serving import base_path  # pylint: disable=g-import-not-at-top
   base = tmp_path / 'serving' / runs.cfg_b.model_name
-  orphan = base / configs.ROLLED_BACK_DIR / '12346'
+  orphan = base / base_path.ROLLED_BACK_DIR / '12346'
   shutil.copytree(os.path.join(runs.cfg_b.serving_model_dir,
                                runs.b.pushed_version), orphan)
   record_path = orphan / base_path.PUSH_RECORD

@@ -166,7 +166,7 @@ def mysql_cfg(cfg, mariadb):  # pylint: disable=redefined-outer-name
 
 def _env(password: str, **extra: str) -> Dict[str, str]:
   env = {k: v for k, v in os.environ.items() if not k.startswith('MLMD_')}
-  env.update({configs.MYSQL_PASSWORD_ENV: password, **extra})
+  env.update({metadata_store.MYSQL_PASSWORD_ENV: password, **extra})
   return env
 
 
@@ -186,7 +186,7 @@ def mysql_run(mysql_cfg):  # pylint: disable=redefined-outer-name
 def _store(config: configs.PipelineConfig):
   """The run's store, opened the way the tools open it (env password)."""
   with pytest.MonkeyPatch.context() as env:
-    env.setenv(configs.MYSQL_PASSWORD_ENV, PASSWORD)
+    env.setenv(metadata_store.MYSQL_PASSWORD_ENV, PASSWORD)
     return metadata_store.open_store(metadata_store.store_config(config))
 
 
@@ -324,7 +324,7 @@ def test_wrong_password_is_one_clear_line(mysql_cfg, mysql_run, mariadb,
   assert 'MySQL 8.0' not in shown.stderr  # ml_metadata's misleading C++ line
   assert WRONG_CORE not in shown.stdout + shown.stderr
   # The pipeline stops before TFX runs anything, and logs no password.
-  monkeypatch.setenv(configs.MYSQL_PASSWORD_ENV, WRONG_CORE)
+  monkeypatch.setenv(metadata_store.MYSQL_PASSWORD_ENV, WRONG_CORE)
   wrong = dataclasses.replace(mysql_cfg, pipeline_root=str(tmp_path / 'root'))
   with pytest.raises(SystemExit) as stopped:
     run_pipeline(wrong, lambda: pytest.fail('no run may start'))

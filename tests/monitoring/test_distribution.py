@@ -51,10 +51,10 @@ def _sample(values, index):
 
 def test_every_model_feature_is_compared_or_excluded_by_design():
   compared = set(distribution.FEATURE_KINDS)
-  assert compared | set(configs.DRIFT_EXCLUDED_FEATURES) == set(
+  assert compared | set(distribution.DRIFT_EXCLUDED_FEATURES) == set(
       features.RAW_FEATURE_TYPES)
-  assert not compared & set(configs.DRIFT_EXCLUDED_FEATURES)
-  assert configs.DRIFT_EXCLUDED_FEATURES == ('trip_start_month',)
+  assert not compared & set(distribution.DRIFT_EXCLUDED_FEATURES)
+  assert distribution.DRIFT_EXCLUDED_FEATURES == ('trip_start_month',)
   for name, kind in features.RAW_FEATURE_TYPES.items():
     if kind == 'string' or name in features.CATEGORICAL_FEATURE_KEYS:
       assert distribution.FEATURE_KINDS.get(name, 'excluded') in (
@@ -72,7 +72,7 @@ def test_identical_samples_do_not_alarm(window):
   for f in result.features:
     assert f.effect == pytest.approx(0.0, abs=1e-12), f
     assert f.p_value == pytest.approx(1.0), f
-    assert f.alpha == pytest.approx(configs.DRIFT_ALPHA / 13)
+    assert f.alpha == pytest.approx(distribution.DRIFT_ALPHA / 13)
 
 
 def test_verdict_is_deterministic_and_order_free(window):

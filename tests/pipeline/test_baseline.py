@@ -7,8 +7,8 @@ The resolver that applies it runs in tests/pipeline/test_pipeline_local.py
 import os
 
 from pipeline import baseline
-from pipeline import configs
 from delivery import versions
+from serving import base_path
 
 
 def _base(tmp_path, numbers):
@@ -36,7 +36,7 @@ def test_newest_served_version_first(tmp_path):
 def test_rolled_back_versions_are_never_a_baseline(tmp_path):
   base = _base(tmp_path, [1, 2, 3])
   versions.rollback(base, 3)
-  assert os.path.isdir(os.path.join(base, configs.ROLLED_BACK_DIR, '3'))
+  assert os.path.isdir(os.path.join(base, base_path.ROLLED_BACK_DIR, '3'))
   assert baseline.baseline_versions(base) == [2, 1]
 
 
@@ -46,11 +46,11 @@ def test_a_cd_rejected_version_is_never_a_baseline(tmp_path):
   (a newer verdict) lets it back in; a torn line is ignored."""
   base = _base(tmp_path, [1, 2, 3])
   versions._log_action(base, 'cd_done', version=3, decision='rolled_back')  # pylint: disable=protected-access
-  with open(os.path.join(base, configs.ACTION_LOG), 'a') as f:
+  with open(os.path.join(base, base_path.ACTION_LOG), 'a') as f:
     f.write('{"action": "cd_done", "vers')  # a writer killed mid-line
   assert baseline.rejected_by_cd(base) == [3]
   assert baseline.baseline_versions(base) == [2, 1]
-  with open(os.path.join(base, configs.ACTION_LOG), 'a') as f:
+  with open(os.path.join(base, base_path.ACTION_LOG), 'a') as f:
     f.write('\n')
   versions._log_action(base, 'cd_done', version=3, decision='promoted')  # pylint: disable=protected-access
   assert baseline.baseline_versions(base) == [3, 2, 1]

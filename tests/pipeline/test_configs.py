@@ -8,7 +8,7 @@ from ml_metadata.proto import metadata_store_pb2
 import pytest
 
 from pipeline import configs
-from pipeline import console
+from lineage import secrets
 from lineage import metadata_store
 
 
@@ -101,7 +101,7 @@ def test_password_is_no_flag_and_comes_from_file_else_env(tmp_path,
       _parse(flag)
     err = capsys.readouterr().err
     assert 'MLMD_MYSQL_PASSWORD' in err and 'Flag-Pw-31' not in err
-  monkeypatch.setenv(configs.MYSQL_PASSWORD_ENV, 'from-env')
+  monkeypatch.setenv(metadata_store.MYSQL_PASSWORD_ENV, 'from-env')
   base = ['--mysql-host', 'h', '--mysql-user', 'u']
   assert metadata_store.store_config(_parse(base)).mysql.password == 'from-env'
   secret = tmp_path / 'password'
@@ -121,7 +121,7 @@ def test_password_is_no_flag_and_comes_from_file_else_env(tmp_path,
 
 
 def test_mysql_without_user_or_server_is_one_clear_line(monkeypatch, capfd):
-  monkeypatch.setenv(configs.MYSQL_PASSWORD_ENV, 'Unreachable-Pw-42')
+  monkeypatch.setenv(metadata_store.MYSQL_PASSWORD_ENV, 'Unreachable-Pw-42')
   with pytest.raises(SystemExit, match='needs a user'):
     metadata_store.store_config(_parse(['--mysql-host', '127.0.0.1']))
   port = _free_port()  # nothing listens there
@@ -141,7 +141,7 @@ def test_logged_connection_config_hides_the_password(caplog):
   password = 'Logged-Pw-7"\\\u00e9'
   config = metadata_store_pb2.ConnectionConfig()
   config.mysql.host, config.mysql.password = 'h', password
-  console.hide_secret(password)
+  secrets.hide_secret(password)
   with caplog.at_level(logging.INFO):
     # As TFX's runners log it (through absl). A logger of this test's own:
     # other tests may have silenced 'absl' itself (console.quiet_logging).
@@ -154,4 +154,4 @@ def test_logged_connection_config_hides_the_password(caplog):
   text = caplog.text
   assert 'password: "***"' in text and 'connect failed with ***' in text
   assert 'Logged-Pw-7' not in text
-  assert console.redact(f'[{password}]') == '[***]'
+  assert secrets.redact(f'[{password}]') == '[***]'

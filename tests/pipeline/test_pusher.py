@@ -20,7 +20,7 @@ def test_same_model_is_found_among_served_and_rolled_back(tmp_path,
   model_dir = trained_model.serving_model_dir
   base = tmp_path / 'taxi'
   assert pusher.version_with_same_model(str(base), model_dir) is None
-  shutil.copytree(model_dir, base / configs.ROLLED_BACK_DIR / '5')
+  shutil.copytree(model_dir, base / base_path.ROLLED_BACK_DIR / '5')
   assert pusher.version_with_same_model(str(base), model_dir) == 5
   shutil.copytree(model_dir, base / '7')
   assert pusher.version_with_same_model(str(base), model_dir) == 7
