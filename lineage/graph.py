@@ -1,74 +1,156 @@
-"""Lineage of served models from ML Metadata: what made a version, what used a span.
+"""The one walk of ML Metadata's event graph: what made what, in which run.
 
-    python -m lineage.graph version 1795693904     # executions, spans, schema, hparams, metrics, code
-    python -m lineage.graph span 4                  # the models trained on span 4, and their versions
-    python -m lineage.graph diff 1795690717 1795693904 --json
-
-Walks the event graph ML Metadata records (PushedModel <- Pusher <- Model <-
-Trainer <- Examples, ...), so it answers for any run of this pipeline's
-runners, on SQLite or MySQL, with the same store flags as `show_run`. Reads
-`ml_metadata` directly and never imports TFX or TensorFlow (about a second):
-the serving process and the CT controller's report import it too. The
-Evaluator's metrics are read from its output files with TFMA's own proto,
-loaded on its own (see `evaluation_metrics`).
+TFX records three context types per pipeline: `pipeline` (name),
+`pipeline_run` (one per run) and `node` (`<pipeline>.<node id>`), and an
+INPUT/OUTPUT event per artifact an execution read or wrote. Everything the
+project asks of that graph is answered here: the runs and their nodes
+(`latest_run`, `run_nodes`, `run_executions`), who made and who read an
+artifact (`producer`, `consumers`), the spans ExampleGen ingested
+(`ingested_examples`), and the lineage of a served version (PushedModel <-
+Pusher <- Model <- Trainer <- Examples, ...: `version_lineage`,
+`span_models`, `diff`). So it answers for any run of this pipeline's
+runners, on SQLite or MySQL. It reads `ml_metadata` directly and never
+imports TFX or TensorFlow (about a second): the serving process, the CT
+controller and the lineage CLI (`python -m lineage`) import it too; files
+are read by lineage/readers.py, text is made by lineage/report.py.
 
 Each pipeline run's context also carries the git commit of the checkout that
 ran it (`record_git_revision`): on the run, never in a component's
 properties, so a commit that changes no code the components run (docs, tests)
 is not a cache miss and retrains nothing. Which code made a model is told by
 the per-component fingerprints in Transform's and Trainer's custom_config.
+
+Over 400 lines on purpose: it is the one owner of every walk of the graph
+(issue 11), so a caller (the runners' summary, the span window, dead-run
+recovery, CT, delivery, monitoring) never wonders which module holds the
+step it needs, and the version questions are built of the run and artifact
+steps in the same file.
 """
 
-import argparse
 import dataclasses
 import datetime
-import hashlib
-import importlib
-import importlib.util
 import json
 import os
-import re
-import struct
-import subprocess
-import sys
-import types
 from typing import Any, Dict, List, Optional, Tuple
 
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
-from project import cli
-from project import paths
 from lineage import metadata_store
+from lineage import readers
 from serving import base_path
 
 # Custom properties of a `pipeline_run` context (set by run_pipeline).
 GIT_COMMIT_KEY = 'git_commit'
 GIT_DIRTY_KEY = 'git_dirty'
-UNKNOWN = 'unknown'
 
 prop = metadata_store.custom_property
+property_value = metadata_store.property_value
 
 
-# --- Recording the code version of a run ------------------------------------
+# --- Runs and their nodes ----------------------------------------------------
 
 
-def git_revision(repo_dir: str = paths.REPO_ROOT
-                ) -> Tuple[str, Optional[bool]]:
-  """(commit, dirty) of the checkout at `repo_dir`.
+def node_id(contexts: List[metadata_store_pb2.Context],
+            pipeline_name: Optional[str] = None) -> Optional[str]:
+  """The node id an execution's `node` context `<pipeline>.<node id>` names
+  (of `pipeline_name` only, when given); None when it has none, e.g. a CT
+  decision or an execution of another orchestrator."""
+  for context in contexts:
+    if context.type != 'node':
+      continue
+    if pipeline_name is None:
+      return context.name.split('.', 1)[-1]
+    if context.name.startswith(pipeline_name + '.'):
+      return context.name[len(pipeline_name) + 1:]
+  return None
 
-  ('unknown', None) when it is no git checkout or git is missing: an
-  installed package or a container image still runs, its lineage says so.
-  Untracked files count as dirty: a new module may well be imported.
+
+def _run_in(contexts: List[metadata_store_pb2.Context]
+           ) -> Optional[metadata_store_pb2.Context]:
+  return next((c for c in contexts if c.type == 'pipeline_run'), None)
+
+
+def run_context(store: mlmd.MetadataStore, execution_id: int
+               ) -> Optional[metadata_store_pb2.Context]:
+  """The `pipeline_run` context of an execution, if it has one."""
+  return _run_in(store.get_contexts_by_execution(execution_id))
+
+
+def run_executions(store: mlmd.MetadataStore, run: str
+                  ) -> List[metadata_store_pb2.Execution]:
+  """The executions of pipeline run `run` (its context name); [] when TFX
+  never made that context (a run killed before its first node)."""
+  context = store.get_context_by_type_and_name('pipeline_run', run)
+  return store.get_executions_by_context(context.id) if context else []
+
+
+def latest_run(store: mlmd.MetadataStore, pipeline_name: str
+              ) -> Optional[metadata_store_pb2.Context]:
+  """The `pipeline_run` context of the newest execution of `pipeline_name`."""
+  pipeline_ctx = store.get_context_by_type_and_name('pipeline', pipeline_name)
+  if pipeline_ctx is None:
+    return None
+  executions = store.get_executions_by_context(pipeline_ctx.id)
+  if not executions:
+    return None
+  return run_context(store, max(executions, key=lambda e: e.id).id)
+
+
+_INPUT = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+_OUTPUT = (metadata_store_pb2.Event.OUTPUT,
+           metadata_store_pb2.Event.DECLARED_OUTPUT)
+
+
+@dataclasses.dataclass
+class NodeRun:
+  """What one node did in one pipeline run."""
+  node_id: str
+  state: str  # COMPLETE, CACHED, FAILED, RUNNING, ...
+  inputs: Dict[str, List[metadata_store_pb2.Artifact]]
+  outputs: Dict[str, List[metadata_store_pb2.Artifact]]
+
+
+def run_nodes(store: mlmd.MetadataStore, run: metadata_store_pb2.Context,
+              pipeline_name: str) -> Dict[str, NodeRun]:
+  """Node id -> what it did in `run`, with its artifacts by event key."""
+  nodes = {}
+  for execution in sorted(store.get_executions_by_context(run.id),
+                          key=lambda e: e.id):
+    node = node_id(store.get_contexts_by_execution(execution.id),
+                   pipeline_name) or execution.name or str(execution.id)
+    inputs, outputs = execution_artifacts(store, execution.id)
+    nodes[node] = NodeRun(
+        node_id=node,
+        state=metadata_store_pb2.Execution.State.Name(
+            execution.last_known_state),
+        inputs=inputs,
+        outputs=outputs)
+  return nodes
+
+
+def execution_artifacts(
+    store: mlmd.MetadataStore, execution_id: int
+) -> Tuple[Dict[str, List[metadata_store_pb2.Artifact]],
+           Dict[str, List[metadata_store_pb2.Artifact]]]:
+  """(inputs, outputs) of one execution, each by event key ('model', ...).
+
+  Resolver-internal events are left out: they link artifacts a resolver
+  merely looked at, not what a component read or wrote.
   """
-  def git(*args: str) -> str:
-    return subprocess.run(['git', '-C', repo_dir, *args], capture_output=True,
-                          text=True, timeout=30, check=True).stdout
-  try:
-    commit = git('rev-parse', 'HEAD').strip()
-    dirty = bool(git('status', '--porcelain').strip())
-  except (OSError, subprocess.SubprocessError):
-    return UNKNOWN, None
-  return commit or UNKNOWN, dirty
+  events = store.get_events_by_execution_ids([execution_id])
+  artifacts = {
+      a.id: a for a in store.get_artifacts_by_id(
+          [e.artifact_id for e in events])
+  }
+  by_direction = {_INPUT: {}, _OUTPUT: {}}
+  for event in events:
+    direction = next((d for d in by_direction if event.type in d), None)
+    if direction is None:
+      continue
+    key = event.path.steps[0].key if event.path.steps else ''
+    by_direction[direction].setdefault(key, []).append(
+        artifacts[event.artifact_id])
+  return by_direction[_INPUT], by_direction[_OUTPUT]
 
 
 def record_git_revision(store: mlmd.MetadataStore, pipeline_name: str,
@@ -81,7 +163,7 @@ def record_git_revision(store: mlmd.MetadataStore, pipeline_name: str,
   commit yet: if a run failed before recording any execution, the newest
   context is an earlier run's, whose commit may have been another.
   """
-  run = metadata_store.latest_run(store, pipeline_name)
+  run = latest_run(store, pipeline_name)
   if (run is None or GIT_COMMIT_KEY in run.custom_properties or
       run.create_time_since_epoch < int(not_before * 1000)):
     return None
@@ -93,165 +175,75 @@ def record_git_revision(store: mlmd.MetadataStore, pipeline_name: str,
   return run
 
 
-# --- Reading artifact files without TFX or TensorFlow ------------------------
+# --- Artifacts: who made them, who read them ---------------------------------
 
 
-def schema_digest(content: bytes) -> str:
-  """The schema's content address (pipeline.schema_snapshot, the Dockerfile)."""
-  return hashlib.sha256(content).hexdigest()[:16]
+def producer(store: mlmd.MetadataStore, artifact_id: int
+            ) -> Optional[metadata_store_pb2.Execution]:
+  """The execution that made an artifact.
 
-
-def _tfrecords(path: str):
-  """Records of an uncompressed TFRecord file (checksums not verified)."""
-  with open(path, 'rb') as f:
-    while True:
-      header = f.read(12)  # uint64 length, uint32 masked CRC of the length
-      if len(header) < 12:
-        return
-      (length,) = struct.unpack('<Q', header[:8])
-      data = f.read(length)
-      f.read(4)  # masked CRC of the data
-      yield data
-
-
-_TFMA_PROTO_IMPORT = re.compile(
-    r'^from tensorflow_model_analysis\.proto import (\w+) as (\w+)$', re.M)
-
-
-def _tfma_proto(module: str):
-  """A generated TFMA proto module, without importing TFMA.
-
-  `tensorflow_model_analysis/__init__.py` imports TensorFlow and Beam
-  (~15 s); the generated proto modules need only protobuf, so one is loaded
-  from its file under a private name, and so are the TFMA protos it
-  imports (its `from tensorflow_model_analysis.proto import X as Y` lines
-  are pointed at those). Registering the same .proto again when the real
-  package is imported later is allowed (identical descriptor).
+  Cached executions record OUTPUT events on the artifacts they reuse; the
+  maker is the first one that did not come from the cache.
   """
-  if 'tensorflow_model_analysis' in sys.modules:  # already paid for
-    return importlib.import_module(f'tensorflow_model_analysis.proto.{module}')
-  name = f'_lineage_tfma_{module}'
-  if name not in sys.modules:
-    package = importlib.util.find_spec('tensorflow_model_analysis')
-    path = os.path.join(package.submodule_search_locations[0], 'proto',
-                        f'{module}.py')
-    with open(path) as f:
-      source = f.read()
-    for dependency, _ in _TFMA_PROTO_IMPORT.findall(source):
-      _tfma_proto(dependency)
-    source = _TFMA_PROTO_IMPORT.sub(
-        lambda m: f"{m.group(2)} = sys.modules['_lineage_tfma_{m.group(1)}']",
-        source)
-    loaded = types.ModuleType(name)
-    loaded.__file__ = path
-    loaded.sys = sys
-    exec(compile(source, path, 'exec'), loaded.__dict__)  # pylint: disable=exec-used
-    sys.modules[name] = loaded
-  return sys.modules[name]
+  ids = sorted({e.execution_id for e in store.get_events_by_artifact_ids(
+      [artifact_id]) if e.type == metadata_store_pb2.Event.OUTPUT})
+  executions = store.get_executions_by_id(ids)
+  made = [e for e in executions
+          if e.last_known_state != metadata_store_pb2.Execution.CACHED]
+  return min(made or executions, key=lambda e: e.id, default=None)
 
 
-def _metrics_for_slice_class():
-  return _tfma_proto('metrics_for_slice_pb2').MetricsForSlice
+def consumers(store: mlmd.MetadataStore, artifact_ids: List[int]
+             ) -> List[int]:
+  """Ids of the executions that read any of `artifact_ids`."""
+  return sorted({e.execution_id for e in store.get_events_by_artifact_ids(
+      artifact_ids) if e.type == metadata_store_pb2.Event.INPUT})
 
 
-def evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
-  """Overall-slice metrics of a ModelEvaluation, per model.
-
-  {'candidate': {'auc': ...}, 'baseline': {...}} ('baseline' only when the
-  Evaluator had one); {} when the files are not readable from here.
-  """
-  metrics_for_slice = _metrics_for_slice_class()
-  result: Dict[str, Dict[str, float]] = {}
-  try:
-    names = sorted(n for n in os.listdir(uri) if n.startswith('metrics'))
-  except OSError:
-    return result
-  for name in names:
-    for record in _tfrecords(os.path.join(uri, name)):
-      metrics = metrics_for_slice.FromString(record)
-      if metrics.slice_key.single_slice_keys:
-        continue
-      for kv in metrics.metric_keys_and_values:
-        if kv.key.is_diff or not kv.value.HasField('double_value'):
-          continue
-        model = 'baseline' if kv.key.model_name == 'baseline' else 'candidate'
-        result.setdefault(model, {})[kv.key.name] = kv.value.double_value.value
-  return result
+def normalized_root(path: str) -> str:
+  """A data root as compared across runs: real path, or a URL as written."""
+  return path.rstrip('/') if '://' in path else os.path.realpath(path)
 
 
-def _slice_name(slice_key) -> str:
-  parts = []
-  for key in slice_key.single_slice_keys:
-    value = key.WhichOneof('kind')
-    value = getattr(key, value) if value else ''
-    if isinstance(value, bytes):
-      value = value.decode('utf-8', 'replace')
-    parts.append(f'{key.column}={value}')
-  return ', '.join(parts) or 'overall'
+def input_base(store: mlmd.MetadataStore, examples_id: int) -> Optional[str]:
+  """The data root (normalized) ExampleGen read an Examples artifact from."""
+  execution = producer(store, examples_id)
+  root = property_value(execution, 'input_base') if execution else None
+  return normalized_root(root) if root else None
 
 
-def _bounds(threshold) -> str:
-  low = threshold.lower_bound.value if threshold.HasField('lower_bound') else None
-  high = threshold.upper_bound.value if threshold.HasField('upper_bound') else None
-  if low is not None and high is not None:
-    return f'not in [{low:g}, {high:g}]'
-  return f'< {low:g}' if low is not None else f'> {high:g}'
+def ingested_examples(store: mlmd.MetadataStore, pipeline_name: str,
+                      data_root: Optional[str] = None,
+                      span: Optional[int] = None,
+                      example_gen_id: str = 'CsvExampleGen'
+                     ) -> List[metadata_store_pb2.Artifact]:
+  """The LIVE Examples ExampleGen made (successful runs only), newest first:
+  of `span` only and from `data_root` only, when given (another data root's
+  span N is not this one's)."""
+  context = store.get_context_by_type_and_name(
+      'node', f'{pipeline_name}.{example_gen_id}')
+  if context is None:
+    return []
+  root = normalized_root(data_root) if data_root else None
+  return sorted(
+      (a for a in store.get_artifacts_by_context(context.id)
+       if a.type == 'Examples' and
+       a.state == metadata_store_pb2.Artifact.LIVE and
+       (span is None or prop(a, 'span') == span) and
+       (root is None or input_base(store, a.id) == root)),
+      key=lambda a: a.id, reverse=True)
 
 
-def _beside(value: float, threshold) -> str:
-  """`value` with enough digits to differ from the bounds it failed
-  (0.69996 < 0.7 must not print as 0.7000 < 0.7)."""
-  bounds = [b.value for b in (threshold.lower_bound, threshold.upper_bound)]
-  for digits in (4, 6, 8):
-    text = f'{value:.{digits}f}'
-    if all(text != f'{b:.{digits}f}' for b in bounds):
-      return text
-  return repr(value)
+def ingested_spans(store: mlmd.MetadataStore, pipeline_name: str,
+                   data_root: Optional[str] = None,
+                   example_gen_id: str = 'CsvExampleGen') -> List[int]:
+  """Spans ExampleGen has produced Examples for (`ingested_examples`)."""
+  spans = {prop(a, 'span') for a in ingested_examples(
+      store, pipeline_name, data_root, example_gen_id=example_gen_id)}
+  return sorted(int(span) for span in spans if span is not None)
 
 
-def blessing_failures(uri: str) -> Optional[List[str]]:
-  """Why the Evaluator did not bless: one line per failed threshold.
-
-  [] when it blessed, None when its validation result is unreadable from
-  here. Read from the `validations` file TFMA writes beside the metrics.
-  """
-  result_class = _tfma_proto('validation_result_pb2').ValidationResult
-  try:
-    names = sorted(n for n in os.listdir(uri) if n.startswith('validations'))
-  except OSError:
-    return None
-  results = [result_class.FromString(r) for name in names
-             for r in _tfrecords(os.path.join(uri, name))]
-  if not results:
-    return None
-  lines = []
-  for result in results:
-    for per_slice in result.metric_validations_per_slice:
-      where = _slice_name(per_slice.slice_key)
-      for failure in per_slice.failures:
-        name = failure.metric_key.name
-        value = failure.metric_value.double_value.value
-        threshold = failure.metric_threshold
-        if failure.metric_key.is_diff:
-          drop = -threshold.change_threshold.absolute.value
-          lines.append(f'{name} {value:+.4f} vs the baseline ({where}): '
-                       f'more than {drop:g} below it')
-        elif failure.message == 'Metric not found.':
-          lines.append(f'{name} missing ({where})')
-        else:
-          lines.append(f'{name} {_beside(value, threshold.value_threshold)} '
-                       f'{_bounds(threshold.value_threshold)} ({where})')
-    for spec in result.missing_slices:
-      lines.append('no evaluation data for slice '
-                   + (', '.join(f'{k}={v}' for k, v in
-                                sorted(spec.feature_values.items()))
-                      or 'overall'))
-  if not lines and not all(r.validation_ok for r in results):
-    lines.append('not blessed (no threshold failure recorded)')
-  return lines
-
-
-# --- Walking the event graph -------------------------------------------------
+# --- The lineage of a served version ----------------------------------------
 
 
 @dataclasses.dataclass
@@ -328,16 +320,12 @@ def _artifact(a: metadata_store_pb2.Artifact) -> ArtifactInfo:
   return ArtifactInfo(id=a.id, type=a.type, uri=a.uri)
 
 
-property_value = metadata_store.property_value
-
-
 def execution_info(store: mlmd.MetadataStore,
                    execution: metadata_store_pb2.Execution) -> ExecutionInfo:
   """Node id, state, times, and the run with its recorded git commit."""
   contexts = store.get_contexts_by_execution(execution.id)
-  node = next((c.name.split('.', 1)[-1] for c in contexts
-               if c.type == 'node'), execution.type.rsplit('.', 1)[-1])
-  run = next((c for c in contexts if c.type == 'pipeline_run'), None)
+  node = node_id(contexts) or execution.type.rsplit('.', 1)[-1]
+  run = _run_in(contexts)
   dirty = prop(run, GIT_DIRTY_KEY) if run else None
   return ExecutionInfo(
       id=execution.id, node=node,
@@ -348,16 +336,6 @@ def execution_info(store: mlmd.MetadataStore,
       finished=_time(execution.last_update_time_since_epoch),
       git_commit=prop(run, GIT_COMMIT_KEY) if run else None,
       git_dirty=None if dirty is None else bool(dirty))
-
-
-producer = metadata_store.producer
-
-
-def consumers(store: mlmd.MetadataStore, artifact_ids: List[int]
-             ) -> List[int]:
-  """Ids of the executions that read any of `artifact_ids`."""
-  return sorted({e.execution_id for e in store.get_events_by_artifact_ids(
-      artifact_ids) if e.type == metadata_store_pb2.Event.INPUT})
 
 
 def custom_config(execution: metadata_store_pb2.Execution) -> Dict[str, Any]:
@@ -380,7 +358,7 @@ def pushed_versions(store: mlmd.MetadataStore, model_id: int) -> List[str]:
   """Versions a Pusher wrote this model to (not its no-op re-pushes)."""
   found = set()
   for execution_id in consumers(store, [model_id]):
-    _, outputs = metadata_store.execution_artifacts(store, execution_id)
+    _, outputs = execution_artifacts(store, execution_id)
     for pushed in outputs.get('pushed_model', []):
       if prop(pushed, 'pushed') == 1 and prop(pushed, 'pushed_version'):
         found.add(str(prop(pushed, 'pushed_version')))
@@ -413,7 +391,7 @@ def version_lineage(store: mlmd.MetadataStore, version: str,
   if pusher is None:
     return found
   found.pusher = execution_info(store, pusher)
-  inputs, _ = metadata_store.execution_artifacts(store, pusher.id)
+  inputs, _ = execution_artifacts(store, pusher.id)
   model = (inputs.get('model') or [None])[0]
   blessing = (inputs.get('model_blessing') or [None])[0]
   _fill_from_pusher_inputs(store, found, model, blessing, read_files)
@@ -429,7 +407,7 @@ def _fill_from_pusher_inputs(store: mlmd.MetadataStore, found: VersionLineage,
     evaluator = producer(store, blessing.id)
     if evaluator is not None:
       found.evaluator = execution_info(store, evaluator)
-      ins, outs = metadata_store.execution_artifacts(store, evaluator.id)
+      ins, outs = execution_artifacts(store, evaluator.id)
       baseline = (ins.get('baseline_model') or [None])[0]
       if baseline is not None:
         found.baseline_model = _artifact(baseline)
@@ -438,7 +416,7 @@ def _fill_from_pusher_inputs(store: mlmd.MetadataStore, found: VersionLineage,
       if evaluation is not None:
         found.evaluation = _artifact(evaluation)
         if read_files:
-          found.metrics = evaluation_metrics(evaluation.uri)
+          found.metrics = readers.evaluation_metrics(evaluation.uri)
   if model is None:
     return
   found.model = _artifact(model)
@@ -451,7 +429,7 @@ def _fill_from_pusher_inputs(store: mlmd.MetadataStore, found: VersionLineage,
   found.trainer_code_version = config.get('code_version')
   found.train_steps = _steps(trainer, 'train_args')
   found.eval_steps = _steps(trainer, 'eval_args')
-  inputs, _ = metadata_store.execution_artifacts(store, trainer.id)
+  inputs, _ = execution_artifacts(store, trainer.id)
   found.spans = sorted(
       (SpanInfo(span=property_value(a, 'span'),
                 version=property_value(a, 'version'), id=a.id, uri=a.uri)
@@ -463,7 +441,7 @@ def _fill_from_pusher_inputs(store: mlmd.MetadataStore, found: VersionLineage,
     if read_files:
       try:
         with open(os.path.join(schema.uri, 'schema.pbtxt'), 'rb') as f:
-          found.schema_digest = schema_digest(f.read())
+          found.schema_digest = readers.schema_digest(f.read())
       except OSError:
         pass
   graph = (inputs.get('transform_graph') or [None])[0]
@@ -510,7 +488,7 @@ def span_models(store: mlmd.MetadataStore, span: int) -> List[ModelUse]:
               if property_value(a, 'span') == span]
   models: Dict[int, metadata_store_pb2.Artifact] = {}
   for execution_id in consumers(store, examples):
-    _, outputs = metadata_store.execution_artifacts(store, execution_id)
+    _, outputs = execution_artifacts(store, execution_id)
     for artifact in outputs.get('model', []):
       if artifact.type == 'Model':
         models[artifact.id] = artifact
@@ -519,10 +497,10 @@ def span_models(store: mlmd.MetadataStore, span: int) -> List[ModelUse]:
     trainer = producer(store, model_id)
     if trainer is None:
       continue
-    inputs, _ = metadata_store.execution_artifacts(store, trainer.id)
+    inputs, _ = execution_artifacts(store, trainer.id)
     blessings = []
     for execution_id in consumers(store, [model_id]):
-      _, outputs = metadata_store.execution_artifacts(store, execution_id)
+      _, outputs = execution_artifacts(store, execution_id)
       blessings += [bool(prop(b, 'blessed'))
                     for b in outputs.get('blessing', [])
                     if prop(b, 'current_model_id') == model_id]
@@ -585,191 +563,3 @@ def diff(a: VersionLineage, b: VersionLineage) -> Dict[str, Any]:
                     for k in sorted(set(candidate_a) & set(candidate_b))}
   out['blessed'] = [a.blessed, b.blessed]
   return out
-
-
-# --- Text output -------------------------------------------------------------
-
-
-def span_ranges(spans: List[int]) -> str:
-  """[1, 2, 3, 5] -> '1-3, 5' ('-' for none)."""
-  ranges: List[List[int]] = []
-  for span in spans:
-    if ranges and span == ranges[-1][1] + 1:
-      ranges[-1][1] = span
-    else:
-      ranges.append([span, span])
-  return ', '.join(f'{x}-{y}' if x != y else str(x) for x, y in ranges) or '-'
-
-
-def _git(e: Optional[ExecutionInfo]) -> str:
-  if e is None or e.git_commit is None:
-    return 'git commit not recorded'
-  if e.git_commit == UNKNOWN:
-    return 'git commit unknown (not a git checkout)'
-  return f'git {e.git_commit[:12]}' + (' (dirty tree)' if e.git_dirty else '')
-
-
-def _execution_line(label: str, e: Optional[ExecutionInfo]) -> str:
-  if e is None:
-    return f'  {label:<16} not recorded'
-  return (f'  {label:<16} execution {e.id}, run {e.run or "?"}, {e.state}, '
-          f'{e.started} .. {e.finished}')
-
-
-def format_version(v: VersionLineage) -> str:
-  """Readable lineage of one version."""
-  lines = [f'Model version {v.version}'
-           + (f' -> {v.destination}' if v.destination else '')]
-  add = lambda k, text: lines.append(f'  {k:<16} {text}')
-  if v.model:
-    add('model', f'#{v.model.id} {v.model.uri}')
-  for label, e in (('Pusher', v.pusher), ('Evaluator', v.evaluator),
-                   ('Trainer', v.trainer), ('Transform', v.transform)):
-    lines.append(_execution_line(label, e))
-  spans = [s.span for s in v.spans if s.span is not None]
-  add('trained on', f'spans {span_ranges(spans)} '
-      f'({len(v.spans)} Examples artifacts)')
-  for s in v.spans:
-    version = '' if s.version is None else f' version {s.version}'
-    lines.append(f'    span {s.span}{version}  #{s.id} {s.uri}')
-  if v.schema:
-    add('schema', f'#{v.schema.id} {v.schema.uri}'
-        + (f'  sha256 {v.schema_digest}' if v.schema_digest else ''))
-  if v.transform_graph:
-    add('transform graph', f'#{v.transform_graph.id} {v.transform_graph.uri}')
-  add('hparams', json.dumps(v.hparams, sort_keys=True)
-      + f'; steps train {v.train_steps}, eval {v.eval_steps}')
-  baseline = ('none (first blessed model)' if v.baseline_model is None else
-              f'model #{v.baseline_model.id}, version '
-              + (', '.join(v.baseline_versions) or 'never pushed'))
-  add('blessed', {True: 'yes', False: 'no', None: '?'}[v.blessed]
-      + f'; baseline {baseline}')
-  candidate, base = v.metrics.get('candidate', {}), v.metrics.get(
-      'baseline', {})
-  if candidate:
-    add('metrics', f'{"candidate":>12} {"baseline":>12} {"delta":>10}')
-    for name in sorted(candidate):
-      if name in base:
-        lines.append(f'    {name:<14} {candidate[name]:>12.4f} '
-                     f'{base[name]:>12.4f} {candidate[name] - base[name]:>+10.4f}')
-      else:
-        lines.append(f'    {name:<14} {candidate[name]:>12.4f}')
-  add('code', f'trainer {v.trainer_code_version}, transform '
-      f'{v.transform_code_version}; trained with {_git(v.trainer)}')
-  return '\n'.join(lines)
-
-
-def format_span(span: int, uses: List[ModelUse]) -> str:
-  if not uses:
-    return f'No model was trained on span {span} (in this store).'
-  lines = [f'Models trained on span {span}:']
-  for u in uses:
-    lines.append(
-        f'  model #{u.model.id}  spans {span_ranges(u.spans)}  '
-        f'blessed {({True: "yes", False: "no", None: "?"})[u.blessed]}  '
-        f'pushed as {", ".join(u.versions) or "-"}')
-    lines.append(f'      Trainer execution {u.trainer.id}, run '
-                 f'{u.trainer.run or "?"}, {u.trainer.finished}; '
-                 f'{_git(u.trainer)}')
-    lines.append(f'      {u.model.uri}')
-  return '\n'.join(lines)
-
-
-def format_diff(d: Dict[str, Any]) -> str:
-  lines = [f'Lineage diff {d["from"]} -> {d["to"]}']
-  add = lambda k, text: lines.append(f'  {k:<16} {text}')
-  add('spans added', span_ranges(d['spans_added']))
-  add('spans removed', span_ranges(d['spans_removed']))
-  if d['spans_reingested']:
-    add('spans re-ingested', span_ranges(d['spans_reingested']))
-  add('schema', 'changed {} -> {}'.format(*d['schema']) if d['schema_changed']
-      else 'unchanged')
-  add('transform graph',
-      'changed' if d['transform_graph_changed'] else 'unchanged')
-  add('hparams', ', '.join(f'{k} {x} -> {y}' for k, (x, y) in
-                           d['hparams'].items()) or 'unchanged')
-  add('code', ', '.join(f'{k} {x} -> {y}' for k, (x, y) in
-                        d['code'].items()) or 'unchanged')
-  add('blessed', '{} -> {}'.format(*d['blessed']))
-  if d['metrics']:
-    add('metrics', f'{d["from"]:>12} {d["to"]:>12} {"delta":>10}')
-  for name, m in d['metrics'].items():
-    lines.append(f'    {name:<14} {m["from"]:>12.4f} {m["to"]:>12.4f} '
-                 f'{m["delta"]:>+10.4f}')
-  return '\n'.join(lines)
-
-
-# --- Command line ------------------------------------------------------------
-
-
-def _version_or_exit(store, version: str,
-                     model_base_path: str) -> VersionLineage:
-  """From ML Metadata; else from the push record in the version directory
-  (served or rolled back), for a run killed before it recorded the push."""
-  found = version_lineage(store, version)
-  for where in ('', base_path.ROLLED_BACK_DIR):
-    if found is None:
-      found = version_lineage_from_record(
-          store, os.path.join(model_base_path, where, str(version)))
-  if found is None:
-    raise SystemExit(f'No Pusher recorded version {version} in this ML '
-                     f'Metadata store, and {model_base_path}/{version} holds '
-                     'no push record (see `python -m delivery.versions list`).')
-  return found
-
-
-def main(argv=None) -> int:
-  parser = cli.ArgumentParser(prog='python -m lineage.graph',
-                                   description=__doc__.split('\n\n')[0])
-  common = argparse.ArgumentParser(add_help=False)
-  common.add_argument('--json', action='store_true',
-                      help='print JSON instead of text')
-  # The store the runners wrote: the same flags and variables as show_run.
-  metadata_store.add_flags(common)
-  common.add_argument('--serving-dir', default=paths.SERVING_DIR,
-                      help='TF Serving model base path root (default: '
-                      '%(default)s)')
-  common.add_argument('--model-name', default=paths.MODEL_NAME,
-                      help='model name under it (default: %(default)s)')
-  commands = parser.add_subparsers(dest='command', required=True)
-  version = commands.add_parser(
-      'version', parents=[common],
-      help='executions, spans, schema, transform graph, hparams, metrics and '
-      'code version of a pushed model version')
-  version.add_argument('version', type=int,
-                       help='a version number under the model base path')
-  span = commands.add_parser('span', parents=[common],
-                             help='the models trained on a span')
-  span.add_argument('span', type=int, help='a span number (span-N/)')
-  compare = commands.add_parser(
-      'diff', parents=[common],
-      help="what changed between two versions' lineage")
-  compare.add_argument('version_a', type=int, metavar='V1',
-                       help='the older version')
-  compare.add_argument('version_b', type=int, metavar='V2',
-                       help='the newer version')
-  args = parser.parse_args(argv)
-
-  connection = metadata_store.store_config(metadata_store.from_flags(args))
-  if (connection.HasField('sqlite') and
-      not os.path.exists(connection.sqlite.filename_uri)):
-    raise SystemExit(f'No ML Metadata store at {connection.sqlite.filename_uri}'
-                     ' (run the pipeline first, or pass --metadata-path)')
-  store = metadata_store.open_store(connection)
-  if args.command == 'version':
-    found = _version_or_exit(store, args.version, os.path.join(args.serving_dir, args.model_name))
-    data, text = dataclasses.asdict(found), format_version(found)
-  elif args.command == 'span':
-    uses = span_models(store, args.span)
-    data = {'span': args.span, 'models': [dataclasses.asdict(u) for u in uses]}
-    text = format_span(args.span, uses)
-  else:
-    data = diff(_version_or_exit(store, args.version_a, os.path.join(args.serving_dir, args.model_name)),
-                _version_or_exit(store, args.version_b, os.path.join(args.serving_dir, args.model_name)))
-    text = format_diff(data)
-  print(json.dumps(data, indent=2, sort_keys=True) if args.json else text)
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())

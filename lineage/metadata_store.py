@@ -1,9 +1,10 @@
-"""ML Metadata access: the connection config and the queries runners need.
+"""ML Metadata access: which store, how to connect, how to read a property.
 
-Uses `ml_metadata` directly (no tfx import), so lineage tools stay light
-(serving/ imports this module: keep it free of tfx).
-TFX records three context types per pipeline: `pipeline` (name),
-`pipeline_run` (one per run) and `node` (`<pipeline>.<node id>`).
+The one `StoreConfig` (and its flags) the runners write with and every tool
+reads with, the connection (with its password kept out of logs and errors),
+and a property's Python value. The walks of the event graph are
+lineage/graph.py's. Uses `ml_metadata` directly (no tfx import), so lineage
+tools stay light (serving/ imports this module: keep it free of tfx).
 """
 
 import argparse
@@ -13,7 +14,7 @@ import re
 import socket
 import sys
 import tempfile
-from typing import Dict, List, Optional, Tuple
+from typing import Optional, Tuple
 
 from google.protobuf import json_format
 from google.protobuf import text_format
@@ -264,124 +265,3 @@ def property_value(entity, key: str):
     value = entity.properties[key]
     return getattr(value, value.WhichOneof('value'))
   return custom_property(entity, key)
-
-
-def producer(store: mlmd.MetadataStore, artifact_id: int
-            ) -> Optional[metadata_store_pb2.Execution]:
-  """The execution that made an artifact.
-
-  Cached executions record OUTPUT events on the artifacts they reuse; the
-  maker is the first one that did not come from the cache.
-  """
-  ids = sorted({e.execution_id for e in store.get_events_by_artifact_ids(
-      [artifact_id]) if e.type == metadata_store_pb2.Event.OUTPUT})
-  executions = store.get_executions_by_id(ids)
-  made = [e for e in executions
-          if e.last_known_state != metadata_store_pb2.Execution.CACHED]
-  return min(made or executions, key=lambda e: e.id, default=None)
-
-
-def normalized_root(path: str) -> str:
-  """A data root as compared across runs: real path, or a URL as written."""
-  return path.rstrip('/') if '://' in path else os.path.realpath(path)
-
-
-def input_base(store: mlmd.MetadataStore, examples_id: int) -> Optional[str]:
-  """The data root (normalized) ExampleGen read an Examples artifact from."""
-  execution = producer(store, examples_id)
-  root = property_value(execution, 'input_base') if execution else None
-  return normalized_root(root) if root else None
-
-
-def ingested_spans(store: mlmd.MetadataStore, pipeline_name: str,
-                   data_root: Optional[str] = None,
-                   example_gen_id: str = 'CsvExampleGen') -> List[int]:
-  """Spans ExampleGen has produced Examples for (successful runs only),
-  from `data_root` only when given (another data root's span N is not this
-  one's)."""
-  context = store.get_context_by_type_and_name(
-      'node', f'{pipeline_name}.{example_gen_id}')
-  if context is None:
-    return []
-  root = normalized_root(data_root) if data_root else None
-  spans = {
-      custom_property(a, 'span')
-      for a in store.get_artifacts_by_context(context.id)
-      if a.state == metadata_store_pb2.Artifact.LIVE and
-      (root is None or input_base(store, a.id) == root)
-  }
-  return sorted(int(span) for span in spans if span is not None)
-
-
-_INPUT = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
-_OUTPUT = (metadata_store_pb2.Event.OUTPUT,
-           metadata_store_pb2.Event.DECLARED_OUTPUT)
-
-
-@dataclasses.dataclass
-class NodeRun:
-  """What one node did in one pipeline run."""
-  node_id: str
-  state: str  # COMPLETE, CACHED, FAILED, RUNNING, ...
-  inputs: Dict[str, List[metadata_store_pb2.Artifact]]
-  outputs: Dict[str, List[metadata_store_pb2.Artifact]]
-
-
-def latest_run(store: mlmd.MetadataStore, pipeline_name: str
-              ) -> Optional[metadata_store_pb2.Context]:
-  """The `pipeline_run` context of the newest execution of `pipeline_name`."""
-  pipeline_ctx = store.get_context_by_type_and_name('pipeline', pipeline_name)
-  if pipeline_ctx is None:
-    return None
-  executions = store.get_executions_by_context(pipeline_ctx.id)
-  if not executions:
-    return None
-  newest = max(executions, key=lambda e: e.id)
-  return next((c for c in store.get_contexts_by_execution(newest.id)
-               if c.type == 'pipeline_run'), None)
-
-
-def run_nodes(store: mlmd.MetadataStore, run: metadata_store_pb2.Context,
-              pipeline_name: str) -> Dict[str, NodeRun]:
-  """Node id -> what it did in `run`, with its artifacts by event key."""
-  prefix = pipeline_name + '.'
-  nodes = {}
-  for execution in sorted(store.get_executions_by_context(run.id),
-                          key=lambda e: e.id):
-    node_id = next(
-        (c.name[len(prefix):] for c in store.get_contexts_by_execution(
-            execution.id) if c.type == 'node' and c.name.startswith(prefix)),
-        execution.name or str(execution.id))
-    inputs, outputs = execution_artifacts(store, execution.id)
-    nodes[node_id] = NodeRun(
-        node_id=node_id,
-        state=metadata_store_pb2.Execution.State.Name(
-            execution.last_known_state),
-        inputs=inputs,
-        outputs=outputs)
-  return nodes
-
-
-def execution_artifacts(
-    store: mlmd.MetadataStore, execution_id: int
-) -> Tuple[Dict[str, List[metadata_store_pb2.Artifact]],
-           Dict[str, List[metadata_store_pb2.Artifact]]]:
-  """(inputs, outputs) of one execution, each by event key ('model', ...).
-
-  Resolver-internal events are left out: they link artifacts a resolver
-  merely looked at, not what a component read or wrote.
-  """
-  events = store.get_events_by_execution_ids([execution_id])
-  artifacts = {
-      a.id: a for a in store.get_artifacts_by_id(
-          [e.artifact_id for e in events])
-  }
-  by_direction = {_INPUT: {}, _OUTPUT: {}}
-  for event in events:
-    direction = next((d for d in by_direction if event.type in d), None)
-    if direction is None:
-      continue
-    key = event.path.steps[0].key if event.path.steps else ''
-    by_direction[direction].setdefault(key, []).append(
-        artifacts[event.artifact_id])
-  return by_direction[_INPUT], by_direction[_OUTPUT]

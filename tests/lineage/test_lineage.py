@@ -1,4 +1,5 @@
-"""Lineage queries (lineage.graph) on real pipeline runs over small spans.
+"""Lineage queries (lineage/graph.py, `python -m lineage`) on real pipeline
+runs over small spans.
 
 One module-scoped store holds two pushed versions whose lineage differs in
 data and hyperparameters: A trained on spans 1-2, B on spans 2-3 with another
@@ -10,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -18,6 +20,8 @@ import pytest
 from pipeline import configs
 from lineage import graph
 from lineage import metadata_store
+from lineage import readers
+from lineage import report
 from tests import helpers
 from tests.pipeline.test_pipeline_local import _run
 
@@ -59,7 +63,7 @@ def runs(tmp_path_factory):
   assert b.ok and b.pushed_version, b.error
   store = metadata_store.open_store(
       metadata_store.sqlite_config(cfg_a.metadata_path))
-  run_b = metadata_store.latest_run(store, cfg_a.pipeline_name).name
+  run_b = graph.latest_run(store, cfg_a.pipeline_name).name
   return Runs(cfg_a, cfg_b, a, b, run_b)
 
 
@@ -139,7 +143,7 @@ def test_diff_shows_spans_hparams_and_metrics(runs):
   auc = d['metrics']['auc']
   assert auc['delta'] == pytest.approx(
       b.metrics['candidate']['auc'] - a.metrics['candidate']['auc'])
-  text = graph.format_diff(d)
+  text = report.format_diff(d)
   assert 'learning_rate 0.02 -> 0.05' in text and 'spans added      3' in text
 
 
@@ -162,7 +166,7 @@ def test_git_commit_is_recorded_per_run_and_in_no_cache_key(runs):
   assert rerun.ok, rerun.error
   for node in ('CsvExampleGen', 'Transform', 'Trainer'):
     assert rerun.nodes[node].state == 'CACHED', node
-  newest = metadata_store.latest_run(store, runs.cfg_b.pipeline_name)
+  newest = graph.latest_run(store, runs.cfg_b.pipeline_name)
   assert newest.name != runs.run_b
   assert metadata_store.custom_property(
       newest, graph.GIT_COMMIT_KEY) == head
@@ -170,7 +174,7 @@ def test_git_commit_is_recorded_per_run_and_in_no_cache_key(runs):
   assert graph.record_git_revision(
       store, runs.cfg_b.pipeline_name, ('0' * 40, False)) is None
   assert metadata_store.custom_property(
-      metadata_store.latest_run(store, runs.cfg_b.pipeline_name),
+      graph.latest_run(store, runs.cfg_b.pipeline_name),
       graph.GIT_COMMIT_KEY) == head
 
 
@@ -185,19 +189,19 @@ def test_git_revision_of_a_checkout_and_of_no_checkout(tmp_path):
   subprocess.run(git + ['commit', '-q', '-m', 'docs'], check=True)
   commit = subprocess.run(git + ['rev-parse', 'HEAD'], check=True,
                           capture_output=True, text=True).stdout.strip()
-  assert graph.git_revision(str(repo)) == (commit, False)
+  assert readers.git_revision(str(repo)) == (commit, False)
   (repo / 'README.md').write_text('more docs\n')
-  assert graph.git_revision(str(repo)) == (commit, True)
+  assert readers.git_revision(str(repo)) == (commit, True)
   elsewhere = tmp_path / 'not-a-checkout'
   elsewhere.mkdir()
-  assert graph.git_revision(str(elsewhere)) == ('unknown', None)
+  assert readers.git_revision(str(elsewhere)) == ('unknown', None)
 
 
 def _cli(runs, *args):
   """The CLI in a fresh process; fails if it imported TFX or TensorFlow."""
   code = ('import sys\n'
-          'from lineage import graph\n'
-          'code = graph.main(sys.argv[1:])\n'
+          'from lineage import __main__ as cli\n'
+          'code = cli.main(sys.argv[1:])\n'
           "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
           "{'tfx', 'tensorflow', 'tensorflow_model_analysis', 'apache_beam'})\n"
           "assert not heavy, heavy\n"
@@ -226,6 +230,10 @@ def test_cli_text_and_json_without_tfx(runs):
           [runs.a.pushed_version], [runs.b.pushed_version]]
     else:
       assert data['spans_added'] == [3]
+  shown = _cli(runs, 'run')
+  assert shown.returncode == 0, shown.stderr
+  assert shown.stdout.startswith(f"Pipeline '{runs.cfg_a.pipeline_name}', run ")
+  assert re.search(r'^  Trainer +(COMPLETE|CACHED)$', shown.stdout, re.M)
   missing = _cli(runs, 'version', '12345')
   assert missing.returncode == 1
   assert 'No Pusher recorded version 12345' in missing.stderr

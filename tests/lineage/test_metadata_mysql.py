@@ -26,6 +26,7 @@ from typing import Dict, Optional
 import pytest
 
 from pipeline import configs
+from lineage import graph
 from lineage import metadata_store
 from pipeline.run_pipeline import run_pipeline
 from tests import helpers
@@ -196,8 +197,8 @@ def test_pipeline_writes_every_execution_to_mysql(mysql_cfg, mysql_run,
   assert (f'metadata           {USER}@127.0.0.1:{mariadb.port}/{DATABASE} '
           '(MySQL)') in mysql_run.stdout
   store = _store(mysql_cfg)
-  run = metadata_store.latest_run(store, mysql_cfg.pipeline_name)
-  nodes = metadata_store.run_nodes(store, run, mysql_cfg.pipeline_name)
+  run = graph.latest_run(store, mysql_cfg.pipeline_name)
+  nodes = graph.run_nodes(store, run, mysql_cfg.pipeline_name)
   for component in COMPONENTS:
     assert nodes[component].state == 'COMPLETE', (component, nodes[component])
   for component, keys in EXPECTED_OUTPUTS.items():
@@ -239,9 +240,9 @@ def test_lineage_tools_read_it_back_from_mysql(mysql_cfg, mysql_run, mariadb,
                                                tmp_path):
   assert mysql_run.returncode == 0
   mysql_flags = ['--mysql-port', str(mariadb.port), '--mysql-user', USER]
-  # show_run: host from the environment, password from the environment.
+  # lineage run: host from the environment, password from the environment.
   shown = subprocess.run(
-      [sys.executable, '-m', 'lineage.show_run'] + mysql_flags,
+      [sys.executable, '-m', 'lineage', 'run'] + mysql_flags,
       cwd=helpers.REPO, env=_env(PASSWORD, MLMD_MYSQL_HOST='127.0.0.1'),
       capture_output=True, text=True, timeout=120)
   assert shown.returncode == 0, shown.stderr
@@ -272,7 +273,7 @@ def test_lineage_cli_reads_a_version_from_mysql(mysql_cfg, mysql_run, mariadb):
   assert mysql_run.returncode == 0
   (version,) = [n for n in os.listdir(mysql_cfg.serving_model_dir) if n.isdigit()]
   shown = subprocess.run(
-      [sys.executable, '-m', 'lineage.graph', 'version', version, '--json',
+      [sys.executable, '-m', 'lineage', 'version', version, '--json',
        '--mysql-host', '127.0.0.1', '--mysql-port', str(mariadb.port),
        '--mysql-user', USER],
       cwd=helpers.REPO, env=_env(PASSWORD), capture_output=True, text=True,
@@ -314,7 +315,7 @@ def test_wrong_password_is_one_clear_line(mysql_cfg, mysql_run, mariadb,
   assert mysql_run.returncode == 0  # the store exists; only the password is bad
   where = f'MySQL at 127.0.0.1:{mariadb.port}/{DATABASE} refused'
   shown = subprocess.run(
-      [sys.executable, '-m', 'lineage.show_run', '--mysql-host', '127.0.0.1',
+      [sys.executable, '-m', 'lineage', 'run', '--mysql-host', '127.0.0.1',
        '--mysql-port', str(mariadb.port), '--mysql-user', USER],
       cwd=helpers.REPO, env=_env(WRONG_CORE), capture_output=True, text=True,
       timeout=120)

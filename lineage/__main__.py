@@ -1,0 +1,113 @@
+"""The lineage CLI: what made a served version, what used a span, a run's nodes.
+
+    python -m lineage version 1795693904     # executions, spans, schema, hparams, metrics, code
+    python -m lineage span 4                  # the models trained on span 4, and their versions
+    python -m lineage diff 1795690717 1795693904 --json
+    python -m lineage run                     # the newest run: every node, its state, its artifacts
+    MLMD_MYSQL_PASSWORD=... python -m lineage run --mysql-host db --mysql-user tfx
+
+Reads ML Metadata directly and never imports TFX, TensorFlow or TFMA's
+package, so it answers in about a second (lineage/graph.py walks the store,
+lineage/readers.py reads the artifacts' files). Takes the runners' ML
+Metadata flags and variables, so it reads the store a run wrote.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from lineage import graph
+from lineage import metadata_store
+from lineage import report
+from project import cli
+from project import paths
+from serving import base_path
+
+
+def _version_or_exit(store, version: int,
+                     model_base_path: str) -> graph.VersionLineage:
+  """From ML Metadata; else from the push record in the version directory
+  (served or rolled back), for a run killed before it recorded the push."""
+  found = graph.version_lineage(store, version)
+  for where in ('', base_path.ROLLED_BACK_DIR):
+    if found is None:
+      found = graph.version_lineage_from_record(
+          store, os.path.join(model_base_path, where, str(version)))
+  if found is None:
+    raise SystemExit(f'No Pusher recorded version {version} in this ML '
+                     f'Metadata store, and {model_base_path}/{version} holds '
+                     'no push record (see `python -m delivery.versions list`).')
+  return found
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = cli.ArgumentParser(prog='python -m lineage',
+                              description=__doc__.split('\n\n')[0])
+  # Every command reads the store the runners wrote: their flags, variables.
+  store = argparse.ArgumentParser(add_help=False)
+  metadata_store.add_flags(store)
+  served = argparse.ArgumentParser(add_help=False)
+  served.add_argument('--json', action='store_true',
+                      help='print JSON instead of text')
+  served.add_argument('--serving-dir', default=paths.SERVING_DIR,
+                      help='TF Serving model base path root (default: '
+                      '%(default)s)')
+  served.add_argument('--model-name', default=paths.MODEL_NAME,
+                      help='model name under it (default: %(default)s)')
+  commands = parser.add_subparsers(dest='command', required=True)
+  version = commands.add_parser(
+      'version', parents=[served, store],
+      help='executions, spans, schema, transform graph, hparams, metrics and '
+      'code version of a pushed model version')
+  version.add_argument('version', type=int,
+                       help='a version number under the model base path')
+  span = commands.add_parser('span', parents=[served, store],
+                             help='the models trained on a span')
+  span.add_argument('span', type=int, help='a span number (span-N/)')
+  compare = commands.add_parser(
+      'diff', parents=[served, store],
+      help="what changed between two versions' lineage")
+  compare.add_argument('version_a', type=int, metavar='V1',
+                       help='the older version')
+  compare.add_argument('version_b', type=int, metavar='V2',
+                       help='the newer version')
+  run = commands.add_parser(
+      'run', parents=[store],
+      help="the newest run's nodes, their states and output artifacts")
+  run.add_argument('--pipeline-name', default=paths.PIPELINE_NAME,
+                   help='TFX pipeline name (default: %(default)s)')
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  connection = metadata_store.store_config(metadata_store.from_flags(args))
+  if (connection.HasField('sqlite') and
+      not os.path.exists(connection.sqlite.filename_uri)):
+    raise SystemExit(f'No ML Metadata store at {connection.sqlite.filename_uri}'
+                     ' (run the pipeline first, or pass --metadata-path)')
+  store = metadata_store.open_store(connection)
+  if args.command == 'run':
+    print(report.format_run(store, args.pipeline_name))
+    return 0
+  model_base_path = os.path.join(args.serving_dir, args.model_name)
+  if args.command == 'version':
+    found = _version_or_exit(store, args.version, model_base_path)
+    data, text = dataclasses.asdict(found), report.format_version(found)
+  elif args.command == 'span':
+    uses = graph.span_models(store, args.span)
+    data = {'span': args.span, 'models': [dataclasses.asdict(u) for u in uses]}
+    text = report.format_span(args.span, uses)
+  else:
+    data = graph.diff(
+        _version_or_exit(store, args.version_a, model_base_path),
+        _version_or_exit(store, args.version_b, model_base_path))
+    text = report.format_diff(data)
+  print(json.dumps(data, indent=2, sort_keys=True) if args.json else text)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

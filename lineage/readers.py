@@ -1,0 +1,197 @@
+"""Facts read from files, never through TFX, TensorFlow or TFMA's package.
+
+The checkout's git revision, the schema's content address, and what the
+Evaluator wrote (its metrics and its validation result: TFRecord files of
+TFMA protos, parsed with TFMA's generated proto modules loaded on their own,
+see `_tfma_proto`). The lineage CLI, the serving process and the CT
+controller read them in about a second.
+"""
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import re
+import struct
+import subprocess
+import sys
+import types
+from typing import Dict, List, Optional, Tuple
+
+from project import paths
+
+UNKNOWN = 'unknown'  # the commit of a run that is no git checkout
+
+
+def git_revision(repo_dir: str = paths.REPO_ROOT
+                ) -> Tuple[str, Optional[bool]]:
+  """(commit, dirty) of the checkout at `repo_dir`.
+
+  ('unknown', None) when it is no git checkout or git is missing: an
+  installed package or a container image still runs, its lineage says so.
+  Untracked files count as dirty: a new module may well be imported.
+  """
+  def git(*args: str) -> str:
+    return subprocess.run(['git', '-C', repo_dir, *args], capture_output=True,
+                          text=True, timeout=30, check=True).stdout
+  try:
+    commit = git('rev-parse', 'HEAD').strip()
+    dirty = bool(git('status', '--porcelain').strip())
+  except (OSError, subprocess.SubprocessError):
+    return UNKNOWN, None
+  return commit or UNKNOWN, dirty
+
+
+def schema_digest(content: bytes) -> str:
+  """The schema's content address (pipeline.cache_keys.schema_snapshot, the Dockerfile)."""
+  return hashlib.sha256(content).hexdigest()[:16]
+
+
+def _tfrecords(path: str):
+  """Records of an uncompressed TFRecord file (checksums not verified)."""
+  with open(path, 'rb') as f:
+    while True:
+      header = f.read(12)  # uint64 length, uint32 masked CRC of the length
+      if len(header) < 12:
+        return
+      (length,) = struct.unpack('<Q', header[:8])
+      data = f.read(length)
+      f.read(4)  # masked CRC of the data
+      yield data
+
+
+_TFMA_PROTO_IMPORT = re.compile(
+    r'^from tensorflow_model_analysis\.proto import (\w+) as (\w+)$', re.M)
+
+
+def _tfma_proto(module: str):
+  """A generated TFMA proto module, without importing TFMA.
+
+  `tensorflow_model_analysis/__init__.py` imports TensorFlow and Beam
+  (~15 s); the generated proto modules need only protobuf, so one is loaded
+  from its file under a private name, and so are the TFMA protos it
+  imports (its `from tensorflow_model_analysis.proto import X as Y` lines
+  are pointed at those). Registering the same .proto again when the real
+  package is imported later is allowed (identical descriptor).
+  """
+  if 'tensorflow_model_analysis' in sys.modules:  # already paid for
+    return importlib.import_module(f'tensorflow_model_analysis.proto.{module}')
+  name = f'_lineage_tfma_{module}'
+  if name not in sys.modules:
+    package = importlib.util.find_spec('tensorflow_model_analysis')
+    path = os.path.join(package.submodule_search_locations[0], 'proto',
+                        f'{module}.py')
+    with open(path) as f:
+      source = f.read()
+    for dependency, _ in _TFMA_PROTO_IMPORT.findall(source):
+      _tfma_proto(dependency)
+    source = _TFMA_PROTO_IMPORT.sub(
+        lambda m: f"{m.group(2)} = sys.modules['_lineage_tfma_{m.group(1)}']",
+        source)
+    loaded = types.ModuleType(name)
+    loaded.__file__ = path
+    loaded.sys = sys
+    exec(compile(source, path, 'exec'), loaded.__dict__)  # pylint: disable=exec-used
+    sys.modules[name] = loaded
+  return sys.modules[name]
+
+
+def _metrics_for_slice_class():
+  return _tfma_proto('metrics_for_slice_pb2').MetricsForSlice
+
+
+def evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
+  """Overall-slice metrics of a ModelEvaluation, per model.
+
+  {'candidate': {'auc': ...}, 'baseline': {...}} ('baseline' only when the
+  Evaluator had one); {} when the files are not readable from here.
+  """
+  metrics_for_slice = _metrics_for_slice_class()
+  result: Dict[str, Dict[str, float]] = {}
+  try:
+    names = sorted(n for n in os.listdir(uri) if n.startswith('metrics'))
+  except OSError:
+    return result
+  for name in names:
+    for record in _tfrecords(os.path.join(uri, name)):
+      metrics = metrics_for_slice.FromString(record)
+      if metrics.slice_key.single_slice_keys:
+        continue
+      for kv in metrics.metric_keys_and_values:
+        if kv.key.is_diff or not kv.value.HasField('double_value'):
+          continue
+        model = 'baseline' if kv.key.model_name == 'baseline' else 'candidate'
+        result.setdefault(model, {})[kv.key.name] = kv.value.double_value.value
+  return result
+
+
+def _slice_name(slice_key) -> str:
+  parts = []
+  for key in slice_key.single_slice_keys:
+    value = key.WhichOneof('kind')
+    value = getattr(key, value) if value else ''
+    if isinstance(value, bytes):
+      value = value.decode('utf-8', 'replace')
+    parts.append(f'{key.column}={value}')
+  return ', '.join(parts) or 'overall'
+
+
+def _bounds(threshold) -> str:
+  low = threshold.lower_bound.value if threshold.HasField('lower_bound') else None
+  high = threshold.upper_bound.value if threshold.HasField('upper_bound') else None
+  if low is not None and high is not None:
+    return f'not in [{low:g}, {high:g}]'
+  return f'< {low:g}' if low is not None else f'> {high:g}'
+
+
+def _beside(value: float, threshold) -> str:
+  """`value` with enough digits to differ from the bounds it failed
+  (0.69996 < 0.7 must not print as 0.7000 < 0.7)."""
+  bounds = [b.value for b in (threshold.lower_bound, threshold.upper_bound)]
+  for digits in (4, 6, 8):
+    text = f'{value:.{digits}f}'
+    if all(text != f'{b:.{digits}f}' for b in bounds):
+      return text
+  return repr(value)
+
+
+def blessing_failures(uri: str) -> Optional[List[str]]:
+  """Why the Evaluator did not bless: one line per failed threshold.
+
+  [] when it blessed, None when its validation result is unreadable from
+  here. Read from the `validations` file TFMA writes beside the metrics.
+  """
+  result_class = _tfma_proto('validation_result_pb2').ValidationResult
+  try:
+    names = sorted(n for n in os.listdir(uri) if n.startswith('validations'))
+  except OSError:
+    return None
+  results = [result_class.FromString(r) for name in names
+             for r in _tfrecords(os.path.join(uri, name))]
+  if not results:
+    return None
+  lines = []
+  for result in results:
+    for per_slice in result.metric_validations_per_slice:
+      where = _slice_name(per_slice.slice_key)
+      for failure in per_slice.failures:
+        name = failure.metric_key.name
+        value = failure.metric_value.double_value.value
+        threshold = failure.metric_threshold
+        if failure.metric_key.is_diff:
+          drop = -threshold.change_threshold.absolute.value
+          lines.append(f'{name} {value:+.4f} vs the baseline ({where}): '
+                       f'more than {drop:g} below it')
+        elif failure.message == 'Metric not found.':
+          lines.append(f'{name} missing ({where})')
+        else:
+          lines.append(f'{name} {_beside(value, threshold.value_threshold)} '
+                       f'{_bounds(threshold.value_threshold)} ({where})')
+    for spec in result.missing_slices:
+      lines.append('no evaluation data for slice '
+                   + (', '.join(f'{k}={v}' for k, v in
+                                sorted(spec.feature_values.items()))
+                      or 'overall'))
+  if not lines and not all(r.validation_ok for r in results):
+    lines.append('not blessed (no threshold failure recorded)')
+  return lines
