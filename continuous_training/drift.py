@@ -8,7 +8,7 @@ legal but distributed differently, e.g. twice as many card payments. That is
 Drift is the same comparison as training/serving skew, so both use the one
 rule of monitoring/distribution.py (a chi-square test of homogeneity on bins
 made from the reference, Bonferroni-corrected, and an effect size above a
-floor; thresholds in pipeline/configs.py DRIFT_* only). TFDV's drift
+floor; thresholds in monitoring/distribution.py DRIFT_* only). TFDV's drift
 comparators were used before; their Jensen-Shannon divergence is computed
 on equal-width histograms, so ordinary quarters measured up to 0.8 on
 trip_miles (one long trip stretches the range) while fares x1.5 measured
@@ -33,10 +33,10 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 import ml_metadata as mlmd
-from ml_metadata.proto import metadata_store_pb2
+from data import spans
+from lineage import graph
 from monitoring import distribution
 from pipeline import configs
-from lineage import metadata_store
 
 EXAMPLE_GEN = 'CsvExampleGen'
 
@@ -108,16 +108,11 @@ class DriftReport:
                          for name, f in sorted(data['features'].items())])
 
 
-def span_csv(data_root: str, span: int) -> str:
-  return os.path.join(data_root,
-                      configs.SPAN_PATTERN.replace('{SPAN}', str(span)))
-
-
 def values_from_csv(data_root: str, span: int
                    ) -> Tuple[distribution.Values, str]:
   """Raw values of a span's CSV files, and where they came from."""
-  pattern = span_csv(data_root, span)
-  paths = sorted(glob.glob(pattern))
+  pattern = spans.span_glob(data_root, span)
+  paths = spans.span_files(data_root, span)
   if not paths:
     raise FileNotFoundError(f'no CSV file matches {pattern}')
   values = distribution.values_from_csv(paths)
@@ -130,19 +125,8 @@ def values_from_store(store: mlmd.MetadataStore, pipeline_name: str,
   """Raw values of the newest Examples ExampleGen made of `span` from
   `data_root` (every split: the whole span, as its CSV), or None when ML
   Metadata has none whose files are readable from here."""
-  root = metadata_store.normalized_root(data_root) if data_root else None
-  context = store.get_context_by_type_and_name(
-      'node', f'{pipeline_name}.{EXAMPLE_GEN}')
-  if context is None:
-    return None
-  candidates = sorted(
-      (a for a in store.get_artifacts_by_context(context.id)
-       if a.type == 'Examples' and
-       a.state == metadata_store_pb2.Artifact.LIVE and
-       metadata_store.custom_property(a, 'span') == span and
-       (root is None or metadata_store.input_base(store, a.id) == root)),
-      key=lambda a: a.id, reverse=True)
-  for artifact in candidates:
+  for artifact in graph.ingested_examples(store, pipeline_name, data_root,
+                                         span, EXAMPLE_GEN):
     splits = sorted(os.path.basename(p)[len('Split-'):] for p in glob.glob(
         os.path.join(artifact.uri, 'Split-*')))
     if not splits:

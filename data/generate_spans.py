@@ -31,7 +31,6 @@ Drift (`--drift KIND=VALUE`, repeatable; applied to --drift-spans only):
 import argparse
 import csv
 import datetime
-import glob
 import json
 import math
 import os
@@ -40,12 +39,15 @@ import sys
 import time
 from typing import Dict, Iterator, List, Optional, TextIO
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ''):  # run as a script: data/generate_spans.py
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data import spans as span_rules  # pylint: disable=wrong-import-position
 from models.features import TIP_FRACTION  # pylint: disable=wrong-import-position  # the label's threshold
 from models.features import label_of  # pylint: disable=wrong-import-position  # the label rule
+from project import cli  # pylint: disable=wrong-import-position
+from project import paths  # pylint: disable=wrong-import-position
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_SOURCE = os.path.join(HERE, 'taxi')
+DEFAULT_SOURCE = paths.DATA_ROOT
 DRIFT_KINDS = ('trip_miles', 'fare', 'hour', 'payment_type')
 # The schema's Chicago box (schema/schema.pbtxt float_domain).
 LAT_RANGE = (41.5, 42.2)
@@ -58,21 +60,28 @@ TIME_STEPS = (-4, -3, -2, -1, 0, 1, 2, 3, 4)  # x 15 minutes
 PROGRESS_EVERY = 100_000
 
 
-def read_source(source: str) -> List[Dict[str, str]]:
-  """Every row of every `span-*/data.csv` under `source`, as CSV text."""
-  files = sorted(glob.glob(os.path.join(source, 'span-*', '*.csv')))
+def source_files(source: str) -> List[str]:
+  """The CSV files of every span under `source`, sorted by path (the order
+  fixes which row a random index draws, so it is part of the output)."""
+  files = sorted(path for span in span_rules.spans_on_disk(source)
+                 for path in span_rules.span_files(source, span))
   if not files:
-    sys.exit(f'no span-*/*.csv under {source}')
+    sys.exit(f'no {span_rules.SPAN_PATTERN.replace(span_rules.SPAN_SPEC, "N")}'
+             f' under {source}')
+  return files
+
+
+def read_source(source: str) -> List[Dict[str, str]]:
+  """Every row of every span's CSV files under `source`, as CSV text."""
   rows = []
-  for path in files:
+  for path in source_files(source):
     with open(path, newline='') as f:
       rows.extend(csv.DictReader(f))
   return rows
 
 
 def header_of(source: str) -> List[str]:
-  path = sorted(glob.glob(os.path.join(source, 'span-*', '*.csv')))[0]
-  with open(path, newline='') as f:
+  with open(source_files(source)[0], newline='') as f:
     return next(csv.reader(f))
 
 
@@ -212,7 +221,7 @@ def write_span(path: str, header: List[str], rows: Iterator[Dict[str, str]],
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       description=__doc__.split('\n\n')[0],
       epilog=__doc__.split('\n\n', 1)[1],
       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -233,7 +242,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument('--drift-spans', default=None, metavar='K[,K...]',
                       help='spans that drift (default: the last one)')
   parser.add_argument('--source', default=DEFAULT_SOURCE,
-                      help='directory of real span-*/data.csv to resample '
+                      help='directory of real span-N/*.csv to resample '
                       '(default: data/taxi)')
   args = parser.parse_args(argv)
   if args.rows < 1 or args.spans < 1:
@@ -256,9 +265,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     # A string seed is hashed with SHA-512: stable across processes.
     rng = random.Random(f'taxi-spans:{args.seed}:{span}')
     span_drift = drift if span in drift_spans else {}
-    write_span(os.path.join(args.out, f'span-{span}', 'data.csv'), header,
+    write_span(span_rules.csv_path(args.out, span), header,
                generator.rows(args.rows, rng, span_drift), args.rows,
-               f'span-{span}', sys.stderr)
+               span_rules.dir_name(span), sys.stderr)
   manifest = {
       'generator': 'data/generate_spans.py', 'seed': args.seed,
       'rows_per_span': args.rows, 'spans': spans, 'drift': drift,

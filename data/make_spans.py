@@ -10,17 +10,19 @@ file is exactly the value in the source file.
     python data/make_spans.py --check    # exit 1 if data/taxi/ differs
 """
 
-import argparse
 import csv
-import datetime
 import io
 import os
 import sys
 from typing import Dict, List
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_OUT = os.path.join(HERE, 'taxi')
-FIRST_YEAR = 2013
+if __package__ in (None, ''):  # run as a script: data/make_spans.py
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data import spans as span_rules  # pylint: disable=wrong-import-position
+from project import cli  # pylint: disable=wrong-import-position
+from project import paths  # pylint: disable=wrong-import-position
+
+DEFAULT_OUT = paths.DATA_ROOT
 TIMESTAMP_COLUMN = 'trip_start_timestamp'
 
 
@@ -34,12 +36,6 @@ def source_csv() -> str:
                       'chicago_taxi_pipeline', 'data', 'simple', 'data.csv')
 
 
-def span_of(timestamp: int) -> int:
-  """Quarter number counted from 2013-Q1 = span 1 (UTC, as the data is)."""
-  t = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
-  return (t.year - FIRST_YEAR) * 4 + (t.month - 1) // 3 + 1
-
-
 def split_rows(path: str) -> Dict[int, List[str]]:
   """Maps span -> list of raw CSV lines (header excluded), source order."""
   with open(path, newline='') as f:
@@ -49,7 +45,7 @@ def split_rows(path: str) -> Dict[int, List[str]]:
   spans: Dict[int, List[str]] = {}
   for line in body:
     row = next(csv.reader(io.StringIO(line)))
-    spans.setdefault(span_of(int(row[ts_index])), []).append(line)
+    spans.setdefault(span_rules.span_of(int(row[ts_index])), []).append(line)
   return {0: [header], **spans}
 
 
@@ -58,14 +54,14 @@ def render(path: str) -> Dict[str, str]:
   spans = split_rows(path)
   header = spans.pop(0)[0]
   return {
-      os.path.join(f'span-{span}', 'data.csv'):
+      os.path.join(span_rules.dir_name(span), span_rules.CSV_NAME):
           '\n'.join([header] + lines) + '\n'
       for span, lines in sorted(spans.items())
   }
 
 
 def main() -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--source', default=None,
                       help='source CSV (default: the one inside the tfx wheel)')
   parser.add_argument('--out', default=DEFAULT_OUT, help='output directory')

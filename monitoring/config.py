@@ -10,11 +10,23 @@ import os
 from monitoring import distribution
 from project import paths
 
-MONITORING_DIR = os.path.join(paths.OUTPUT_DIR, 'monitoring')
+
+def monitoring_dir(output_dir: str = paths.OUTPUT_DIR) -> str:
+  """Where the monitor of an outputs directory keeps its logs and report."""
+  return os.path.join(output_dir, 'monitoring')
+
+
+def report_path(output_dir: str = paths.OUTPUT_DIR) -> str:
+  """The monitor's report.json under an outputs directory: the contract file
+  the CT controller (continuous_training/controller.py) reads; a replay has
+  its own outputs directory, so its own report path."""
+  return os.path.join(monitoring_dir(output_dir), 'report.json')
+
+
+MONITORING_DIR = monitoring_dir()
 # Where serving/deploy/models-logging.config points the server's logs.
 LOG_PREFIX = os.path.join(MONITORING_DIR, 'prediction_logs', paths.MODEL_NAME)
-# The contract file the CT controller (continuous_training/controller.py) reads.
-REPORT_PATH = os.path.join(MONITORING_DIR, 'report.json')
+REPORT_PATH = report_path()
 
 
 @dataclasses.dataclass(frozen=True)

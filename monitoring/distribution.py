@@ -38,6 +38,13 @@ GZIP TFRecords) and served rows (monitoring/prediction_logs.py) into the
 same raw values, with one notion of "missing": an empty CSV cell, an empty
 tf.Example feature, a '' string or NaN float from `serving_raw` are all
 None here, and all land in the missing bin.
+
+Why one module of ~480 lines: the readers are half of the rule. Which bin a
+value falls in depends on how it was read (missing -> the missing bin; a
+numeric value rounded to float32 so that a CSV cell and the same trip's
+tf.Example land on the same side of a decile edge; an integer category one
+label whether read as '3' or 3.0), so `_value`, the readers and the binning
+are kept where a change to one is seen next to the others.
 """
 
 import csv

@@ -43,6 +43,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from lineage import metadata_store
 from monitoring import config as monitor_config
+from project import cli
 
 
 def _metadata_store(cfg: metadata_store.StoreConfig):
@@ -59,17 +60,18 @@ def _metadata_store(cfg: metadata_store.StoreConfig):
 
 def evaluation_accuracy(store, version: str) -> Tuple[Optional[float], str]:
   """The Evaluator's overall binary accuracy for the model pushed as
-  `version`: its lineage (pipeline/graph.py: Pusher -> model_blessing ->
+  `version`: its lineage (lineage/graph.py: Pusher -> model_blessing ->
   the Evaluator that made it -> its `evaluation` output) and that output's
   metrics, read without TFMA's Python package."""
   from lineage import graph  # pylint: disable=g-import-not-at-top
+  from lineage import readers  # pylint: disable=g-import-not-at-top
   found = graph.version_lineage(store, version, read_files=False)
   if found is None or found.pusher is None:
     return None, f'no Pusher of version {version} in ML Metadata'
   if found.evaluation is None:
     return None, 'no Evaluator output for it in ML Metadata'
   uri = found.evaluation.uri
-  accuracy = graph.evaluation_metrics(uri).get('candidate', {}).get(
+  accuracy = readers.evaluation_metrics(uri).get('candidate', {}).get(
       'binary_accuracy')
   if accuracy is None:
     return None, f'no binary_accuracy in {uri}'
@@ -240,7 +242,7 @@ def format_report(report: Dict[str, Any]) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
   t = monitor_config.THRESHOLDS
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog='python -m monitoring', description=__doc__.split('\n\n')[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=__doc__.split('\n\n', 1)[1])

@@ -117,9 +117,7 @@ def _example_rows(inputs) -> List[Dict[str, object]]:
       feature = example.features.feature.get(key)
       values = []
       if feature is not None:
-        values = {'string': feature.bytes_list.value,
-                  'float': feature.float_list.value,
-                  'int': feature.int64_list.value}[kind]
+        values = getattr(feature, features.EXAMPLE_LISTS[kind]).value
       if not values:
         row[key] = None
       elif kind == 'string':

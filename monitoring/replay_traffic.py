@@ -13,13 +13,14 @@ the traffic on the way (a known skew, for demonstrations and tests).
 
 import argparse
 import csv
-import os
 import sys
 import time
 import zlib
 from typing import Callable, Dict, List, Optional
 
+from data import spans
 from models import features
+from project import cli
 from project import paths
 
 
@@ -73,7 +74,7 @@ def send(client, trips: List[Dict[str, str]], batch_size: int) -> int:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog='python -m monitoring.replay_traffic',
       description=__doc__.split('\n\n')[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -98,8 +99,7 @@ def main(argv=None) -> int:
                       help='change the traffic: a known skew')
   args = parser.parse_args(argv)
   from serving import client as serving_client  # pylint: disable=g-import-not-at-top
-  path = args.csv or os.path.join(args.data_root, f'span-{args.span}',
-                                  'data.csv')
+  path = args.csv or spans.csv_path(args.data_root, args.span)
   trips = read_trips(path, args.rows, args.skip, args.shift)
   client = (serving_client.GrpcClient(args.grpc, args.model_name)
             if args.grpc else

@@ -19,7 +19,7 @@ Training data, in order of preference:
   1. files given on the command line (--training-data): CSV files, Examples
      artifact directories (their Split-train), or GZIP TFRecord files of
      tf.Examples;
-  2. from ML Metadata, for the served version: pipeline/graph.py's walk
+  2. from ML Metadata, for the served version: lineage/graph.py's walk
      (PushedModel <- Pusher <- Model <- Trainer <- its Examples; a CACHED
      execution is followed to the one that made the artifact) gives the
      Examples the Trainer read, and their `train` split is what it trained
@@ -65,8 +65,9 @@ def training_data_from_files(paths: Sequence[str]) -> TrainingData:
 
 def training_data(store, version: str) -> Optional[TrainingData]:
   """The train split of the Examples the served version was trained on,
-  found through ML Metadata (pipeline/graph.py), or None."""
+  found through ML Metadata (lineage/graph.py), or None."""
   from lineage import graph  # pylint: disable=g-import-not-at-top
+  from lineage import report  # pylint: disable=g-import-not-at-top
   found = graph.version_lineage(store, str(version), read_files=False)
   if found is None or not found.spans:
     return None
@@ -76,7 +77,7 @@ def training_data(store, version: str) -> Optional[TrainingData]:
   spans = sorted(s.span for s in found.spans if s.span is not None)
   return TrainingData(
       values, f'{TRAIN_SPLIT} split of the Trainer\'s {len(found.spans)} '
-      f'Examples artifact(s) (spans {graph.span_ranges(spans)}, '
+      f'Examples artifact(s) (spans {report.span_ranges(spans)}, '
       f'{distribution.size(values)} rows), via ML Metadata', spans)
 
 

@@ -4,7 +4,8 @@ Each test builds a small SQLite ML Metadata store and records what the
 decision reads (ingested spans as ExampleGen's Examples in its node context,
 earlier CTDecision executions) with ml_metadata's own API, so no pipeline
 has to run; drift is measured on real and generated CSV spans.
-(tests/pipeline/test_replay.py runs the controller with the real pipeline.)
+(tests/continuous_training/test_replay.py runs the controller with the real
+pipeline.)
 """
 
 import dataclasses
@@ -17,11 +18,15 @@ import sys
 import pytest
 
 from ml_metadata.proto import metadata_store_pb2
+from continuous_training import config as ct_config
+from continuous_training import controller
+from continuous_training import decisions
+from continuous_training import drift
+from continuous_training import triggers
+from data import spans as span_rules
+from lineage import metadata_store
 from monitoring import distribution
 from pipeline import configs
-from continuous_training import controller
-from continuous_training import drift
-from lineage import metadata_store
 from tests import helpers
 
 DAY = datetime.timedelta(days=1)
@@ -40,8 +45,8 @@ def store(cfg):
   return metadata_store.open_store(metadata_store.store_config(cfg))
 
 
-def ct_config(tmp_path, **kwargs):
-  return controller.CTConfig(
+def make_ct(tmp_path, **kwargs):
+  return ct_config.CTConfig(
       monitoring_report=str(tmp_path / 'monitoring' / 'report.json'), **kwargs)
 
 
@@ -97,11 +102,11 @@ def trained(store, run_name, pipeline_name='taxi'):
 
 def earlier_run(store, cfg, when, monitor=None, triggers=('new_span',)):
   """A CTDecision that started a training run at `when` (what decide reads
-  back), attached to that run as controller.attach_run does."""
-  decision = controller.Decision(
+  back), attached to that run as decisions.attach_run does."""
+  decision = decisions.Decision(
       run=True, triggers=list(triggers), notes=['earlier run'], span=3,
       now=when, monitor=monitor)
-  execution_id = controller.record(store, cfg.pipeline_name, decision)
+  execution_id = decisions.record(store, cfg.pipeline_name, decision)
   run = trained(store, f'run-{execution_id}')
   store.put_attributions_and_associations(
       [], [metadata_store_pb2.Association(execution_id=execution_id,
@@ -119,16 +124,10 @@ def write_report(tmp_path, **fields):
   return report
 
 
-def test_logical_dates_are_quarter_ends():
-  assert controller.logical_date(1).date() == datetime.date(2013, 4, 1)
-  assert controller.logical_date(4).date() == datetime.date(2014, 1, 1)
-  assert controller.logical_date(16).date() == datetime.date(2017, 1, 1)
-
-
 def test_new_span_triggers_a_run_on_the_newest(cfg, store, tmp_path):
   ingest(store, [1, 2], cfg.data_root)
-  decision = controller.decide(cfg, ct_config(tmp_path), store,
-                                  controller.logical_date(3))
+  decision = triggers.decide(cfg, make_ct(tmp_path), store,
+                                  span_rules.logical_date(3))
   assert decision.run and decision.span == 3
   assert 'new_span' in decision.triggers
   assert 'new span(s) 3 on disk' in decision.reason
@@ -140,16 +139,16 @@ def test_new_span_triggers_a_run_on_the_newest(cfg, store, tmp_path):
 def test_nothing_changed_means_no_run_and_the_no_is_recorded(cfg, store,
                                                             tmp_path):
   ingest(store, [1, 2, 3], cfg.data_root)
-  last = controller.logical_date(3)
+  last = span_rules.logical_date(3)
   earlier_run(store, cfg, last)
-  decision = controller.decide(cfg, ct_config(tmp_path), store,
+  decision = triggers.decide(cfg, make_ct(tmp_path), store,
                                   last + 30 * DAY)
   assert not decision.run and decision.triggers == []
   assert 'no new span' in decision.reason
   assert 'schedule: next run due' in decision.reason
   assert 'monitor: no report' in decision.reason
 
-  execution_id = controller.record(store, cfg.pipeline_name, decision)
+  execution_id = decisions.record(store, cfg.pipeline_name, decision)
   [execution] = store.get_executions_by_id([execution_id])
   assert execution.type == 'CTDecision'
   assert execution.properties['trigger'].string_value == 'none'
@@ -162,11 +161,11 @@ def test_nothing_changed_means_no_run_and_the_no_is_recorded(cfg, store,
 
 def test_schedule_interval_passed_triggers(cfg, store, tmp_path):
   ingest(store, [1, 2, 3], cfg.data_root)
-  last = controller.logical_date(3)
+  last = span_rules.logical_date(3)
   earlier_run(store, cfg, last)
-  ct = ct_config(tmp_path, schedule_days=90)
-  assert not controller.decide(cfg, ct, store, last + 89 * DAY).run
-  decision = controller.decide(cfg, ct, store, last + 91 * DAY)
+  ct = make_ct(tmp_path, schedule_days=90)
+  assert not triggers.decide(cfg, ct, store, last + 89 * DAY).run
+  decision = triggers.decide(cfg, ct, store, last + 91 * DAY)
   assert decision.run and decision.triggers == ['schedule']
   assert '91 days since the last training run (2013-10-01, CT decision' in (
       decision.reason)
@@ -177,39 +176,39 @@ def test_schedule_reads_the_last_training_run_whoever_started_it(cfg, store,
   """A pipeline run by hand (no CT decision) counts, on the wall clock; a
   controller that never ran is no reason to wait forever."""
   ingest(store, [1, 2, 3], cfg.data_root)
-  ct = ct_config(tmp_path, schedule_days=90)
-  first = controller.decide(cfg, ct, store, controller.logical_date(3))
+  ct = make_ct(tmp_path, schedule_days=90)
+  first = triggers.decide(cfg, ct, store, span_rules.logical_date(3))
   assert not first.run
   assert 'schedule: no earlier training run in ML Metadata' in first.reason
   trained(store, 'by-hand')
   now = datetime.datetime.now(datetime.timezone.utc)
-  assert not controller.decide(cfg, ct, store, now + 89 * DAY).run
-  later = controller.decide(cfg, ct, store, now + 91 * DAY)
+  assert not triggers.decide(cfg, ct, store, now + 89 * DAY).run
+  later = triggers.decide(cfg, ct, store, now + 91 * DAY)
   assert later.run and later.triggers == ['schedule']
   assert 'pipeline run by-hand' in later.reason
-  assert controller.past_decisions(store, cfg.pipeline_name) == []
+  assert decisions.past_decisions(store, cfg.pipeline_name) == []
 
 
 def test_spans_ingested_from_another_data_root_are_new_here(cfg, store,
                                                             tmp_path):
   ingest(store, [1, 2, 3], str(tmp_path / 'elsewhere'))
-  decision = controller.decide(cfg, ct_config(tmp_path), store,
-                                  controller.logical_date(3))
+  decision = triggers.decide(cfg, make_ct(tmp_path), store,
+                                  span_rules.logical_date(3))
   assert decision.run and 'new span(s) 1, 2, 3 on disk' in decision.reason
   ingest(store, [1, 2, 3], cfg.data_root)
-  assert not controller.decide(cfg, ct_config(tmp_path), store,
-                                  controller.logical_date(3)).run
+  assert not triggers.decide(cfg, make_ct(tmp_path), store,
+                                  span_rules.logical_date(3)).run
 
 
 def test_skew_in_the_monitor_report_is_reported_not_a_trigger(cfg, store,
                                                                tmp_path):
   ingest(store, [1, 2, 3], cfg.data_root)
-  last = controller.logical_date(3)
+  last = span_rules.logical_date(3)
   earlier_run(store, cfg, last)
   (tmp_path / 'serving' / 'taxi' / '100').mkdir(parents=True)
   write_report(tmp_path, degraded=False, skew_detected=True, skew={
       'fare': {'anomalous': True}, 'company': {'anomalous': False}})
-  decision = controller.decide(cfg, ct_config(tmp_path), store, last + DAY)
+  decision = triggers.decide(cfg, make_ct(tmp_path), store, last + DAY)
   assert not decision.run
   assert 'monitor: training/serving skew in fare reported; not a ' in (
       decision.reason)
@@ -217,19 +216,19 @@ def test_skew_in_the_monitor_report_is_reported_not_a_trigger(cfg, store,
 
 def test_degraded_live_performance_triggers_once(cfg, store, tmp_path):
   ingest(store, [1, 2, 3], cfg.data_root)
-  last = controller.logical_date(3)
+  last = span_rules.logical_date(3)
   earlier_run(store, cfg, last)
   (tmp_path / 'serving' / 'taxi' / '100').mkdir(parents=True)
   report = write_report(tmp_path)
-  ct = ct_config(tmp_path)
-  decision = controller.decide(cfg, ct, store, last + DAY)
+  ct = make_ct(tmp_path)
+  decision = triggers.decide(cfg, ct, store, last + DAY)
   assert decision.run and decision.triggers == ['degraded']
   assert 'live accuracy 0.55 of version 100' in decision.reason
   assert decision.monitor == report
 
   # Once a run acted on that report, the same report triggers nothing.
   earlier_run(store, cfg, last + DAY, monitor=report, triggers=['degraded'])
-  again = controller.decide(cfg, ct, store, last + 2 * DAY)
+  again = triggers.decide(cfg, ct, store, last + 2 * DAY)
   assert not again.run
   assert 'already acted on' in again.reason
 
@@ -242,20 +241,20 @@ def test_degraded_live_performance_triggers_once(cfg, store, tmp_path):
 def test_monitor_report_that_must_not_trigger(cfg, store, tmp_path, fields,
                                               note):
   ingest(store, [1, 2, 3], cfg.data_root)
-  last = controller.logical_date(3)
+  last = span_rules.logical_date(3)
   earlier_run(store, cfg, last)
   (tmp_path / 'serving' / 'taxi' / '100').mkdir(parents=True)
   write_report(tmp_path, **fields)
-  decision = controller.decide(cfg, ct_config(tmp_path), store, last + DAY)
+  decision = triggers.decide(cfg, make_ct(tmp_path), store, last + DAY)
   assert not decision.run
   assert note in decision.reason
 
 
 def test_on_demand_runs_and_keeps_the_users_reason(cfg, store, tmp_path):
   ingest(store, [1, 2, 3], cfg.data_root)
-  last = controller.logical_date(3)
+  last = span_rules.logical_date(3)
   earlier_run(store, cfg, last)
-  decision = controller.decide(cfg, ct_config(tmp_path), store, last + DAY,
+  decision = triggers.decide(cfg, make_ct(tmp_path), store, last + DAY,
                                   force_reason='new feature engineering')
   assert decision.run and decision.triggers == ['on_demand']
   assert decision.span == 3
@@ -264,9 +263,9 @@ def test_on_demand_runs_and_keeps_the_users_reason(cfg, store, tmp_path):
 
 def test_disabled_trigger_is_reported_but_does_not_run(cfg, store, tmp_path):
   ingest(store, [1, 2], cfg.data_root)
-  decision = controller.decide(
-      cfg, ct_config(tmp_path, triggers=('schedule', 'degraded')), store,
-      controller.logical_date(3))
+  decision = triggers.decide(
+      cfg, make_ct(tmp_path, triggers=('schedule', 'degraded')), store,
+      span_rules.logical_date(3))
   assert not decision.run
   assert '(trigger new_span disabled)' in decision.reason
 
@@ -356,12 +355,12 @@ def test_drift_reads_the_previous_span_from_its_examples(generated, tmp_path):
 def test_drift_thresholds_are_flags(tmp_path):
   import argparse  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser()
-  controller.add_ct_flags(parser)
-  default = controller.ct_from_flags(parser.parse_args([])).thresholds()
+  ct_config.add_flags(parser)
+  default = ct_config.from_flags(parser.parse_args([])).thresholds()
   assert (default.alpha, default.categorical_floor, default.numeric_floor) == (
       distribution.DRIFT_ALPHA, distribution.DRIFT_LINF_THRESHOLD,
       distribution.DRIFT_JSD_THRESHOLD)
-  rule = controller.ct_from_flags(parser.parse_args(
+  rule = ct_config.from_flags(parser.parse_args(
       ['--drift-alpha', '0.05', '--drift-linf-threshold', '0.3',
        '--drift-jsd-threshold', '0.2'])).thresholds()
   assert (rule.alpha, rule.categorical_floor, rule.numeric_floor) == (
@@ -371,12 +370,12 @@ def test_drift_thresholds_are_flags(tmp_path):
 def test_drift_triggers_the_controller_and_is_recorded(generated, tmp_path):
   store = metadata_store.open_store(metadata_store.store_config(generated))
   ingest(store, [1, 2], generated.data_root)
-  ct = ct_config(tmp_path, triggers=('drift',))  # drift alone decides
-  decision = controller.decide(generated, ct, store,
-                                  controller.logical_date(3))
+  ct = make_ct(tmp_path, triggers=('drift',))  # drift alone decides
+  decision = triggers.decide(generated, ct, store,
+                                  span_rules.logical_date(3))
   assert decision.run and decision.triggers == ['drift']
   assert 'payment_type L-inf' in decision.reason
-  execution_id = controller.record(store, 'taxi', decision)
+  execution_id = decisions.record(store, 'taxi', decision)
   [execution] = store.get_executions_by_id([execution_id])
   assert execution.properties['drift_found'].int_value == 1
   recorded = json.loads(execution.properties['drift'].string_value)
@@ -392,7 +391,7 @@ def test_a_run_that_never_started_links_the_decision_to_no_run(cfg, store,
   """A new span the pipeline cannot read (a NUL byte): the decision is
   FAILED with the reason, and not attached to the earlier run's context
   (it used to be linked to whatever run was newest)."""
-  earlier_run(store, cfg, controller.logical_date(2))
+  earlier_run(store, cfg, span_rules.logical_date(2))
   ingest(store, [1, 2], cfg.data_root)
   bad = os.path.join(cfg.data_root, 'span-3', 'data.csv')
   with open(bad, 'rb') as f:
@@ -401,8 +400,8 @@ def test_a_run_that_never_started_links_the_decision_to_no_run(cfg, store,
   with open(bad, 'wb') as f:
     f.write(b'\n'.join(lines))
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
-  result = controller.run_once(cfg, ct_config(tmp_path), LocalDagRunner,
-                                  now=controller.logical_date(3))
+  result = controller.run_once(cfg, make_ct(tmp_path), LocalDagRunner,
+                                  now=span_rules.logical_date(3))
   assert result.decision.run and not result.outcome.ok
   assert any('drift: not measured, span 3' in n for n in result.decision.notes)
   [execution] = store.get_executions_by_id([result.decision.execution_id])
@@ -410,4 +409,4 @@ def test_a_run_that_never_started_links_the_decision_to_no_run(cfg, store,
   assert 'line 6' in execution.properties['outcome'].string_value
   assert execution.properties['pipeline_run'].string_value == ''
   assert [c.type for c in store.get_contexts_by_execution(execution.id)] == [
-      controller.CONTEXT_TYPE]
+      decisions.CONTEXT_TYPE]

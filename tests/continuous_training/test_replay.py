@@ -10,10 +10,14 @@ import re
 
 import pytest
 
-from pipeline import configs
+from continuous_training import config as ct_config
 from continuous_training import controller
-from lineage import metadata_store
+from continuous_training import decisions
 from continuous_training import replay
+from continuous_training import report
+from data import spans as span_rules
+from lineage import metadata_store
+from pipeline import configs
 from tests import helpers
 
 pytestmark = pytest.mark.integration
@@ -69,7 +73,7 @@ def _table(text):
     for w in widths:
       cells.append(line[pos:pos + w].strip())
       pos += w + 2
-    rows[int(cells[0])] = dict(zip(replay.TABLE_COLUMNS, cells))
+    rows[int(cells[0])] = dict(zip(report.TABLE_COLUMNS, cells))
   return rows
 
 
@@ -94,10 +98,10 @@ def test_every_decision_is_in_ml_metadata_with_its_run(replayed, result):
   out, _ = replayed
   cfg = configs.PipelineConfig(pipeline_root=str(out / 'pipeline'))
   store = metadata_store.open_store(metadata_store.store_config(cfg))
-  decisions = controller.past_decisions(store, 'taxi')
-  assert [e.properties['span'].int_value for e in decisions] == [1, 2, 3]
+  made = decisions.past_decisions(store, 'taxi')
+  assert [e.properties['span'].int_value for e in made] == [1, 2, 3]
   runs = set()
-  for e in decisions:
+  for e in made:
     assert e.properties['run'].int_value == 1
     assert e.last_known_state == e.COMPLETE
     run = [c for c in store.get_contexts_by_execution(e.id)
@@ -110,10 +114,10 @@ def test_every_decision_is_in_ml_metadata_with_its_run(replayed, result):
     assert trainer, e
     runs.add(run[0].id)
   assert len(runs) == 3
-  assert decisions[2].properties['drift_found'].int_value == 1
-  assert 'payment_type' in decisions[2].properties['reason'].string_value
+  assert made[2].properties['drift_found'].int_value == 1
+  assert 'payment_type' in made[2].properties['reason'].string_value
   # Span 2's drift check read span 1's Examples from ML Metadata.
-  assert 'Examples artifact' in decisions[1].properties[
+  assert 'Examples artifact' in made[1].properties[
       'drift'].string_value
 
 
@@ -130,7 +134,7 @@ def test_html_report_shows_statistics_drift_metrics_and_lineage(replayed,
   pushed = sorted(os.listdir(out / 'serving' / 'taxi'))
   pushed = [v for v in pushed if v.isdigit()]
   assert pushed, 'no model was pushed'
-  lineage = replay.pushed_lineage(configs.PipelineConfig(
+  lineage = report.pushed_lineage(configs.PipelineConfig(
       pipeline_root=str(out / 'pipeline')))
   assert [p.version for p in lineage] == pushed
   for p in lineage:
@@ -149,11 +153,11 @@ def test_an_on_demand_run_reuses_the_ingestion_and_is_cached(replayed, result):
   cfg = configs.PipelineConfig(
       data_root=str(out / 'data'), pipeline_root=str(out / 'pipeline'),
       serving_dir=str(out / 'serving'), window_spans=3, eval_steps=10,
-      max_auc_drop=0.2, train_steps=configs.REPLAY_DEFAULTS['train_steps'])
-  ct = controller.CTConfig(
+      max_auc_drop=0.2, train_steps=ct_config.REPLAY_DEFAULTS['train_steps'])
+  ct = ct_config.CTConfig(
       monitoring_report=str(out / 'monitoring' / 'report.json'))
   again = controller.run_once(cfg, ct, LocalDagRunner,
-                                 now=controller.logical_date(3),
+                                 now=span_rules.logical_date(3),
                                  force_reason='check the cache')
   assert again.decision.triggers == ['on_demand'] and again.decision.span == 3
   outcome = again.outcome

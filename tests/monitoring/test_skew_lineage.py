@@ -1,4 +1,4 @@
-"""The monitor's ML Metadata inputs, found through pipeline/graph.py.
+"""The monitor's ML Metadata inputs, found through lineage/graph.py.
 
 A small SQLite store records, with ml_metadata's own API, what a pipeline
 run records for one pushed version: Examples of two spans -> Trainer ->
@@ -16,7 +16,7 @@ from ml_metadata.proto import metadata_store_pb2
 from monitoring import distribution
 from monitoring import monitor
 from monitoring import skew
-from lineage import graph
+from lineage import readers
 from lineage import metadata_store
 from tests import helpers
 
@@ -75,7 +75,7 @@ def _execution(store, type_name, state, inputs, outputs, run):
 def _evaluation(path, accuracy, baseline):
   """A ModelEvaluation's metrics file: overall slice, candidate + baseline."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  metrics = graph._metrics_for_slice_class()()  # pylint: disable=protected-access
+  metrics = readers._metrics_for_slice_class()()  # pylint: disable=protected-access
   for model, value in (('', accuracy), ('baseline', baseline)):
     kv = metrics.metric_keys_and_values.add()
     kv.key.name = 'binary_accuracy'
