@@ -43,11 +43,11 @@ cheap to import and to test.
 import csv
 import dataclasses
 import math
-import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from data import spans as spans_lib
 from models import features
 
 ACCURACY, AUC, CALIBRATION = 'accuracy', 'auc', 'calibration_error'
@@ -119,11 +119,10 @@ class Comparison:
 
 def check_csvs(data_root: str) -> List[str]:
   """The spans' CSVs under data_root, newest first."""
-  spans = sorted((int(n[5:]) for n in os.listdir(data_root)
-                  if n.startswith('span-') and n[5:].isdigit()), reverse=True)
+  spans = sorted(spans_lib.spans_on_disk(data_root), reverse=True)
   if not spans:
     raise ValueError(f'no span-N/ directories under {data_root}')
-  return [os.path.join(data_root, f'span-{s}', 'data.csv') for s in spans]
+  return [spans_lib.csv_path(data_root, s) for s in spans]
 
 
 def read_rows(paths: List[str], limit: int) -> Tuple[List[Dict], List[int]]:

@@ -3,7 +3,7 @@
     python -m delivery.versions list
     python -m delivery.versions rollback          # stop serving the newest version
     python -m delivery.versions rollback 1795690717   # stop serving that one
-    python -m delivery.versions promote 1795690717 --label stable --model-config-file models.config
+    python -m delivery.versions promote 1795690717 --label stable --model_config_file models.config
 
 `list` shows every version under the model base path and, from ML Metadata,
 the pipeline run that pushed it, whether it was blessed, the Trainer's
@@ -16,8 +16,8 @@ to the record the Pusher wrote inside the version
 serves the previous version on its next poll, in-flight requests finish on
 the old one, and the Pusher never pushes a rolled-back model again. `promote` points a
 version label (`stable`, `canary`) at a version in a TF Serving model config
-file, replacing the file atomically; a server started with
---model_config_file_poll_wait_seconds > 0 picks it up. Safe to run while a
+file, replacing the file atomically (delivery/config_file.py); a server
+started with --model_config_file_poll_wait_seconds > 0 picks it up. Safe to run while a
 server is serving; every action is appended to `<base>/.versions.log`.
 
 rollback and promote hold the base path's lock (serving.base_path) while
@@ -49,6 +49,7 @@ from lineage import graph
 from lineage import metadata_store
 from project import cli
 from project import paths
+from delivery import config_file
 from serving import base_path
 from serving import model_config
 
@@ -192,39 +193,7 @@ def rollback(base: str, version: Optional[int] = None,
     return now_serving
 
 
-def _read_config(config_file: str):
-  from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
-  from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=g-import-not-at-top
-  try:
-    with open(config_file) as f:
-      text = f.read()
-  except OSError as e:
-    raise Error(f'model config {config_file}: {e.strerror or e}',
-                EXIT_USAGE) from None
-  try:
-    return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
-  except text_format.ParseError as e:
-    raise Error(f'model config {config_file} does not parse: {e}',
-                EXIT_USAGE) from None
-
-
-def _base_of(config_file: str, model_name: str) -> str:
-  from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
-  try:
-    config = model_config.find(model_config.load(config_file), model_name)
-  except OSError as e:
-    raise Error(f'model config {config_file}: {e.strerror or e}',
-                EXIT_USAGE) from None
-  except (ValueError, text_format.ParseError) as e:
-    raise Error(f'model config {config_file} does not parse: '
-                f'{str(e).splitlines()[0] if str(e) else type(e).__name__}',
-                EXIT_USAGE) from None
-  if config is None:
-    raise Error(f'model {model_name!r} is not in {config_file}', EXIT_USAGE)
-  return config.base_path
-
-
-def promote(config_file: str, model_name: str, version: int,
+def promote(path: str, model_name: str, version: int,
             label: str, lock_timeout: Optional[float] = None) -> None:
   """Points `label` at `version` in a TF Serving model config file.
 
@@ -233,30 +202,21 @@ def promote(config_file: str, model_name: str, version: int,
   atomically, so a server re-reading it never sees half a config. Holds
   the lock of the model's base path from the version check to the write.
   """
-  from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
-  base = _base_of(config_file, model_name)
-  with _locked(base, f'promote {version} as {label}', lock_timeout):
-    proto = _read_config(config_file)  # again: as it is now, under the lock
-    entry = next((c for c in proto.model_config_list.config
-                  if c.name == model_name), None)
-    if entry is None:
-      raise Error(f'model {model_name!r} is not in {config_file}', EXIT_USAGE)
-    on_disk = model_config.versions_on_disk(base)
-    if version not in on_disk:
-      raise Error(f'version {version} is not under {base} (there: '
-                  f'{on_disk})', EXIT_USAGE)
-    previous = entry.version_labels.get(label)
-    entry.version_labels[label] = version
-    specific = entry.model_version_policy.specific
-    if (entry.model_version_policy.WhichOneof('policy_choice') == 'specific'
-        and version not in specific.versions):
-      specific.versions.append(version)
-    tmp = f'{config_file}.tmp{os.getpid()}'
-    with open(tmp, 'w') as f:
-      f.write(text_format.MessageToString(proto))
-    os.replace(tmp, config_file)
-    _log_action(base, 'promote', model=model_name, label=label,
-                version=version, previous=previous, config=config_file)
+  try:
+    base = config_file.load(path, model_name).base_path
+    with _locked(base, f'promote {version} as {label}', lock_timeout):
+      proto = config_file.read(path)  # again: as it is now, under the lock
+      entry = config_file.entry(proto, model_name, path)
+      on_disk = model_config.versions_on_disk(base)
+      if version not in on_disk:
+        raise Error(f'version {version} is not under {base} (there: '
+                    f'{on_disk})', EXIT_USAGE)
+      previous = config_file.set_label(entry, label, version)
+      config_file.write(path, proto)
+      _log_action(base, 'promote', model=model_name, label=label,
+                  version=version, previous=previous, config=path)
+  except config_file.Error as e:
+    raise Error(str(e), EXIT_USAGE) from None  # the file named is wrong
 
 
 def main(argv=None) -> int:
@@ -298,7 +258,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
   base = args.model_base_path
   if args.command == 'promote':
     if args.version is None or not args.model_config_file:
-      parser.error('promote needs VERSION and --model-config-file')
+      parser.error('promote needs VERSION and --model_config_file')
     promote(args.model_config_file, args.model_name, args.version, args.label,
             args.lock_timeout)
     return EXIT_OK

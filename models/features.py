@@ -93,6 +93,16 @@ RAW_FEATURE_TYPES: Dict[str, str] = {
     'pickup_community_area': 'int',
     'dropoff_community_area': 'int',
 }
+# The TF DataType each kind above is fed as, by its name in TensorFlow's
+# types_pb2 (names keep this module pure Python): the `serving_raw`
+# signature's inputs (models/model.py), the gRPC client's tensors
+# (serving/client.py) and the CD gate's signature check all derive theirs
+# from it, e.g. tf.as_dtype(types_pb2.DataType.Value(DATATYPE_NAMES[kind])).
+DATATYPE_NAMES: Dict[str, str] = {
+    'float': 'DT_FLOAT', 'int': 'DT_INT64', 'string': 'DT_STRING'}
+# The tf.train.Feature list each kind is stored in, in a tf.Example.
+EXAMPLE_LISTS: Dict[str, str] = {
+    'float': 'float_list', 'int': 'int64_list', 'string': 'bytes_list'}
 MODEL_FEATURE_KEYS: List[str] = (
     DENSE_FLOAT_FEATURE_KEYS + BUCKET_FEATURE_KEYS + VOCAB_FEATURE_KEYS +
     CATEGORICAL_FEATURE_KEYS)

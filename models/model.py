@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional
 from absl import logging
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow.core.framework import types_pb2
 from tfx.components.trainer.fn_args_utils import DataAccessor
 from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx_bsl.tfxio import dataset_options
@@ -31,7 +32,8 @@ from models import features
 HPARAM_KEYS = ('hidden_units', 'learning_rate', 'batch_size', 'seed')
 HISTORY_FILE = 'history.json'
 RAW_SIGNATURE = features.RAW_SIGNATURE
-_DTYPES = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
+_DTYPES = {kind: tf.as_dtype(types_pb2.DataType.Value(name))
+           for kind, name in features.DATATYPE_NAMES.items()}
 
 
 def _one_hot_sizes() -> Dict[str, int]:

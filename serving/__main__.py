@@ -17,7 +17,7 @@ sample of its predictions as PredictionLogs (serving/request_logging.py).
 its exact meaning: there it is the deadline of a REST call's Session::Run;
 here it bounds a client's I/O (a request body must arrive within it, a
 kept-alive connection idle that long is closed), since a running
-tf.function cannot be interrupted. Request limits: serving/rest_api.py
+tf.function cannot be interrupted. Request limits: serving/http_server.py
 (HTTP) and serving/tensors.py (gRPC tensors).
 """
 
@@ -28,14 +28,19 @@ import signal
 import sys
 import warnings
 
+from project import cli
+
 DEFAULT_REST_PORT = 8501
 DEFAULT_GRPC_PORT = 8500
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
+  # TF Serving's flags, spelled its way (underscores); a usage error is
+  # exit 2, as tensorflow_model_server's.
+  parser = cli.ArgumentParser(
       prog='python -m serving', description=__doc__.split('\n\n')[0],
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+      underscores=True)
   parser.add_argument('--port', type=int, default=DEFAULT_GRPC_PORT,
                       help='gRPC port (0: pick a free port)')
   parser.add_argument('--rest_api_port', type=int, default=DEFAULT_REST_PORT,

@@ -8,7 +8,6 @@ missing features are sent as missing ('' for strings, NaN for floats, 0 for
 integer categories), exactly as the `serving_raw` signature expects.
 """
 
-import argparse
 import json
 import math
 import sys
@@ -17,6 +16,8 @@ import urllib.request
 from typing import Dict, List, Mapping, Optional
 
 from models import features
+from project import cli
+from project import paths
 
 SAMPLE_TRIP = {
     'trip_miles': 2.1, 'fare': 9.25, 'trip_seconds': 720,
@@ -106,11 +107,10 @@ class GrpcClient:
     request.model_spec.signature_name = features.RAW_SIGNATURE
     if self.label:
       request.model_spec.version_label = self.label
-    dtypes = {'float': types_pb2.DT_FLOAT, 'int': types_pb2.DT_INT64,
-              'string': types_pb2.DT_STRING}
     for key, kind in features.RAW_FEATURE_TYPES.items():
       request.inputs[key].CopyFrom(tensors.to_proto(
-          [i[key] for i in instances], dtype=dtypes[kind]))
+          [i[key] for i in instances],
+          dtype=types_pb2.DataType.Value(features.DATATYPE_NAMES[kind])))
     return request
 
   def send(self, request) -> List[float]:
@@ -124,12 +124,14 @@ class GrpcClient:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli.ArgumentParser(prog='python -m serving.client',
+                              description=__doc__.split('\n\n')[0],
+                              underscores=True)
   target = parser.add_mutually_exclusive_group()
   target.add_argument('--rest', default='http://127.0.0.1:8501',
                       help='REST base URL (default: %(default)s)')
   target.add_argument('--grpc', default=None, help='gRPC address host:port')
-  parser.add_argument('--model-name', default='taxi')
+  parser.add_argument('--model_name', default=paths.MODEL_NAME)
   parser.add_argument('--trip', default=None,
                       help='trip as a JSON object (default: a sample trip)')
   args = parser.parse_args(argv)

@@ -10,58 +10,19 @@ pushed, served the way TF Serving would serve it. Exit status 1 if the
 server does not start or the two APIs disagree.
 """
 
-import argparse
 import importlib
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
-from typing import List, Optional, Tuple
 
 from models import features
+from project import cli
+from project import paths
 from serving import client
 from serving import model_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-START_TIMEOUT_SECONDS = 120
-
-
-def start_server(model_name: str, base_path: Optional[str],
-                 extra: Optional[List[str]] = None
-                ) -> Tuple[subprocess.Popen, int, int]:
-  """A `python -m serving` process on free loopback ports, and its ports.
-
-  `base_path` None: `extra` names the models instead (--model_config_file,
-  as delivery.cd starts it).
-  """
-  source = (['--model_name', model_name, '--model_base_path', base_path]
-            if base_path else [])
-  proc = subprocess.Popen(
-      [sys.executable, '-m', 'serving', *source, '--rest_api_port', '0',
-       '--port', '0', *(extra or [])],
-      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + START_TIMEOUT_SECONDS
-  while time.time() < deadline:
-    line = proc.stdout.readline()
-    if line.startswith('REST_API_PORT='):
-      ports = dict(item.split('=') for item in line.split())
-      return proc, int(ports['REST_API_PORT']), int(ports['GRPC_PORT'])
-    if not line and proc.poll() is not None:
-      break
-  stop_server(proc)
-  raise RuntimeError('the model server did not start: ' +
-                     proc.stderr.read()[-2000:].strip())
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-  proc.terminate()
-  try:
-    proc.wait(timeout=20)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    proc.wait()
+from serving import server_process
 
 
 def _import_grpc_client() -> None:
@@ -77,10 +38,12 @@ def describe_trip(trip) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli.ArgumentParser(prog='python -m serving.demo',
+                              description=__doc__.split('\n\n')[0],
+                              underscores=True)
   parser.add_argument('--model_base_path', required=True,
                       help='directory holding <version>/ SavedModels')
-  parser.add_argument('--model_name', default='taxi')
+  parser.add_argument('--model_name', default=paths.MODEL_NAME)
   parser.add_argument('--trip', default=None,
                       help='trip as a JSON object (default: a sample trip)')
   args = parser.parse_args(argv)
@@ -95,18 +58,19 @@ def main(argv=None) -> int:
   # on the other core while the server starts, not after.
   preload = threading.Thread(target=_import_grpc_client, daemon=True)
   preload.start()
-  proc, rest_port, grpc_port = start_server(args.model_name,
-                                            args.model_base_path)
+  server = server_process.start(['--model_name', args.model_name,
+                                 '--model_base_path', args.model_base_path])
   preload.join()
   try:
-    rest = client.RestClient(f'http://127.0.0.1:{rest_port}', args.model_name)
-    grpc_client = client.GrpcClient(f'127.0.0.1:{grpc_port}', args.model_name)
+    rest = client.RestClient(server.rest_url, args.model_name)
+    grpc_client = client.GrpcClient(server.grpc_address, args.model_name)
     version = rest.status()[0]['version']
     by_rest = rest.predict([trip])[0]
     by_grpc = grpc_client.predict([trip])[0]
     grpc_client.close()
   finally:
-    stop_server(proc)
+    server.stop()
+  rest_port, grpc_port = server.rest_port, server.grpc_port
   question = f'P(tip > {features.TIP_FRACTION:.0%} of fare)'
   print(f'Served prediction (python -m serving, version {version}, '
         f'{time.time() - start:.1f} s including start-up):\n'

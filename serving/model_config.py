@@ -4,6 +4,11 @@ Reads TF Serving's own `--model_config_file` format (a text-format
 `ModelServerConfig` with a `model_config_list`), so the very same file works
 with the official `tensorflow/serving` image, or builds the equivalent of
 `--model_name` + `--model_base_path` (serve the latest version).
+
+The one owner of that file format: `parse_proto` / `read_proto` / `to_text`
+/ `proto_entry` / `policy_of` work on the proto itself, for the tools that
+edit the file (delivery/config_file.py replaces it atomically); `parse` and
+`load` turn it into the checked `ModelConfig`s the server serves.
 """
 
 import dataclasses
@@ -63,16 +68,44 @@ def from_flags(model_name: str, model_base_path: str) -> List[ModelConfig]:
   return [ModelConfig(name=model_name, base_path=os.path.abspath(model_base_path))]
 
 
+def parse_proto(text: str) -> model_server_config_pb2.ModelServerConfig:
+  """The file's text as TF Serving reads it (text_format.ParseError if not)."""
+  return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+
+
+def read_proto(path: str) -> model_server_config_pb2.ModelServerConfig:
+  with open(path) as f:
+    return parse_proto(f.read())
+
+
+def to_text(proto: model_server_config_pb2.ModelServerConfig) -> str:
+  """The file's text for `proto`, as TF Serving parses it back."""
+  return text_format.MessageToString(proto)
+
+
+def proto_entry(proto: model_server_config_pb2.ModelServerConfig,
+                name: str):
+  """The `config { name: <name> ... }` entry of `proto`; None if absent."""
+  return next((c for c in proto.model_config_list.config if c.name == name),
+              None)
+
+
+def policy_of(entry) -> str:
+  """An entry's model_version_policy: latest (also when unset) | all |
+  specific."""
+  return entry.model_version_policy.WhichOneof('policy_choice') or 'latest'
+
+
 def parse(text: str, relative_to: str = '.') -> List[ModelConfig]:
   """Parses a `model_config_list { config { ... } }` text proto."""
-  proto = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+  proto = parse_proto(text)
   if not proto.HasField('model_config_list'):
     raise ValueError('model config has no model_config_list')
   configs = []
   for c in proto.model_config_list.config:
     if not c.name or not c.base_path:
       raise ValueError(f'every config needs name and base_path: {c}')
-    policy = c.model_version_policy.WhichOneof('policy_choice') or 'latest'
+    policy = policy_of(c)
     configs.append(ModelConfig(
         name=c.name,
         base_path=os.path.join(relative_to, c.base_path),

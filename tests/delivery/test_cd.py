@@ -25,6 +25,8 @@ import tensorflow as tf
 
 from delivery import canary_stats
 from delivery import cd
+from delivery import checks
+from serving import client
 from serving import model_config
 from delivery import versions
 from tests import helpers
@@ -45,7 +47,7 @@ def _wrapped(loaded, answer, path):
   module = tf.Module()
   module.model = loaded  # tracks the variables
   signatures = {}
-  for name in cd.REQUIRED_SIGNATURES:
+  for name in checks.REQUIRED_SIGNATURES:
     signature = loaded.signatures[name]
 
     def call(_signature=signature, **inputs):
@@ -126,7 +128,7 @@ class Traffic:
 
   def __init__(self, url):
     body = json.dumps({'signature_name': 'serving_raw', 'instances': [
-        cd.client.raw_instance(cd.client.SAMPLE_TRIP)]}).encode()
+        client.raw_instance(client.SAMPLE_TRIP)]}).encode()
     self.ok, self.failures = 0, []
     self._stop = threading.Event()
 
@@ -181,8 +183,8 @@ def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
   checked on too few rows, is not judged at all."""
   good = trained_model.serving_model_dir
   trips, labels = check_rows
-  by_good = cd.in_process(tf.saved_model.load(good), trips)
-  by_weaker = cd.in_process(tf.saved_model.load(built['weaker']), trips)
+  by_good = checks.in_process(tf.saved_model.load(good), trips)
+  by_weaker = checks.in_process(tf.saved_model.load(built['weaker']), trips)
   # The premises: many flipped decisions, and the canary is the better one.
   disagreement = canary_stats.disagreement(by_good, by_weaker)
   assert disagreement > OLD_DISAGREEMENT_VETO
@@ -219,8 +221,8 @@ def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
         ('cd_done', 'promoted')]
     assert {r['cd_run'] for r in promoted if 'cd_run' in r} == {
         promoted[0]['cd_run']}
-    checks = {r['check']: r for r in promoted if r['action'] == 'cd_check'}
-    figures = checks['predictions']
+    by_check = {r['check']: r for r in promoted if r['action'] == 'cd_check'}
+    figures = by_check['predictions']
     assert figures['rows'] == len(trips) == canary_stats.DEFAULT_ROWS
     assert figures['disagreement'] == pytest.approx(disagreement, abs=0.01)
     assert figures['accuracy']['canary'] > figures['accuracy']['stable']
@@ -228,7 +230,8 @@ def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
       assert figures[metric]['verdict'] == 'pass'
       assert figures[metric]['upper'] <= figures[metric]['margin']
     assert figures['max_rest_grpc_diff'] <= 1e-4
-    assert checks['load']['requests'] == 100 and checks['load']['errors'] == 0
+    assert by_check['load']['requests'] == 100 and by_check['load'][
+        'errors'] == 0
 
     # Version 3 answers 1 - p: valid, fast, and wrong. Rolled back.
     _copy_version(built['inverted'], base, 3)

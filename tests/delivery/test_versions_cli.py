@@ -249,7 +249,7 @@ def test_cli_errors_are_one_line_and_exit_non_zero(tmp_path):
         '--model-name', 'other'], "model 'other' is not in"),
       (['promote', '9', '--model-config-file', str(config)],
        'version 9 is not under'),
-      (['promote', '1'], 'promote needs VERSION and --model-config-file'),
+      (['promote', '1'], 'promote needs VERSION and --model_config_file'),
       (['rollback', '7', '--model-base-path', base], 'version 7 is not under'),
       (['rollback', '--model-base-path', str(tmp_path / 'nowhere')],
        'is not a directory'),
@@ -276,7 +276,7 @@ def test_cd_errors_are_one_line_and_exit_2(tmp_path):
   for args, message in [
       (['--model_config_file', str(tmp_path / 'missing')],
        'No such file or directory'),
-      (['--model_config_file', str(broken)], 'ParseError'),
+      (['--model_config_file', str(broken)], 'does not parse'),
       (['--model_config_file', str(broken), '--concurrency', 'x'],
        "invalid int value: 'x'"),
       (['--model_config_file', str(broken), '--server', 'http://x:1'],

@@ -9,8 +9,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,33 +19,24 @@ import tensorflow as tf
 
 from models import features
 from models import model
+from serving import server_process
 from tests import helpers
 
 pytestmark = pytest.mark.integration
 
 
-class Server:
-  """A `python -m serving` process; read its port from stdout."""
+class Server(server_process.ServerProcess):
+  """A `python -m serving` process (serving.server_process) that polls for
+  versions every 0.2 s and takes requests of at most 200 kB."""
 
   def __init__(self, base_path, extra=()):
     source = (['--model_name', 'taxi', '--model_base_path', base_path]
               if base_path else [])
-    self.proc = subprocess.Popen(
-        [sys.executable, '-m', 'serving', *source, *extra,
-         '--rest_api_port', '0', '--port', '0',
-         '--file_system_poll_wait_seconds', '0.2',
-         '--max_request_bytes', '200000'],
-        cwd=helpers.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    deadline = time.time() + 120
-    line = ''
-    while time.time() < deadline and not line.startswith('REST_API_PORT='):
-      line = self.proc.stdout.readline()
-      if not line and self.proc.poll() is not None:
-        raise RuntimeError('server died: ' + self.proc.stderr.read()[-3000:])
-    ports = dict(item.split('=') for item in line.split())
-    self.url = f'http://127.0.0.1:{ports["REST_API_PORT"]}'
-    self.grpc_address = f'127.0.0.1:{ports["GRPC_PORT"]}'
+    started = server_process.start(
+        [*source, *extra, '--file_system_poll_wait_seconds', '0.2',
+         '--max_request_bytes', '200000'], cwd=helpers.REPO)
+    super().__init__(started.proc, started.rest_port, started.grpc_port)
+    self.url = self.rest_url
 
   def request(self, path, body=None, raw=None):
     data = raw if raw is not None else (
@@ -59,14 +48,6 @@ class Server:
         return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as e:
       return e.code, json.loads(e.read())
-
-  def stop(self):
-    self.proc.terminate()
-    try:
-      self.proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-      self.proc.kill()
-    return self.proc.stderr.read()
 
 
 def _copy_version(src, base, version):

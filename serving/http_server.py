@@ -1,0 +1,258 @@
+"""HTTP for the REST API: framing, limits and errors (RFC 9110 / 9112).
+
+The server is http.server's, kept (no new dependency; REST already answers
+within the noise of the in-process call in bench/serving_latency.py), with
+what it lacks for a network added in `make_handler` / `HTTPServer`: GET,
+HEAD, POST only (405 with Allow); a body needs a plain decimal
+Content-Length (RFC 9110 8.6) of at most --max_request_bytes (411 without,
+501 for Transfer-Encoding); the body must arrive within
+--rest_api_timeout_in_ms (408); every error, http.server's own included,
+is JSON {"error": ...}; the listen backlog fits a burst of clients; a
+refused connection is closed without resetting its answer away.
+
+What a request means is serving/rest_api.py's: it hands `make_server` an
+`answer(method, path, body)` that returns the response body or raises a
+ServingError (its HTTP status is the answer's).
+"""
+
+import http
+import http.server
+import json
+import logging
+import re
+import socket
+import sys
+import time
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from serving.errors import BadRequest
+from serving.errors import ServingError
+
+log = logging.getLogger('serving')
+
+# (method, path, body or None) -> the JSON response body.
+Answer = Callable[[str, str, Optional[bytes]], Dict[str, Any]]
+
+ALLOWED_METHODS = ('GET', 'HEAD', 'POST')  # HEAD: GET's headers, no body
+# socketserver listens with a backlog of 5: a burst of connection-per-request
+# clients overflows it and the kernel drops their SYNs (retried after 1 s,
+# then 3 s). The kernel caps this at net.core.somaxconn.
+LISTEN_BACKLOG = socket.SOMAXCONN
+_DECIMAL = re.compile(r'[0-9]+')  # not int(): it takes '+5', '1_0', ' 1'
+
+
+def parse_content_length(values) -> Optional[int]:
+  """A request's Content-Length (RFC 9110 8.6: 1*DIGIT); None if absent.
+
+  One header with one value; the optional whitespace around a field value
+  is not part of it. Anything else is a 400: a request whose length the
+  server reads differently from a proxy in front of it is how requests
+  are smuggled.
+  """
+  if not values:
+    return None
+  if len(values) != 1:
+    raise BadRequest('More than one Content-Length header')
+  text = values[0].strip(' \t')
+  if not _DECIMAL.fullmatch(text):
+    raise BadRequest(f'Content-Length {text[:40]!r} is not a decimal number')
+  return int(text) if len(text) <= 18 else 10**18  # no int() of 5000 digits
+
+
+def make_handler(answer: Answer, max_request_bytes: int,
+                 timeout_seconds: float = 30.0):
+  """A BaseHTTPRequestHandler class whose requests `answer` answers.
+
+  http.server parses the request line and headers; this class adds what it
+  lacks for a server on a network: methods other than GET/HEAD/POST are
+  405, a body needs a plain decimal Content-Length (Transfer-Encoding is
+  501, a POST without a length 411) of at most `max_request_bytes`, the
+  body must arrive within `timeout_seconds`, and every error, including
+  http.server's own, is JSON {"error": ...}.
+  """
+
+  class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    server_version = 'tfx-reference-model-server'
+    # StreamRequestHandler sets this on the socket: a kept-alive connection
+    # idle this long, or a client that stops sending, is closed.
+    timeout = timeout_seconds
+
+    def setup(self):
+      super().setup()
+      # Headers and body go out in separate writes; with Nagle's algorithm
+      # on, the client's delayed ACK then stalls every response by ~40 ms.
+      self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, fmt, *args):  # access log at debug level only
+      log.debug('%s %s', self.address_string(), fmt % args)
+
+    def _send(self, code: int, body: Dict[str, Any], headers=()) -> None:
+      data = json.dumps(body).encode()
+      self.send_response(code)
+      self.send_header('Content-Type', 'application/json')
+      self.send_header('Content-Length', str(len(data)))
+      for key, value in headers:
+        self.send_header(key, value)
+      if self.close_connection:
+        self.send_header('Connection', 'close')
+      self.end_headers()
+      if self.command != 'HEAD':
+        self.wfile.write(data)
+
+    def send_error(self, code, message=None, explain=None):
+      """http.server's errors (bad request line, long headers...) as JSON.
+
+      After such an error the rest of the stream is not a request, so the
+      connection closes; a garbled first line still gets a status line.
+      """
+      if self.request_version == 'HTTP/0.9':
+        self.request_version = 'HTTP/1.0'
+      self.close_connection = True
+      self._send(code, {'error': message or http.HTTPStatus(code).phrase})
+
+    def parse_request(self):
+      self._length = None
+      self._checked = False
+      if not super().parse_request():
+        return False
+      if self.request_version == 'HTTP/0.9':
+        self.send_error(400, 'HTTP/0.9 requests are not supported')
+        return False
+      return self._checked or self._check_framing()
+
+    def handle_expect_100(self):
+      """Refuses a request before its client sends the body in vain."""
+      return self._check_framing() and super().handle_expect_100()
+
+    def _check_framing(self) -> bool:
+      """Method and body length, before any body is read; False: answered."""
+      self._checked = True
+      if self.command not in ALLOWED_METHODS:
+        self.close_connection = True  # any body it had is left unread
+        self._send(405, {'error': f'Method {self.command[:40]!r} is not '
+                                  'allowed: use GET or POST'},
+                   [('Allow', ', '.join(ALLOWED_METHODS))])
+        return False
+      if 'Transfer-Encoding' in self.headers:
+        self.send_error(501, 'Transfer-Encoding is not supported: send the '
+                        'body with a Content-Length')
+        return False
+      try:
+        self._length = parse_content_length(
+            self.headers.get_all('Content-Length'))
+      except BadRequest as e:
+        self.send_error(400, str(e))
+        return False
+      if self._length is None and self.command == 'POST':
+        self.send_error(411, 'A POST needs a Content-Length')
+        return False
+      if (self._length or 0) > max_request_bytes:
+        self.send_error(400, f'Request of {self._length} bytes exceeds the '
+                        f'limit of {max_request_bytes} bytes')
+        return False
+      return True
+
+    def _body(self) -> Optional[bytes]:
+      """The body, all of it within `timeout_seconds`; None: answered.
+
+      The socket timeout alone bounds each read, not the whole body: a
+      client sending a byte every few seconds would hold the thread for
+      good. So the reads share one deadline.
+      """
+      length, got, chunks = self._length or 0, 0, []
+      deadline = time.monotonic() + timeout_seconds
+      try:
+        while got < length:
+          remaining = deadline - time.monotonic()
+          if remaining <= 0:
+            raise TimeoutError
+          self.connection.settimeout(remaining)
+          chunk = self.rfile.read1(length - got)
+          if not chunk:  # the client closed before sending it all
+            self.close_connection = True
+            return None
+          chunks.append(chunk)
+          got += len(chunk)
+      except TimeoutError:
+        self.send_error(408, f'The request body did not arrive within '
+                        f'{timeout_seconds:g} s (--rest_api_timeout_in_ms)')
+        return None
+      finally:
+        if length:
+          self.connection.settimeout(timeout_seconds)
+      return b''.join(chunks)
+
+    def _handle(self, action):
+      try:
+        code, body = 200, action()
+      except ServingError as e:
+        code, body = e.http_status, {'error': str(e)}
+      except Exception as e:  # pylint: disable=broad-except
+        log.exception('request failed: %s %s', self.command, self.path[:200])
+        code, body = 500, {'error': f'{type(e).__name__}: {e}'}
+      self._send(code, body)
+
+    def do_GET(self):  # pylint: disable=invalid-name
+      if self._length and self._body() is None:  # a GET's body is ignored
+        return
+      self._handle(lambda: answer(self.command, self.path, None))
+
+    do_HEAD = do_GET  # pylint: disable=invalid-name  (_send omits the body)
+
+    def do_POST(self):  # pylint: disable=invalid-name
+      raw = self._body()
+      if raw is None:
+        return
+      self._handle(lambda: answer(self.command, self.path, raw))
+
+  return Handler
+
+
+class HTTPServer(http.server.ThreadingHTTPServer):
+  """A thread per connection (daemon: stopping never waits for clients),
+  listening with a backlog sized for real clients; a client that goes away
+  mid-request is a debug line, not a traceback on stderr."""
+  request_queue_size = LISTEN_BACKLOG
+  daemon_threads = True
+  linger_seconds = 2.0
+
+  def shutdown_request(self, request):
+    """A lingering close, as Apache and nginx do: the answer is sent (FIN),
+    then what the client still sends is read and dropped, for at most
+    `linger_seconds`, before closing.
+
+    Closing a socket with unread input makes the kernel send a reset, and a
+    reset can destroy the answer before the client reads it: a client whose
+    oversized body was refused saw "connection reset", not the 400 saying
+    why. A client that closes first (the usual case) costs one recv.
+    """
+    try:
+      request.shutdown(socket.SHUT_WR)
+      deadline = time.monotonic() + self.linger_seconds
+      buffer = bytearray(1 << 16)
+      while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+          break
+        request.settimeout(remaining)
+        if not request.recv_into(buffer):
+          break
+    except OSError:
+      pass
+    self.close_request(request)
+
+  def handle_error(self, request, client_address):
+    error = sys.exc_info()[1]
+    if isinstance(error, OSError):
+      log.debug('connection from %s ended: %r', client_address, error)
+    else:
+      log.exception('error serving %s', client_address)
+
+
+def make_server(answer: Answer, address: Tuple[str, int],
+                max_request_bytes: int,
+                timeout_seconds: float = 30.0) -> HTTPServer:
+  """An HTTP server for `answer`, bound to `address` (port 0: a free one)."""
+  return HTTPServer(address, make_handler(answer, max_request_bytes,
+                                          timeout_seconds))
