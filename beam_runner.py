@@ -43,16 +43,16 @@ from typing import List, Optional, Tuple
 from pipeline import configs
 from pipeline import console
 from pipeline import reproducible
+from pipeline import tfx_private
+from project import cli
 
 START = time.time()  # only light modules above: the summary counts the rest
 
 SETUP_FILE = os.path.join(configs.REPO_ROOT, 'setup.py')
 # Any of these tells TFX the Beam workers already get their Python
-# dependencies (tfx.utils.dependency_utils.make_beam_dependency_flags), so it
-# does not package tfx itself into a temporary sdist for each component.
-DEPENDENCY_FLAGS = ('extra_package', 'extra_packages', 'setup_file',
-                    'requirements_file', 'worker_harness_container_image',
-                    'sdk_container_image')
+# dependencies, so it does not package tfx itself into a temporary sdist for
+# each component (a TFX internal: pipeline/tfx_private.py).
+DEPENDENCY_FLAGS = tfx_private.BEAM_DEPENDENCY_FLAGS
 # Chosen by measurement (docs/scale.md): on 2 cores each worker process
 # re-imports TensorFlow/TFX (20-50 s per Beam job), more than 2 workers saved
 # on the bundled data and on 100k generated rows.
@@ -130,7 +130,7 @@ def send_worker_stderr_to(path: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
   ours, beam_args = split_beam_args(sys.argv[1:] if argv is None else argv)
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       usage='%(prog)s [pipeline flags] [-- beam flags]',
       description=__doc__.split('\n\n')[0],
       epilog=__doc__.split('\n\n', 1)[1],

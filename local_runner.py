@@ -8,7 +8,6 @@ the served model did not answer. After a completed run, the pushed model is
 served (python -m serving) and asked about a sample trip over REST and gRPC.
 """
 
-import argparse
 import subprocess
 import sys
 import time
@@ -16,12 +15,13 @@ import time
 from pipeline import configs
 from pipeline import console
 from pipeline import reproducible
+from project import cli
 
 START = time.time()  # only light modules above: the summary counts the rest
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       description=__doc__.split('\n\n')[0],
       epilog=__doc__.split('\n\n', 1)[1])
   configs.add_flags(parser)

@@ -1,13 +1,14 @@
 """Compile the taxi TFX pipeline for Vertex AI Pipelines; --submit starts it.
 
 KubeflowV2DagRunner compiles the same create_pipeline that local_runner.py
-runs into a Vertex AI PipelineJob JSON (--pipeline-spec, default
-outputs/vertex/taxi_pipeline.json). Every task runs in --image, built from
-./Dockerfile; artifacts, data and pushed models live in --bucket
-(gs://BUCKET/pipeline, gs://BUCKET/data/taxi, gs://BUCKET/serving) unless
---pipeline-root, --data-root or --serving-dir say otherwise. Span, train and
-eval steps are runtime parameters of the job (range_config, train_args,
-eval_args): the flags set their defaults, and each run may override them.
+runs, with Vertex's choices (`vertex_pipeline`), into a Vertex AI PipelineJob
+JSON (--pipeline-spec, default outputs/vertex/taxi_pipeline.json). Every task
+runs in --image, built from ./Dockerfile; artifacts, data and pushed models
+live in --bucket (gs://BUCKET/pipeline, gs://BUCKET/data/taxi,
+gs://BUCKET/serving) unless --pipeline-root, --data-root or --serving-dir say
+otherwise. Span, train and eval steps are runtime parameters of the job
+(range_config, train_args, eval_args): the flags set their defaults, and each
+run may override them.
 
 Compiling needs no network and no credentials. --submit calls
 google-cloud-aiplatform's PipelineJob.submit(), which needs both (e.g.
@@ -26,13 +27,14 @@ from typing import Any, Dict, List, Optional
 
 from pipeline import configs
 from pipeline import console
+from project import cli
 
 PIPELINE_FIELDS = [f.name for f in dataclasses.fields(configs.PipelineConfig)
                    if f.name not in configs.NOT_ON_VERTEX]
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       description=__doc__.split('\n\n')[0],
       epilog=__doc__.split('\n\n', 1)[1],
       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,10 +75,29 @@ def pipeline_job(spec_path: str, vertex_cfg: configs.VertexConfig,
       credentials=credentials)
 
 
+def vertex_pipeline(cfg: configs.PipelineConfig) -> Any:
+  """The full pipeline as Vertex AI Pipelines runs it.
+
+  What Vertex chooses (pipeline/pipeline.py lists the choices): a task runs
+  in the image, reaches no ML Metadata, and KubeflowV2 compiles no custom
+  resolver. So the schema is its copy inside the image, the span and step
+  knobs are runtime parameters of the compiled job, the training window is
+  the span the run ingested and validated (no window resolver), and the
+  baseline is TFX's latest blessed model.
+  """
+  from pipeline import cache_keys  # pylint: disable=g-import-not-at-top
+  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
+  return taxi_pipeline.create_pipeline(
+      cfg,
+      schema_file=cache_keys.image_schema_file(cfg),
+      knobs=taxi_pipeline.runtime_parameters(cfg),
+      window_spans=None,
+      baseline_model=taxi_pipeline.LATEST_BLESSED_MODEL)
+
+
 def compile_pipeline(cfg: configs.PipelineConfig,
                      vertex_cfg: configs.VertexConfig) -> Dict[str, Any]:
   """Writes the PipelineJob JSON to vertex_cfg.pipeline_spec; returns it."""
-  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # pylint: disable=g-import-not-at-top
   runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
       config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
@@ -85,7 +106,7 @@ def compile_pipeline(cfg: configs.PipelineConfig,
           use_pipeline_spec_2_1=True),
       output_dir=os.path.dirname(os.path.abspath(vertex_cfg.pipeline_spec)),
       output_filename=os.path.basename(vertex_cfg.pipeline_spec))
-  pipeline = taxi_pipeline.create_pipeline(cfg, vertex=True)
+  pipeline = vertex_pipeline(cfg)
   # KubeflowV2 leaves RuntimeParameter defaults out of the PipelineSpec; they
   # reach the job as its runtimeConfig.parameterValues, which aiplatform's
   # PipelineJob(parameter_values=...) overrides per run.

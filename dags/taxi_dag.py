@@ -1,7 +1,8 @@
 """The taxi pipeline as an Airflow DAG (TFX's AirflowDagRunner, Airflow 2.10).
 
-The same `pipeline.pipeline.create_pipeline` every runner uses; only the runner
-differs. Each TFX node becomes one Airflow task (a PythonOperator that runs
+The same `pipeline.pipeline.create_pipeline` every runner uses, with the
+choices of a local run (`pipeline_for`); only the runner differs. Each TFX
+node becomes one Airflow task (a PythonOperator that runs
 the component in the worker), with the pipeline's dependencies as edges.
 
 Configuration: the same flags as local_runner.py, in one variable read when
@@ -29,7 +30,8 @@ What a deployment does, and what differs from `make run`:
     run in parallel.
   * Parsing this file builds the pipeline, which writes the curated schema's
     content-addressed copy under the pipeline root if missing
-    (pipeline.schema_snapshot): the scheduler needs write access there.
+    (pipeline.cache_keys.schema_snapshot): the scheduler needs write access
+    there.
     It also imports TFX and TensorFlow (~15 s): keep Airflow's
     dagbag_import_timeout (30 s by default) above that.
   * Start the workers with PYTHONHASHSEED=0 (pipeline/reproducible.py): Beam
@@ -44,10 +46,11 @@ import datetime
 import logging
 import os
 import shlex
-from typing import Optional
+from typing import Any, Optional
 
 from pipeline import configs
 from pipeline import console
+from project import cli
 
 FLAGS_ENV = 'TAXI_PIPELINE_FLAGS'
 SCHEDULE_ENV = 'TAXI_AIRFLOW_SCHEDULE'
@@ -58,8 +61,7 @@ START_DATE = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 
 def pipeline_config() -> configs.PipelineConfig:
   """PipelineConfig from $TAXI_PIPELINE_FLAGS (local_runner.py's flags)."""
-  import argparse  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(prog=f'${FLAGS_ENV}')
+  parser = cli.ArgumentParser(prog=f'${FLAGS_ENV}')
   configs.add_flags(parser)
   return configs.from_flags(
       parser.parse_args(shlex.split(os.environ.get(FLAGS_ENV, ''))))
@@ -89,6 +91,20 @@ def _info_logs_muted():
     root.setLevel(level)
 
 
+def pipeline_for(cfg: configs.PipelineConfig, connection: Any) -> Any:
+  """The TFX pipeline this DAG runs: a local run's choices.
+
+  Airflow's tasks run where the scheduler's files and ML Metadata are, so
+  the schema is a snapshot under the pipeline root, the knobs are constants
+  (from $TAXI_PIPELINE_FLAGS), and the span window Resolver and the
+  served-model baseline work as in a local run (pipeline/pipeline.py lists
+  the choices). Unlike run_pipeline, the span is not pinned: each run
+  ingests the latest on disk unless `--span` says otherwise.
+  """
+  from pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
+  return run_pipeline.local_pipeline(cfg, connection)
+
+
 def build_dag():
   """The Airflow DAG of `create_pipeline(pipeline_config())`."""
   console.quiet_imports()  # TF's C++ logs and deprecation warnings at parse
@@ -110,13 +126,12 @@ def build_dag():
     dag_config['max_active_tasks'] = 1
   with _info_logs_muted():
     # pylint: disable=g-import-not-at-top
-    from pipeline import pipeline as taxi_pipeline
     from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner
     from tfx.orchestration.airflow.airflow_dag_runner import AirflowPipelineConfig
     # pylint: enable=g-import-not-at-top
     return AirflowDagRunner(AirflowPipelineConfig(
         airflow_dag_config=dag_config)).run(
-            taxi_pipeline.create_pipeline(cfg, connection))
+            pipeline_for(cfg, connection))
 
 
 # Airflow collects module-level DAG objects; the id is the pipeline name.

@@ -11,7 +11,6 @@ graphviz`); `--check` needs only Python, so the test suite can tell when the
 committed diagram no longer matches the pipeline.
 """
 
-import argparse
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from typing import List
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from project import cli  # pylint: disable=wrong-import-position
 
 DOT_PATH = os.path.join(REPO, 'docs', 'pipeline.dot')
 SVG_PATH = os.path.join(REPO, 'docs', 'pipeline.svg')
@@ -105,22 +105,22 @@ def pipeline_dot(components, serving_dir: str) -> str:
 
 
 def current_dot() -> str:
-  """DOT of the pipeline create_pipeline builds with the default config."""
+  """DOT of the pipeline a local run builds with the default config."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   from pipeline import configs  # pylint: disable=g-import-not-at-top
   from pipeline import console  # pylint: disable=g-import-not-at-top
   console.quiet_imports()
-  from pipeline import pipeline  # pylint: disable=g-import-not-at-top
+  from pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as root:
     # pipeline_root only receives the schema snapshot; the diagram shows the
     # default serving path relative to the repo, the same on every machine.
     cfg = configs.PipelineConfig(pipeline_root=root)
-    components = pipeline.create_pipeline(cfg).components
+    components = run_pipeline.local_pipeline(cfg).components
   return pipeline_dot(components, os.path.relpath(cfg.serving_model_dir, REPO))
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--check', action='store_true',
                       help='only compare docs/pipeline.dot with the pipeline')
   args = parser.parse_args(argv)

@@ -46,11 +46,11 @@ from serving import base_path
 STABLE_LABEL = 'stable'
 
 
-def rejected_by_cd(base_path: str) -> List[int]:
+def rejected_by_cd(model_base: str) -> List[int]:
   """Versions whose most recent CD verdict (`cd_done`) was a rollback."""
   verdicts: Dict[int, str] = {}
   try:
-    with open(os.path.join(base_path, base_path.ACTION_LOG)) as f:
+    with open(os.path.join(model_base, base_path.ACTION_LOG)) as f:
       lines = f.readlines()
   except OSError:
     return []
@@ -74,11 +74,11 @@ def stable_version(model_config_file: Optional[str],
   return entry.labels.get(STABLE_LABEL) if entry else None
 
 
-def baseline_versions(base_path: str, model_config_file: Optional[str] = None,
+def baseline_versions(model_base: str, model_config_file: Optional[str] = None,
                       model_name: str = configs.MODEL_NAME) -> List[int]:
   """Served versions in the order they qualify as baseline (see docstring)."""
-  on_disk = model_config.versions_on_disk(base_path)
-  rejected = set(rejected_by_cd(base_path))
+  on_disk = model_config.versions_on_disk(model_base)
+  rejected = set(rejected_by_cd(model_base))
   order = list(reversed(on_disk))
   stable = stable_version(model_config_file, model_name)
   if stable in on_disk:

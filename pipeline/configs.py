@@ -22,8 +22,6 @@ from project import paths
 PREPROCESSING_FN = 'models.preprocessing.preprocessing_fn'
 RUN_FN = 'models.model.run_fn'
 MODELS_DIR = os.path.join(REPO_ROOT, 'models')
-# `{SPAN}` is TFX's span spec: ExampleGen ingests one span per run.
-SPAN_PATTERN = 'span-{SPAN}/*.csv'
 # Slices for the Evaluator's metrics (raw feature names).
 SLICE_FEATURES = ['payment_type']
 # Slices whose calibration must also stay in the band to bless a model:
@@ -32,17 +30,6 @@ SLICE_FEATURES = ['payment_type']
 # their label is ~always 0 and their calibration undefined). A guarded
 # slice missing from the evaluation data fails the blessing (fail closed).
 GUARDED_SLICES = {'payment_type': ['Credit Card']}
-
-
-# Schedule trigger: retrain when this much logical time passed since the
-# controller's last run (spans are quarters, so 180 days = two quarters).
-CT_SCHEDULE_DAYS = 180
-# The monitor's report (issue 5, monitoring); missing file = no signal.
-MONITORING_REPORT = os.path.join(OUTPUT_DIR, 'monitoring', 'report.json')
-# Replay of the spans through the controller: its own outputs and knobs
-# (fewer train steps than `make run`, so 16 runs fit in a learner's wait).
-REPLAY_DIR = os.path.join(OUTPUT_DIR, 'replay')
-REPLAY_DEFAULTS = dict(window_spans=4, train_steps=300, eval_steps=50)
 
 
 # Fields that choose the ML Metadata store (lineage/metadata_store.py owns
@@ -132,8 +119,12 @@ class PipelineConfig(metadata_store.StoreConfig):
 def add_flags(parser: argparse.ArgumentParser,
               fields: Optional[Sequence[str]] = None) -> None:
   """One flag per PipelineConfig field (or per name in `fields`); the ML
-  Metadata flags form one group whose description states which store wins."""
-  metadata_store.add_flags(parser, PipelineConfig, fields)
+  Metadata flags form one group whose description states which store wins,
+  shown only when `fields` has one of them (vertex_runner's have none)."""
+  if fields is not None and not set(fields) & set(METADATA_FIELDS):
+    cli.add_flags(parser, PipelineConfig, fields=fields)
+  else:
+    metadata_store.add_flags(parser, PipelineConfig, fields)
 
 
 def from_flags(args: argparse.Namespace) -> PipelineConfig:
@@ -141,16 +132,23 @@ def from_flags(args: argparse.Namespace) -> PipelineConfig:
   return cli.from_flags(args, PipelineConfig)
 
 
+# The fields that are the blessing rule's thresholds (pipeline/blessing.py
+# reads them); the replay exposes each as a flag.
+BLESSING_FIELDS = ('min_auc', 'min_balanced_accuracy', 'min_calibration',
+                   'max_calibration', 'min_slice_calibration',
+                   'max_slice_calibration', 'max_auc_drop')
+
+
 # Vertex AI Pipelines (vertex_runner.py, Dockerfile). The image every task runs
 # in is built FROM this TFX release's image, with this project installed.
 TFX_BASE_IMAGE = 'tensorflow/tfx:1.16.0'
 # Where the Dockerfile puts the project inside the image, and the curated
 # schema's content-addressed copy: <IMAGE_SCHEMA_DIR>/<sha256[:16]>/schema.pbtxt
-# (pipeline.pipeline.image_schema_file).
+# (pipeline.cache_keys.image_schema_file).
 IMAGE_PROJECT_DIR = '/opt/tfx-reference'
 IMAGE_SCHEMA_DIR = IMAGE_PROJECT_DIR + '/schema-snapshots'
 # PipelineConfig fields with no meaning on Vertex: it keeps lineage in Vertex ML
-# Metadata, and its window is the span each run ingests (pipeline/pipeline.py).
+# Metadata, and its window is the span each run ingests (vertex_runner.py).
 NOT_ON_VERTEX = METADATA_FIELDS + ('window_spans',)
 
 

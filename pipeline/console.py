@@ -11,9 +11,9 @@ import os
 import sys
 import time
 import warnings
-from typing import Dict, List, Optional, TextIO
+from typing import Dict, Optional, TextIO
 
-
+from pipeline import tfx_private
 
 def display_path(path: str) -> str:
   """Path relative to the working directory when it lies below it."""
@@ -50,16 +50,16 @@ class ComponentProgress(logging.Handler):
   def emit(self, record: logging.LogRecord) -> None:
     msg, args = record.msg, record.args or ()
     # LocalDagRunner says 'Component %s ...', BeamDagRunner 'node %s ...'.
-    if msg in ('Component %s is running.', 'node %s is running.'):
+    if msg in tfx_private.RUNNING_MESSAGES:
       self._current = str(args[0])
       self._started[self._current] = time.time()
       self._out.write(f'  {self._current:<30} ')
       self._out.flush()
-    elif msg == 'A cached execution %d is used.' and self._current:
+    elif msg == tfx_private.CACHED_MESSAGE and self._current:
       self._cached[self._current] = True
-    elif msg == '[%s] Input resolution error: %s' and len(args) == 2:
+    elif msg == tfx_private.INPUT_ERROR_MESSAGE and len(args) == 2:
       self.input_errors.setdefault(str(args[0]), str(args[1]))
-    elif msg in ('Component %s is finished.', 'node %s is finished.'):
+    elif msg in tfx_private.FINISHED_MESSAGES:
       node = str(args[0])
       state = ('FAILED' if node in self.input_errors else
                'cached' if self._cached.get(node) else 'ran')

@@ -22,12 +22,10 @@ figure for the bundled spans).
 import codecs
 import csv
 import dataclasses
-import glob
 import os
-import re
 from typing import List, Optional, Sequence, Tuple
 
-from pipeline import configs
+from data import spans
 from pipeline import console
 
 # Bad lines listed by number after a file's first one; the rest are counted.
@@ -126,21 +124,6 @@ def check_file(path: str, header: Optional[List[str]] = None
   return names, problems
 
 
-def span_files(data_root: str, span: int,
-               pattern: str = configs.SPAN_PATTERN) -> List[str]:
-  """The files CsvExampleGen reads for `span` (`{SPAN}` as TFX matches it:
-  digits whose value is the span, so span-03 is span 3)."""
-  wildcard = os.path.join(data_root, pattern.replace('{SPAN}', '*'))
-  regex = re.compile(re.escape(os.path.join(data_root, pattern)).replace(
-      re.escape('{SPAN}'), r'(\d+)').replace(r'\*', '[^/]*') + '$')
-  files = []
-  for path in glob.glob(wildcard):
-    match = regex.match(path)
-    if match and int(match.group(1)) == span and os.path.isfile(path):
-      files.append(path)
-  return sorted(files)
-
-
 def _describe(span: int, problems: List[Problem]) -> str:
   """One line per file: its first problem, then how many more."""
   lines = []
@@ -160,9 +143,9 @@ def _describe(span: int, problems: List[Problem]) -> str:
 
 
 def check_span(data_root: str, span: int,
-               pattern: str = configs.SPAN_PATTERN) -> Optional[str]:
+               pattern: str = spans.SPAN_PATTERN) -> Optional[str]:
   """None if CsvExampleGen can read the span, else what is wrong and where."""
-  files = span_files(data_root, span, pattern)
+  files = spans.span_files(data_root, span, pattern)
   if not files:
     return (f'span {span}: no file matches '
             f'{console.display_path(os.path.join(data_root, pattern))}'
@@ -177,7 +160,7 @@ def check_span(data_root: str, span: int,
 
 
 def check_spans(data_root: str, spans: Sequence[int],
-                pattern: str = configs.SPAN_PATTERN) -> List[str]:
+                pattern: str = spans.SPAN_PATTERN) -> List[str]:
   """What is wrong with each span CsvExampleGen could not read (in order)."""
   return [message for message in
           (check_span(data_root, span, pattern) for span in spans) if message]

@@ -5,37 +5,38 @@
     -> DataValidationGate (stops the run on any anomaly)
   span window Resolver (latest N valid spans of this run's data) -> Transform
     -> Trainer
-  served model Resolver (baseline: the model users are served, never the
-    candidate) -> Evaluator (blessing rule: `eval_config`) -> Pusher
+  baseline Resolver (the model users are served, never the candidate)
+    -> Evaluator (the blessing rule: pipeline/blessing.py) -> Pusher
 
-The same pipeline compiles for Vertex AI Pipelines (`vertex=True`, used by
-vertex_runner.py). It differs from a local run in four places, and only
-there (each is marked "Vertex:"):
-  1. Span, train and eval steps are RuntimeParameters of the compiled job
-     (settable per run), not constants.
-  2. The schema is imported from a content-addressed copy inside the container
-     image (the Dockerfile makes it), not one written under the pipeline root
-     at compile time: the compiling machine need not reach GCS.
-  3. The training window is the span this run ingested and validated, as a
-     local run with `--window-spans 1`: KubeflowV2 compiles only
-     LatestArtifactStrategy and LatestBlessedModelStrategy resolvers, not
-     ValidSpanWindowStrategy, and a Vertex task cannot read ML Metadata.
-  4. For the same reason the baseline is TFX's latest blessed model, not the
-     served one (pipeline/baseline.py).
-The DataValidationGate runs on both: a failed gate task fails the Vertex job
-before Transform, as it stops a local run.
+What differs between orchestrators is an argument the runner passes (as in
+TFX's templates), never a test of which runner this is:
+  schema_file     run_pipeline and the Airflow DAG: the curated schema's
+                  content-addressed copy under the pipeline root
+                  (cache_keys.schema_snapshot); vertex_runner: its copy in
+                  the container image (cache_keys.image_schema_file), so the
+                  compiling machine need not reach GCS.
+  knobs           span, train and eval steps: constants (`fixed_knobs`), or
+                  RuntimeParameters of a compiled Vertex job, settable per
+                  run (`runtime_parameters`).
+  window_spans    the span window Resolver's size (pipeline/span_window.py);
+                  None trains on the span this run ingested and validated
+                  (Vertex: KubeflowV2 compiles only LatestArtifactStrategy
+                  and LatestBlessedModelStrategy resolvers, and a Vertex task
+                  cannot read ML Metadata).
+  baseline_model  SERVED_MODEL (pipeline/baseline.py), or, for the same
+                  reason on Vertex, LATEST_BLESSED_MODEL: TFX's latest
+                  blessed model.
+The DataValidationGate runs on every orchestrator: a failed gate task fails
+a Vertex job before Transform, as it stops a local run.
 
 Imports name TFX modules directly rather than `tfx.v1`: `tfx.v1` pulls in
 google-cloud-aiplatform (~10 s per process here) that local runs never use.
 """
 
-import hashlib
+import dataclasses
 import json
-import os
-import posixpath
-from typing import Dict, List, Optional, Union
+from typing import List, Optional, Union
 
-import tensorflow_model_analysis as tfma
 from tfx.components import CsvExampleGen
 from tfx.components import Evaluator
 from tfx.components import ExampleValidator
@@ -57,71 +58,29 @@ from tfx.types import Channel
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
+from data import spans
 from google.protobuf import message
 from ml_metadata.proto import metadata_store_pb2
-from models import features
 from pipeline import baseline
+from pipeline import blessing
+from pipeline import cache_keys
 from pipeline import configs
-from lineage import graph
 from pipeline import pusher
 from pipeline.span_window import ValidSpanWindowStrategy
 from pipeline.validation_gate import DataValidationGate
 
-
-def code_version(*modules: str) -> str:
-  """Fingerprint of model code files (`models/<module>.py`).
-
-  TFX loads `preprocessing_fn` / `run_fn` by module path, and a module path
-  alone would let the cache reuse a Transform or Trainer run made with older
-  code. Passing this fingerprint in their custom_config makes a change to the
-  code they run a cache miss, and records which code made each artifact in
-  ML Metadata.
-  """
-  digest = hashlib.sha256()
-  for module in sorted(modules):
-    with open(os.path.join(configs.MODELS_DIR, module + '.py'), 'rb') as f:
-      digest.update(module.encode() + b'\0' + f.read())
-  return digest.hexdigest()[:16]
+# baseline_model: which model the candidate must not fall behind.
+SERVED_MODEL = 'served_model'
+LATEST_BLESSED_MODEL = 'latest_blessed_model'
+Knob = Union[message.Message, data_types.RuntimeParameter, None]
 
 
-# The schema's content address (the Dockerfile computes the same one); defined
-# in the TFX-free lineage module, which reports it for every model.
-schema_digest = graph.schema_digest
-
-
-def schema_snapshot(cfg: configs.PipelineConfig) -> str:
-  """Content-addressed copy of the curated schema under the pipeline root.
-
-  ImportSchemaGen's cache key is the schema *path*, not its content, so an
-  edited schema.pbtxt would silently reuse the old Schema artifact. Importing
-  `<pipeline_root>/schema/<sha256>/schema.pbtxt` instead makes every schema
-  edit a cache miss and records the exact schema version in ML Metadata.
-  """
-  with open(cfg.schema_path, 'rb') as f:
-    content = f.read()
-  digest = schema_digest(content)
-  path = os.path.join(cfg.pipeline_root, 'schema', digest, 'schema.pbtxt')
-  if not os.path.exists(path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'wb') as f:
-      f.write(content)
-    os.replace(tmp, path)  # atomic: a reader never sees half a schema
-  return path
-
-
-def image_schema_file(cfg: configs.PipelineConfig) -> str:
-  """Vertex: the path of the curated schema's copy inside the container image.
-
-  Same content address as schema_snapshot, computed from the local file at
-  compile time; the Dockerfile copies schema.pbtxt to the same path at build
-  time. An image built from another schema has no file there, so the job
-  fails at ImportSchemaGen instead of importing a schema the compiled
-  pipeline never saw (and Vertex's cache, keyed on the path, is not fooled).
-  """
-  with open(cfg.schema_path, 'rb') as f:
-    digest = schema_digest(f.read())
-  return posixpath.join(configs.IMAGE_SCHEMA_DIR, digest, 'schema.pbtxt')
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+  """The per-run knobs, as the execution properties that take them."""
+  range_config: Knob  # CsvExampleGen's span (None: the latest on disk)
+  train_args: Knob
+  eval_args: Knob
 
 
 def span_range(span: Optional[int]) -> Optional[range_config_pb2.RangeConfig]:
@@ -133,9 +92,15 @@ def span_range(span: Optional[int]) -> Optional[range_config_pb2.RangeConfig]:
           start_span_number=span, end_span_number=span))
 
 
-def runtime_parameters(
-    cfg: configs.PipelineConfig) -> Dict[str, data_types.RuntimeParameter]:
-  """Vertex: the knobs a compiled job takes per run, defaults from `cfg`.
+def fixed_knobs(cfg: configs.PipelineConfig) -> Knobs:
+  """The knobs as constants: a pipeline built for each run."""
+  return Knobs(range_config=span_range(cfg.span),
+               train_args=trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
+               eval_args=trainer_pb2.EvalArgs(num_steps=cfg.eval_steps))
+
+
+def runtime_parameters(cfg: configs.PipelineConfig) -> Knobs:
+  """The knobs a compiled job takes per run (Vertex), defaults from `cfg`.
 
   KubeflowV2 binds a RuntimeParameter to a whole execution property only, so
   each knob is the JSON text of the proto TFX hands its executor anyway:
@@ -143,25 +108,18 @@ def runtime_parameters(
   span ('{"static_range": {"start_span_number": S, "end_span_number": S}}';
   '' ingests the latest span). Names equal the execution properties they set.
   """
-  def as_json(proto: Optional[message.Message]) -> str:
-    return '' if proto is None else json.dumps(proto_utils.proto_to_dict(proto))
+  def parameter(name: str, proto: Optional[message.Message]):
+    default = '' if proto is None else json.dumps(
+        proto_utils.proto_to_dict(proto))
+    return data_types.RuntimeParameter(name=name, ptype=str, default=default)
 
-  defaults = {
-      'range_config': as_json(span_range(cfg.span)),
-      'train_args': as_json(trainer_pb2.TrainArgs(num_steps=cfg.train_steps)),
-      'eval_args': as_json(trainer_pb2.EvalArgs(num_steps=cfg.eval_steps)),
-  }
-  return {name: data_types.RuntimeParameter(name=name, ptype=str,
-                                            default=default)
-          for name, default in defaults.items()}
+  fixed = fixed_knobs(cfg)
+  return Knobs(**{field.name: parameter(field.name, getattr(fixed, field.name))
+                  for field in dataclasses.fields(Knobs)})
 
 
-def example_gen(
-    cfg: configs.PipelineConfig,
-    span: Optional[int] = None,
-    range_config: Union[range_config_pb2.RangeConfig,
-                        data_types.RuntimeParameter, None] = None
-) -> CsvExampleGen:
+def example_gen(cfg: configs.PipelineConfig, span: Optional[int] = None,
+                range_config: Knob = None) -> CsvExampleGen:
   """ExampleGen for one span of `cfg.data_root` (latest span if None).
 
   `range_config`, if given, replaces `span` (Vertex: a RuntimeParameter).
@@ -172,110 +130,82 @@ def example_gen(
       input_base=cfg.data_root,
       input_config=example_gen_pb2.Input(splits=[
           example_gen_pb2.Input.Split(name='single_split',
-                                      pattern=configs.SPAN_PATTERN)
+                                      pattern=spans.SPAN_PATTERN)
       ]),
       range_config=range_config)
 
 
-def eval_config(cfg: configs.PipelineConfig) -> tfma.EvalConfig:
-  """TFMA config: metrics, slices, and the thresholds that decide blessing.
+def span_window(cfg: configs.PipelineConfig, num_spans: Optional[int],
+                ingest: CsvExampleGen,
+                validation_gate: DataValidationGate) -> Optional[Resolver]:
+  """The latest `num_spans` valid spans of this run's data root, ending at
+  this run's span (pipeline/span_window.py); None when `num_spans` is None.
 
-  A model is blessed when all of these hold (docs/decisions.md says why
-  each threshold is what it is):
-    overall slice   AUC >= min_auc, balanced accuracy >= min_balanced_accuracy,
-                    min_calibration <= calibration <= max_calibration,
-                    AUC >= baseline AUC - max_auc_drop (once there is one);
-    guarded slices  min/max_slice_calibration (configs.GUARDED_SLICES).
-  Plain accuracy is reported but no threshold: it rewards the majority
-  class (78% of trips have no big tip), so a model that never says "big
-  tip" scores 0.78 with no skill at all.
+  It resolves only after this run's span is ingested and has passed the
+  gate.
   """
-  overall = [tfma.SlicingSpec()]
-  guarded = [tfma.SlicingSpec(feature_values={key: value})
-             for key, values in configs.GUARDED_SLICES.items()
-             for value in values]
+  if num_spans is None:
+    return None
+  window = Resolver(
+      strategy_class=ValidSpanWindowStrategy,
+      config={
+          'num_spans': num_spans,
+          'gate_context': f'{cfg.pipeline_name}.{validation_gate.id}',
+          'data_root': cfg.data_root,
+          'last_span': cfg.span,
+      },
+      examples=Channel(
+          type=standard_artifacts.Examples,
+          producer_component_id=ingest.id,
+          output_key='examples')).with_id('span_window_resolver')
+  window.add_upstream_node(validation_gate)
+  return window
 
-  def threshold(slices, lower=None, upper=None, max_drop=None):
-    bounds = {}
-    if lower is not None:
-      bounds['lower_bound'] = {'value': lower}
-    if upper is not None:
-      bounds['upper_bound'] = {'value': upper}
-    change = None
-    if max_drop is not None:  # skipped by TFMA when there is no baseline
-      change = tfma.GenericChangeThreshold(
-          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-          absolute={'value': -max_drop})
-    return [tfma.PerSliceMetricThreshold(
-        slicing_specs=slices, threshold=tfma.MetricThreshold(
-            value_threshold=tfma.GenericValueThreshold(**bounds),
-            change_threshold=change))]
 
-  return tfma.EvalConfig(
-      model_specs=[
-          tfma.ModelSpec(
-              signature_name='serving_default',
-              label_key=features.LABEL_XF,
-              preprocessing_function_names=['transform_features'])
-      ],
-      slicing_specs=overall + [
-          tfma.SlicingSpec(feature_keys=[key]) for key in configs.SLICE_FEATURES
-      ],
-      metrics_specs=[
-          tfma.MetricsSpec(metrics=[
-              tfma.MetricConfig(class_name='ExampleCount'),
-              tfma.MetricConfig(
-                  class_name='AUC', per_slice_thresholds=threshold(
-                      overall, lower=cfg.min_auc,
-                      max_drop=cfg.max_auc_drop)),
-              tfma.MetricConfig(
-                  class_name='BalancedAccuracy',
-                  per_slice_thresholds=threshold(
-                      overall, lower=cfg.min_balanced_accuracy)),
-              tfma.MetricConfig(
-                  class_name='Calibration',
-                  per_slice_thresholds=threshold(
-                      overall, cfg.min_calibration, cfg.max_calibration)
-                  + threshold(guarded, cfg.min_slice_calibration,
-                              cfg.max_slice_calibration)),
-              tfma.MetricConfig(class_name='BinaryAccuracy'),
-              tfma.MetricConfig(class_name='Precision'),
-              tfma.MetricConfig(class_name='Recall'),
-              tfma.MetricConfig(class_name='MeanLabel'),
-              tfma.MetricConfig(class_name='MeanPrediction'),
-          ])
-      ])
+def baseline_resolver(cfg: configs.PipelineConfig, baseline_model: str,
+                      trainer: Trainer) -> Resolver:
+  """The Resolver of the model the candidate must not fall behind."""
+  if baseline_model == SERVED_MODEL:  # never the candidate itself
+    return Resolver(
+        strategy_class=baseline.ServedModelStrategy,
+        config={'base_path': cfg.serving_model_dir,
+                'model_config_file': cfg.model_config_file or '',
+                'model_name': cfg.model_name},
+        model=Channel(type=standard_artifacts.Model),
+        candidate=trainer.outputs['model']).with_id('served_model_resolver')
+  if baseline_model == LATEST_BLESSED_MODEL:
+    return Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing)
+    ).with_id('latest_blessed_model_resolver')
+  raise ValueError(f'baseline_model must be {SERVED_MODEL!r} or '
+                   f'{LATEST_BLESSED_MODEL!r}, not {baseline_model!r}')
 
 
 def create_pipeline(
     cfg: configs.PipelineConfig,
+    *,
+    schema_file: str,
+    knobs: Knobs,
+    window_spans: Optional[int],
+    baseline_model: str,
     metadata_connection_config: Optional[
         metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: Optional[List[str]] = None,
-    vertex: bool = False,
 ) -> tfx_pipeline.Pipeline:
   """The full pipeline: ingest and validate one span, train on the window.
 
-  `vertex=True` compiles for Vertex AI Pipelines; what that changes, and why,
-  is listed in the module docstring and marked "Vertex:" below.
+  The keyword arguments are what the orchestrator decides (module
+  docstring): the runner computes them.
   """
-  # Vertex: per-run knobs are RuntimeParameters of the compiled job.
-  knobs: Dict[str, Union[data_types.RuntimeParameter, None, message.Message]]
-  if vertex:
-    knobs = runtime_parameters(cfg)
-  else:
-    knobs = {'range_config': span_range(cfg.span),
-             'train_args': trainer_pb2.TrainArgs(num_steps=cfg.train_steps),
-             'eval_args': trainer_pb2.EvalArgs(num_steps=cfg.eval_steps)}
-
-  ingest = example_gen(cfg, range_config=knobs['range_config'])
+  ingest = example_gen(cfg, range_config=knobs.range_config)
 
   statistics_gen = StatisticsGen(examples=ingest.outputs['examples'])
 
-  # The schema is curated and version-controlled (schema/schema.pbtxt).
-  # Vertex: imported from its copy in the container image.
-  schema_gen = ImportSchemaGen(
-      schema_file=image_schema_file(cfg) if vertex else schema_snapshot(cfg))
+  # The curated, version-controlled schema (schema/schema.pbtxt), imported
+  # from a content-addressed copy (pipeline/cache_keys.py).
+  schema_gen = ImportSchemaGen(schema_file=schema_file)
 
   example_validator = ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
@@ -286,30 +216,13 @@ def create_pipeline(
       statistics=statistics_gen.outputs['statistics'],
       examples=ingest.outputs['examples'],
       data_root=cfg.data_root,
-      span_pattern=configs.SPAN_PATTERN)
+      span_pattern=spans.SPAN_PATTERN)
 
-  # The latest N valid spans of this run's data root, ending at this run's
-  # span (pipeline/span_window.py). Vertex: no such resolver compiles; the
-  # window is this run's span.
-  window_nodes = []
-  training_examples = ingest.outputs['examples']
-  if not vertex:
-    span_window = Resolver(
-        strategy_class=ValidSpanWindowStrategy,
-        config={
-            'num_spans': cfg.window_spans,
-            'gate_context': f'{cfg.pipeline_name}.{validation_gate.id}',
-            'data_root': cfg.data_root,
-            'last_span': cfg.span,
-        },
-        examples=Channel(
-            type=standard_artifacts.Examples,
-            producer_component_id=ingest.id,
-            output_key='examples')).with_id('span_window_resolver')
-    # Resolve only after this run's span is ingested and has passed the gate.
-    span_window.add_upstream_node(validation_gate)
-    window_nodes = [span_window]
-    training_examples = span_window.outputs['examples']
+  # What Transform and Trainer learn from: the span window, or this run's
+  # span once the gate passed it.
+  window = span_window(cfg, window_spans, ingest, validation_gate)
+  training_examples = (window.outputs['examples'] if window else
+                       ingest.outputs['examples'])
 
   transform = Transform(
       examples=training_examples,
@@ -319,9 +232,9 @@ def create_pipeline(
       materialize=False,
       disable_analyzer_cache=True,
       custom_config={
-          'code_version': code_version('features', 'preprocessing')
+          'code_version': cache_keys.code_version('features', 'preprocessing')
       })
-  if vertex:  # Vertex: the gate orders Transform itself (no resolver between)
+  if window is None:  # no resolver between: the gate orders Transform itself
     transform.add_upstream_node(validation_gate)
 
   trainer = Trainer(
@@ -329,36 +242,21 @@ def create_pipeline(
       examples=training_examples,
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
-      train_args=knobs['train_args'],
-      eval_args=knobs['eval_args'],
+      train_args=knobs.train_args,
+      eval_args=knobs.eval_args,
       custom_config={
           'hparams': cfg.hparams,
-          'code_version': code_version('features', 'preprocessing', 'model'),
+          'code_version': cache_keys.code_version('features', 'preprocessing',
+                                                  'model'),
       })
 
-  # The baseline the candidate must not fall behind: the served model
-  # (pipeline/baseline.py), never the candidate itself. Vertex: only the
-  # stock latest-blessed-model resolver compiles.
-  if vertex:
-    model_resolver = Resolver(
-        strategy_class=LatestBlessedModelStrategy,
-        model=Channel(type=standard_artifacts.Model),
-        model_blessing=Channel(type=standard_artifacts.ModelBlessing)
-    ).with_id('latest_blessed_model_resolver')
-  else:
-    model_resolver = Resolver(
-        strategy_class=baseline.ServedModelStrategy,
-        config={'base_path': cfg.serving_model_dir,
-                'model_config_file': cfg.model_config_file or '',
-                'model_name': cfg.model_name},
-        model=Channel(type=standard_artifacts.Model),
-        candidate=trainer.outputs['model']).with_id('served_model_resolver')
+  model_resolver = baseline_resolver(cfg, baseline_model, trainer)
 
   evaluator = Evaluator(
       examples=training_examples,
       model=trainer.outputs['model'],
       baseline_model=model_resolver.outputs['model'],
-      eval_config=eval_config(cfg))
+      eval_config=blessing.eval_config(cfg))
 
   # Pushes only if the Evaluator blessed the model, to <base>/<version>/;
   # never the same model twice, never a half-copied version (pipeline/pusher.py).
@@ -375,8 +273,8 @@ def create_pipeline(
       pipeline_root=cfg.pipeline_root,
       components=[
           ingest, statistics_gen, schema_gen, example_validator,
-          validation_gate, *window_nodes, transform, trainer, model_resolver,
-          evaluator, model_pusher
+          validation_gate, *([window] if window else []), transform, trainer,
+          model_resolver, evaluator, model_pusher
       ],
       enable_cache=cfg.enable_cache,
       metadata_connection_config=metadata_connection_config,

@@ -49,7 +49,7 @@ from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import proto_utils
 
-from pipeline import configs
+from pipeline import tfx_private
 from serving import base_path
 
 ALREADY_PUSHED_KEY = 'already_pushed_version'
@@ -108,21 +108,17 @@ def push_record(executor: pusher_executor.Executor,
                 version: int, serving_path: str) -> Dict[str, Any]:
   """What base_path.PUSH_RECORD holds: enough to find the run in ML Metadata
   and, without it, to say which run pushed the version and from what."""
-  context = getattr(executor, '_context', None)
-  info = getattr(context, 'pipeline_info', None)
-  node = getattr(context, 'pipeline_node', None)
+  running = tfx_private.execution_info(executor)
   model = (input_dict.get(standard_component_specs.MODEL_KEY) or [None])[0]
   blessing = (input_dict.get(standard_component_specs.MODEL_BLESSING_KEY)
               or [None])[0]
-  execution_id = getattr(context, '_unique_id', None)  # the execution id
   return {
       'version': version,
       'destination': serving_path,
-      'pipeline_name': info.id if info is not None else None,
-      'pipeline_run_id': getattr(context, 'pipeline_run_id', None),
-      'node_id': node.node_info.id if node is not None else None,
-      'execution_id': int(execution_id) if str(execution_id or '').isdigit()
-                      else None,
+      'pipeline_name': running['pipeline_name'],
+      'pipeline_run_id': running['pipeline_run_id'],
+      'node_id': running['node_id'],
+      'execution_id': running['execution_id'],
       'model_id': model.id if model is not None and model.id else None,
       'model_uri': model.uri if model is not None else None,
       'blessing_id': (blessing.id if blessing is not None and blessing.id
@@ -150,11 +146,11 @@ class Executor(pusher_executor.Executor):
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
-    self._log_startup(input_dict, output_dict, exec_properties)
+    tfx_private.log_startup(self, input_dict, output_dict, exec_properties)
     model_push = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.PUSHED_MODEL_KEY])
     if not self.CheckBlessing(input_dict):
-      self._MarkNotPushed(model_push)
+      tfx_private.mark_not_pushed(self, model_push)
       return
     model_path = self.GetModelPath(input_dict)
     destination = pusher_pb2.PushDestination()
@@ -179,7 +175,7 @@ class Executor(pusher_executor.Executor):
       if existing is not None:
         logging.info('Model %s is already served as version %d; not pushed.',
                      model_path, existing)
-        self._MarkNotPushed(model_push)
+        tfx_private.mark_not_pushed(self, model_push)
         model_push.set_string_custom_property(ALREADY_PUSHED_KEY,
                                               str(existing))
         return
@@ -209,5 +205,5 @@ class Executor(pusher_executor.Executor):
                           base_path.ACTION_LOG, e)
 
     io_utils.copy_dir(model_path, model_push.uri)  # archive, as TFX does
-    self._MarkPushed(model_push, pushed_destination=serving_path,
-                     pushed_version=str(version))
+    tfx_private.mark_pushed(self, model_push, pushed_destination=serving_path,
+                            pushed_version=str(version))

@@ -27,6 +27,8 @@ pipelines (the batch sizes are fixed there, then shipped to the workers).
 import os
 import sys
 
+from pipeline import tfx_private
+
 HASH_SEED = '0'
 
 
@@ -52,10 +54,6 @@ def fix_batching() -> None:
   Sets tfx_bsl's `--tfxio_use_byte_size_batching` (read when a TFXIO source
   is built, i.e. while a component constructs its Beam pipeline). TFX's
   executors take no batch size for tf.Examples, so the flag is the only
-  switch; flags already parsed (an absl app) keep their other values.
+  switch (an experimental one: pipeline/tfx_private.py).
   """
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from tfx_bsl.coders import batch_util  # pylint: disable=g-import-not-at-top,unused-import
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS(['tfx-reference'], known_only=True)  # defaults for the rest
-  flags.FLAGS.tfxio_use_byte_size_batching = True
+  tfx_private.use_byte_size_batching()

@@ -1,47 +1,41 @@
 """Run the taxi pipeline with any TFX DAG runner, then summarize the outcome.
 
 Shared by every local runner so that they differ only in the runner object:
-  0. take the pipeline root's run lock (a second concurrent run is refused)
-     and mark what a dead earlier run left RUNNING (pipeline/dead_runs.py);
+  0. take the pipeline root's run lock (a second concurrent run is refused,
+     pipeline/run_lock.py) and mark what a dead earlier run left RUNNING
+     (pipeline/dead_runs.py);
      check the CSV files of the spans to ingest (pipeline/csv_check.py);
   1. fill the training window: ingest earlier spans not yet in ML Metadata
      (ExampleGen only, one small pipeline run per span);
-  2. run the full pipeline on the target span (latest by default);
+  2. run the full pipeline on the target span (latest by default), built
+     as these orchestrators need it (`local_pipeline`);
   3. read the outcome from ML Metadata and print a summary.
 """
 
 import dataclasses
-import glob
 import logging
 import os
-import re
 import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
+from data import spans as span_rules
 from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
 from pipeline import console
 from lineage import secrets
 from pipeline import csv_check
 from pipeline import dead_runs
+from pipeline import run_lock
+from pipeline import tfx_private
 from lineage import graph
 from lineage import metadata_store
+from lineage import readers
+from lineage import report
 from pipeline import pusher
 from pipeline import reproducible
 
-SPAN_DIR = re.compile(r'span-(\d+)$')
 Execution = metadata_store_pb2.Execution
-
-
-def spans_on_disk(data_root: str) -> List[int]:
-  """Span numbers with a `span-N/` directory under `data_root`."""
-  spans = []
-  for path in glob.glob(os.path.join(data_root, 'span-*')):
-    match = SPAN_DIR.search(path)
-    if match and os.path.isdir(path):
-      spans.append(int(match.group(1)))
-  return sorted(spans)
 
 
 def window(target: int, size: int, available: List[int]) -> List[int]:
@@ -56,7 +50,7 @@ class RunOutcome:
   error: Optional[str]
   span: Optional[int]  # the span ExampleGen ingested (None: none was)
   window: List[int]
-  nodes: Dict[str, metadata_store.NodeRun]
+  nodes: Dict[str, graph.NodeRun]
   blessed: Optional[bool]
   pushed_version: Optional[str]
   pushed_path: Optional[str]
@@ -91,9 +85,9 @@ def read_outcome(cfg: configs.PipelineConfig,
   ML Metadata."""
   store = metadata_store.open_store(connection)
   run = (store.get_context_by_type_and_name('pipeline_run', run_id)
-         if run_id else None) or metadata_store.latest_run(
+         if run_id else None) or graph.latest_run(
              store, cfg.pipeline_name)
-  nodes = metadata_store.run_nodes(store, run, cfg.pipeline_name) if run else {}
+  nodes = graph.run_nodes(store, run, cfg.pipeline_name) if run else {}
   prop = metadata_store.custom_property
 
   def output(node: str, key: str):
@@ -108,7 +102,7 @@ def read_outcome(cfg: configs.PipelineConfig,
   blessing = output('Evaluator', 'blessing')
   evaluation = output('Evaluator', 'evaluation')
   pushed = output('Pusher', 'pushed_model')
-  metrics = graph.evaluation_metrics(evaluation.uri) if evaluation else {}
+  metrics = readers.evaluation_metrics(evaluation.uri) if evaluation else {}
   did_push = bool(pushed and prop(pushed, 'pushed') == 1)
   # A cached Pusher pushed nothing in this run: its artifact is the push of
   # the run it was first made in.
@@ -133,7 +127,7 @@ def read_outcome(cfg: configs.PipelineConfig,
       metrics=metrics.get('candidate', {}),
       baseline_metrics=metrics.get('baseline', {}),
       seconds=seconds,
-      blessing_failures=(graph.blessing_failures(evaluation.uri) or []
+      blessing_failures=(readers.blessing_failures(evaluation.uri) or []
                          if evaluation else []),
       baseline_versions=(graph.pushed_versions(store, baseline.id)
                          if baseline is not None else []))
@@ -141,7 +135,7 @@ def read_outcome(cfg: configs.PipelineConfig,
 
 def _span_ranges(spans: List[int]) -> str:
   """[1, 2, 3, 5] -> 'spans 1-3, 5'."""
-  return 'spans ' + graph.span_ranges(spans)
+  return 'spans ' + report.span_ranges(spans)
 
 
 def format_summary(cfg: configs.PipelineConfig,
@@ -217,6 +211,30 @@ def format_summary(cfg: configs.PipelineConfig,
   return '\n'.join(lines)
 
 
+def local_pipeline(cfg: configs.PipelineConfig,
+                   connection: Optional[
+                       metadata_store_pb2.ConnectionConfig] = None,
+                   beam_pipeline_args: Optional[List[str]] = None) -> Any:
+  """The full pipeline as LocalDagRunner and BeamDagRunner run it.
+
+  What these orchestrators choose (pipeline/pipeline.py lists the choices):
+  they run in a process that reads ML Metadata and this machine's files, so
+  the schema is a snapshot under the pipeline root, the knobs are constants
+  (the pipeline is built for each run), the training window is the span
+  window Resolver's and the baseline the served model.
+  """
+  from pipeline import cache_keys  # pylint: disable=g-import-not-at-top
+  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
+  return taxi_pipeline.create_pipeline(
+      cfg,
+      schema_file=cache_keys.schema_snapshot(cfg),
+      knobs=taxi_pipeline.fixed_knobs(cfg),
+      window_spans=cfg.window_spans,
+      baseline_model=taxi_pipeline.SERVED_MODEL,
+      metadata_connection_config=connection,
+      beam_pipeline_args=beam_pipeline_args)
+
+
 def run_pipeline(cfg: configs.PipelineConfig,
                  make_runner: Callable[[], Any],
                  beam_pipeline_args: Optional[List[str]] = None,
@@ -225,7 +243,7 @@ def run_pipeline(cfg: configs.PipelineConfig,
 
   `started_at` (time.time() at process start) makes the summary's time
   include the TensorFlow/TFX imports, as a user's stopwatch would.
-  Raises dead_runs.RunInProgress (a SystemExit) while another run holds the
+  Raises run_lock.RunInProgress (a SystemExit) while another run holds the
   pipeline root.
   """
   start = started_at or time.time()
@@ -234,7 +252,7 @@ def run_pipeline(cfg: configs.PipelineConfig,
                           time.strftime('run-%Y%m%d-%H%M%S.log'))
   progress = console.quiet_logging(log_path)
 
-  available = spans_on_disk(cfg.data_root)
+  available = span_rules.spans_on_disk(cfg.data_root)
   if not available:
     raise SystemExit(f'No span-N/ directories under {cfg.data_root}')
   target = cfg.span if cfg.span is not None else available[-1]
@@ -242,8 +260,8 @@ def run_pipeline(cfg: configs.PipelineConfig,
     raise SystemExit(f'Span {target} not found under {cfg.data_root} '
                      f'(spans there: {available})')
   connection = metadata_store.store_config(cfg)
-  lock = dead_runs.RunLock(cfg.pipeline_root, cfg.pipeline_name,
-                           dead_runs.store_id(connection))
+  lock = run_lock.RunLock(cfg.pipeline_root, cfg.pipeline_name,
+                          run_lock.store_id(connection))
   previous = lock.acquire()
   try:
     return _run_locked(cfg, make_runner, beam_pipeline_args, start, log_path,
@@ -260,7 +278,7 @@ def run_pipeline(cfg: configs.PipelineConfig,
 
 def _finish_left_running(cfg: configs.PipelineConfig,
                          connection: metadata_store_pb2.ConnectionConfig,
-                         lock: dead_runs.RunLock, state: int, why: str,
+                         lock: run_lock.RunLock, state: int, why: str,
                          echo: bool = False) -> None:
   """Marks what this run's runner left NEW/RUNNING (its runs are over)."""
   if not lock.runs:
@@ -289,8 +307,8 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
                 log_path: str, progress: console.ComponentProgress,
                 available: List[int], target: int,
                 connection: metadata_store_pb2.ConnectionConfig,
-                lock: dead_runs.RunLock,
-                previous: Optional[dead_runs.Holder]) -> RunOutcome:
+                lock: run_lock.RunLock,
+                previous: Optional[run_lock.Holder]) -> RunOutcome:
   """run_pipeline, holding the pipeline root's lock."""
   spans = window(target, cfg.window_spans, available)
   store = metadata_store.open_store(connection)
@@ -306,7 +324,7 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
     logging.warning(line)
     print(line, flush=True)
   lock.settle()
-  ingested = set(metadata_store.ingested_spans(
+  ingested = set(graph.ingested_spans(
       store, cfg.pipeline_name, cfg.data_root))
   # TFX only once the store answered: a wrong MySQL setting fails fast.
   from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
@@ -331,7 +349,7 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
           f'({missing[0]}..{missing[-1]}):', flush=True)
   # The commit goes on each run's context, never into a component's
   # properties: a docs-only commit must not be a cache miss that retrains.
-  revision = graph.git_revision()
+  revision = readers.git_revision()
   record_revision = lambda: graph.record_git_revision(
       metadata_store.open_store(connection), cfg.pipeline_name, revision,
       not_before=start)
@@ -339,9 +357,9 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
   def run(pipeline) -> None:
     # The run id is recorded before TFX makes the run's context: a kill at
     # any moment leaves the next run able to find what this one left.
-    run_id = dead_runs.new_run_id()
+    run_id = run_lock.new_run_id()
     lock.add_run(run_id)
-    dead_runs.pin_run_id(make_runner(), run_id).run(pipeline)
+    tfx_private.pin_run_id(make_runner(), run_id).run(pipeline)
 
   ok, error = True, None
   try:
@@ -354,9 +372,8 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
     # The span is always pinned, so that `make run` (latest span) and the CT
     # controller (the span it decided on) give ExampleGen the same
     # properties: the same span is then a cache hit, never a re-ingestion.
-    run(taxi_pipeline.create_pipeline(
-        dataclasses.replace(cfg, span=target), connection,
-        beam_pipeline_args))
+    run(local_pipeline(dataclasses.replace(cfg, span=target), connection,
+                       beam_pipeline_args))
   except Exception as e:  # pylint: disable=broad-except
     node = progress.fail_current()
     ok = False

@@ -24,7 +24,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import types
 from tfx.dsl.components.common import resolver
 
-from lineage import metadata_store
+from lineage import graph
 
 
 def _gate_executions(store: mlmd.MetadataStore, gate_context: str
@@ -98,7 +98,7 @@ class ValidSpanWindowStrategy(resolver.ResolverStrategy):
       raise ValueError(f'num_spans must be positive, got {num_spans}')
     self._num_spans = num_spans
     self._gate_context = gate_context
-    self._root = (metadata_store.normalized_root(data_root) if data_root
+    self._root = (graph.normalized_root(data_root) if data_root
                   else None)
     self._last_span = last_span
 
@@ -116,7 +116,7 @@ class ValidSpanWindowStrategy(resolver.ResolverStrategy):
       if last_span is not None and span > last_span:
         continue
       if root is not None and (
-          metadata_store.input_base(store, examples.id) != root):
+          graph.input_base(store, examples.id) != root):
         continue
       if span not in newest_per_span or examples.id > newest_per_span[span].id:
         newest_per_span[span] = examples

@@ -24,6 +24,8 @@ from tfx.types.standard_artifacts import ExampleStatistics
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
+from data import spans
+
 ANOMALIES_FILE = 'SchemaDiff.pb'  # what ExampleValidator writes per split
 STATISTICS_FILE = 'FeatureStats.pb'  # what StatisticsGen writes per split
 
@@ -72,8 +74,7 @@ def empty_splits(statistics: ExampleStatistics) -> List[str]:
 
 def span_files(data_root: str, span_pattern: str, span: int) -> List[str]:
   """The input files of `span`, for error messages (local or gs:// root)."""
-  return sorted(fileio.glob(os.path.join(
-      data_root, span_pattern.replace('{SPAN}', str(span)))))
+  return sorted(fileio.glob(spans.span_glob(data_root, span, span_pattern)))
 
 
 @component

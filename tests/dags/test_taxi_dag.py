@@ -94,9 +94,9 @@ def seen_by_airflow(airflow_python, deployment):
 @pytest.fixture(scope='module')
 def taxi_pipeline(deployment):
   """The TFX pipeline the DAG must mirror, built here, outside Airflow."""
-  from pipeline import pipeline as taxi  # pylint: disable=g-import-not-at-top
+  from pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
   cfg, _ = deployment
-  return taxi.create_pipeline(cfg)
+  return run_pipeline.local_pipeline(cfg)
 
 
 def test_dagbag_loads_the_dag_without_import_errors(seen_by_airflow):

@@ -1,4 +1,4 @@
-"""The blessing rule (pipeline.eval_config) decided by TFX's own Evaluator.
+"""The blessing rule (pipeline.blessing.eval_config) decided by TFX's own Evaluator.
 
 TFX's Evaluator executor runs for real on real labelled rows (the four 2016
 quarters, ~800 trips) against three models: the fixture's trained model
@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 
 from pipeline import configs
-from lineage import graph
-from pipeline import pipeline as taxi_pipeline
+from lineage import readers
+from pipeline import blessing
 from tests import conftest
 from tests import helpers
 
@@ -47,19 +47,19 @@ def evaluate(model_dir, examples, out):
   shutil.copytree(model_dir, os.path.join(model.uri, 'Format-Serving'))
   evaluation = standard_artifacts.ModelEvaluation()
   evaluation.uri = os.path.join(out, 'evaluation')
-  blessing = standard_artifacts.ModelBlessing()
-  blessing.uri = os.path.join(out, 'blessing')
+  verdict = standard_artifacts.ModelBlessing()
+  verdict.uri = os.path.join(out, 'blessing')
   executor.Executor().Do(
       {'examples': [examples], 'model': [model]},
-      {'evaluation': [evaluation], 'blessing': [blessing]},
+      {'evaluation': [evaluation], 'blessing': [verdict]},
       {'eval_config': proto_utils.proto_to_json(
-          taxi_pipeline.eval_config(configs.PipelineConfig())),
+          blessing.eval_config(configs.PipelineConfig())),
        'example_splits': 'null'})
-  blessed = blessing.get_int_custom_property('blessed') == 1
+  blessed = verdict.get_int_custom_property('blessed') == 1
   assert os.path.exists(os.path.join(
-      blessing.uri, 'BLESSED' if blessed else 'NOT_BLESSED'))
-  return blessed, graph.blessing_failures(evaluation.uri), (
-      graph.evaluation_metrics(evaluation.uri)['candidate'])
+      verdict.uri, 'BLESSED' if blessed else 'NOT_BLESSED'))
+  return blessed, readers.blessing_failures(evaluation.uri), (
+      readers.evaluation_metrics(evaluation.uri)['candidate'])
 
 
 def constant_model(trained_dir, out, probability):
@@ -117,3 +117,26 @@ def test_a_constant_model_is_not_blessed(trained_model, eval_examples,
   else:
     assert metrics['binary_accuracy'] == pytest.approx(
         1 - metrics['mean_label'])
+
+
+@pytest.mark.parametrize('name', configs.BLESSING_FIELDS)
+def test_each_blessing_field_is_a_threshold_of_the_rule(name):
+  # The replay's flags are BLESSING_FIELDS: each must move the rule, and
+  # every knob that moves the rule must be in the list.
+  base = configs.PipelineConfig()
+  moved = configs.PipelineConfig(**{name: getattr(base, name) + 0.0123})
+  assert (blessing.eval_config(moved).SerializeToString()
+          != blessing.eval_config(base).SerializeToString())
+
+
+def test_no_other_knob_moves_the_blessing_rule():
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  base = configs.PipelineConfig()
+  rule = blessing.eval_config(base).SerializeToString()
+  for field in dataclasses.fields(configs.PipelineConfig):
+    value = getattr(base, field.name)
+    if field.name in configs.BLESSING_FIELDS or not isinstance(
+        value, float) or isinstance(value, bool):
+      continue
+    moved = dataclasses.replace(base, **{field.name: value + 0.0123})
+    assert blessing.eval_config(moved).SerializeToString() == rule, field.name

@@ -1,10 +1,10 @@
 """A run killed mid-run leaves nothing RUNNING for good; two runs never mix.
 
-First the rules of pipeline/dead_runs.py on a small ML Metadata store made
-here (which records count as dead, which are left alone), then the real
-thing: local_runner.py killed with SIGKILL during Transform or Trainer, a
-second run refused while it lives, and the next run marking what it left
-and completing.
+First the rules of pipeline/run_lock.py and pipeline/dead_runs.py on a small
+ML Metadata store made here (which records count as dead, which are left
+alone), then the real thing: local_runner.py killed with SIGKILL during
+Transform or Trainer, a second run refused while it lives, and the next run
+marking what it left and completing.
 """
 
 import dataclasses
@@ -22,6 +22,8 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
 from pipeline import dead_runs
+from pipeline import run_lock
+from pipeline import tfx_private
 from lineage import metadata_store
 from tests import helpers
 
@@ -76,11 +78,11 @@ def _gone_pid():
 
 def _holder(**changes):
   fields = dict(pid=_gone_pid(), host=socket.gethostname(),
-                boot_id=dead_runs.boot_id(), process_start=12345,
+                boot_id=run_lock.boot_id(), process_start=12345,
                 started=time.time() - 60, command='python local_runner.py',
                 store=STORE, pipeline='taxi', runs=['run-a'])
   fields.update(changes)
-  return dead_runs.Holder(**fields)
+  return run_lock.Holder(**fields)
 
 
 def test_a_dead_runs_executions_are_canceled_and_nothing_else(tmp_path):
@@ -95,7 +97,7 @@ def test_a_dead_runs_executions_are_canceled_and_nothing_else(tmp_path):
       ('run-a', 'CANCELED', [(transform, 'Transform')])]
   assert _state(store, transform) == Execution.CANCELED
   [execution] = store.get_executions_by_id([transform])
-  why = execution.custom_properties[dead_runs.ERROR_MSG_KEY].string_value
+  why = execution.custom_properties[tfx_private.ERROR_MSG_KEY].string_value
   assert 'died mid-run' in why and 'killed or crashed' in why
   assert _state(store, done) == Execution.COMPLETE
   assert _state(store, other_run) == Execution.RUNNING  # not in the record
@@ -140,7 +142,7 @@ def test_a_pid_now_used_by_another_process_counts_as_dead(tmp_path):
   store = _store(tmp_path)
   [trainer] = _executions(store, 'run-a', {'Trainer': Execution.RUNNING})
   holder = _holder(pid=os.getpid(),  # alive, but started at another time
-                   process_start=dead_runs.process_start(os.getpid()) + 1)
+                   process_start=run_lock.process_start(os.getpid()) + 1)
   assert dead_runs.recover_dead_run(store, holder, 'taxi', STORE)[0]
   assert _state(store, trainer) == Execution.CANCELED
 
@@ -164,7 +166,7 @@ def test_a_run_not_provably_dead_is_left_alone(tmp_path, live_pid, live,
   [trainer] = _executions(store, 'run-a', {'Trainer': Execution.RUNNING})
   if live:  # a live process that does not hold the lock: not judged dead
     changes = dict(pid=live_pid,
-                   process_start=dead_runs.process_start(live_pid))
+                   process_start=run_lock.process_start(live_pid))
   marked, [line] = dead_runs.recover_dead_run(store, _holder(**changes),
                                               'taxi', STORE)
   assert marked == [] and _state(store, trainer) == Execution.RUNNING
@@ -176,7 +178,7 @@ def test_an_earlier_run_of_this_process_has_ended(tmp_path):
   store = _store(tmp_path)
   [trainer] = _executions(store, 'run-a', {'Trainer': Execution.RUNNING})
   holder = _holder(pid=os.getpid(),
-                   process_start=dead_runs.process_start(os.getpid()))
+                   process_start=run_lock.process_start(os.getpid()))
   assert dead_runs.recover_dead_run(store, holder, 'taxi', STORE)[0]
   assert _state(store, trainer) == Execution.CANCELED
 
@@ -194,8 +196,8 @@ def test_a_finished_or_foreign_record_is_ignored(tmp_path, changes):
 
 HOLD = '''
 import sys, time
-from pipeline import dead_runs
-lock = dead_runs.RunLock(sys.argv[1], 'taxi', 'sqlite:test')
+from pipeline import run_lock
+lock = run_lock.RunLock(sys.argv[1], 'taxi', 'sqlite:test')
 lock.acquire()
 lock.add_run('run-held')
 print('held', flush=True)
@@ -210,8 +212,8 @@ def test_the_lock_refuses_a_second_run_until_the_first_dies(tmp_path):
                             text=True)
   try:
     assert holder.stdout.readline() == 'held\n'
-    lock = dead_runs.RunLock(root, 'taxi', 'sqlite:test')
-    with pytest.raises(dead_runs.RunInProgress) as refused:
+    lock = run_lock.RunLock(root, 'taxi', 'sqlite:test')
+    with pytest.raises(run_lock.RunInProgress) as refused:
       lock.acquire()
     message = str(refused.value.code)
     assert message.startswith(f'Another run is in progress on pipeline root '
@@ -231,15 +233,15 @@ def test_the_lock_refuses_a_second_run_until_the_first_dies(tmp_path):
 def test_a_run_that_stops_before_marking_passes_the_dead_runs_on(tmp_path):
   store = _store(tmp_path)
   [trainer] = _executions(store, 'run-a', {'Trainer': Execution.RUNNING})
-  path = tmp_path / dead_runs.LOCK_FILE
+  path = tmp_path / run_lock.LOCK_FILE
   dead = _holder()
   path.write_text(json.dumps(dict(dataclasses.asdict(dead), runs=[])) + '\n'
                   + json.dumps({'run': 'run-a'}) + '\n')
-  lock = dead_runs.RunLock(str(tmp_path), 'taxi', STORE)
+  lock = run_lock.RunLock(str(tmp_path), 'taxi', STORE)
   assert lock.acquire().runs == ['run-a']
   lock.release()  # e.g. its store did not open: nothing marked, not settled
   assert _state(store, trainer) == Execution.RUNNING
-  lock = dead_runs.RunLock(str(tmp_path), 'taxi', STORE)
+  lock = run_lock.RunLock(str(tmp_path), 'taxi', STORE)
   previous = lock.acquire()
   assert previous.pid == os.getpid() and previous.runs == ['run-a']
   marked, _ = dead_runs.recover_dead_run(store, previous, 'taxi', STORE)
@@ -247,18 +249,18 @@ def test_a_run_that_stops_before_marking_passes_the_dead_runs_on(tmp_path):
   lock.release()
   assert [m.run for m in marked] == ['run-a']
   assert _state(store, trainer) == Execution.CANCELED
-  lock = dead_runs.RunLock(str(tmp_path), 'taxi', STORE)
+  lock = run_lock.RunLock(str(tmp_path), 'taxi', STORE)
   assert lock.acquire().finished
   lock.release()
 
 
 def test_a_record_cut_short_by_a_kill_still_names_its_runs(tmp_path):
-  path = tmp_path / dead_runs.LOCK_FILE
+  path = tmp_path / run_lock.LOCK_FILE
   path.write_text(json.dumps(dict(
       pid=1, host='h', boot_id='b', process_start=2, started=3.0,
       command='c', store=STORE, pipeline='taxi')) + '\n'
                   + json.dumps({'run': 'run-a'}) + '\n{"run": "run-')
-  lock = dead_runs.RunLock(str(tmp_path), 'taxi', STORE)
+  lock = run_lock.RunLock(str(tmp_path), 'taxi', STORE)
   previous = lock.acquire()
   lock.release()
   assert previous.runs == ['run-a'] and not previous.finished
@@ -365,7 +367,7 @@ def test_kill_9_mid_run_then_the_next_run_marks_and_resumes(cfg, tmp_path):
   pusher = max(store.get_executions_by_context(store.get_context_by_type_and_name(
       'node', 'taxi.Pusher').id), key=lambda e: e.id)
   assert pusher.last_known_state == Execution.COMPLETE
-  with open(os.path.join(cfg.pipeline_root, dead_runs.LOCK_FILE)) as f:
+  with open(os.path.join(cfg.pipeline_root, run_lock.LOCK_FILE)) as f:
     assert json.loads(f.read().splitlines()[-1]).keys() == {'finished'}
 
 
@@ -392,4 +394,4 @@ def test_ctrl_c_in_a_component_leaves_it_canceled(cfg, monkeypatch):
       'node', 'taxi.Trainer').id), key=lambda e: e.id)
   assert trainer.last_known_state == Execution.CANCELED
   assert 'interrupted (KeyboardInterrupt)' in trainer.custom_properties[
-      dead_runs.ERROR_MSG_KEY].string_value
+      tfx_private.ERROR_MSG_KEY].string_value

@@ -336,9 +336,9 @@ def test_the_window_is_this_runs_data_and_ends_at_its_span(cfg, first_run,
   assert here.ok, here.error
   assert here.span == 4 and here.window == [2, 3, 4]
   store = _store(cfg)
-  main_root = metadata_store.normalized_root(cfg.data_root)
+  main_root = graph.normalized_root(cfg.data_root)
   for examples in here.nodes['Trainer'].inputs['examples']:
-    assert metadata_store.input_base(store, examples.id) == main_root
+    assert graph.input_base(store, examples.id) == main_root
   earlier = _run(configs.PipelineConfig(**{**cfg.__dict__, 'span': 3}))
   assert earlier.ok, earlier.error
   assert earlier.span == 3 and earlier.window == [1, 2, 3]

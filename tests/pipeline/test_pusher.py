@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from pipeline import configs
 from pipeline import pusher
+from serving import base_path
 from tests import helpers
 
 
@@ -93,7 +93,6 @@ def test_a_push_records_its_lineage_in_the_version(tmp_path, trained_model):
   version is served, and `versions list` still says which run pushed it
   (before: run=? blessed=None)."""
   from lineage import metadata_store  # pylint: disable=g-import-not-at-top
-  from serving import base_path  # pylint: disable=g-import-not-at-top
   from serving import model_registry  # pylint: disable=g-import-not-at-top
   from delivery import versions  # pylint: disable=g-import-not-at-top
   model_dir = trained_model.serving_model_dir
@@ -136,7 +135,6 @@ def test_a_push_records_its_lineage_in_the_version(tmp_path, trained_model):
 def test_a_push_waits_for_the_lock(tmp_path, trained_model, monkeypatch):
   """A rollback, promote or CD run holding the base path's lock keeps a
   push out until it ends (here: fails at once rather than wait)."""
-  from serving import base_path  # pylint: disable=g-import-not-at-top
   base = tmp_path / 'taxi'
   base.mkdir()
   monkeypatch.setattr(pusher, 'LOCK_TIMEOUT_S', 0)
@@ -180,7 +178,6 @@ def test_push_killed_mid_copy_leaves_litter_the_next_push_removes(
   """kill -9 while the Pusher holds the lock with a full `.incoming-<v>`:
   the kernel frees the lock, nothing is served, and the next push (of
   another model, so another version number) removes the litter."""
-  from serving import base_path  # pylint: disable=g-import-not-at-top
   from serving import model_config  # pylint: disable=g-import-not-at-top
   base = tmp_path / 'taxi'
   proc = subprocess.Popen(

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 import beam_runner
+from lineage import graph
 from lineage import metadata_store
 from tests import helpers
 
@@ -131,8 +132,7 @@ def test_default_run_completes_every_component_and_pushes(root, first_run):
                                      'saved_model.pb'))
   store = metadata_store.open_store(metadata_store.sqlite_config(
       str(root / 'pipeline' / 'metadata.sqlite')))
-  nodes = metadata_store.run_nodes(
-      store, metadata_store.latest_run(store, 'taxi'), 'taxi')
+  nodes = graph.run_nodes(store, graph.latest_run(store, 'taxi'), 'taxi')
   for component in COMPONENTS:
     assert nodes[component].state == 'COMPLETE', (component, nodes[component])
   assert 'training window    spans 1-2' in out

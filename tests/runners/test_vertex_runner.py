@@ -51,8 +51,8 @@ def job(cfg, vertex_cfg):
 
 @pytest.fixture(scope='module')
 def vertex_pipeline(cfg):
-  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
-  return taxi_pipeline.create_pipeline(cfg, vertex=True)
+  import vertex_runner  # pylint: disable=g-import-not-at-top
+  return vertex_runner.vertex_pipeline(cfg)
 
 
 def _tasks(job):
@@ -81,8 +81,8 @@ def test_every_component_is_a_task(job, vertex_pipeline, tmp_path):
   # Against the local pipeline: the span window resolver is missing, and
   # the baseline comes from TFX's latest-blessed-model resolver instead of
   # the served-model one (the only resolvers KubeflowV2 compiles).
-  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
-  local = taxi_pipeline.create_pipeline(configs.PipelineConfig(
+  from pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
+  local = run_pipeline.local_pipeline(configs.PipelineConfig(
       pipeline_root=str(tmp_path / 'pipeline')))
   local_ids = {c.id for c in local.components}
   vertex_ids = {c.id for c in vertex_pipeline.components}
@@ -147,8 +147,8 @@ def test_latest_span_by_default(tmp_path):
   from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
   knobs = taxi_pipeline.runtime_parameters(configs.PipelineConfig(
       pipeline_root=str(tmp_path)))
-  assert knobs['range_config'].default == ''  # the driver's "latest span"
-  assert json.loads(knobs['train_args'].default) == {'num_steps': 1000}
+  assert knobs.range_config.default == ''  # the driver's "latest span"
+  assert json.loads(knobs.train_args.default) == {'num_steps': 1000}
 
 
 def test_image_and_importable_executor_on_every_container(job):
