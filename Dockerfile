@@ -26,7 +26,7 @@ RUN pip install --no-cache-dir --no-deps \
  && pip install --no-cache-dir --no-deps .
 
 # The curated schema at its content address, where the compiled pipeline
-# imports it from (pipeline.pipeline.image_schema_file, same sha256 prefix).
+# imports it from (pipeline.cache_keys.image_schema_file, same sha256 prefix).
 RUN digest=$(sha256sum schema/schema.pbtxt | cut -c1-16) \
  && mkdir -p schema-snapshots/$digest \
  && cp schema/schema.pbtxt schema-snapshots/$digest/schema.pbtxt

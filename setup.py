@@ -12,7 +12,8 @@ setuptools.setup(
     version='0.1.0',
     description='End-to-end TFX reference pipeline on Chicago taxi data',
     python_requires='>=3.10,<3.11',
-    packages=['models', 'data', 'pipeline', 'lineage', 'continuous_training', 'monitoring', 'serving', 'delivery'],
+    packages=['project', 'models', 'data', 'pipeline', 'lineage',
+              'continuous_training', 'monitoring', 'serving', 'delivery'],
     py_modules=['local_runner', 'beam_runner'],
     install_requires=[
         'tfx==1.16.0',

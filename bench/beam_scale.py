@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from project import cli  # pylint: disable=wrong-import-position
 LINE = re.compile(r'^\s+(\S+)\s+(ran|cached|FAILED)\s+([\d.]+) s$', re.M)
 CONFIGS = {
     'in_memory': ['--direct_running_mode=in_memory', '--direct_num_workers=1'],
@@ -219,6 +220,7 @@ def child(data_root: str, pipeline_root: str, beam_args: List[str]) -> None:
   from pipeline import console  # pylint: disable=g-import-not-at-top
   from lineage import metadata_store  # pylint: disable=g-import-not-at-top
   console.quiet_logging(os.path.join(pipeline_root, 'logs', 'run.log'))
+  from pipeline import cache_keys  # pylint: disable=g-import-not-at-top
   from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
   from tfx.components import StatisticsGen  # pylint: disable=g-import-not-at-top
   from tfx.components import Transform  # pylint: disable=g-import-not-at-top
@@ -230,7 +232,7 @@ def child(data_root: str, pipeline_root: str, beam_args: List[str]) -> None:
   ingest = taxi_pipeline.example_gen(cfg)
   statistics_gen = StatisticsGen(examples=ingest.outputs['examples'])
   schema_gen = ImportSchemaGen(
-      schema_file=taxi_pipeline.schema_snapshot(cfg))
+      schema_file=cache_keys.schema_snapshot(cfg))
   transform = Transform(  # as in create_pipeline
       examples=ingest.outputs['examples'],
       schema=schema_gen.outputs['schema'],
@@ -247,7 +249,7 @@ def child(data_root: str, pipeline_root: str, beam_args: List[str]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       description=__doc__.split('\n\n')[0],
       epilog=__doc__.split('\n\n', 1)[1],
       formatter_class=argparse.RawDescriptionHelpFormatter)

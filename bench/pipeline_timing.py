@@ -15,7 +15,6 @@ cached, in a scratch HOME with the wheel's data and module file.
 Prints a Markdown table; nothing here passes or fails on time.
 """
 
-import argparse
 import os
 import re
 import shutil
@@ -23,6 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from project import cli  # pylint: disable=wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINE = re.compile(r'^\s+(\S+)\s+(ran|cached|FAILED)\s+([\d.]+) s$', re.M)
@@ -75,7 +77,7 @@ def stock(root):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--stock', action='store_true',
                       help="also time TFX's stock taxi_pipeline_native_keras.py")
   args = parser.parse_args()

@@ -9,7 +9,6 @@ on the loaded SavedModel (the floor). Request counts are fixed and bounded;
 all traffic stays on 127.0.0.1. Prints a Markdown table; never fails on time.
 """
 
-import argparse
 import concurrent.futures
 import http.client
 import json
@@ -22,9 +21,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from project import cli  # pylint: disable=wrong-import-position
 from models import features  # pylint: disable=wrong-import-position
 from serving import client  # pylint: disable=wrong-import-position
-from serving import demo  # pylint: disable=wrong-import-position
+from serving import server_process  # pylint: disable=wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUESTS = 400
@@ -54,7 +54,7 @@ def run_load(call, concurrency, requests):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--model_base_path',
                       default=os.path.join(REPO, 'outputs', 'serving', 'taxi'))
   args = parser.parse_args()
@@ -82,16 +82,17 @@ def main():
   print('|---|---|---|---|---|')
   report('in-process', lambda: fn(**single), lambda: fn(**batch))
   for mode, extra in (('', []), (' +batching', ['--enable_batching'])):
-    proc, rest_port, grpc_port = demo.start_server('taxi', args.model_base_path,
-                                                   extra)
+    server = server_process.start(
+        ['--model_name', 'taxi', '--model_base_path', args.model_base_path,
+         *extra])
     try:
-      rest = RestCaller(rest_port)
-      grpc_call = GrpcCaller(f'127.0.0.1:{grpc_port}')
+      rest = RestCaller(server.rest_port)
+      grpc_call = GrpcCaller(server.grpc_address)
       report('REST' + mode, lambda: rest(one_row), lambda: rest(batch_rows))
       report('gRPC' + mode, lambda: grpc_call(1), lambda: grpc_call(BATCH))
       grpc_call.close()
     finally:
-      demo.stop_server(proc)
+      server.stop()
 
 
 def report(name, single_call, batch_call):

@@ -4,8 +4,8 @@
     .venv/bin/python bench/shift_alarm_rates.py --trials 50  # quicker, coarser
     .venv/bin/python bench/shift_alarm_rates.py --json /tmp/rates.json
 
-The rule is monitoring/distribution.py with the thresholds of
-pipeline/configs.py (DRIFT_*), the one both continuous_training/drift.py and
+The rule is monitoring/distribution.py with its thresholds (DRIFT_*), the
+one both continuous_training/drift.py and
 monitoring/skew.py use; the flags override them, to see what a change would
 do. Each cell is the share of `--trials` seeded random samples on which the
 rule raised any alarm:
@@ -33,10 +33,8 @@ fails on time. Exit status 0 always, unless the data cannot be read.
 """
 
 import argparse
-import glob
 import json
 import os
-import re
 import sys
 import time
 import zlib
@@ -46,6 +44,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from project import cli
+from data import spans as span_rules  # pylint: disable=wrong-import-position
 from monitoring import distribution  # pylint: disable=wrong-import-position
 from monitoring import replay_traffic  # pylint: disable=wrong-import-position
 from pipeline import configs  # pylint: disable=wrong-import-position
@@ -57,15 +57,9 @@ DETECTION_SHIFTS = ('fare-x3', 'cash-half-to-card', 'credit-card-only',
 def read_spans(data_root: str) -> Dict[int, List[Dict[str, str]]]:
   """Span number -> its trips (raw features as CSV text, label dropped)."""
   found = {}
-  for name in os.listdir(data_root):
-    match = re.fullmatch(r'span-(\d+)', name)
-    if not match:
-      continue
-    pattern = os.path.join(data_root, configs.SPAN_PATTERN.replace(
-        '{SPAN}', match.group(1)))
-    found[int(match.group(1))] = [
-        trip for path in sorted(glob.glob(pattern))
-        for trip in replay_traffic.read_trips(path)]
+  for span in span_rules.spans_on_disk(data_root):
+    found[span] = [trip for path in span_rules.span_files(data_root, span)
+                   for trip in replay_traffic.read_trips(path)]
   if not found:
     raise SystemExit(f'no span-N/ directory under {data_root}')
   return found
@@ -142,7 +136,7 @@ def _top(counts: Dict[str, int]) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog='bench/shift_alarm_rates.py', description=__doc__.split('\n\n')[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=__doc__.split('\n\n', 1)[1])

@@ -9,7 +9,7 @@ learning rates, the replay's (4 spans ending at span 16, 300 steps) and the
 tests' short budget (tests/helpers.py FAST_PIPELINE on its 3 x 300 rows).
 Every run pushes to a serving directory of its own, so none has a baseline
 and "blessed" is the default rule's absolute thresholds alone
-(pipeline.eval_config). One pipeline root is shared, so Transform runs once
+(pipeline.blessing.eval_config). One pipeline root is shared, so Transform runs once
 per window. Prints a Markdown table: AUC, balanced accuracy, accuracy next
 to the majority class's, calibration overall and on card trips (the
 guarded slice), blessed, and the thresholds that failed. Deterministic
@@ -25,6 +25,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from continuous_training import config as ct_config  # pylint: disable=wrong-import-position
+from project import cli
 from pipeline import configs  # pylint: disable=wrong-import-position
 from pipeline import reproducible  # pylint: disable=wrong-import-position
 from pipeline import console  # pylint: disable=wrong-import-position
@@ -52,7 +54,7 @@ def _short(failure: str) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+  parser = cli.ArgumentParser(description=__doc__.split('\n\n')[0],
                                    epilog=__doc__.split('\n\n', 1)[1],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--steps', default='1,100,300,1000',
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
       budgets.append((f'make run window (16 spans), lr {lr:g}, {steps} steps',
                       dataclasses.replace(bundled, learning_rate=lr,
                                           train_steps=steps)))
-  replay = configs.REPLAY_DEFAULTS
+  replay = ct_config.REPLAY_DEFAULTS
   budgets.append((f'replay window ({replay["window_spans"]} spans to 16), '
                   f'{replay["train_steps"]} steps',
                   dataclasses.replace(bundled, **replay)))

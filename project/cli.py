@@ -92,6 +92,17 @@ def parse_value(kind_name: str, text: str) -> Any:
   return text
 
 
+def _parser_for(kind_name: str):
+  """argparse's `type=`: named for the kind, so a bad value reads
+  "invalid int value: 'x'"."""
+  def parse(text: str) -> Any:
+    return parse_value(kind_name, text)
+  parse.__name__ = {'List[int]': 'comma-separated int list',
+                    'Optional[int]': 'int', 'Optional[float]': 'float',
+                    'Optional[str]': 'str'}.get(kind_name, kind_name)
+  return parse
+
+
 def apply_env(config: Any) -> None:
   """Fields with `env` still None take the variable's value, else fallback."""
   for f in dataclasses.fields(config):
@@ -131,7 +142,7 @@ def add_flags(parser: argparse.ArgumentParser, config_class: Type,
         dest=f.name,
         default=None,
         metavar=f.name.upper(),
-        type=lambda text, k=kind(f): parse_value(k, text),
+        type=_parser_for(kind(f)),
         help=f'{f.metadata.get("help", "")}'
         + (f'; env ${env}' if env else '') + f' (default: {default})')
 
