@@ -1,4 +1,11 @@
-"""One lock per model base path, the push record, and litter of killed runs.
+"""The base-path contract: what is on disk under a TF Serving model base path.
+
+Numeric directories are versions (the only names a model server serves);
+`.incoming-<v>/` is a push in progress, `.rolled-back/` holds rolled-back
+versions, `.versions.log` records every push, rollback, promotion and CD
+step, and `<v>/assets.extra/tfx_reference_push.json` says where a version
+came from. Below: one lock per base path, the push record, and the litter
+of killed runs.
 
 Everything that changes what is under a TF Serving model base path does it
 holding one exclusive OS file lock, `fcntl.flock` on `<base>/.lock`:
