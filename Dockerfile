@@ -5,7 +5,7 @@
 # Prefer an immutable TAG (e.g. the git commit): Vertex's cache keys on the
 # image name, not its digest, so a reused tag can serve results of old code.
 # The project's machines have no Docker engine, so this file is not built
-# here; tests/pipeline/test_vertex_compile.py checks it against the code.
+# here; tests/runners/test_vertex_runner.py checks it against the code.
 
 # TFX 1.16 and its whole stack (TensorFlow, Beam, TFDV, TFT, TFMA, and
 # kfp-pipeline-spec for Vertex's entry point); must match pipeline/configs.py
