@@ -181,7 +181,7 @@ def format_summary(cfg: configs.PipelineConfig,
       add('baseline', 'none (no served version to compare with)')
     if outcome.blessed is False:
       add('blessed', 'NO: ' + ('; '.join(outcome.blessing_failures) or
-                               'see the thresholds in pipeline/configs.py'))
+                               'see the rule in pipeline/blessing.py'))
     else:
       add('blessed', {True: 'yes', None: 'n/a'}[outcome.blessed])
     if outcome.pushed_version:

@@ -4,7 +4,7 @@ Unit tests of the statistic (bins, pooling, the chi-square test, effect
 sizes, missing values from every source), then a seeded alarm-rate test:
 in-distribution samples alarm at most 5% of the time and every known shift
 is caught in at least 95% of trials at 300 requests. The thresholds are the
-configured ones (pipeline/configs.py DRIFT_*), so a change of the rule that
+configured ones (DRIFT_* in monitoring/distribution.py), so a change of the rule that
 breaks either promise fails here; bench/shift_alarm_rates.py measures the
 same on more trials and sizes.
 """
