@@ -35,7 +35,8 @@ class Server(server_process.ServerProcess):
     started = server_process.start(
         [*source, *extra, '--file_system_poll_wait_seconds', '0.2',
          '--max_request_bytes', '200000'], cwd=helpers.REPO)
-    super().__init__(started.proc, started.rest_port, started.grpc_port)
+    super().__init__(started.proc, started.rest_port, started.grpc_port,
+                     started.log)
     self.url = self.rest_url
 
   def request(self, path, body=None, raw=None):
