@@ -40,7 +40,7 @@ $(STAMP): requirements.lock setup.py
 	@test -n "$(PYTHON)" || { echo "Python 3.10 not found (TFX 1.16 needs it); set PYTHON=/path/to/python3.10"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(PY) -m uv pip install -q --python $(PY) -r requirements.lock
+	$(PY) -m uv pip install -q --compile-bytecode --python $(PY) -r requirements.lock
 	$(PY) -m uv pip install -q --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 
@@ -48,7 +48,7 @@ venv: $(STAMP)
 
 $(AIRFLOW_STAMP): requirements-airflow.lock setup.py $(STAMP)
 	@test -x $(AIRFLOW_PY) || $(PYTHON) -m venv $(AIRFLOW_VENV)
-	$(PY) -m uv pip install -q --python $(AIRFLOW_PY) -r requirements-airflow.lock
+	$(PY) -m uv pip install -q --compile-bytecode --python $(AIRFLOW_PY) -r requirements-airflow.lock
 	$(PY) -m uv pip install -q --python $(AIRFLOW_PY) --no-deps -e .
 	@touch $(AIRFLOW_STAMP)
 
