@@ -135,9 +135,18 @@ def positive_rate(dataset: tf.data.Dataset) -> float:
   return positives / total
 
 
+def _transform_layer(model, tf_transform_output):
+  """The one tf.Transform layer all three signatures call, tracked by the
+  model, as TFX's penguin example shares it (one layer per signature gave
+  the same SavedModel and predictions, with more to trace)."""
+  if not hasattr(model, 'tft_layer'):
+    model.tft_layer = tf_transform_output.transform_features_layer()
+  return model.tft_layer
+
+
 def _examples_signature(model, tf_transform_output):
   """serving_default: serialized tf.Example -> {'outputs': probability}."""
-  model.tft_layer_serving = tf_transform_output.transform_features_layer()
+  tft_layer = _transform_layer(model, tf_transform_output)
   raw_feature_spec = tf_transform_output.raw_feature_spec()
   raw_feature_spec.pop(features.LABEL_KEY)
 
@@ -146,7 +155,7 @@ def _examples_signature(model, tf_transform_output):
   ], autograph=False)
   def serve_tf_examples_fn(serialized_tf_examples):
     raw = tf.io.parse_example(serialized_tf_examples, raw_feature_spec)
-    return {'outputs': model(model.tft_layer_serving(raw))}
+    return {'outputs': model(tft_layer(raw))}
 
   return serve_tf_examples_fn
 
@@ -158,7 +167,7 @@ def _raw_features_signature(model, tf_transform_output):
   for a tf.Example, so a missing value ('' or NaN) is treated exactly like an
   absent feature in `serving_default`.
   """
-  model.tft_layer_raw = tf_transform_output.transform_features_layer()
+  tft_layer = _transform_layer(model, tf_transform_output)
   specs = [
       tf.TensorSpec(shape=[None], dtype=_DTYPES[kind], name=key)
       for key, kind in features.RAW_FEATURE_TYPES.items()
@@ -179,14 +188,14 @@ def _raw_features_signature(model, tf_transform_output):
           indices=tf.stack([rows, tf.zeros_like(rows)], axis=1),
           values=tf.gather(value, rows),
           dense_shape=tf.stack([tf.shape(value, out_type=tf.int64)[0], 1]))
-    return {'outputs': model(model.tft_layer_raw(raw))}
+    return {'outputs': model(tft_layer(raw))}
 
   return serve_raw_fn
 
 
 def _transform_features_signature(model, tf_transform_output):
   """transform_features: tf.Example -> transformed features (for TFMA)."""
-  model.tft_layer_eval = tf_transform_output.transform_features_layer()
+  tft_layer = _transform_layer(model, tf_transform_output)
   raw_feature_spec = tf_transform_output.raw_feature_spec()
 
   @tf.function(input_signature=[
@@ -194,7 +203,7 @@ def _transform_features_signature(model, tf_transform_output):
   ], autograph=False)
   def transform_features_fn(serialized_tf_examples):
     raw = tf.io.parse_example(serialized_tf_examples, raw_feature_spec)
-    return model.tft_layer_eval(raw)
+    return tft_layer(raw)
 
   return transform_features_fn
 
