@@ -150,7 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      args.direct_num_workers)
 
   # Heavy imports (TensorFlow, TFX, Beam) only after --help had its chance.
-  print('Loading TensorFlow and TFX (~15 s) ...', flush=True)
+  print(console.LOADING, flush=True)
   console.quiet_imports()
   from pipeline.run_pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # pylint: disable=g-import-not-at-top

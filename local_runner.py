@@ -32,7 +32,7 @@ def main(argv=None) -> int:
   cfg = configs.from_flags(args)
 
   # Heavy imports (TensorFlow, TFX) only after --help had its chance.
-  print('Loading TensorFlow and TFX (~15 s) ...', flush=True)
+  print(console.LOADING, flush=True)
   console.quiet_imports()
   from pipeline.run_pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top

@@ -163,7 +163,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       if getattr(args, name) is not None})
 
   # Heavy imports (TensorFlow, TFX) only after --help had its chance.
-  print('Loading TensorFlow and TFX (~15 s) ...', flush=True)
+  print(console.LOADING, flush=True)
   console.quiet_imports()
   job = compile_pipeline(cfg, vertex_cfg)
   print(_summary(job, cfg, vertex_cfg,

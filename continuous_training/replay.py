@@ -164,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       sys.argv[1:] if argv is None else argv)
   print(f'Replaying {len(spans)} span(s) {spans[0]}..{spans[-1]} of '
         f'{args.data_root} through the CT controller -> {out}\n'
-        f'Loading TensorFlow and TFX (~15 s) ...', flush=True)
+        + console.LOADING, flush=True)
   console.quiet_logging(os.path.join(cfg.pipeline_root, 'logs',
                                      time.strftime('replay-%Y%m%d-%H%M%S.log')))
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
