@@ -88,7 +88,9 @@ class GrpcClient:
   def __init__(self, address: str, model_name: str = 'taxi', timeout: float = 30,
                label: Optional[str] = None):
     import grpc  # pylint: disable=g-import-not-at-top
-    from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+    from serving import protos  # pylint: disable=g-import-not-at-top
+    prediction_service_pb2_grpc = protos.load(
+        'tensorflow_serving.apis.prediction_service_pb2_grpc')
     self._channel = grpc.insecure_channel(address)
     self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
     self.model_name, self.timeout, self.label = model_name, timeout, label
@@ -98,9 +100,10 @@ class GrpcClient:
 
   def request(self, trips: List[Mapping[str, object]]):
     """The PredictRequest for `trips` on the `serving_raw` signature."""
-    from tensorflow.core.framework import types_pb2  # pylint: disable=g-import-not-at-top
-    from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
+    from serving import protos  # pylint: disable=g-import-not-at-top
     from serving import tensors  # pylint: disable=g-import-not-at-top
+    predict_pb2 = protos.load('tensorflow_serving.apis.predict_pb2')
+    types_pb2 = tensors.types_pb2
     instances = [raw_instance(t) for t in trips]
     request = predict_pb2.PredictRequest()
     request.model_spec.name = self.model_name

@@ -22,13 +22,14 @@ from project import cli
 from project import paths
 from serving import client
 from serving import model_config
+from serving import protos
 from serving import server_process
 
 
 def _import_grpc_client() -> None:
-  for module in ('grpc', 'tensorflow_serving.apis.prediction_service_pb2_grpc',
-                 'serving.tensors'):
-    importlib.import_module(module)
+  importlib.import_module('grpc')
+  importlib.import_module('serving.tensors')
+  protos.load('tensorflow_serving.apis.prediction_service_pb2_grpc')
 
 
 def describe_trip(trip) -> str:
@@ -54,8 +55,8 @@ def main(argv=None) -> int:
     return 0
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   start = time.time()
-  # The gRPC client needs TensorFlow's protos (~8 s to import): import them
-  # on the other core while the server starts, not after.
+  # The gRPC client's imports (~0.3 s, without TensorFlow: serving/protos.py)
+  # run on the other core while the server starts, not after.
   preload = threading.Thread(target=_import_grpc_client, daemon=True)
   preload.start()
   server = server_process.start(['--model_name', args.model_name,

@@ -23,9 +23,13 @@ handed to TF.
 from typing import Any
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2
-from tensorflow.core.framework import tensor_shape_pb2
-from tensorflow.core.framework import types_pb2
+
+from serving import protos
+
+# Without TensorFlow's __init__ where it is not imported yet (the client).
+tensor_pb2 = protos.load('tensorflow.core.framework.tensor_pb2')
+tensor_shape_pb2 = protos.load('tensorflow.core.framework.tensor_shape_pb2')
+types_pb2 = protos.load('tensorflow.core.framework.types_pb2')
 
 MAX_DIMS = 254  # TensorShape::MaxDimensions() in TF
 _INT64_MAX = 2**63 - 1
