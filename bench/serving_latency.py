@@ -7,12 +7,25 @@ measures single-instance latency (p50/p99) at concurrency 1 and 8 and the
 throughput of 100-instance batches, next to the same calls made in-process
 on the loaded SavedModel (the floor). Request counts are fixed and bounded;
 all traffic stays on 127.0.0.1. Prints a Markdown table; never fails on time.
+
+Every path is measured --rounds times (default 3), the paths interleaved,
+and each cell is the median of its rounds: a load that comes and goes
+weighs on all paths alike. Client, server and model share the machine's
+cores, so each cell also says what a request cost in CPU time: the bench
+process's (the client's; for in-process, the whole call) from
+time.process_time, and the server's from /proc/<pid>/stat (utime + stime,
+in 10 ms ticks: each cell runs 100 requests or more). The sum bounds the
+throughput: N cores cannot answer more than N / (client + server CPU)
+requests a second. The last lines compare each path with the targets'
+terms: p50 overhead at c=1, and c=8 and batch throughput as a ratio.
 """
 
 import concurrent.futures
+import functools
 import http.client
 import json
 import os
+import statistics
 import sys
 import threading
 import time
@@ -29,7 +42,7 @@ from serving import server_process  # pylint: disable=wrong-import-position
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUESTS = 400
 BATCH = 100
-BATCH_REQUESTS = 40
+BATCH_REQUESTS = 100
 
 
 def percentiles(samples):
@@ -38,7 +51,8 @@ def percentiles(samples):
 
 
 def run_load(call, concurrency, requests):
-  """Latencies of `requests` calls spread over `concurrency` threads."""
+  """Latencies of `requests` calls spread over `concurrency` threads, and the
+  wall time they took."""
   def worker(n):
     out = []
     for _ in range(n):
@@ -57,6 +71,9 @@ def main():
   parser = cli.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--model_base_path',
                       default=os.path.join(REPO, 'outputs', 'serving', 'taxi'))
+  parser.add_argument('--rounds', type=int, default=3,
+                      help='measure every path this many times, interleaved; '
+                      'each cell is the median of its rounds')
   args = parser.parse_args()
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -75,38 +92,105 @@ def main():
   batch_rows = json.dumps({'signature_name': features.RAW_SIGNATURE,
                            'instances': [one] * BATCH})
   single, batch = tensors(1), tensors(BATCH)
-  print(f'load average {" ".join(f"{x:.2f}" for x in os.getloadavg())} '
-        f'({os.cpu_count()} CPUs)\n')
-  print('| path | c=1 p50 / p99 (ms) | c=8 p50 / p99 (ms) | c=8 req/s '
-        f'| {BATCH}-row batches, rows/s |')
-  print('|---|---|---|---|---|')
-  report('in-process', lambda: fn(**single), lambda: fn(**batch))
-  for mode, extra in (('', []), (' +batching', ['--enable_batching'])):
-    server = server_process.start(
-        ['--model_name', 'taxi', '--model_base_path', args.model_base_path,
-         *extra])
-    try:
+  paths = [('in-process', lambda: fn(**single), lambda: fn(**batch), None)]
+  servers, closers = [], []
+  try:
+    for mode, extra in (('', []), (' +batching', ['--enable_batching'])):
+      server = server_process.start(
+          ['--model_name', 'taxi', '--model_base_path', args.model_base_path,
+           *extra])
+      servers.append(server)
       rest = RestCaller(server.rest_port)
       grpc_call = GrpcCaller(server.grpc_address)
-      report('REST' + mode, lambda: rest(one_row), lambda: rest(batch_rows))
-      report('gRPC' + mode, lambda: grpc_call(1), lambda: grpc_call(BATCH))
-      grpc_call.close()
-    finally:
+      closers.append(grpc_call.close)
+      paths.append(('REST' + mode, functools.partial(rest, one_row),
+                    functools.partial(rest, batch_rows), server.proc.pid))
+      paths.append(('gRPC' + mode, functools.partial(grpc_call, 1),
+                    functools.partial(grpc_call, BATCH), server.proc.pid))
+    print(f'load average {" ".join(f"{x:.2f}" for x in os.getloadavg())} '
+          f'({os.cpu_count()} CPUs); {args.rounds} rounds, each cell the '
+          'median\n')
+    # Rounds interleave the paths, so a change of load during the run
+    # (another process taking a core) weighs on every path alike.
+    rounds = {name: [] for name, *_ in paths}
+    for _ in range(args.rounds):
+      for name, single_call, batch_call, pid in paths:
+        rounds[name].append(measure(single_call, batch_call, pid))
+  finally:
+    for close in closers:
+      close()
+    for server in servers:
       server.stop()
+  cells = {name: {k: statistics.median(r[k] for r in results)
+                  for k in results[0]} for name, results in rounds.items()}
+  print('| path | c=1 p50 / p99 (ms) | c=8 p50 / p99 (ms) | c=8 req/s '
+        f'| {BATCH}-row batches, rows/s | CPU ms a request, client + server: '
+        f'c=1 · c=8 · {BATCH} rows |')
+  print('|---|---|---|---|---|---|')
+  for name, c in cells.items():
+    print(f'| {name} | {c["p50_1"]:.2f} / {c["p99_1"]:.2f} '
+          f'| {c["p50_8"]:.2f} / {c["p99_8"]:.2f} | {c["rps_8"]:.0f} '
+          f'| {c["rows_s"]:.0f} | {_cpu(c, "1")} · {_cpu(c, "8")} · '
+          f'{_cpu(c, "b")} |')
+  print(f'\nload average {" ".join(f"{x:.2f}" for x in os.getloadavg())} at '
+        'the end\n')
+  floor = cells['in-process']
+  for name, c in cells.items():
+    if name == 'in-process':
+      continue
+    bound = os.cpu_count() * 1000 / (c['client_8'] + c['server_8'])
+    print(f'{name}: c=1 p50 +{c["p50_1"] - floor["p50_1"]:.2f} ms over '
+          f'in-process; c=8 {c["rps_8"] / floor["rps_8"]:.2f}x its req/s '
+          f'(CPU bound {bound:.0f} req/s = {os.cpu_count()} cores / '
+          f'{c["client_8"] + c["server_8"]:.2f} ms); {BATCH}-row batches '
+          f'{c["rows_s"] / floor["rows_s"]:.2f}x its rows/s')
 
 
-def report(name, single_call, batch_call):
+def process_cpu(pid):
+  """CPU seconds (user + system) process `pid` has used, from /proc."""
+  with open(f'/proc/{pid}/stat') as f:
+    fields = f.read().rsplit(')', 1)[1].split()  # after the command name
+  return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def measured(load, pid, requests):
+  """load() -> (its result, client CPU ms a request, server's or None)."""
+  client_start = time.process_time()
+  server_start = process_cpu(pid) if pid else 0
+  result = load()
+  client = (time.process_time() - client_start) * 1000 / requests
+  server = ((process_cpu(pid) - server_start) * 1000 / requests if pid
+            else None)
+  return result, client, server
+
+
+def measure(single_call, batch_call, pid):
+  """One round of a path's cells: {cell name: value}."""
   for _ in range(20):  # warm up
     single_call()
     batch_call()
-  lat1, _ = run_load(single_call, 1, REQUESTS)
-  lat8, wall8 = run_load(single_call, 8, REQUESTS)
-  _, wall_batch = run_load(batch_call, 2, BATCH_REQUESTS)
+  (lat1, _), client1, server1 = measured(
+      lambda: run_load(single_call, 1, REQUESTS), pid, REQUESTS)
+  (lat8, wall8), client8, server8 = measured(
+      lambda: run_load(single_call, 8, REQUESTS), pid, REQUESTS)
+  (_, wall_batch), client_b, server_b = measured(
+      lambda: run_load(batch_call, 2, BATCH_REQUESTS), pid, BATCH_REQUESTS)
   p50_1, p99_1 = percentiles(lat1)
   p50_8, p99_8 = percentiles(lat8)
-  print(f'| {name} | {p50_1:.2f} / {p99_1:.2f} | {p50_8:.2f} / {p99_8:.2f} '
-        f'| {REQUESTS / wall8:.0f} | {BATCH * BATCH_REQUESTS / wall_batch:.0f} |',
-        flush=True)
+  return {'p50_1': p50_1, 'p99_1': p99_1, 'p50_8': p50_8, 'p99_8': p99_8,
+          'rps_8': REQUESTS / wall8,
+          'rows_s': BATCH * BATCH_REQUESTS / wall_batch,
+          'client_1': client1, 'server_1': server1 or 0.0,
+          'client_8': client8, 'server_8': server8 or 0.0,
+          'client_b': client_b, 'server_b': server_b or 0.0,
+          'has_server': 1.0 if pid else 0.0}
+
+
+def _cpu(cell, which):
+  text = f'{cell["client_" + which]:.2f}'
+  if cell['has_server']:
+    text += f' + {cell["server_" + which]:.2f}'
+  return text
 
 
 class RestCaller:
@@ -125,18 +209,34 @@ class RestCaller:
 
 
 class GrpcCaller:
-  """Sends a prepared PredictRequest of 1 or BATCH sample trips."""
+  """Sends a prepared, serialized PredictRequest of 1 or BATCH sample trips.
+
+  As RestCaller posts a prepared body and reads the answer's bytes, this
+  sends the request's bytes (serving.client builds it, once) and reads the
+  response's: a unary call without serializers, so each side of the table
+  pays for its transport and the server's work, not for the client's
+  (de)serialization. The first call's answer is checked as a response.
+  """
 
   def __init__(self, address):
-    self.client = client.GrpcClient(address)
-    self.requests = {n: self.client.request([client.SAMPLE_TRIP] * n)
-                     for n in (1, BATCH)}
+    import grpc  # pylint: disable=g-import-not-at-top
+    from serving import protos  # pylint: disable=g-import-not-at-top
+    self.channel = grpc.insecure_channel(address)
+    self.predict = self.channel.unary_unary(
+        '/tensorflow.serving.PredictionService/Predict')
+    builder = client.GrpcClient(address)
+    self.requests = {n: builder.request([client.SAMPLE_TRIP] * n)
+                     .SerializeToString() for n in (1, BATCH)}
+    builder.close()
+    response = protos.load('tensorflow_serving.apis.predict_pb2')\
+        .PredictResponse.FromString(self.predict(self.requests[BATCH]))
+    assert response.outputs['outputs'].tensor_shape.dim[0].size == BATCH
 
   def __call__(self, rows):
-    self.client.send(self.requests[rows])
+    self.predict(self.requests[rows], timeout=30)
 
   def close(self):
-    self.client.close()
+    self.channel.close()
 
 
 if __name__ == '__main__':

@@ -40,6 +40,10 @@ class LoadedVersion:
   # call it by keyword); see inference.execute.
   flat_inputs: Mapping[str, Optional[Tuple[str, ...]]] = dataclasses.field(
       default_factory=dict)
+  # name -> {input of known rank: its dims, None where a size is unknown},
+  # for a shape check cheaper than TensorShape's; see inference.prepare.
+  input_dims: Mapping[str, Mapping[str, Tuple[Optional[int], ...]]] = (
+      dataclasses.field(default_factory=dict))
 
 
 def _flat_inputs(fn) -> Optional[Tuple[str, ...]]:
@@ -89,7 +93,11 @@ def load_version(path: str, version: int) -> LoadedVersion:
   if 'serving_default' not in model.signatures:
     raise ValueError(f'no serving_default signature (has {sorted(model.signatures)})')
   flat = {name: _flat_inputs(fn) for name, fn in model.signatures.items()}
-  return LoadedVersion(version, path, model, signature_defs, flat)
+  dims = {name: {key: tuple(spec.shape.as_list())
+                 for key, spec in fn.structured_input_signature[1].items()
+                 if spec.shape.rank is not None}
+          for name, fn in model.signatures.items()}
+  return LoadedVersion(version, path, model, signature_defs, flat, dims)
 
 
 class ModelRegistry:

@@ -18,6 +18,7 @@ import re
 from typing import Any, Dict, Optional, Tuple
 
 from google.protobuf import json_format
+import orjson
 
 from serving import batching
 from serving import http_server
@@ -47,6 +48,31 @@ def _decode_b64(obj: Dict[str, Any]) -> Any:
     except (ValueError, TypeError) as e:
       raise BadRequest(f'Invalid b64 value: {e}') from e
   return obj
+
+
+def parse_body(raw: bytes) -> Any:
+  """A request body as json.loads(raw, object_hook=_decode_b64) reads it.
+
+  orjson parses a predict body ~4x faster, but refuses what TF Serving
+  accepts (NaN / Infinity tokens, 1e400, a UTF-8 BOM, lone surrogates) and
+  has no object_hook for {"b64": ...}: a body it refuses, or one that may
+  hold a b64 object (its key may be spelled with \\u escapes), is read by
+  json.loads, whose answer (value or error) it then is. Where both read a
+  body, they agree, but for two kinds of input no tensor takes anyway:
+  integer literals beyond 64 bits (orjson makes them floats: for a float
+  input the same value, for others TF's 400 for a float instead of its 400
+  for an out-of-range integer), and nesting between ~1000 levels (json's
+  RecursionError, "nested too deeply") and 1024 (orjson's limit): orjson
+  reads it, and an input nested so deep is still a 400 (`inference`: deeper
+  than a tensor's 254 dimensions). Either parser bounds its own recursion:
+  no body crashes the server.
+  """
+  if b'b64' not in raw and b'\\u' not in raw:
+    try:
+      return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+      pass  # json.loads below: it accepts NaN and the like, or says why not
+  return json.loads(raw, object_hook=_decode_b64)
 
 
 def _to_json(value: Any) -> Any:
@@ -116,7 +142,8 @@ def predict(loaded: LoadedVersion, body: Dict[str, Any],
     request_logger.log_rest(model_name, loaded.version, name, columns,
                             {k: spec.dtype for k, spec in specs.items()},
                             results)
-  outputs = {k: _to_json(v.tolist()) for k, v in results.items()}
+  outputs = {k: _to_json(v.tolist()) if v.dtype.kind in 'OSU' else v.tolist()
+             for k, v in results.items()}
   if not row_format:
     return {'outputs': next(iter(outputs.values())) if len(outputs) == 1
             else outputs}
@@ -205,7 +232,7 @@ def make_answer(registry: ModelRegistry,
     if rest not in (':predict', ':classify', ':regress'):
       raise BadRequest(f'Use GET for {path[:200]}')
     try:
-      body = json.loads(raw or b'null', object_hook=_decode_b64)
+      body = parse_body(raw or b'null')
     except RecursionError as e:
       raise BadRequest('JSON Parse error: nested too deeply') from e
     except ValueError as e:

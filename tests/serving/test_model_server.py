@@ -9,6 +9,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -329,6 +331,27 @@ def test_client_rest_and_grpc_agree_with_in_process(server, trained_model,
     grpc_client.close()
   np.testing.assert_allclose(rest, expected, rtol=1e-5)
   np.testing.assert_allclose(via_grpc, expected, rtol=1e-5)
+
+
+def test_grpc_client_command_runs_without_tensorflow(server):
+  """`python -m serving.client --grpc` loads TF Serving's protos without
+  TensorFlow (serving/protos.py): no TF/CUDA banner, no TF import."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='0')  # a banner would show
+  result = subprocess.run(
+      [sys.executable, '-X', 'importtime', '-m', 'serving.client', '--grpc',
+       server.grpc_address], cwd=helpers.REPO, env=env, capture_output=True,
+      text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'via gRPC' in result.stdout
+  imported = [line.rsplit('|', 1)[-1].strip()
+              for line in result.stderr.splitlines() if '|' in line]
+  assert 'tensorflow.core.framework.tensor_pb2' in imported
+  assert 'tensorflow' not in imported
+  assert not [m for m in imported if m.startswith('tensorflow.python')]
+  others = [line for line in result.stderr.splitlines()
+            if not line.startswith('import time:')]
+  assert not [l for l in others if 'tensorflow' in l.lower() or
+              'cuda' in l.lower()], others
 
 
 def test_client_rejects_unknown_features():
