@@ -2,6 +2,7 @@
 
     python -m serving.client                              # a sample trip, REST
     python -m serving.client --grpc 127.0.0.1:8500 --trip '{"fare": 12.5, ...}'
+    python -m serving.client --example_b64   # the trip as a b64 tf.Example, for curl
 
 A trip is a dict of raw feature values keyed as in models/features.py;
 missing features are sent as missing ('' for strings, NaN for floats, 0 for
@@ -47,6 +48,30 @@ def raw_instance(trip: Mapping[str, object]) -> Dict[str, object]:
     else:
       instance[key] = 0 if missing else int(float(value))
   return instance
+
+
+def example_b64(trip: Mapping[str, object]) -> str:
+  """`trip` as a serialized tf.Example, base64: what `serving_default` takes
+  over REST as {"b64": ...}. A missing value is an absent feature, as in a
+  CSV row ExampleGen read; no TensorFlow import (serving/protos.py).
+  """
+  import base64  # pylint: disable=g-import-not-at-top
+  from serving import protos  # pylint: disable=g-import-not-at-top
+  example_pb2 = protos.load('tensorflow.core.example.example_pb2')
+  raw_instance(trip)  # the same checks: unknown features, bad numbers
+  example = example_pb2.Example()
+  for key, kind in features.RAW_FEATURE_TYPES.items():
+    value = trip.get(key)
+    if value is None or value == '':
+      continue
+    feature = example.features.feature[key]
+    if kind == 'string':
+      feature.bytes_list.value.append(str(value).encode('utf-8'))
+    elif kind == 'float':
+      feature.float_list.value.append(float(value))
+    else:
+      feature.int64_list.value.append(int(float(value)))
+  return base64.b64encode(example.SerializeToString()).decode('ascii')
 
 
 class RestClient:
@@ -137,8 +162,14 @@ def main(argv=None) -> int:
   parser.add_argument('--model_name', default=paths.MODEL_NAME)
   parser.add_argument('--trip', default=None,
                       help='trip as a JSON object (default: a sample trip)')
+  parser.add_argument('--example_b64', action='store_true',
+                      help='print the trip as a base64 serialized tf.Example '
+                      '(the serving_default signature\'s input) and exit')
   args = parser.parse_args(argv)
   trip = json.loads(args.trip) if args.trip else SAMPLE_TRIP
+  if args.example_b64:
+    print(example_b64(trip))
+    return 0
   client = (GrpcClient(args.grpc, args.model_name) if args.grpc
             else RestClient(args.rest, args.model_name))
   probability = client.predict([trip])[0]

@@ -333,6 +333,26 @@ def test_client_rest_and_grpc_agree_with_in_process(server, trained_model,
   np.testing.assert_allclose(via_grpc, expected, rtol=1e-5)
 
 
+def test_b64_example_gets_the_raw_signatures_answer(server):
+  """The README's curl of a b64 tf.Example (serving_default) answers as
+  serving_raw does for the same trip, missing values included."""
+  from serving import client  # pylint: disable=g-import-not-at-top
+  partial = dict(client.SAMPLE_TRIP, company='', trip_seconds=None)
+  for trip in (client.SAMPLE_TRIP, partial):
+    result = subprocess.run(
+        [sys.executable, '-m', 'serving.client', '--example_b64', '--trip',
+         json.dumps(trip)], cwd=helpers.REPO, capture_output=True, text=True,
+        timeout=120, check=True)
+    body = json.dumps({'instances': [{'b64': result.stdout.strip()}]})
+    request = urllib.request.Request(
+        f'{server.url}/v1/models/taxi:predict', data=body.encode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+      via_example = json.loads(response.read())['predictions'][0][0]
+    via_raw = client.RestClient(server.url).predict([trip])[0]
+    assert math.isclose(via_example, via_raw, rel_tol=1e-5), (trip, via_example,
+                                                              via_raw)
+
+
 def test_grpc_client_command_runs_without_tensorflow(server):
   """`python -m serving.client --grpc` loads TF Serving's protos without
   TensorFlow (serving/protos.py): no TF/CUDA banner, no TF import."""
