@@ -30,6 +30,11 @@ SAMPLE_TRIP = {
 }
 
 
+def _missing(value: object) -> bool:
+  """A trip's missing value: absent, None or ''."""
+  return value is None or value == ''
+
+
 def raw_instance(trip: Mapping[str, object]) -> Dict[str, object]:
   """A trip dict -> one `serving_raw` instance with every feature typed."""
   unknown = sorted(set(trip) - set(features.RAW_FEATURE_TYPES) -
@@ -40,7 +45,7 @@ def raw_instance(trip: Mapping[str, object]) -> Dict[str, object]:
   instance = {}
   for key, kind in features.RAW_FEATURE_TYPES.items():
     value = trip.get(key)
-    missing = value is None or value == ''
+    missing = _missing(value)
     if kind == 'string':
       instance[key] = '' if missing else str(value)
     elif kind == 'float':
@@ -58,19 +63,18 @@ def example_b64(trip: Mapping[str, object]) -> str:
   import base64  # pylint: disable=g-import-not-at-top
   from serving import protos  # pylint: disable=g-import-not-at-top
   example_pb2 = protos.load('tensorflow.core.example.example_pb2')
-  raw_instance(trip)  # the same checks: unknown features, bad numbers
+  instance = raw_instance(trip)  # its checks and typed values
   example = example_pb2.Example()
   for key, kind in features.RAW_FEATURE_TYPES.items():
-    value = trip.get(key)
-    if value is None or value == '':
+    if _missing(trip.get(key)):
       continue
     feature = example.features.feature[key]
     if kind == 'string':
-      feature.bytes_list.value.append(str(value).encode('utf-8'))
+      feature.bytes_list.value.append(instance[key].encode('utf-8'))
     elif kind == 'float':
-      feature.float_list.value.append(float(value))
+      feature.float_list.value.append(instance[key])
     else:
-      feature.int64_list.value.append(int(float(value)))
+      feature.int64_list.value.append(instance[key])
   return base64.b64encode(example.SerializeToString()).decode('ascii')
 
 
