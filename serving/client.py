@@ -75,7 +75,8 @@ def example_b64(trip: Mapping[str, object]) -> str:
       feature.float_list.value.append(instance[key])
     else:
       feature.int64_list.value.append(instance[key])
-  return base64.b64encode(example.SerializeToString()).decode('ascii')
+  return base64.b64encode(
+      example.SerializeToString(deterministic=True)).decode('ascii')
 
 
 class RestClient:
