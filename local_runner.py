@@ -6,12 +6,20 @@ pipeline/configs.py. Exit status: 0 when the pipeline completed (pushed or
 not blessed), 1 when it stopped (data anomalies, a failed component) or
 the served model did not answer. After a completed run, the pushed model is
 served (python -m serving) and asked about a sample trip over REST and gRPC.
+
+Beam flags go after `--`, as for beam_runner.py (pipeline/beam_args.py):
+everything there goes to each Beam-based component's Beam pipeline, e.g.
+the local Flink cluster's (python -m cluster up; docs/scale.md):
+
+  local_runner.py -- $(.venv/bin/python -m cluster flags)
 """
 
+import argparse
 import subprocess
 import sys
 import time
 
+from pipeline import beam_args as beam_flags
 from pipeline import configs
 from pipeline import console
 from pipeline import reproducible
@@ -21,22 +29,31 @@ START = time.time()  # only light modules above: the summary counts the rest
 
 
 def main(argv=None) -> int:
+  ours, beam_args = beam_flags.split_beam_args(
+      sys.argv[1:] if argv is None else argv)
   parser = cli.ArgumentParser(
+      usage='%(prog)s [pipeline flags] [-- beam flags]',
       description=__doc__.split('\n\n')[0],
-      epilog=__doc__.split('\n\n', 1)[1])
+      epilog=__doc__.split('\n\n', 1)[1],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
   configs.add_flags(parser)
   parser.add_argument('--skip-served-prediction', action='store_true',
                       help='do not start the model server for a sample '
                       'prediction at the end')
-  args = parser.parse_args(argv)
+  args = parser.parse_args(ours)
   cfg = configs.from_flags(args)
+  # No Beam flags: TFX's defaults (the in-process DirectRunner), as before.
+  pipeline_args = (beam_flags.beam_pipeline_args(
+      beam_args, beam_flags.DEFAULT_RUNNING_MODE,
+      beam_flags.DEFAULT_NUM_WORKERS) if beam_args else None)
 
   # Heavy imports (TensorFlow, TFX) only after --help had its chance.
   print(console.LOADING, flush=True)
   console.quiet_imports()
   from pipeline.run_pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
-  outcome = run_pipeline(cfg, LocalDagRunner, started_at=START)
+  outcome = run_pipeline(cfg, LocalDagRunner, pipeline_args,
+                         started_at=START)
   if not outcome.ok:
     return 1
   if args.skip_served_prediction:

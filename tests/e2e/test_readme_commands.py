@@ -34,8 +34,20 @@ def test_local_runner_help_is_fast_and_complete():
                        cwd=helpers.REPO, capture_output=True, text=True,
                        timeout=60, check=True).stdout
   for flag in ('--data-root', '--pipeline-root', '--serving-dir',
-               '--train-steps', '--eval-steps', '--metadata-path'):
+               '--train-steps', '--eval-steps', '--metadata-path',
+               '[-- beam flags]', 'python -m cluster flags'):
     assert flag in out
+
+
+def test_local_runner_refuses_an_unknown_flag_before_the_beam_flags():
+  # Beam's flags go after `--`; one before it is a typo, not Beam's.
+  result = subprocess.run(
+      [sys.executable, 'local_runner.py', '--runner=PortableRunner', '--',
+       '--runner=PortableRunner'], cwd=helpers.REPO, capture_output=True,
+      text=True, timeout=60)
+  assert result.returncode == 2
+  assert 'unrecognized arguments: --runner=PortableRunner (see --help)' in (
+      result.stderr)
 
 
 def test_make_run_pushes_a_model_and_prints_the_summary(tmp_path):
