@@ -20,7 +20,8 @@ AIRFLOW_VENV  := .venv-airflow
 AIRFLOW_PY    := $(AIRFLOW_VENV)/bin/python
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: venv run serve test unit lock clean help airflow-venv airflow-test airflow-lock vertex replay ct
+.PHONY: venv run serve test unit lock clean help airflow-venv airflow-test airflow-lock vertex replay ct \
+        flink-fetch flink-up flink-down flink-run
 
 help:
 	@echo "make run    - run the pipeline on the bundled data (ARGS='--train-steps 200 ...')"
@@ -34,6 +35,10 @@ help:
 	@echo "make airflow-venv  - build .venv-airflow (the project + Airflow 2.10.3)"
 	@echo "make airflow-test  - load dags/taxi_dag.py in Airflow and run it once (airflow dags test)"
 	@echo "make airflow-lock  - re-resolve requirements-airflow.in after a change to requirements.lock"
+	@echo "make flink-up    - start a local Flink cluster on 127.0.0.1 (ARGS='--task-managers 2'; fetches jars once)"
+	@echo "make flink-run   - run the pipeline's Beam jobs on it (ARGS='--train-steps 200 ...')"
+	@echo "make flink-down  - stop it"
+	@echo "make flink-fetch - only fetch Flink's jars (PyPI) and Beam's Flink job server (Maven Central)"
 	@echo "make clean  - remove outputs/ (pipeline artifacts, metadata, pushed models)"
 
 $(STAMP): requirements.lock setup.py
@@ -98,6 +103,20 @@ airflow-lock: $(STAMP)
 	$(PY) -m uv pip compile requirements-airflow.in -c build/airflow-constraints.txt \
 	  --python-version 3.10 --python-platform x86_64-manylinux_2_28 \
 	  --custom-compile-command 'make airflow-lock' -o requirements-airflow.lock
+
+# A local Flink cluster (cluster/): JobManager, TaskManagers, Beam's job
+# server and a Python worker pool, all started and stopped by python -m cluster.
+flink-fetch: $(STAMP)
+	$(PY) -m cluster fetch
+
+flink-up: $(STAMP)
+	$(PY) -m cluster up $(ARGS)
+
+flink-run: $(STAMP)
+	$(PY) beam_runner.py $(ARGS) -- $$($(PY) -m cluster flags)
+
+flink-down: $(STAMP)
+	$(PY) -m cluster down
 
 clean:
 	rm -rf outputs

@@ -65,6 +65,7 @@ from pipeline import baseline
 from pipeline import blessing
 from pipeline import cache_keys
 from pipeline import configs
+from pipeline import job_server_options  # pylint: disable=unused-import
 from pipeline import pusher
 from pipeline.span_window import ValidSpanWindowStrategy
 from pipeline.validation_gate import DataValidationGate

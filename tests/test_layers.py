@@ -42,6 +42,8 @@ ALLOWED = {
                             'monitoring', 'pipeline', 'serving.base_path',
                             'serving.model_config'},
     'delivery': {'project', 'models', 'data', 'lineage', 'serving'},
+    # The local Flink cluster: its harnesses take the pipeline's hash seed.
+    'cluster': {'project', 'pipeline.reproducible'},
     'runners': {'project', 'pipeline', 'lineage', 'data', 'serving'},
 }
 RUNNERS = ('local_runner.py', 'beam_runner.py', 'vertex_runner.py', 'dags')
@@ -57,6 +59,7 @@ FORBIDDEN_EXTERNAL = {
     'serving': _TF_STACK - {'tensorflow'},
     'delivery': _TF_STACK - {'tensorflow'},
     'monitoring': _TF_STACK - {'tensorflow'},
+    'cluster': _TF_STACK - {'apache_beam'},  # the worker pool is Beam's
 }
 ROLES = set(ALLOWED) - {'runners'}
 
