@@ -21,6 +21,7 @@ peak RSS of the process tree (this process's children and theirs, polled).
 """
 
 import argparse
+import contextlib
 import os
 import re
 import resource
@@ -45,6 +46,8 @@ CONFIGS = {
     'multi_processing-2': ['--direct_running_mode=multi_processing',
                            '--direct_num_workers=2'],
 }
+# A local Flink cluster (cluster/) with N TaskManagers, started per run.
+FLINK_CONFIGS = ('flink-1', 'flink-2')
 SCALE_COMPONENTS = ('CsvExampleGen', 'StatisticsGen', 'Transform')
 
 
@@ -56,8 +59,23 @@ def load() -> str:
 class Measured:
   """Wall time, tree CPU time and peak tree RSS of one child command."""
 
-  def __init__(self, cmd: List[str], **kwargs):
+  def __init__(self, cmd: List[str], watch: Optional[Dict[str, int]] = None,
+               **kwargs):
+    """`watch`: name -> pid of other processes (a Flink cluster's) whose
+    peak RSS (with their children) and CPU time are measured alongside."""
     import psutil  # pylint: disable=g-import-not-at-top
+    watch = watch or {}
+    self.peaks: Dict[str, int] = {name: 0 for name in watch}
+    watched = {name: psutil.Process(pid) for name, pid in watch.items()}
+
+    def cpu_of(process) -> float:
+      try:
+        t = process.cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+      except psutil.Error:
+        return 0.0
+
+    watched_cpu = {name: cpu_of(p) for name, p in watched.items()}
     self.load_before = load()
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
@@ -80,6 +98,13 @@ class Measured:
           self.peak_rss = max(self.peak_rss, rss)
         except psutil.Error:
           pass
+        for name, process in watched.items():
+          try:
+            tree = [process] + process.children(recursive=True)
+            self.peaks[name] = max(self.peaks[name], sum(
+                p.memory_info().rss for p in tree if p.is_running()))
+          except psutil.Error:
+            pass
         done.wait(0.25)
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -91,6 +116,9 @@ class Measured:
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     self.cpu = ((cpu_after.ru_utime - cpu_before.ru_utime) +
                 (cpu_after.ru_stime - cpu_before.ru_stime))
+    # The harnesses have exited and been reaped by now: children_* has them.
+    self.cluster_cpu = sum(cpu_of(p) - watched_cpu[name]
+                           for name, p in watched.items())
     self.returncode = proc.returncode
     self.load_after = load()
     self.components: Dict[str, float] = {}
@@ -194,22 +222,47 @@ def scale_section(sizes: List[int], configs: List[str], seed: int) -> None:
             f'{size / 2**20:.0f} MiB CSV, peak {gib(made.peak_rss)}) |',
             flush=True)
       for config in configs:
-        cmd = [sys.executable, os.path.abspath(__file__), '--child',
-               '--data-root', data,
-               '--pipeline-root', os.path.join(root, config)] + [
-                   f'--beam-arg={a}' for a in CONFIGS[config]]
-        print(f'# {" ".join(cmd[1:])}', file=sys.stderr, flush=True)
-        run = Measured(cmd, cwd=REPO).check(f'{rows} rows, {config}')
+        with _runner(config, root) as (beam_flags, watch):
+          cmd = [sys.executable, os.path.abspath(__file__), '--child',
+                 '--data-root', data,
+                 '--pipeline-root', os.path.join(root, config)] + [
+                     f'--beam-arg={a}' for a in beam_flags]
+          print(f'# {" ".join(cmd[1:])}', file=sys.stderr, flush=True)
+          run = Measured(cmd, watch=watch, cwd=REPO).check(
+              f'{rows} rows, {config}')
         cells = []
         for component in SCALE_COMPONENTS:
           secs = run.components.get(component)
           cells.append(f'{secs:.1f} ({rows / secs:,.0f})' if secs else '-')
+        cpu = f'{run.cpu:.1f} s' + (
+            f' + {run.cluster_cpu:.1f} s cluster' if watch else '')
+        peaks = f'launcher {gib(run.peak_rss)}' + ''.join(
+            f'; {name} {gib(peak)}' for name, peak in run.peaks.items())
         print(f'| {rows:,} | {config} | ' + ' | '.join(cells) +
-              f' | {run.seconds:.1f} s | {run.cpu:.1f} s | '
-              f'{gib(run.peak_rss)} | {run.load_before} / {run.load_after} |',
-              flush=True)
+              f' | {run.seconds:.1f} s | {cpu} | {peaks} | '
+              f'{run.load_before} / {run.load_after} |', flush=True)
     finally:
       shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _runner(config: str, root: str):
+  """(Beam flags, processes to watch) for a config; a flink-N config
+  starts a local Flink cluster with N TaskManagers for the run."""
+  if config not in FLINK_CONFIGS:
+    yield CONFIGS[config], {}
+    return
+  from cluster import flink  # pylint: disable=g-import-not-at-top
+  settings = flink.on_free_ports(os.path.join(root, f'{config}-cluster'),
+                                 int(config.split('-')[1]))
+  state = flink.up(settings)
+  try:
+    names = {'worker-pool': 'worker pool + harnesses'}
+    yield flink.beam_flags(settings), {
+        names.get(p['name'], p['name']): p['pid']
+        for p in state['processes']}
+  finally:
+    flink.down(settings.state_dir)
 
 
 def child(data_root: str, pipeline_root: str, beam_args: List[str]) -> None:
@@ -257,8 +310,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                       help='generated span sizes (default: %(default)s)')
   parser.add_argument('--configs', default='in_memory,multi_processing-1,'
                       'multi_processing-2',
-                      help=f'DirectRunner modes for the scale section, of '
-                      f'{", ".join(CONFIGS)} (default: %(default)s)')
+                      help=f'runners for the scale section: DirectRunner '
+                      f'modes ({", ".join(CONFIGS)}) or a local Flink '
+                      f'cluster ({", ".join(FLINK_CONFIGS)}: N TaskManagers) '
+                      '(default: %(default)s)')
   parser.add_argument('--pipeline-modes', default='in_memory',
                       help='beam_runner.py modes for the pipeline section '
                       '(default: %(default)s)')
@@ -276,9 +331,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     child(args.data_root, args.pipeline_root, args.beam_arg)
     return
   split = lambda text: [x for x in text.split(',') if x]
-  for config in split(args.configs) + split(args.pipeline_modes):
-    if config not in CONFIGS:
-      parser.error(f'unknown DirectRunner config {config!r}; one of '
+  for config in split(args.configs):
+    if config not in CONFIGS and config not in FLINK_CONFIGS:
+      parser.error(f'unknown runner {config!r}; one of '
+                   f'{", ".join(list(CONFIGS) + list(FLINK_CONFIGS))}')
+  for mode in split(args.pipeline_modes):
+    if mode not in CONFIGS:
+      parser.error(f'unknown DirectRunner mode {mode!r}; one of '
                    f'{", ".join(CONFIGS)}')
   print('$ ' + ' '.join([os.path.relpath(sys.argv[0], REPO)] +
                         (argv if argv is not None else sys.argv[1:])))
