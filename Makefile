@@ -112,8 +112,10 @@ flink-fetch: $(STAMP)
 flink-up: $(STAMP)
 	$(PY) -m cluster up $(ARGS)
 
+# Stops (cluster flags exits 1) when no cluster runs, rather than falling
+# back to the DirectRunner with empty Beam flags.
 flink-run: $(STAMP)
-	$(PY) beam_runner.py $(ARGS) -- $$($(PY) -m cluster flags)
+	@flags=$$($(PY) -m cluster flags) && set -x && $(PY) beam_runner.py $(ARGS) -- $$flags
 
 flink-down: $(STAMP)
 	$(PY) -m cluster down

@@ -81,8 +81,9 @@ class Settings:
   state_dir: str = STATE_DIR
   task_managers: int = 2
   slots: int = 1                      # per TaskManager
-  taskmanager_memory: str = '2560m'   # process size, per TaskManager
+  taskmanager_memory: str = '3072m'   # process size, per TaskManager
   network_memory: str = '512m'        # per TaskManager, see flink_conf
+  task_off_heap_memory: str = '512m'  # per TaskManager, see flink_conf
   jobmanager_memory: str = '1024m'
   rest_port: int = 8081
   rpc_port: int = 6123
@@ -143,7 +144,10 @@ def flink_conf(settings: Settings) -> str:
   Network memory is set, not derived (10% of the process): the
   StatisticsGen job's graph is wide enough that 2560m's derived 166 MiB
   (5,079 buffers) failed it with "Insufficient number of network buffers:
-  required 512, but only 464 available".
+  required 512, but only 464 available". Task off-heap memory is set too
+  (Flink's default is none): Beam's gRPC channels to the Python harness
+  allocate direct buffers, and CsvExampleGen on 1M rows failed with
+  "OutOfMemoryError: Direct buffer memory" without it.
   """
   slots = settings.task_managers * settings.slots
   conf = {
@@ -157,6 +161,7 @@ def flink_conf(settings: Settings) -> str:
       'taskmanager.memory.process.size': settings.taskmanager_memory,
       'taskmanager.memory.network.min': settings.network_memory,
       'taskmanager.memory.network.max': settings.network_memory,
+      'taskmanager.memory.task.off-heap.size': settings.task_off_heap_memory,
       'parallelism.default': slots,
       'rest.address': HOST,
       'rest.bind-address': HOST,

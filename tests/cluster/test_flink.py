@@ -9,6 +9,7 @@ The pipeline on a cluster is tested in tests/runners/test_beam_runner.py.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -131,25 +132,24 @@ def test_a_second_up_is_refused_while_one_runs(cluster):
 
 
 @pytest.mark.integration
-def test_a_killed_task_manager_shows_in_status_and_down_cleans_up(
-    tmp_path):
-  flink_cluster.require_fetched()
-  settings = flink_cluster.settings(str(tmp_path), 1)
-  state = flink.up(settings)
-  pids = {p['name']: p['pid'] for p in state['processes']}
+def test_a_killed_task_manager_shows_in_status_and_down_cleans_up(cluster):
+  # The module's cluster, last: this test stops it.
+  state_dir = cluster.state_dir
+  pids = {p['name']: p['pid'] for p in flink.read_state(state_dir)['processes']}
   os.kill(pids['taskmanager-1'], signal.SIGKILL)
   time.sleep(1)
   result = subprocess.run(
-      [sys.executable, '-m', 'cluster', '--state-dir', str(tmp_path),
-       'status'], cwd=REPO, capture_output=True, text=True, check=False)
+      [sys.executable, '-m', 'cluster', '--state-dir', state_dir, 'status'],
+      cwd=REPO, capture_output=True, text=True, check=False)
   assert result.returncode == 1, result.stdout
-  assert 'taskmanager-1' in result.stdout and 'NOT RUNNING' in result.stdout
-  stopped = flink.down(str(tmp_path))
+  assert re.search(r'taskmanager-1 .* NOT RUNNING', result.stdout), (
+      result.stdout)
+  stopped = flink.down(state_dir)
   assert set(stopped) == {'jobmanager', 'job-server', 'worker-pool'}
   assert not [pid for pid in pids.values() if psutil.pid_exists(pid) and
               psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-  assert not os.path.exists(tmp_path / 'cluster.json')
-  assert flink.down(str(tmp_path)) == []
+  assert not os.path.exists(os.path.join(state_dir, 'cluster.json'))
+  assert flink.down(state_dir) == []
 
 
 @pytest.mark.integration
