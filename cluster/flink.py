@@ -81,7 +81,8 @@ class Settings:
   state_dir: str = STATE_DIR
   task_managers: int = 2
   slots: int = 1                      # per TaskManager
-  taskmanager_memory: str = '3072m'   # process size, per TaskManager
+  taskmanager_memory: str = '4096m'   # process size, per TaskManager
+  managed_fraction: float = 0.2       # of Flink memory, for sorting
   network_memory: str = '512m'        # per TaskManager, see flink_conf
   task_off_heap_memory: str = '512m'  # per TaskManager, see flink_conf
   jobmanager_memory: str = '1024m'
@@ -147,7 +148,11 @@ def flink_conf(settings: Settings) -> str:
   required 512, but only 464 available". Task off-heap memory is set too
   (Flink's default is none): Beam's gRPC channels to the Python harness
   allocate direct buffers, and CsvExampleGen on 1M rows failed with
-  "OutOfMemoryError: Direct buffer memory" without it.
+  "OutOfMemoryError: Direct buffer memory" without it. The task heap holds
+  what harnesses send back before Flink takes it (Beam's data channel
+  buffers per running task): with a 3 GiB process and Flink's 40% managed
+  memory it was ~0.4 GiB, and 1M rows on 2 TaskManagers ran out of Java
+  heap in a gRPC thread (the job then hung); 4 GiB with 20% managed.
   """
   slots = settings.task_managers * settings.slots
   conf = {
@@ -162,6 +167,11 @@ def flink_conf(settings: Settings) -> str:
       'taskmanager.memory.network.min': settings.network_memory,
       'taskmanager.memory.network.max': settings.network_memory,
       'taskmanager.memory.task.off-heap.size': settings.task_off_heap_memory,
+      'taskmanager.memory.managed.fraction': settings.managed_fraction,
+      # An error in a thread of Flink's (that OutOfMemoryError) kills the
+      # TaskManager, so the job fails, instead of being logged while the
+      # job waits forever.
+      'cluster.uncaught-exception-handling': 'FAIL',
       'parallelism.default': slots,
       'rest.address': HOST,
       'rest.bind-address': HOST,
