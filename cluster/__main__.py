@@ -68,16 +68,19 @@ def main(argv=None) -> int:
       'up', help='start the cluster (fetches first if needed)',
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   start.add_argument('--task-managers', type=int,
-                     default=defaults.task_managers, metavar='N')
+                     default=defaults.task_managers, metavar='N',
+                     help='TaskManager processes')
   start.add_argument('--slots', type=int, default=defaults.slots,
                      metavar='N', help='task slots per TaskManager')
   start.add_argument('--taskmanager-memory',
                      default=defaults.taskmanager_memory,
                      help='process size of each TaskManager')
   start.add_argument('--jobmanager-memory',
-                     default=defaults.jobmanager_memory)
+                     default=defaults.jobmanager_memory,
+                     help='process size of the JobManager')
   for flag, port in defaults.ports().items():
-    start.add_argument(flag, type=int, default=port, metavar='PORT')
+    start.add_argument(flag, type=int, default=port, metavar='PORT',
+                       help='port')
   start.add_argument('--timeout', type=float, default=120,
                      help='seconds to wait for every part to answer')
   commands.add_parser('status', help='what runs, and Flink\'s overview')
