@@ -29,7 +29,7 @@ help:
 	@echo "make serve  - serve the pushed models over TF Serving's REST (8501) and gRPC (8500) APIs"
 	@echo "make ct     - continuous training: decide whether to run (and why), run if so (ARGS='--force ...')"
 	@echo "make replay - replay the 16 spans in time order through the CT controller (ARGS='--spans 1-4 ...')"
-	@echo "make test   - run the test suite (~32 min; TESTS=tests/models for a subset, PYTEST_ARGS='-k ...')"
+	@echo "make test   - run the test suite (~33 min; TESTS=tests/models for a subset, PYTEST_ARGS='-k ...')"
 	@echo "make unit   - the tests that run no TFX component (~4 min; TESTS=... as for make test)"
 	@echo "make lock   - re-resolve requirements.in into requirements.lock"
 	@echo "make airflow-venv  - build .venv-airflow (the project + Airflow 2.10.3)"
