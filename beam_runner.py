@@ -17,7 +17,7 @@ are an error, so a mistyped pipeline flag is never silently handed to Beam):
   beam_runner.py -- $(.venv/bin/python -m cluster flags)  # local Flink cluster:
       # --runner=PortableRunner --job_endpoint=localhost:8099
       # --environment_type=EXTERNAL --environment_config=localhost:50000
-      # (python -m cluster up starts it; docs/scale.md)
+      # and two more (python -m cluster up starts it; docs/scale.md)
   beam_runner.py -- --runner=SparkRunner --spark_master_url=spark://host:7077
   beam_runner.py --data-root gs://b/taxi --pipeline-root gs://b/root \\
       --serving-dir gs://b/serving -- --runner=DataflowRunner \\
@@ -52,7 +52,8 @@ START = time.time()  # only light modules above: the summary counts the rest
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  ours, beam_args = beam_flags.split_beam_args(sys.argv[1:] if argv is None else argv)
+  ours, beam_args = beam_flags.split_beam_args(
+      sys.argv[1:] if argv is None else argv)
   parser = cli.ArgumentParser(
       usage='%(prog)s [pipeline flags] [-- beam flags]',
       description=__doc__.split('\n\n')[0],
@@ -69,8 +70,8 @@ def main(argv: Optional[List[str]] = None) -> int:
       '(default: %(default)s)')
   args = parser.parse_args(ours)
   cfg = configs.from_flags(args)
-  pipeline_args = beam_flags.beam_pipeline_args(beam_args, args.direct_running_mode,
-                                     args.direct_num_workers)
+  pipeline_args = beam_flags.beam_pipeline_args(
+      beam_args, args.direct_running_mode, args.direct_num_workers)
 
   # Heavy imports (TensorFlow, TFX, Beam) only after --help had its chance.
   print(console.LOADING, flush=True)
@@ -78,7 +79,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   from pipeline.run_pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # pylint: disable=g-import-not-at-top
   print('Beam args: ' + ' '.join(pipeline_args), flush=True)
-  if beam_flags.uses_worker_processes(pipeline_args) and '://' not in cfg.pipeline_root:
+  if (beam_flags.uses_worker_processes(pipeline_args) and
+      '://' not in cfg.pipeline_root):
     beam_flags.send_worker_stderr_to(os.path.join(
         cfg.pipeline_root, 'logs',
         time.strftime('workers-%Y%m%d-%H%M%S.log')))

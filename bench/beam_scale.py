@@ -84,27 +84,26 @@ class Measured:
     self.peak_rss = 0
     done = threading.Event()
 
+    def tree_rss(process) -> int:
+      """RSS of a process and its children (0 once it is gone)."""
+      try:
+        tree = [process] + process.children(recursive=True)
+      except psutil.Error:
+        return 0
+      rss = 0
+      for p in tree:
+        try:
+          rss += p.memory_info().rss
+        except psutil.Error:
+          pass
+      return rss
+
     def poll():
       root = psutil.Process(proc.pid)
       while not done.is_set():
-        try:
-          tree = [root] + root.children(recursive=True)
-          rss = 0
-          for p in tree:
-            try:
-              rss += p.memory_info().rss
-            except psutil.Error:
-              pass
-          self.peak_rss = max(self.peak_rss, rss)
-        except psutil.Error:
-          pass
+        self.peak_rss = max(self.peak_rss, tree_rss(root))
         for name, process in watched.items():
-          try:
-            tree = [process] + process.children(recursive=True)
-            self.peaks[name] = max(self.peaks[name], sum(
-                p.memory_info().rss for p in tree if p.is_running()))
-          except psutil.Error:
-            pass
+          self.peaks[name] = max(self.peaks[name], tree_rss(process))
         done.wait(0.25)
 
     poller = threading.Thread(target=poll, daemon=True)

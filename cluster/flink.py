@@ -265,15 +265,21 @@ def read_state(state_dir: str = STATE_DIR) -> Optional[Dict]:
                        'stop its processes by hand and remove it')
 
 
+def _stat(pid: int) -> Optional[List[str]]:
+  """/proc/<pid>/stat after the command name: [0] the state (Z: exited,
+  not reaped yet), [19] the start time; None when there is no such pid."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()
+  except (FileNotFoundError, ProcessLookupError):
+    return None
+
+
 def _alive(process: Dict) -> bool:
   """The recorded process still runs (same pid, same start time)."""
-  try:
-    with open(f'/proc/{process["pid"]}/stat') as f:
-      fields = f.read().rsplit(')', 1)[1].split()
-  except (FileNotFoundError, ProcessLookupError):
-    return False
-  # fields[0]: state (Z: exited, not reaped yet); fields[19]: start time.
-  return fields[0] != 'Z' and fields[19] == process.get('started')
+  fields = _stat(process['pid'])
+  return (fields is not None and fields[0] != 'Z' and
+          fields[19] == process.get('started'))
 
 
 def _start(name: str, cmd: List[str], settings: Settings,
@@ -288,9 +294,7 @@ def _start(name: str, cmd: List[str], settings: Settings,
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, cwd=settings.state_dir,
                             env=env, start_new_session=True)
-  with open(f'/proc/{proc.pid}/stat') as f:
-    started = f.read().rsplit(')', 1)[1].split()[19]
-  return {'name': name, 'pid': proc.pid, 'started': started,
+  return {'name': name, 'pid': proc.pid, 'started': _stat(proc.pid)[19],
           'log': log_path, 'cmd': cmd}
 
 

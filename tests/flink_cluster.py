@@ -22,14 +22,10 @@ def require_fetched() -> None:
   pytest.skip(reason)
 
 
-def settings(state_dir: str, task_managers: int) -> flink.Settings:
-  return flink.on_free_ports(state_dir, task_managers)
-
-
 def started(state_dir: str, task_managers: int):
   """Yields the Settings of a running cluster; stops it afterwards."""
   require_fetched()
-  cluster = settings(state_dir, task_managers)
+  cluster = flink.on_free_ports(state_dir, task_managers)
   flink.up(cluster)
   try:
     yield cluster

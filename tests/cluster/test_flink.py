@@ -61,7 +61,7 @@ def test_the_job_server_option_is_declared_to_beam():
 
 
 def test_a_busy_port_is_refused_before_anything_starts(tmp_path):
-  settings = flink_cluster.settings(str(tmp_path), 1)
+  settings = flink.on_free_ports(str(tmp_path), 1)
   with socket.socket() as busy:
     busy.bind(('127.0.0.1', settings.job_port))
     busy.listen()
@@ -72,7 +72,7 @@ def test_a_busy_port_is_refused_before_anything_starts(tmp_path):
 
 
 def test_nothing_fetched_is_named_with_the_command(tmp_path):
-  settings = flink_cluster.settings(str(tmp_path / 'state'), 1)
+  settings = flink.on_free_ports(str(tmp_path / 'state'), 1)
   settings.cache = str(tmp_path / 'empty-cache')
   with pytest.raises(flink.ClusterError,
                      match=r'not fetched yet: Flink 1\.16\.3 jars .*'
@@ -155,7 +155,7 @@ def test_a_killed_task_manager_shows_in_status_and_down_cleans_up(cluster):
 @pytest.mark.integration
 def test_up_killed_mid_start_leaves_what_down_can_stop(tmp_path):
   flink_cluster.require_fetched()
-  settings = flink_cluster.settings(str(tmp_path), 1)
+  settings = flink.on_free_ports(str(tmp_path), 1)
   args = [f'--{k.replace("_", "-")}={v}' for k, v in {
       'rest_port': settings.rest_port, 'rpc_port': settings.rpc_port,
       'job_port': settings.job_port, 'artifact_port': settings.artifact_port,
