@@ -15,8 +15,9 @@ so they give the same prediction for the same trip.
 
 import json
 import math
+import numbers
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from absl import logging
 import tensorflow as tf
@@ -30,6 +31,9 @@ from models import features
 
 # Keys of the `hparams` dict the pipeline passes in Trainer's custom_config.
 HPARAM_KEYS = ('hidden_units', 'learning_rate', 'batch_size', 'seed')
+# The ones the Tuner may set (models/tuning.py). Never the seed: it is what
+# makes a run reproducible, and a "best seed" would be noise, not a setting.
+TUNABLE_KEYS = ('hidden_units', 'learning_rate', 'batch_size')
 HISTORY_FILE = 'history.json'
 RAW_SIGNATURE = features.RAW_SIGNATURE
 _DTYPES = {kind: tf.as_dtype(types_pb2.DataType.Value(name))
@@ -45,6 +49,102 @@ def _one_hot_sizes() -> Dict[str, int]:
     sizes[key] = features.VOCAB_SIZE + features.OOV_SIZE
   sizes.update(features.CATEGORICAL_FEATURE_MAX_VALUES)
   return {features.transformed_name(k): v for k, v in sizes.items()}
+
+
+def parse_hidden_units(value: Union[str, Sequence[int]]) -> List[int]:
+  """[64, 32, 16] or '64,32,16' -> [64, 32, 16].
+
+  The string form is how the Tuner searches layer sizes (KerasTuner choices
+  must be scalars) and how --hidden-units is typed; the list form is the
+  configured one. An empty list (or '') is a wide-only model.
+  """
+  if isinstance(value, str):
+    try:
+      units = [int(part) for part in value.split(',')] if value.strip() else []
+    except ValueError:
+      raise ValueError(f'hidden_units {value!r} is not comma-separated '
+                       'integers, e.g. "64,32,16"') from None
+  elif isinstance(value, (list, tuple)):
+    units = list(value)
+  else:
+    raise ValueError(f'hidden_units {value!r} is neither a list of layer '
+                     'sizes nor a string like "64,32,16"')
+  if not all(_is_int(u) and u > 0 for u in units):
+    raise ValueError(f'hidden_units {value!r}: every layer size must be a '
+                     'positive integer')
+  return units
+
+
+def format_hidden_units(value: Union[str, Sequence[int]]) -> str:
+  """[64, 32, 16] -> '64,32,16', the Tuner's scalar form."""
+  return ','.join(str(u) for u in parse_hidden_units(value))
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def tuned_values(hyperparameters: Optional[Mapping[str, Any]]
+                 ) -> Dict[str, Any]:
+  """fn_args.hyperparameters -> the tuned values ({} when not tuned).
+
+  TFX's Trainer reads the Tuner's best_hyperparameters.txt into
+  fn_args.hyperparameters as it is: a KerasTuner HyperParameters config,
+  {'space': [...], 'values': {name: value}}. Only the values matter here.
+  """
+  if not hyperparameters:
+    return {}
+  values = (hyperparameters.get('values')
+            if isinstance(hyperparameters, Mapping) else None)
+  if not isinstance(values, Mapping):
+    raise ValueError(
+        'fn_args.hyperparameters is not a KerasTuner HyperParameters config '
+        f'({{"space": [...], "values": {{...}}}}): {hyperparameters!r}')
+  return dict(values)
+
+
+def resolve_hparams(configured: Optional[Mapping[str, Any]],
+                    tuned: Optional[Mapping[str, Any]] = None
+                    ) -> Tuple[Dict[str, Any], List[str]]:
+  """Configured hparams + tuned values -> (the hparams used, tuned keys).
+
+  The one rule for both the Trainer (run_fn) and every tuning trial: a tuned
+  value replaces the configured one for its key; the seed, and any key not
+  tuned, stay as configured. Every value is checked here, before any data
+  is read, so a bad one fails with its name and where it came from rather
+  than deep inside Keras (or as a silently failed tuning trial).
+  """
+  hparams: Dict[str, Any] = dict(configured or {})
+  missing = [k for k in HPARAM_KEYS if k not in hparams]
+  if missing:
+    raise ValueError(f'Trainer custom_config["hparams"] lacks {missing}')
+  tuned = dict(tuned or {})
+  unknown = sorted(set(tuned) - set(TUNABLE_KEYS))
+  if unknown:
+    raise ValueError(
+        f'tuned hyperparameters {unknown} are not model hyperparameters '
+        f'that may be tuned ({list(TUNABLE_KEYS)}; the seed is always the '
+        'configured one)')
+  hparams.update(tuned)
+
+  def source(key):
+    return 'tuned' if key in tuned else 'configured'
+
+  try:
+    hparams['hidden_units'] = parse_hidden_units(hparams['hidden_units'])
+  except ValueError as e:
+    raise ValueError(f'{source("hidden_units")} {e}') from None
+  rate = hparams['learning_rate']
+  if (not isinstance(rate, numbers.Real) or isinstance(rate, bool) or
+      not math.isfinite(rate) or rate <= 0):
+    raise ValueError(f'{source("learning_rate")} learning_rate {rate!r} must '
+                     'be a positive number')
+  if not _is_int(hparams['batch_size']) or hparams['batch_size'] <= 0:
+    raise ValueError(f'{source("batch_size")} batch_size '
+                     f'{hparams["batch_size"]!r} must be a positive integer')
+  if not _is_int(hparams['seed']):
+    raise ValueError(f'configured seed {hparams["seed"]!r} must be an integer')
+  return hparams, sorted(tuned)
 
 
 def build_keras_model(hidden_units: List[int], learning_rate: float,
@@ -123,6 +223,27 @@ def _input_fn(file_pattern: List[str], data_accessor: DataAccessor,
 
   dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
   return dataset if num_epochs else dataset.repeat()
+
+
+def datasets(fn_args: FnArgs, tf_transform_output: tft.TFTransformOutput,
+             batch_size: int, seed: int
+             ) -> Tuple[tf.data.Dataset, tf.data.Dataset]:
+  """(train, eval) endless batches of fn_args' files, the eval shuffle
+  seeded `seed + 1`: what run_fn and every tuning trial fit on."""
+  return (_input_fn(fn_args.train_files, fn_args.data_accessor,
+                    tf_transform_output, batch_size, seed),
+          _input_fn(fn_args.eval_files, fn_args.data_accessor,
+                    tf_transform_output, batch_size, seed + 1))
+
+
+def train_positive_rate(fn_args: FnArgs,
+                        tf_transform_output: tft.TFTransformOutput,
+                        seed: int) -> float:
+  """Share of big tips in fn_args' train files (build_keras_model's
+  starting bias), in one pass."""
+  return positive_rate(_input_fn(
+      fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+      1024, seed, num_epochs=1))
 
 
 def positive_rate(dataset: tf.data.Dataset) -> float:
@@ -219,6 +340,16 @@ def export_serving_model(model: tf.keras.Model,
       'transform_features': _transform_features_signature(
           model, tf_transform_output),
   }
+  # Under Keras 3 each weight is a keras.Variable wrapping a tf.Variable.
+  # TF1-style loaders (TF Serving's C++ SavedModelBundle, saved_model_cli,
+  # TFX's BulkInferrer) restore by the saver's variable names and found the
+  # wrappers, not the tf.Variables the signatures read ("Could not find
+  # variable dense_2/kernel", tensorflow/tfx#7782). Tracking the tf.Variables
+  # themselves exports them under their own names; tf_keras' weights are
+  # tf.Variables already. Which Keras tf.keras is depends on import order
+  # (TFMA, imported by the runners, makes it Keras 3).
+  model.tf_variables = [v if isinstance(v, tf.Variable) else v.value
+                        for v in model.variables]
   tf.saved_model.save(model, export_dir, signatures=signatures)
 
 
@@ -239,23 +370,20 @@ def run_fn(fn_args: FnArgs) -> None:
 
   Hyperparameters come from `fn_args.custom_config['hparams']` (set in
   pipeline/configs.py), so they are recorded in ML Metadata with the run.
+  When the Trainer has a HyperParameters input (the Tuner's best, or the
+  latest one in ML Metadata), `fn_args.hyperparameters` overrides the
+  tuned keys (resolve_hparams). history.json records the hparams used,
+  which of them were tuned, and the step budget.
   """
-  hparams: Dict[str, Any] = dict((fn_args.custom_config or {}).get('hparams', {}))
-  missing = [k for k in HPARAM_KEYS if k not in hparams]
-  if missing:
-    raise ValueError(f'Trainer custom_config["hparams"] lacks {missing}')
+  hparams, tuned = resolve_hparams(
+      (fn_args.custom_config or {}).get('hparams'),
+      tuned_values(fn_args.hyperparameters))
   make_deterministic(hparams['seed'])
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  train_dataset = _input_fn(fn_args.train_files, fn_args.data_accessor,
-                            tf_transform_output, hparams['batch_size'],
-                            hparams['seed'])
-  eval_dataset = _input_fn(fn_args.eval_files, fn_args.data_accessor,
-                           tf_transform_output, hparams['batch_size'],
-                           hparams['seed'] + 1)
+  train_dataset, eval_dataset = datasets(
+      fn_args, tf_transform_output, hparams['batch_size'], hparams['seed'])
 
-  rate = positive_rate(_input_fn(
-      fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-      1024, hparams['seed'], num_epochs=1))
+  rate = train_positive_rate(fn_args, tf_transform_output, hparams['seed'])
   model = build_keras_model(hparams['hidden_units'], hparams['learning_rate'],
                             rate)
   history = model.fit(
@@ -266,6 +394,9 @@ def run_fn(fn_args: FnArgs) -> None:
       verbose=0)
   record = {
       'hparams': hparams,
+      'tuned': tuned,
+      'train_steps': fn_args.train_steps,
+      'eval_steps': fn_args.eval_steps,
       'train_positive_rate': rate,
       'metrics': {k: [float(v) for v in vs]
                   for k, vs in history.history.items()},

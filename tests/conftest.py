@@ -60,15 +60,11 @@ TRAINED_MODEL_HPARAMS = {'hidden_units': [16, 8], 'learning_rate': 0.02,
                          'batch_size': 32, 'seed': 7}
 
 
-def train(root, transform_dir, train_rows, eval_rows, train_steps,
-          hparams):
-  """models.model.run_fn run for real on raw examples; returns its FnArgs."""
-  from tfx.components.trainer.fn_args_utils import DataAccessor  # pylint: disable=g-import-not-at-top
-  from tfx.components.trainer.fn_args_utils import FnArgs  # pylint: disable=g-import-not-at-top
-  from tfx.components.util import tfxio_utils  # pylint: disable=g-import-not-at-top
+def write_split_examples(root, train_rows, eval_rows):
+  """An Examples artifact at <root>/examples: train and eval splits of
+  GZIP tf.Examples, as ExampleGen writes them."""
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
   from tfx.types import artifact_utils  # pylint: disable=g-import-not-at-top
-  from models import model  # pylint: disable=g-import-not-at-top
 
   examples = standard_artifacts.Examples()
   examples.uri = os.path.join(root, 'examples')
@@ -77,6 +73,22 @@ def train(root, transform_dir, train_rows, eval_rows, train_steps,
       os.path.join(examples.uri, 'Split-train', 'data.gz'), train_rows)
   helpers.write_examples(
       os.path.join(examples.uri, 'Split-eval', 'data.gz'), eval_rows)
+  return examples
+
+
+def train(root, transform_dir, train_rows, eval_rows, train_steps,
+          hparams, hyperparameters=None):
+  """models.model.run_fn run for real on raw examples; returns its FnArgs.
+
+  `hyperparameters`: what the Trainer passes from a HyperParameters input
+  (a KerasTuner HyperParameters config), or None, as without a Tuner.
+  """
+  from tfx.components.trainer.fn_args_utils import DataAccessor  # pylint: disable=g-import-not-at-top
+  from tfx.components.trainer.fn_args_utils import FnArgs  # pylint: disable=g-import-not-at-top
+  from tfx.components.util import tfxio_utils  # pylint: disable=g-import-not-at-top
+  from models import model  # pylint: disable=g-import-not-at-top
+
+  examples = write_split_examples(root, train_rows, eval_rows)
   fn_args = FnArgs(
       train_files=[os.path.join(examples.uri, 'Split-train', '*')],
       eval_files=[os.path.join(examples.uri, 'Split-eval', '*')],
@@ -85,6 +97,7 @@ def train(root, transform_dir, train_rows, eval_rows, train_steps,
       model_run_dir=os.path.join(root, 'model_run'),
       train_steps=train_steps,
       eval_steps=5,
+      hyperparameters=hyperparameters,
       custom_config={'hparams': dict(hparams)},
       data_accessor=DataAccessor(
           tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(

@@ -106,3 +106,57 @@ def test_out_of_domain_values_give_a_finite_prediction(trained_model,
   out = loaded.signatures[model.RAW_SIGNATURE](
       **_raw_inputs([row]))['outputs'].numpy()
   assert np.isfinite(out).all() and 0 <= out[0, 0] <= 1
+
+
+_TF1_LOAD = r'''
+import sys
+import tensorflow as tf
+# tf.keras touched before tensorflow_transform sets TF_USE_LEGACY_KERAS, as
+# in the runners (make run): tf.keras is Keras 3, not tf_keras.
+assert tf.keras.__name__ == 'keras._tf_keras.keras', tf.keras.__name__
+import numpy as np
+import tensorflow_transform as tft
+from models import model
+
+transform_dir, export_dir, examples_file = sys.argv[1:4]
+keras_model = model.build_keras_model([8, 4], 0.01, 0.3)
+model.export_serving_model(keras_model, tft.TFTransformOutput(transform_dir),
+                           export_dir)
+examples = list(tf.data.TFRecordDataset(examples_file).as_numpy_iterator())
+tf2 = tf.saved_model.load(export_dir).signatures['serving_default'](
+    examples=tf.constant(examples))['outputs'].numpy()
+# TF Serving's C++ loader, saved_model_cli and BulkInferrer restore this way.
+with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+  meta = tf.compat.v1.saved_model.loader.load(session, ['serve'], export_dir)
+  signature = meta.signature_def['serving_default']
+  tf1 = session.run(signature.outputs['outputs'].name,
+                    {signature.inputs['examples'].name: examples})
+np.testing.assert_allclose(tf1, tf2, rtol=1e-6, atol=1e-7)
+print('SAME', len(examples))
+'''
+
+
+def test_a_keras3_export_loads_in_tf_servings_tf1_loader(tmp_path,
+                                                         transform_dir,
+                                                         eval_rows):
+  """Under Keras 3 (the runners' tf.keras) the exported SavedModel restores
+  in the TF1 loader TF Serving's C++ server uses, with the same answers as
+  the TF2 loader (tensorflow/tfx#7782: it failed with "Could not find
+  variable dense_2/kernel" before export_serving_model tracked the
+  tf.Variables)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  schema = helpers.load_schema()
+  examples_file = str(tmp_path / 'examples.tfrecord')
+  with tf.io.TFRecordWriter(examples_file) as writer:
+    for row in eval_rows[:20]:
+      writer.write(helpers.to_example(row, schema,
+                                      drop_label=True).SerializeToString())
+  # Not inherited: tensorflow_transform set it in this process.
+  env = {k: v for k, v in os.environ.items() if k != 'TF_USE_LEGACY_KERAS'}
+  result = subprocess.run(
+      [sys.executable, '-c', _TF1_LOAD, transform_dir,
+       str(tmp_path / 'export'), examples_file],
+      cwd=helpers.REPO, capture_output=True, text=True, timeout=300, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'SAME 20' in result.stdout
