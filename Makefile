@@ -20,11 +20,12 @@ AIRFLOW_VENV  := .venv-airflow
 AIRFLOW_PY    := $(AIRFLOW_VENV)/bin/python
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: venv run serve test unit lock clean help airflow-venv airflow-test airflow-lock vertex replay ct \
+.PHONY: venv run score serve test unit lock clean help airflow-venv airflow-test airflow-lock vertex replay ct \
         flink-fetch flink-up flink-down flink-run
 
 help:
 	@echo "make run    - run the pipeline on the bundled data (ARGS='--train-steps 200 ...')"
+	@echo "make score  - score a span with the served model: BulkInferrer, PredictionLogs + CSV (ARGS='--span 3 ...')"
 	@echo "make vertex - compile for Vertex AI Pipelines (ARGS='--project P [--submit]')"
 	@echo "make serve  - serve the pushed models over TF Serving's REST (8501) and gRPC (8500) APIs"
 	@echo "make ct     - continuous training: decide whether to run (and why), run if so (ARGS='--force ...')"
@@ -64,6 +65,10 @@ airflow-test: $(STAMP) $(AIRFLOW_STAMP)
 
 run: $(STAMP)
 	$(PY) local_runner.py $(ARGS)
+
+# Batch scoring with the served model (pipeline/scoring.py) -> outputs/scores/.
+score: $(STAMP)
+	$(PY) score_runner.py $(ARGS)
 
 # Compiles offline; --submit needs network access and Google Cloud credentials.
 vertex: $(STAMP)

@@ -42,10 +42,7 @@ def main(argv=None) -> int:
                       'prediction at the end')
   args = parser.parse_args(ours)
   cfg = configs.from_flags(args)
-  # No Beam flags: TFX's defaults (the in-process DirectRunner), as before.
-  pipeline_args = (beam_flags.beam_pipeline_args(
-      beam_args, beam_flags.DEFAULT_RUNNING_MODE,
-      beam_flags.DEFAULT_NUM_WORKERS) if beam_args else None)
+  pipeline_args = beam_flags.local_run_args(beam_args)
 
   # Heavy imports (TensorFlow, TFX) only after --help had its chance.
   print(console.LOADING, flush=True)

@@ -92,7 +92,8 @@ def vertex_pipeline(cfg: configs.PipelineConfig) -> Any:
       schema_file=cache_keys.image_schema_file(cfg),
       knobs=taxi_pipeline.runtime_parameters(cfg),
       window_spans=None,
-      baseline_model=taxi_pipeline.LATEST_BLESSED_MODEL)
+      baseline_model=taxi_pipeline.LATEST_BLESSED_MODEL,
+      tuned_hparams=False)
 
 
 def compile_pipeline(cfg: configs.PipelineConfig,

@@ -4,6 +4,7 @@
     python -m lineage span 4                  # the models trained on span 4, and their versions
     python -m lineage diff 1795690717 1795693904 --json
     python -m lineage run                     # the newest run: every node, its state, its artifacts
+    python -m lineage scores 4                # which model scored span 4; its predictions and CSV
     MLMD_MYSQL_PASSWORD=... python -m lineage run --mysql-host db --mysql-user tfx
 
 Reads ML Metadata directly and never imports TFX, TensorFlow or TFMA's
@@ -78,7 +79,49 @@ def parse_args(argv=None) -> argparse.Namespace:
       help="the newest run's nodes, their states and output artifacts")
   run.add_argument('--pipeline-name', default=paths.PIPELINE_NAME,
                    help='TFX pipeline name (default: %(default)s)')
+  scores = commands.add_parser(
+      'scores', parents=[store],
+      help='which model and version scored a span (score_runner.py), its '
+      'Examples, PredictionLogs and CSV')
+  scores.add_argument('span', type=int, nargs='?',
+                      help='a span number (default: the newest scoring)')
+  scores.add_argument('--all', action='store_true',
+                      help='every scoring of the span, newest first')
+  scores.add_argument('--json', action='store_true',
+                      help='print JSON instead of text')
+  scores.add_argument('--pipeline-name', default=paths.PIPELINE_NAME,
+                      help='TFX pipeline name of the models (default: '
+                      '%(default)s)')
   return parser.parse_args(argv)
+
+
+def format_scoring(s: graph.Scoring) -> str:
+  """Which model scored a span, and where its rows and predictions are."""
+  model = f'Model #{s.model.id}' if s.model else 'Model not recorded'
+  lines = [f'Span {s.span} scored by version {s.served_version} ({model}), '
+           f'run {s.last_run}:']
+  add = lambda k, v: lines.append(f'  {k:<16} {v}')
+  if s.model:
+    add('model', f'{model}: {s.model.uri}')
+    trainer = (f'; trained by Trainer execution {s.trainer.id} (run '
+               f'{s.trainer.run})' if s.trainer else '')
+    add('', f'pushed as version {", ".join(s.versions) or "none"}{trainer}')
+  if s.blessing:
+    add('blessing', f'ModelBlessing #{s.blessing.id} (BulkInferrer checked '
+        'it)')
+  if s.examples:
+    add('examples', f'Examples #{s.examples.id}: {s.examples.uri}')
+  if s.predictions:
+    add('PredictionLogs', f'{s.predictions.type} #{s.predictions.id}: '
+        f'{s.predictions.uri}')
+  mean = ('' if s.mean_prediction is None else
+          f', mean prediction {s.mean_prediction:.4f}')
+  add('CSV', f'{s.csv.type} #{s.csv.id}: {s.csv_path} ({s.rows} rows{mean})')
+  bulk = (f'BulkInferrer execution {s.bulk_inferrer.id}, '
+          if s.bulk_inferrer else '')
+  add('scored by', f'{bulk}{s.scorer.node} execution {s.scorer.id} (run '
+      f'{s.scorer.run})')
+  return '\n'.join(lines)
 
 
 def main(argv=None) -> int:
@@ -91,6 +134,17 @@ def main(argv=None) -> int:
   store = metadata_store.open_store(connection)
   if args.command == 'run':
     print(report.format_run(store, args.pipeline_name))
+    return 0
+  if args.command == 'scores':
+    found = graph.scorings(store, args.pipeline_name, args.span)
+    if not found:
+      what = 'any span' if args.span is None else f'span {args.span}'
+      raise SystemExit(f'No scoring of {what} in this ML Metadata store '
+                       '(`make score ARGS="--span N"` scores one).')
+    found = found if args.all else found[:1]
+    print(json.dumps([dataclasses.asdict(s) for s in found], indent=2,
+                     sort_keys=True) if args.json else
+          '\n\n'.join(format_scoring(s) for s in found))
     return 0
   model_base_path = os.path.join(args.serving_dir, args.model_name)
   if args.command == 'version':

@@ -8,11 +8,13 @@ project asks of that graph is answered here: the runs and their nodes
 artifact (`producer`, `consumers`), the spans ExampleGen ingested
 (`ingested_examples`), and the lineage of a served version (PushedModel <-
 Pusher <- Model <- Trainer <- Examples, ...: `version_lineage`,
-`span_models`, `diff`). So it answers for any run of this pipeline's
-runners, on SQLite or MySQL. It reads `ml_metadata` directly and never
-imports TFX or TensorFlow (about a second): the serving process, the CT
-controller and the lineage CLI (`python -m lineage`) import it too; files
-are read by lineage/readers.py, text is made by lineage/report.py.
+`span_models`, `diff`), and which model scored a span's rows
+(`scorings`: CSV <- BulkInferrer <- Model, Examples). So it answers for
+any run of this pipeline's runners, on SQLite or MySQL. It reads
+`ml_metadata` directly and never imports TFX or TensorFlow (about a
+second): the serving process, the CT controller and the lineage CLI
+(`python -m lineage`) import it too; files are read by lineage/readers.py,
+text is made by lineage/report.py.
 
 Each pipeline run's context also carries the git commit of the checkout that
 ran it (`record_git_revision`): on the run, never in a component's
@@ -299,6 +301,14 @@ class VersionLineage:
   evaluation: Optional[ArtifactInfo] = None
   metrics: Dict[str, Dict[str, float]] = dataclasses.field(
       default_factory=dict)
+  # Which tuning set the hyperparameters: the Trainer's HyperParameters
+  # input and the Tuner execution that wrote it (None: not tuned).
+  hyperparameters: Optional[ArtifactInfo] = None
+  tuner: Optional[ExecutionInfo] = None
+  # The hparams keys whose value came from tuning (the Trainer's history).
+  tuned: List[str] = dataclasses.field(default_factory=list)
+  # The version's model card (serving.base_path.model_card_path), if any.
+  model_card: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -375,6 +385,38 @@ def pushed_model(store: mlmd.MetadataStore, version: str
   return max(found, key=lambda a: a.id, default=None)
 
 
+def version_model(store: mlmd.MetadataStore, version: str
+                 ) -> Tuple[Optional[metadata_store_pb2.Artifact],
+                            Optional[metadata_store_pb2.Artifact]]:
+  """(Model, ModelBlessing) the Pusher of version `version` read; (None,
+  None) when no Pusher of this store recorded that version."""
+  pushed = pushed_model(store, version)
+  pusher = producer(store, pushed.id) if pushed is not None else None
+  if pusher is None:
+    return None, None
+  inputs, _ = execution_artifacts(store, pusher.id)
+  return ((inputs.get('model') or [None])[0],
+          (inputs.get('model_blessing') or [None])[0])
+
+
+def model_blessings(store: mlmd.MetadataStore, model_id: int
+                   ) -> List[metadata_store_pb2.Artifact]:
+  """The LIVE ModelBlessings an Evaluator gave Model `model_id` (its
+  `current_model_id`; not those naming it as the baseline), newest first."""
+  query = ("type = 'ModelBlessing' AND "
+           f'custom_properties.current_model_id.int_value = {int(model_id)}')
+  found = store.get_artifacts(list_options=mlmd.ListOptions(
+      filter_query=query))
+  return sorted((a for a in found
+                 if a.state == metadata_store_pb2.Artifact.LIVE),
+                key=lambda a: a.id, reverse=True)
+
+
+def _model_card(version_dir: Optional[str]) -> Optional[str]:
+  path = version_dir and base_path.model_card_path(version_dir)
+  return path if path and os.path.exists(path) else None
+
+
 def version_lineage(store: mlmd.MetadataStore, version: str,
                     read_files: bool = True) -> Optional[VersionLineage]:
   """How version `version` was made; None if no Pusher recorded it.
@@ -387,6 +429,7 @@ def version_lineage(store: mlmd.MetadataStore, version: str,
     return None
   found = VersionLineage(version=str(int(version)),
                          destination=prop(pushed, 'pushed_destination'))
+  found.model_card = _model_card(found.destination)
   pusher = producer(store, pushed.id)
   if pusher is None:
     return found
@@ -429,7 +472,19 @@ def _fill_from_pusher_inputs(store: mlmd.MetadataStore, found: VersionLineage,
   found.trainer_code_version = config.get('code_version')
   found.train_steps = _steps(trainer, 'train_args')
   found.eval_steps = _steps(trainer, 'eval_args')
-  inputs, _ = execution_artifacts(store, trainer.id)
+  inputs, outputs = execution_artifacts(store, trainer.id)
+  hyperparameters = (inputs.get('hyperparameters') or [None])[0]
+  if hyperparameters is not None:
+    found.hyperparameters = _artifact(hyperparameters)
+    tuner = producer(store, hyperparameters.id)
+    if tuner is not None:
+      found.tuner = execution_info(store, tuner)
+  model_run = (outputs.get('model_run') or [None])[0]
+  history = (readers.training_history(model_run.uri)
+             if read_files and model_run is not None else None)
+  if history:  # what run_fn used: the configured values, tuned ones applied
+    found.hparams = history.get('hparams', found.hparams)
+    found.tuned = list(history.get('tuned', []))
   found.spans = sorted(
       (SpanInfo(span=property_value(a, 'span'),
                 version=property_value(a, 'version'), id=a.id, uri=a.uri)
@@ -468,6 +523,7 @@ def version_lineage_from_record(store: mlmd.MetadataStore, version_dir: str,
     return None
   found = VersionLineage(version=str(int(record['version'])),
                          destination=record.get('destination'))
+  found.model_card = _model_card(version_dir)
   if record.get('execution_id'):
     executions = store.get_executions_by_id([int(record['execution_id'])])
     if executions:
@@ -563,3 +619,101 @@ def diff(a: VersionLineage, b: VersionLineage) -> Dict[str, Any]:
                     for k in sorted(set(candidate_a) & set(candidate_b))}
   out['blessed'] = [a.blessed, b.blessed]
   return out
+
+
+# --- Batch scoring (pipeline/scoring.py) -------------------------------------
+
+# Scoring runs as a pipeline of its own, `<pipeline>_scoring` (the module
+# docstring of pipeline/scoring.py says why); its last node writes an
+# artifact of this type holding this CSV file.
+SCORING_SUFFIX = '_scoring'
+SCORES_TYPE = 'PredictionsCsv'
+SCORES_FILE = 'scores.csv'
+
+
+def scoring_pipeline_name(pipeline_name: str) -> str:
+  return pipeline_name + SCORING_SUFFIX
+
+
+@dataclasses.dataclass
+class Scoring:
+  """One batch scoring of a span: which model scored which rows, where."""
+  span: Optional[int]
+  csv: ArtifactInfo
+  csv_path: str
+  rows: Optional[int]
+  mean_prediction: Optional[float]
+  served_version: Optional[str]  # the version served when it was scored
+  versions: List[str]  # every version the Model was pushed as
+  scorer: ExecutionInfo  # the execution that wrote the CSV
+  last_run: Optional[str]  # the newest run that made or reused the CSV
+  examples: Optional[ArtifactInfo] = None
+  predictions: Optional[ArtifactInfo] = None  # BulkInferrer's PredictionLogs
+  model: Optional[ArtifactInfo] = None
+  blessing: Optional[ArtifactInfo] = None
+  bulk_inferrer: Optional[ExecutionInfo] = None
+  trainer: Optional[ExecutionInfo] = None
+
+
+def _first(artifacts: Optional[List[metadata_store_pb2.Artifact]]):
+  return artifacts[0] if artifacts else None
+
+
+def _last_output(store: mlmd.MetadataStore, artifact_id: int
+                ) -> Optional[metadata_store_pb2.Execution]:
+  """The newest COMPLETE or CACHED execution that output an artifact: a
+  cached rerun reuses an earlier scoring's CSV, and is its newest use."""
+  ids = [e.execution_id for e in store.get_events_by_artifact_ids(
+      [artifact_id]) if e.type == metadata_store_pb2.Event.OUTPUT]
+  done = [e for e in store.get_executions_by_id(ids) if e.last_known_state in (
+      metadata_store_pb2.Execution.COMPLETE,
+      metadata_store_pb2.Execution.CACHED)]
+  return max(done, key=lambda e: e.id, default=None)
+
+
+def scorings(store: mlmd.MetadataStore, pipeline_name: str,
+             span: Optional[int] = None) -> List[Scoring]:
+  """The scorings of `pipeline_name`'s models (of `span` only, when given),
+  newest use first: the CSV artifact <- its writer <- BulkInferrer's
+  PredictionLogs, the span's Examples and the Model (<- its Trainer), and
+  the ModelBlessing BulkInferrer checked."""
+  context = store.get_context_by_type_and_name(
+      'pipeline', scoring_pipeline_name(pipeline_name))
+  if context is None:
+    return []
+  found = []
+  for csv in store.get_artifacts_by_context(context.id):
+    if (csv.type != SCORES_TYPE or
+        csv.state != metadata_store_pb2.Artifact.LIVE):
+      continue
+    writer, last = producer(store, csv.id), _last_output(store, csv.id)
+    if writer is None or last is None:
+      continue
+    inputs, _ = execution_artifacts(store, writer.id)
+    examples = _first(inputs.get('examples'))
+    scored_span = property_value(examples, 'span') if examples else None
+    if span is not None and scored_span != span:
+      continue
+    predictions = _first(inputs.get('inference_result'))
+    model = _first(inputs.get('model'))
+    bulk = producer(store, predictions.id) if predictions else None
+    blessing = _first(execution_artifacts(store, bulk.id)[0].get(
+        'model_blessing')) if bulk else None
+    trainer = producer(store, model.id) if model else None
+    run = run_context(store, last.id)
+    version = prop(csv, 'served_version')
+    found.append((last.id, Scoring(
+        span=scored_span, csv=_artifact(csv),
+        csv_path=os.path.join(csv.uri, SCORES_FILE),
+        rows=prop(csv, 'rows'), mean_prediction=prop(csv, 'mean_prediction'),
+        served_version=None if version is None else str(version),
+        versions=pushed_versions(store, model.id) if model else [],
+        scorer=execution_info(store, writer),
+        last_run=run.name if run else None,
+        examples=_artifact(examples) if examples else None,
+        predictions=_artifact(predictions) if predictions else None,
+        model=_artifact(model) if model else None,
+        blessing=_artifact(blessing) if blessing else None,
+        bulk_inferrer=execution_info(store, bulk) if bulk else None,
+        trainer=execution_info(store, trainer) if trainer else None)))
+  return [s for _, s in sorted(found, key=lambda x: x[0], reverse=True)]

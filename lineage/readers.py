@@ -10,6 +10,7 @@ controller read them in about a second.
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import re
 import struct
@@ -40,6 +41,21 @@ def git_revision(repo_dir: str = paths.REPO_ROOT
   except (OSError, subprocess.SubprocessError):
     return UNKNOWN, None
   return commit or UNKNOWN, dirty
+
+
+# What models.model.run_fn writes into the Trainer's ModelRun (its
+# HISTORY_FILE; tests/lineage checks they agree): the hparams it used, the
+# tuned ones among them, the steps and the training curves.
+TRAINING_HISTORY = 'history.json'
+
+
+def training_history(model_run_uri: str) -> Optional[Dict]:
+  """The Trainer's history.json, None if absent or unreadable here."""
+  try:
+    with open(os.path.join(model_run_uri, TRAINING_HISTORY)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
 
 
 def schema_digest(content: bytes) -> str:
@@ -100,14 +116,16 @@ def _metrics_for_slice_class():
   return _tfma_proto('metrics_for_slice_pb2').MetricsForSlice
 
 
-def evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
-  """Overall-slice metrics of a ModelEvaluation, per model.
+def sliced_metrics(uri: str) -> Dict[str, Dict[str, Dict[str, float]]]:
+  """Every slice's metrics of a ModelEvaluation, per model.
 
-  {'candidate': {'auc': ...}, 'baseline': {...}} ('baseline' only when the
-  Evaluator had one); {} when the files are not readable from here.
+  {'overall': {'candidate': {'auc': ...}, 'baseline': {...}},
+   'payment_type=Cash': {...}, ...}: the slice names _slice_name gives;
+  'baseline' only when the Evaluator had one. {} when the files are not
+  readable from here. Diffs (is_diff) and non-scalar metrics are left out.
   """
   metrics_for_slice = _metrics_for_slice_class()
-  result: Dict[str, Dict[str, float]] = {}
+  result: Dict[str, Dict[str, Dict[str, float]]] = {}
   try:
     names = sorted(n for n in os.listdir(uri) if n.startswith('metrics'))
   except OSError:
@@ -115,14 +133,23 @@ def evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
   for name in names:
     for record in _tfrecords(os.path.join(uri, name)):
       metrics = metrics_for_slice.FromString(record)
-      if metrics.slice_key.single_slice_keys:
-        continue
+      per_model = result.setdefault(_slice_name(metrics.slice_key), {})
       for kv in metrics.metric_keys_and_values:
         if kv.key.is_diff or not kv.value.HasField('double_value'):
           continue
         model = 'baseline' if kv.key.model_name == 'baseline' else 'candidate'
-        result.setdefault(model, {})[kv.key.name] = kv.value.double_value.value
+        per_model.setdefault(model, {})[kv.key.name] = (
+            kv.value.double_value.value)
   return result
+
+
+def evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
+  """Overall-slice metrics of a ModelEvaluation, per model.
+
+  {'candidate': {'auc': ...}, 'baseline': {...}} ('baseline' only when the
+  Evaluator had one); {} when the files are not readable from here.
+  """
+  return sliced_metrics(uri).get('overall', {})
 
 
 def _slice_name(slice_key) -> str:

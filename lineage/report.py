@@ -84,6 +84,11 @@ def format_version(v: graph.VersionLineage) -> str:
     add('transform graph', f'#{v.transform_graph.id} {v.transform_graph.uri}')
   add('hparams', json.dumps(v.hparams, sort_keys=True)
       + f'; steps train {v.train_steps}, eval {v.eval_steps}')
+  if v.hyperparameters:
+    add('tuned', (', '.join(v.tuned) or 'no key') + ' from HyperParameters '
+        f'#{v.hyperparameters.id}'
+        + (f', by Tuner execution {v.tuner.id} (run {v.tuner.run or "?"})'
+           if v.tuner else ''))
   baseline = ('none (first blessed model)' if v.baseline_model is None else
               f'model #{v.baseline_model.id}, version '
               + (', '.join(v.baseline_versions) or 'never pushed'))
@@ -101,6 +106,7 @@ def format_version(v: graph.VersionLineage) -> str:
         lines.append(f'    {name:<14} {candidate[name]:>12.4f}')
   add('code', f'trainer {v.trainer_code_version}, transform '
       f'{v.transform_code_version}; trained with {_git(v.trainer)}')
+  add('model card', v.model_card or 'none (pushed before model cards)')
   return '\n'.join(lines)
 
 

@@ -25,11 +25,17 @@ and never
 A version is mapped to its Model artifact through ML Metadata (PushedModel
 -> Pusher -> model); a version no Pusher of this store recorded is skipped.
 
+What is *served* (`served_version`, for batch scoring: pipeline/scoring.py)
+is the first version of that same order: the model users get, never
+skipped for another. `served_model` maps it to its Model and the
+ModelBlessing the Evaluator gave that Model, or says why it cannot.
+
 Vertex AI cannot compile a custom strategy (KubeflowV2 compiles only the
 stock latest-artifact and latest-blessed-model resolvers), so the Vertex
 pipeline keeps LatestBlessedModelStrategy (pipeline/pipeline.py says so).
 """
 
+import dataclasses
 import json
 import os
 from typing import Dict, List, Optional
@@ -38,8 +44,10 @@ import ml_metadata as mlmd
 from tfx import types
 from tfx.dsl.components.common import resolver
 
+from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
 from lineage import graph
+from lineage import metadata_store
 from serving import model_config
 from serving import base_path
 
@@ -85,6 +93,73 @@ def baseline_versions(model_base: str, model_config_file: Optional[str] = None,
     order.remove(stable)
     order.insert(0, stable)
   return [v for v in order if v not in rejected]
+
+
+def served_version(model_base: str, model_config_file: Optional[str] = None,
+                   model_name: str = configs.MODEL_NAME) -> Optional[int]:
+  """The version users are served: the first in `baseline_versions`' order
+  (None: nothing is served)."""
+  order = baseline_versions(model_base, model_config_file, model_name)
+  return order[0] if order else None
+
+
+class NotServedError(ValueError):
+  """No served version, or none this ML Metadata store can trace."""
+
+
+@dataclasses.dataclass
+class ServedModel:
+  """The served version, its Model and the blessing its Evaluator gave it."""
+  version: int
+  model: metadata_store_pb2.Artifact
+  blessing: metadata_store_pb2.Artifact
+  why: str  # which rule picked the version, for people
+
+
+def served_model(store: mlmd.MetadataStore, model_base: str,
+                 model_config_file: Optional[str] = None,
+                 model_name: str = configs.MODEL_NAME) -> ServedModel:
+  """The served version's Model and ModelBlessing, from ML Metadata.
+
+  The blessing is the Evaluator's verdict on that very Model (its
+  `current_model_id`); of several, the one the version's Pusher read, else
+  the newest. Raises NotServedError when nothing is served, when no Pusher
+  of this store recorded the served version (it was pushed from another
+  store: there is no Model to trace, and another version is never taken
+  instead), or when its Model has no blessed ModelBlessing.
+  """
+  version = served_version(model_base, model_config_file, model_name)
+  if version is None:
+    raise NotServedError(
+        f'Nothing is served from {model_base}: no version directory there '
+        '(or every one was rolled back or rejected by CD). Push a model '
+        'first (make run).')
+  stable = stable_version(model_config_file, model_name)
+  why = (f'the {STABLE_LABEL!r} label of {model_config_file}'
+         if version == stable else 'the newest version on disk')
+  model, pushed_blessing = graph.version_model(store, str(version))
+  if model is None:
+    raise NotServedError(
+        f'Version {version} is served from {model_base} ({why}), but no '
+        'Pusher in this ML Metadata store recorded it (pushed from another '
+        'store or pipeline?), so it has no Model here to score with and '
+        'trace back. Point --metadata-path (or the MySQL flags) at the '
+        'store of the run that pushed it.')
+  blessings = graph.model_blessings(store, model.id)
+  blessed = lambda b: metadata_store.custom_property(b, 'blessed') == 1
+  blessing = (next((b for b in blessings if pushed_blessing is not None and
+                    b.id == pushed_blessing.id), None) or
+              next((b for b in blessings if blessed(b)), None) or
+              next(iter(blessings), None))
+  if blessing is None or not blessed(blessing):
+    raise NotServedError(
+        f'Version {version} (Model #{model.id}) is served from {model_base}, '
+        'but ' + ('no Evaluator blessed it' if blessing is None else
+                  f'its Evaluator did not bless it (ModelBlessing '
+                  f'#{blessing.id})') + ': BulkInferrer scores only a '
+        'blessed model (it writes nothing for an unblessed one).')
+  return ServedModel(version=version, model=model, blessing=blessing,
+                     why=why)
 
 
 class ServedModelStrategy(resolver.ResolverStrategy):

@@ -71,6 +71,16 @@ def beam_pipeline_args(beam_args: List[str], running_mode: str,
   return ours + list(beam_args)
 
 
+def local_run_args(beam_args: List[str]) -> Optional[List[str]]:
+  """What LocalDagRunner's runners (local_runner.py, score_runner.py) pass:
+  None with no Beam flags (TFX's defaults, the in-process DirectRunner),
+  else `beam_pipeline_args` with the DirectRunner's defaults."""
+  if not beam_args:
+    return None
+  return beam_pipeline_args(beam_args, DEFAULT_RUNNING_MODE,
+                            DEFAULT_NUM_WORKERS)
+
+
 def uses_worker_processes(pipeline_args: List[str]) -> bool:
   """True when Beam will start local SDK worker subprocesses."""
   return (_is_direct(_flag_value(pipeline_args, 'runner')) and

@@ -79,3 +79,38 @@ def eval_config(cfg: configs.PipelineConfig) -> tfma.EvalConfig:
               tfma.MetricConfig(class_name='MeanPrediction'),
           ])
       ])
+
+
+def _where(slicing_spec) -> str:
+  if slicing_spec.feature_values:
+    return ', '.join(f'{k}={v}' for k, v in
+                     sorted(slicing_spec.feature_values.items()))
+  if slicing_spec.feature_keys:
+    return 'each ' + ', '.join(slicing_spec.feature_keys)
+  return 'overall'
+
+
+def describe(config: tfma.EvalConfig) -> list:
+  """The rule as lines ('AUC >= 0.7 (overall)'), read from the EvalConfig
+  the Evaluator applies, so a model card states the thresholds it passed
+  exactly as they were checked."""
+  lines = []
+  for spec in config.metrics_specs:
+    for metric in spec.metrics:
+      for per_slice in metric.per_slice_thresholds:
+        where = '; '.join(_where(s) for s in per_slice.slicing_specs)
+        value = per_slice.threshold.value_threshold
+        low = value.lower_bound.value if value.HasField('lower_bound') else None
+        high = value.upper_bound.value if value.HasField('upper_bound') else None
+        if low is not None and high is not None:
+          lines.append(f'{metric.class_name} in [{low:g}, {high:g}] ({where})')
+        elif low is not None:
+          lines.append(f'{metric.class_name} >= {low:g} ({where})')
+        elif high is not None:
+          lines.append(f'{metric.class_name} <= {high:g} ({where})')
+        change = per_slice.threshold.change_threshold
+        if change.HasField('absolute'):
+          lines.append(f'{metric.class_name} >= baseline '
+                       f'{metric.class_name} - {-change.absolute.value:g} '
+                       f'({where}; once there is a baseline)')
+  return lines

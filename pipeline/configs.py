@@ -21,6 +21,7 @@ from project import paths
 # project (setup.py), so no per-run wheel of the module file is built.
 PREPROCESSING_FN = 'models.preprocessing.preprocessing_fn'
 RUN_FN = 'models.model.run_fn'
+TUNER_FN = 'models.tuning.tuner_fn'
 MODELS_DIR = os.path.join(REPO_ROOT, 'models')
 # Slices for the Evaluator's metrics (raw feature names).
 SLICE_FEATURES = ['payment_type']
@@ -70,6 +71,13 @@ class PipelineConfig(metadata_store.StoreConfig):
   seed: int = _field(
       42, 'training seed (weights, shuffle): the same seed, data and flags '
       'give the same model; recorded with the hparams in ML Metadata')
+  tune: bool = _field(
+      False, "run TFX's Tuner (KerasTuner random search over hidden units, "
+      'learning rate and batch size) before the Trainer; without it the '
+      'Trainer uses the latest tuned values, if any, else the flags above')
+  tuner_trials: int = _field(
+      8, 'Tuner: trials (models tried, each with the Trainer\'s steps) per '
+      'tuning run; the first is the configured values')
   min_auc: float = _field(
       0.7, 'Evaluator: bless only if AUC >= this (chance is 0.5)')
   min_balanced_accuracy: float = _field(

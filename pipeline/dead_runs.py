@@ -53,8 +53,11 @@ class Marked:
 
 def _node_id(store: mlmd.MetadataStore, execution_id: int,
              pipeline_name: str) -> str:
-  return graph.node_id(store.get_contexts_by_execution(execution_id),
-                       pipeline_name) or str(execution_id)
+  contexts = store.get_contexts_by_execution(execution_id)
+  # Another pipeline of the same root and lock: the scoring pipeline
+  # (pipeline/scoring.py) writes to <root>/<node>/ too.
+  return (graph.node_id(contexts, pipeline_name) or graph.node_id(contexts)
+          or str(execution_id))
 
 
 def mark_active(store: mlmd.MetadataStore, pipeline_name: str,

@@ -4,9 +4,12 @@
     -> StatisticsGen -> ExampleValidator (vs. the curated, imported schema)
     -> DataValidationGate (stops the run on any anomaly)
   span window Resolver (latest N valid spans of this run's data) -> Transform
-    -> Trainer
+    -> [Tuner, with --tune] -> Trainer
+       (without --tune: the latest tuned hyperparameters Resolver, if any)
   baseline Resolver (the model users are served, never the candidate)
-    -> Evaluator (the blessing rule: pipeline/blessing.py) -> Pusher
+    -> Evaluator (the blessing rule: pipeline/blessing.py)
+    -> InfraValidator (the candidate loaded in `python -m serving`)
+    -> ModelCardGenerator -> Pusher (blessed and infra-blessed only)
 
 What differs between orchestrators is an argument the runner passes (as in
 TFX's templates), never a test of which runner this is:
@@ -26,6 +29,9 @@ TFX's templates), never a test of which runner this is:
   baseline_model  SERVED_MODEL (pipeline/baseline.py), or, for the same
                   reason on Vertex, LATEST_BLESSED_MODEL: TFX's latest
                   blessed model.
+  tuned_hparams   without --tune, train with the latest tuned
+                  hyperparameters (a Resolver), or (False: Vertex, same
+                  reason) with the configured ones (pipeline/hyperparameters.py).
 The DataValidationGate runs on every orchestrator: a failed gate task fails
 a Vertex job before Transform, as it stops a local run.
 
@@ -41,16 +47,15 @@ from tfx.components import CsvExampleGen
 from tfx.components import Evaluator
 from tfx.components import ExampleValidator
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
-from tfx.components import Pusher
 from tfx.components import StatisticsGen
 from tfx.components import Trainer
 from tfx.components import Transform
-from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration import data_types
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import example_gen_pb2
+from tfx.proto import infra_validator_pb2
 from tfx.proto import pusher_pb2
 from tfx.proto import range_config_pb2
 from tfx.proto import trainer_pb2
@@ -65,8 +70,11 @@ from pipeline import baseline
 from pipeline import blessing
 from pipeline import cache_keys
 from pipeline import configs
+from pipeline import hyperparameters
 from pipeline import job_server_options  # pylint: disable=unused-import
 from pipeline import pusher
+from pipeline.infra_validator import InfraValidator
+from pipeline.model_card import ModelCardGenerator
 from pipeline.span_window import ValidSpanWindowStrategy
 from pipeline.validation_gate import DataValidationGate
 
@@ -191,6 +199,7 @@ def create_pipeline(
     knobs: Knobs,
     window_spans: Optional[int],
     baseline_model: str,
+    tuned_hparams: bool = True,
     metadata_connection_config: Optional[
         metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: Optional[List[str]] = None,
@@ -238,11 +247,18 @@ def create_pipeline(
   if window is None:  # no resolver between: the gate orders Transform itself
     transform.add_upstream_node(validation_gate)
 
+  # A Tuner (--tune), the latest tuning's Resolver, or None: the configured
+  # hyperparameters (pipeline/hyperparameters.py).
+  hparams_source = hyperparameters.source(
+      cfg, training_examples, transform, schema_gen.outputs['schema'],
+      knobs.train_args, knobs.eval_args, from_tuning=tuned_hparams)
+
   trainer = Trainer(
       run_fn=configs.RUN_FN,
       examples=training_examples,
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
+      hyperparameters=hyperparameters.channel(hparams_source),
       train_args=knobs.train_args,
       eval_args=knobs.eval_args,
       custom_config={
@@ -253,18 +269,48 @@ def create_pipeline(
 
   model_resolver = baseline_resolver(cfg, baseline_model, trainer)
 
+  eval_config = blessing.eval_config(cfg)
   evaluator = Evaluator(
       examples=training_examples,
       model=trainer.outputs['model'],
       baseline_model=model_resolver.outputs['model'],
-      eval_config=blessing.eval_config(cfg))
+      eval_config=eval_config)
 
-  # Pushes only if the Evaluator blessed the model, to <base>/<version>/;
-  # never the same model twice, never a half-copied version (pipeline/pusher.py).
-  model_pusher = Pusher(
-      custom_executor_spec=executor_spec.ExecutorClassSpec(pusher.Executor),
+  # The candidate loaded in a real model server and asked about this run's
+  # span: a model that does not load or answer is never pushed.
+  infra_validator = InfraValidator(
+      model=trainer.outputs['model'],
+      examples=ingest.outputs['examples'],
+      request_spec=infra_validator_pb2.RequestSpec(
+          tensorflow_serving=infra_validator_pb2.TensorFlowServingRequestSpec(
+              signature_names=['serving_default']),
+          split_name='eval', num_examples=5),
+      validation_spec=infra_validator_pb2.ValidationSpec(
+          max_loading_time_seconds=120, num_tries=2),
+      model_name=cfg.model_name)
+
+  card = ModelCardGenerator(
+      model=trainer.outputs['model'],
+      model_run=trainer.outputs['model_run'],
+      evaluation=evaluator.outputs['evaluation'],
+      blessing=evaluator.outputs['blessing'],
+      infra_blessing=infra_validator.outputs['blessing'],
+      examples=training_examples,
+      schema=schema_gen.outputs['schema'],
+      hyperparameters=hyperparameters.channel(hparams_source),
+      model_name=cfg.model_name,
+      blessing_rule=blessing.describe(eval_config),
+      code_version=cache_keys.code_version('features', 'preprocessing',
+                                           'model'))
+
+  # Pushes only if the Evaluator and the InfraValidator blessed the model,
+  # to <base>/<version>/ with its model card; never the same model twice,
+  # never a half-copied version (pipeline/pusher.py).
+  model_pusher = pusher.Pusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
+      infra_blessing=infra_validator.outputs['blessing'],
+      model_card=card.outputs['model_card'],
       push_destination=pusher_pb2.PushDestination(
           filesystem=pusher_pb2.PushDestination.Filesystem(
               base_directory=cfg.serving_model_dir)))
@@ -274,8 +320,10 @@ def create_pipeline(
       pipeline_root=cfg.pipeline_root,
       components=[
           ingest, statistics_gen, schema_gen, example_validator,
-          validation_gate, *([window] if window else []), transform, trainer,
-          model_resolver, evaluator, model_pusher
+          validation_gate, *([window] if window else []), transform,
+          *([hparams_source] if hparams_source else []), trainer,
+          model_resolver, evaluator, infra_validator,
+          card, model_pusher
       ],
       enable_cache=cfg.enable_cache,
       metadata_connection_config=metadata_connection_config,

@@ -29,6 +29,12 @@ Stock TFX Pusher behaviour, and why it is not enough here:
     tf_serving_warmup_requests there) and the SavedModel's fingerprint.pb
     does not cover it, so the duplicate check below is unaffected.
     `python -m delivery.versions list` falls back to it.
+  * Nothing describes a version for its users. Here the component takes a
+    `model_card` input (pipeline/model_card.py) and writes the card, with
+    its version number, beside the push record before the rename, so every
+    pushed version carries its card. The rest of the stock PusherSpec is
+    unchanged: the same inputs (model, model_blessing, infra_blessing, which
+    the stock CheckBlessing reads), properties and output.
 """
 
 import contextlib
@@ -41,14 +47,22 @@ from typing import Any, Dict, List, Optional
 
 from absl import logging
 from tfx import types
+from tfx.components.pusher import component as pusher_component
 from tfx.components.pusher import executor as pusher_executor
+from tfx.dsl.components.base import base_component
+from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils
+from tfx.types import channel
+from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
+from tfx.types.component_spec import ChannelParameter
 from tfx.utils import io_utils
+from tfx.utils import json_utils
 from tfx.utils import proto_utils
 
+from pipeline import model_card as card_lib
 from pipeline import tfx_private
 from serving import base_path
 
@@ -192,6 +206,12 @@ class Executor(pusher_executor.Executor):
       io_utils.copy_dir(model_path, incoming)
       record = push_record(self, input_dict, model_path, version,
                            serving_path)
+      card = (input_dict.get(card_lib.MODEL_CARD_KEY) or [None])[0]
+      if card is not None:
+        card_lib.write(card_lib.with_version(card_lib.read(card.uri), version,
+                                             serving_path),
+                       os.path.join(incoming, base_path.MODEL_CARD_DIR))
+        record['model_card'] = base_path.model_card_path('')
       _write_push_record(incoming, record)
       fileio.rename(incoming, serving_path)
       logging.info('Model written to serving path %s.', serving_path)
@@ -207,3 +227,33 @@ class Executor(pusher_executor.Executor):
     io_utils.copy_dir(model_path, model_push.uri)  # archive, as TFX does
     tfx_private.mark_pushed(self, model_push, pushed_destination=serving_path,
                             pushed_version=str(version))
+
+
+class PusherSpec(standard_component_specs.PusherSpec):
+  """The stock PusherSpec and an optional `model_card` input."""
+  INPUTS = {
+      **standard_component_specs.PusherSpec.INPUTS,
+      card_lib.MODEL_CARD_KEY: ChannelParameter(type=card_lib.ModelCard,
+                                                optional=True),
+  }
+
+
+class Pusher(pusher_component.Pusher):
+  """TFX's Pusher with this module's Executor and the model card input.
+
+  Same node id ('Pusher'), inputs, properties and output as the stock one.
+  """
+  SPEC_CLASS = PusherSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+  def __init__(self, *, model, model_blessing,
+               push_destination: pusher_pb2.PushDestination,
+               infra_blessing=None, model_card=None):
+    # pylint: disable=non-parent-init-called,super-init-not-called
+    # The stock __init__ builds the stock spec; this one builds ours.
+    base_component.BaseComponent.__init__(self, spec=PusherSpec(
+        model=model, model_blessing=model_blessing,
+        infra_blessing=infra_blessing, model_card=model_card,
+        push_destination=push_destination,
+        custom_config=json_utils.dumps(None),  # as the stock __init__
+        pushed_model=channel.Channel(type=standard_artifacts.PushedModel)))

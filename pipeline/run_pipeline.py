@@ -10,16 +10,22 @@ Shared by every local runner so that they differ only in the runner object:
   2. run the full pipeline on the target span (latest by default), built
      as these orchestrators need it (`local_pipeline`);
   3. read the outcome from ML Metadata and print a summary.
+Steps 0 and 2's lock, recovery and pinned run ids are functions of their
+own (`holding_run_lock`, `settle_previous_run`, `run_pinned`,
+`record_failure`): batch scoring (pipeline/scoring.py) runs under the same
+lock.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from data import spans as span_rules
+import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
 from pipeline import console
@@ -32,8 +38,10 @@ from lineage import graph
 from lineage import metadata_store
 from lineage import readers
 from lineage import report
+from pipeline import infra_validator
 from pipeline import pusher
 from pipeline import reproducible
+from serving import base_path
 
 Execution = metadata_store_pb2.Execution
 
@@ -68,6 +76,9 @@ class RunOutcome:
   # What this run marked that a dead earlier run had left RUNNING.
   dead_run_marked: List[dead_runs.Marked] = dataclasses.field(
       default_factory=list)
+  # The InfraValidator's verdict (None: it did not run) and why not.
+  infra_blessed: Optional[bool] = None
+  infra_reason: Optional[str] = None
 
   @property
   def fully_cached(self) -> bool:
@@ -100,6 +111,7 @@ def read_outcome(cfg: configs.PipelineConfig,
   if trained_on:  # the real window: rejected spans are left out
     window_spans = sorted(int(prop(a, 'span')) for a in trained_on)
   blessing = output('Evaluator', 'blessing')
+  infra = output('InfraValidator', 'blessing')
   evaluation = output('Evaluator', 'evaluation')
   pushed = output('Pusher', 'pushed_model')
   metrics = readers.evaluation_metrics(evaluation.uri) if evaluation else {}
@@ -119,6 +131,9 @@ def read_outcome(cfg: configs.PipelineConfig,
       window=window_spans,
       nodes=nodes,
       blessed=bool(prop(blessing, 'blessed')) if blessing else None,
+      infra_blessed=(bool(prop(infra, infra_validator.BLESSED_KEY))
+                     if infra else None),
+      infra_reason=prop(infra, infra_validator.REASON_KEY) if infra else None,
       pushed_version=str(prop(pushed, 'pushed_version')) if did_push else None,
       pushed_path=prop(pushed, 'pushed_destination') if did_push else None,
       already_pushed_version=(
@@ -184,15 +199,25 @@ def format_summary(cfg: configs.PipelineConfig,
                                'see the rule in pipeline/blessing.py'))
     else:
       add('blessed', {True: 'yes', None: 'n/a'}[outcome.blessed])
+    if outcome.infra_blessed is not None:
+      add('infra validated', 'yes (it loads in python -m serving and '
+          'answers)' if outcome.infra_blessed else
+          f'NO: {outcome.infra_reason or "see the InfraValidator log"}')
     if outcome.pushed_version:
       add('pushed', f'version {outcome.pushed_version} -> '
           f'{console.display_path(outcome.pushed_path)}')
+      card = base_path.model_card_path(outcome.pushed_path)
+      if os.path.exists(card):
+        add('model card', console.display_path(card))
     elif outcome.already_pushed_version:
       add('pushed', f'nothing new (this model is version '
           f'{outcome.already_pushed_version})')
+    elif outcome.blessed is False:
+      add('pushed', 'nothing new (model not blessed)')
+    elif outcome.infra_blessed is False:
+      add('pushed', 'nothing new (the model server could not serve it)')
     else:
-      add('pushed', 'nothing new (model not blessed)' if outcome.blessed is False
-          else 'nothing new')
+      add('pushed', 'nothing new')
     if outcome.fully_cached:
       add('cached', 'every component reused its earlier execution: same '
           'inputs, same model, same decision')
@@ -247,10 +272,7 @@ def run_pipeline(cfg: configs.PipelineConfig,
   pipeline root.
   """
   start = started_at or time.time()
-  reproducible.fix_batching()  # same Beam batches on any load
-  log_path = os.path.join(cfg.pipeline_root, 'logs',
-                          time.strftime('run-%Y%m%d-%H%M%S.log'))
-  progress = console.quiet_logging(log_path)
+  log_path, progress = start_run_log(cfg, 'run')
 
   available = span_rules.spans_on_disk(cfg.data_root)
   if not available:
@@ -260,32 +282,129 @@ def run_pipeline(cfg: configs.PipelineConfig,
     raise SystemExit(f'Span {target} not found under {cfg.data_root} '
                      f'(spans there: {available})')
   connection = metadata_store.store_config(cfg)
+  with holding_run_lock(cfg, connection) as (lock, previous):
+    return _run_locked(cfg, make_runner, beam_pipeline_args, start, log_path,
+                       progress, available, target, connection, lock,
+                       previous)
+
+
+# --- Runs under the pipeline root's lock: run_pipeline's and scoring's ------
+
+
+def start_run_log(cfg: configs.PipelineConfig, kind: str
+                 ) -> Tuple[str, console.ComponentProgress]:
+  """Fixes Beam's batching (the same batches on any load) and sends the
+  libraries' logging to `<root>/logs/<kind>-<time>.log`, the console to one
+  line per component: (that log's path, the progress handler)."""
+  reproducible.fix_batching()
+  log_path = os.path.join(cfg.pipeline_root, 'logs',
+                          time.strftime(f'{kind}-%Y%m%d-%H%M%S.log'))
+  return log_path, console.quiet_logging(log_path)
+
+
+@contextlib.contextmanager
+def holding_run_lock(
+    cfg: configs.PipelineConfig,
+    connection: metadata_store_pb2.ConnectionConfig,
+    pipeline_name: Optional[str] = None,
+) -> Iterator[Tuple[run_lock.RunLock, Optional[run_lock.Holder]]]:
+  """Holds the pipeline root's run lock: yields (lock, previous record).
+
+  What this run's runner left NEW/RUNNING when an exception (Ctrl-C,
+  SystemExit) ends the block is marked CANCELED. The record is always
+  `cfg.pipeline_name`'s, whichever pipeline runs (pipeline/scoring.py runs
+  another in the same root and store): the next run of either then finds a
+  dead one's runs. `pipeline_name` (default: cfg's) is the pipeline this
+  run runs, whose node ids name its executions in what is marked.
+  """
   lock = run_lock.RunLock(cfg.pipeline_root, cfg.pipeline_name,
                           run_lock.store_id(connection))
   previous = lock.acquire()
   try:
-    return _run_locked(cfg, make_runner, beam_pipeline_args, start, log_path,
-                       progress, available, target, connection, lock,
-                       previous)
+    yield lock, previous
   except BaseException as e:  # Ctrl-C, SystemExit: nothing may stay RUNNING
     _finish_left_running(cfg, connection, lock, Execution.CANCELED,
                          f'the run was interrupted ({type(e).__name__})',
-                         echo=True)
+                         echo=True, pipeline_name=pipeline_name)
     raise
   finally:
     lock.release()
 
 
+def settle_previous_run(cfg: configs.PipelineConfig,
+                        store: mlmd.MetadataStore, lock: run_lock.RunLock,
+                        previous: Optional[run_lock.Holder]
+                       ) -> List[dead_runs.Marked]:
+  """Marks what a dead previous run left RUNNING and removes what it
+  half-wrote (pipeline/dead_runs.py), says so, and settles the record."""
+  marked, lines = dead_runs.recover_dead_run(store, previous,
+                                             cfg.pipeline_name, lock.store)
+  litter = dead_runs.remove_litter(store, cfg.pipeline_root, marked)
+  if litter:
+    lines.append(f'Removed {len(litter)} director'
+                 f'{"y" if len(litter) == 1 else "ies"} those executions '
+                 'left half-written: ' + ', '.join(
+                     os.path.relpath(p, cfg.pipeline_root) for p in litter))
+  for line in lines:
+    logging.warning(line)
+    print(line, flush=True)
+  lock.settle()
+  return marked
+
+
+def run_pinned(make_runner: Callable[[], Any], lock: run_lock.RunLock,
+               pipeline: Any) -> None:
+  """Runs `pipeline` under a run id recorded in the lock's record before
+  TFX makes the run's context: a kill at any moment leaves the next run
+  able to find what this one left."""
+  run_id = run_lock.new_run_id()
+  lock.add_run(run_id)
+  tfx_private.pin_run_id(make_runner(), run_id).run(pipeline)
+
+
+def record_failure(cfg: configs.PipelineConfig,
+                   connection: metadata_store_pb2.ConnectionConfig,
+                   lock: run_lock.RunLock,
+                   progress: console.ComponentProgress, log_path: str,
+                   error: Exception, pipeline_name: Optional[str] = None
+                  ) -> str:
+  """After a runner raised `error` (call it in the `except`): the failed
+  node's console line, the traceback in the log, what the run left
+  RUNNING marked FAILED. Returns the error line for the summary."""
+  node = progress.fail_current()
+  line = secrets.redact(f'{node or "pipeline"} failed: '
+                        f'{type(error).__name__}: {error}')
+  with open(log_path, 'a') as f:
+    f.write(secrets.redact(traceback.format_exc()))
+  # TFX publishes a failed executor, not a failed driver: that execution
+  # would stay RUNNING.
+  _finish_left_running(cfg, connection, lock, Execution.FAILED, line,
+                       pipeline_name=pipeline_name)
+  return line
+
+
+def input_error(progress: console.ComponentProgress) -> Optional[str]:
+  """The first node whose inputs TFX could not resolve (the later failures
+  follow from it), as the summary's error line; None if none."""
+  if not progress.input_errors:
+    return None
+  node, why = next(iter(progress.input_errors.items()))
+  return secrets.redact(f'{node} failed: its inputs could not be resolved: '
+                        f'{why}')
+
+
 def _finish_left_running(cfg: configs.PipelineConfig,
                          connection: metadata_store_pb2.ConnectionConfig,
                          lock: run_lock.RunLock, state: int, why: str,
-                         echo: bool = False) -> None:
+                         echo: bool = False,
+                         pipeline_name: Optional[str] = None) -> None:
   """Marks what this run's runner left NEW/RUNNING (its runs are over)."""
   if not lock.runs:
     return
   try:
     marked = dead_runs.mark_active(
-        metadata_store.open_store(connection), cfg.pipeline_name, lock.runs,
+        metadata_store.open_store(connection),
+        pipeline_name or cfg.pipeline_name, lock.runs,
         state, secrets.redact(why)[:2000])
   except BaseException:  # pylint: disable=broad-except
     # Never hide why the run stopped: the next run marks them instead (the
@@ -312,18 +431,7 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
   """run_pipeline, holding the pipeline root's lock."""
   spans = window(target, cfg.window_spans, available)
   store = metadata_store.open_store(connection)
-  marked, lines = dead_runs.recover_dead_run(store, previous,
-                                             cfg.pipeline_name, lock.store)
-  litter = dead_runs.remove_litter(store, cfg.pipeline_root, marked)
-  if litter:
-    lines.append(f'Removed {len(litter)} director'
-                 f'{"y" if len(litter) == 1 else "ies"} those executions '
-                 'left half-written: ' + ', '.join(
-                     os.path.relpath(p, cfg.pipeline_root) for p in litter))
-  for line in lines:
-    logging.warning(line)
-    print(line, flush=True)
-  lock.settle()
+  marked = settle_previous_run(cfg, store, lock, previous)
   ingested = set(graph.ingested_spans(
       store, cfg.pipeline_name, cfg.data_root))
   # TFX only once the store answered: a wrong MySQL setting fails fast.
@@ -353,13 +461,7 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
   record_revision = lambda: graph.record_git_revision(
       metadata_store.open_store(connection), cfg.pipeline_name, revision,
       not_before=start)
-
-  def run(pipeline) -> None:
-    # The run id is recorded before TFX makes the run's context: a kill at
-    # any moment leaves the next run able to find what this one left.
-    run_id = run_lock.new_run_id()
-    lock.add_run(run_id)
-    tfx_private.pin_run_id(make_runner(), run_id).run(pipeline)
+  run = lambda pipeline: run_pinned(make_runner, lock, pipeline)
 
   ok, error = True, None
   try:
@@ -375,19 +477,10 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
     run(local_pipeline(dataclasses.replace(cfg, span=target), connection,
                        beam_pipeline_args))
   except Exception as e:  # pylint: disable=broad-except
-    node = progress.fail_current()
     ok = False
-    error = secrets.redact(f'{node or "pipeline"} failed: '
-                           f'{type(e).__name__}: {e}')
-    with open(log_path, 'a') as f:
-      f.write(secrets.redact(traceback.format_exc()))
-    # TFX publishes a failed executor, not a failed driver: that execution
-    # would stay RUNNING.
-    _finish_left_running(cfg, connection, lock, Execution.FAILED, error)
-  if progress.input_errors:  # the first one: the later failures follow from it
-    node, why = next(iter(progress.input_errors.items()))
-    ok, error = False, secrets.redact(
-        f'{node} failed: its inputs could not be resolved: {why}')
+    error = record_failure(cfg, connection, lock, progress, log_path, e)
+  if progress.input_errors:
+    ok, error = False, input_error(progress)
   record_revision()
   outcome = read_outcome(dataclasses.replace(cfg, span=target), connection,
                          ok, error, spans, time.time() - start,

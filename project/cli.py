@@ -137,14 +137,17 @@ def add_flags(parser: argparse.ArgumentParser, config_class: Type,
       default = ','.join(map(str, default))
     env = f.metadata.get('env')
     target = (groups or {}).get(f.name) or group or parser
+    # A bool flag alone means true (`--tune`); `--tune false` also parses.
+    boolean = ({'nargs': '?', 'const': True, 'metavar': 'true|false'}
+               if kind(f) == 'bool' else {'metavar': f.name.upper()})
     target.add_argument(
         flag_name(f.name, underscores),
         dest=f.name,
         default=None,
-        metavar=f.name.upper(),
         type=_parser_for(kind(f)),
         help=f'{f.metadata.get("help", "")}'
-        + (f'; env ${env}' if env else '') + f' (default: {default})')
+        + (f'; env ${env}' if env else '') + f' (default: {default})',
+        **boolean)
 
 
 def from_flags(args: argparse.Namespace, config_class: Type[T], **extra) -> T:

@@ -61,6 +61,17 @@ ROLLED_BACK_DIR = '.rolled-back'
 # assets.extra/ but tf_serving_warmup_requests; the SavedModel fingerprint
 # (fingerprint.pb) does not cover assets.extra/.
 PUSH_RECORD = os.path.join('assets.extra', 'tfx_reference_push.json')
+# The version's model card (pipeline/model_card.py), written beside the push
+# record by the Pusher before the rename, for the same reasons: HTML to read,
+# Markdown to paste, JSON for tools (lineage, the UI).
+MODEL_CARD_DIR = 'assets.extra'
+MODEL_CARD_FILES = {'html': 'model_card.html', 'md': 'model_card.md',
+                    'json': 'model_card.json'}
+
+
+def model_card_path(version_dir: str, kind: str = 'html') -> str:
+  """Where version `version_dir`'s model card of `kind` is (may not exist)."""
+  return os.path.join(version_dir, MODEL_CARD_DIR, MODEL_CARD_FILES[kind])
 DEFAULT_TIMEOUT_S = 30.0
 _POLL_S = 0.05
 

@@ -36,8 +36,11 @@ ALLOWED = {
     'lineage': {'project', 'serving.base_path'},
     'serving': {'models', 'project'},
     'monitoring': {'project', 'models', 'data', 'lineage', 'serving'},
+    # serving.server_process and serving.client: the infra validator loads
+    # the candidate in a real `python -m serving` and asks it (issue 14).
     'pipeline': {'project', 'models', 'data', 'lineage', 'serving.base_path',
-                 'serving.model_config'},
+                 'serving.model_config', 'serving.server_process',
+                 'serving.client'},
     'continuous_training': {'project', 'models', 'data', 'lineage',
                             'monitoring', 'pipeline', 'serving.base_path',
                             'serving.model_config'},
@@ -46,7 +49,8 @@ ALLOWED = {
     'cluster': {'project', 'pipeline.reproducible'},
     'runners': {'project', 'pipeline', 'lineage', 'data', 'serving'},
 }
-RUNNERS = ('local_runner.py', 'beam_runner.py', 'vertex_runner.py', 'dags')
+RUNNERS = ('local_runner.py', 'beam_runner.py', 'vertex_runner.py',
+           'score_runner.py', 'dags')
 # Heavy libraries a role must never import (lineage: the lineage CLI starts
 # in a second, and reads artifacts without TF; delivery and serving: no TFX).
 _TF_STACK = {'tensorflow', 'tfx', 'tensorflow_model_analysis',

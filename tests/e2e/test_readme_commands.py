@@ -60,7 +60,8 @@ def test_make_run_pushes_a_model_and_prints_the_summary(tmp_path):
   assert result.returncode == 0, out + result.stderr[-3000:]
   assert 'Ingesting 15 earlier span(s)' in out
   for component in ('CsvExampleGen', 'StatisticsGen', 'ExampleValidator',
-                    'Transform', 'Trainer', 'Evaluator', 'Pusher'):
+                    'Transform', 'Trainer', 'InfraValidator', 'Evaluator',
+                    'ModelCardGenerator', 'Pusher'):
     assert re.search(rf'^\s+{component}\s+ran\s', out, re.M), component
   match = re.search(r'pushed\s+version (\d+) -> (\S+)', out)
   assert match, out
@@ -68,6 +69,10 @@ def test_make_run_pushes_a_model_and_prints_the_summary(tmp_path):
   assert os.path.isfile(os.path.join(version_dir, 'saved_model.pb'))
   assert os.path.isfile(os.path.join(tmp_path, 'pipeline', 'metadata.sqlite'))
   assert 'training window    spans 1-16' in out
+  assert 'infra validated    yes' in out
+  card = os.path.join(version_dir, 'assets.extra', 'model_card.html')
+  assert re.search(r'model card\s+\S+model_card\.html', out) and (
+      os.path.isfile(card))
   # The run ends with the pushed model served and asked over both APIs.
   served = re.search(rf'Served prediction \(python -m serving, version '
                      rf'{match.group(1)},.*\n.*\n\s+REST\s+:\d+\s+P\(.*\) = '
@@ -75,3 +80,16 @@ def test_make_run_pushes_a_model_and_prints_the_summary(tmp_path):
   assert served, out
   probability = float(served.group(1))
   assert 0 < probability < 1 and served.group(1) == served.group(2)
+
+  # `make score` (README): the latest span, scored by the version just pushed.
+  scored = subprocess.run(
+      ['make', '--no-print-directory', 'score',
+       f'ARGS=--pipeline-root {tmp_path}/pipeline --serving-dir '
+       f'{tmp_path}/serving --scores-dir {tmp_path}/scores'],
+      cwd=helpers.REPO, capture_output=True, text=True, timeout=600)
+  assert scored.returncode == 0, scored.stdout + scored.stderr[-3000:]
+  assert f'model              version {match.group(1)}' in scored.stdout
+  with open(os.path.join(tmp_path, 'scores', 'span-16.csv')) as f:
+    rows = f.read().splitlines()
+  rows_scored = int(re.search(r'rows scored\s+(\d+)', scored.stdout).group(1))
+  assert len(rows) == rows_scored + 1 and rows[1].endswith(match.group(1))

@@ -10,6 +10,7 @@ with each run is no part of any cache key.
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import subprocess
@@ -22,6 +23,7 @@ from lineage import graph
 from lineage import metadata_store
 from lineage import readers
 from lineage import report
+from serving import base_path
 from tests import helpers
 from tests.pipeline.test_pipeline_local import _run
 
@@ -112,6 +114,75 @@ def test_metrics_match_tfma(runs):
   assert {'auc', 'binary_accuracy', 'example_count'} <= set(
       found.metrics['candidate'])
   assert set(found.metrics['baseline']) == set(found.metrics['candidate'])
+
+
+def _slice_name(slice_key) -> str:
+  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  parts = []
+  for column, value in tfma.slicer.deserialize_slice_key(slice_key):
+    parts.append(f'{column}='
+                 f'{value.decode() if isinstance(value, bytes) else value}')
+  return ', '.join(parts) or 'overall'
+
+
+def test_a_pushed_versions_model_card_has_the_evaluators_figures(runs):
+  """The card inside version B equals what ML Metadata and TFMA say."""
+  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  found = graph.version_lineage(runs.store(), runs.b.pushed_version)
+  assert found.model_card == base_path.model_card_path(runs.b.pushed_path)
+  with open(base_path.model_card_path(runs.b.pushed_path, 'json')) as f:
+    card = json.load(f)
+  details = card['model_details']
+  assert details['version'] == int(runs.b.pushed_version)
+  assert details['model_id'] == found.model.id
+  assert details['code_commit'] == readers.git_revision()[0]
+  # Every slice's candidate and baseline metrics, as TFMA's loader reads
+  # them (the card reads them without TFMA).
+  expected = {}
+  for metrics in tfma.load_metrics(found.evaluation.uri):
+    for kv in metrics.metric_keys_and_values:
+      if not kv.key.is_diff and kv.value.HasField('double_value'):
+        model = 'baseline' if kv.key.model_name == 'baseline' else 'candidate'
+        expected.setdefault(_slice_name(metrics.slice_key), {}).setdefault(
+            model, {})[kv.key.name] = kv.value.double_value.value
+  slices = {s['slice']: s for s in card['evaluation']['slices']}
+  assert set(slices) == set(expected)
+  assert {'overall', 'payment_type=Credit Card', 'payment_type=Cash'} <= set(
+      slices)
+  for name, per_model in expected.items():
+    for model in ('candidate', 'baseline'):
+      shown = slices[name][model]
+      assert shown and set(shown) <= set(per_model[model]), (name, model)
+      for metric, value in shown.items():
+        if value is None:  # JSON has no NaN: the card says "undefined"
+          assert math.isnan(per_model[model][metric]), (name, model, metric)
+        else:
+          assert value == pytest.approx(per_model[model][metric], abs=0,
+                                        rel=1e-12), (name, model, metric)
+  # The data: B's window is spans 2-3, each 300 CSV rows split train/eval.
+  assert [s['span'] for s in card['data']['spans']] == [2, 3]
+  assert [s['examples_id'] for s in card['data']['spans']] == [
+      s.id for s in found.spans]
+  assert all(sum(s['rows'].values()) == 300 for s in card['data']['spans'])
+  assert card['data']['schema_digest'] == found.schema_digest
+  # The training and the decision.
+  assert card['training']['hparams'] == runs.cfg_b.hparams == found.hparams
+  assert card['training']['train_steps'] == runs.cfg_b.train_steps
+  assert card['training']['tuned'] == [] and not found.tuner
+  decision = card['decision']
+  assert decision['blessed'] is True and decision['failures'] == []
+  assert decision['baseline_model_id'] == found.baseline_model.id
+  assert decision['infra']['blessed'] is True
+  assert 'AUC >= 0 (overall)' in decision['rule']
+  overall_auc = slices['overall']['candidate']['auc']
+  for kind in ('md', 'html'):
+    with open(base_path.model_card_path(runs.b.pushed_path, kind)) as f:
+      text = f.read()
+    assert f'version {runs.b.pushed_version}' in text
+    assert f'{overall_auc:.4g}' in text
+  # The Pusher's record names it.
+  record = base_path.read_push_record(runs.b.pushed_path)
+  assert record['model_card'] == base_path.model_card_path('')
 
 
 def test_span_lists_the_models_trained_on_it(runs):
@@ -261,3 +332,55 @@ def test_a_version_ml_metadata_never_recorded_is_named_by_its_push_record(
   data = json.loads(shown.stdout)
   assert data['version'] == '12346' and data['blessed'] is True
   assert [s['span'] for s in data['spans']] == [2, 3]
+
+
+def test_tuned_hyperparameters_train_the_model_and_lineage_names_the_tuner(
+    runs):
+  """--tune: the Tuner's best values are what the Trainer trained with (read
+  back from ML Metadata and the Trainer's record), the version's lineage
+  and card name the tuning run, and a later run without --tune reuses them.
+  Last in this module: it changes which hyperparameters later runs get."""
+  # Configured values far from the search space's: a tuning that changes
+  # nothing would show here.
+  cfg = dataclasses.replace(runs.cfg_b, tune=True, tuner_trials=3,
+                            learning_rate=0.0003, hidden_units=[4])
+  tuned_run = _run(cfg)
+  assert tuned_run.ok, tuned_run.error
+  store = runs.store()
+  tuner = tuned_run.nodes['Tuner']
+  best = tuner.outputs['best_hyperparameters'][0]
+  with open(os.path.join(best.uri, 'best_hyperparameters.txt')) as f:
+    values = json.load(f)['values']
+  trainer = tuned_run.nodes['Trainer']
+  assert [a.id for a in trainer.inputs['hyperparameters']] == [best.id]
+  history = readers.training_history(trainer.outputs['model_run'][0].uri)
+  used = history['hparams']
+  assert used['seed'] == cfg.seed
+  assert history['tuned'] == sorted(values)
+  assert used['learning_rate'] == values['learning_rate']
+  assert used['batch_size'] == values['batch_size']
+  assert ','.join(map(str, used['hidden_units'])) == values['hidden_units']
+  assert (used['learning_rate'], used['hidden_units']) != (0.0003, [4])
+
+  assert tuned_run.pushed_version, tuned_run
+  found = graph.version_lineage(store, tuned_run.pushed_version)
+  assert found.hyperparameters.id == best.id
+  assert found.tuner.node == 'Tuner' and found.tuner.run == tuned_run.run_id
+  assert found.hparams == used and found.tuned == history['tuned']
+  text = report.format_version(found)
+  assert f'HyperParameters #{best.id}, by Tuner execution {found.tuner.id}' in (
+      text)
+  with open(base_path.model_card_path(tuned_run.pushed_path, 'json')) as f:
+    card = json.load(f)
+  assert card['training']['hparams'] == used
+  assert card['training']['tuned'] == history['tuned']
+  assert card['training']['hyperparameters_id'] == best.id
+
+  # Without --tune: the latest tuned values, through the Resolver; the
+  # Trainer's inputs are the tuned run's, so it is a cache hit.
+  again = _run(dataclasses.replace(cfg, tune=False))
+  assert again.ok, again.error
+  assert 'Tuner' not in again.nodes
+  assert [a.id for a in again.nodes['Trainer'].inputs['hyperparameters']] == [
+      best.id]
+  assert again.nodes['Trainer'].state == 'CACHED'

@@ -78,16 +78,19 @@ def test_every_component_is_a_task(job, vertex_pipeline, tmp_path):
               BLESSED_MODEL_TASK} <= tasks
     else:
       assert component.id in tasks
-  # Against the local pipeline: the span window resolver is missing, and
-  # the baseline comes from TFX's latest-blessed-model resolver instead of
-  # the served-model one (the only resolvers KubeflowV2 compiles).
+  # Against the local pipeline: the span window resolver is missing, the
+  # baseline comes from TFX's latest-blessed-model resolver instead of the
+  # served-model one (the only resolvers KubeflowV2 compiles), and without
+  # --tune the hyperparameters are the configured ones, not the latest
+  # tuned (pipeline/hyperparameters.py).
   from pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
   local = run_pipeline.local_pipeline(configs.PipelineConfig(
       pipeline_root=str(tmp_path / 'pipeline')))
   local_ids = {c.id for c in local.components}
   vertex_ids = {c.id for c in vertex_pipeline.components}
   assert local_ids - vertex_ids == {'span_window_resolver',
-                                    'served_model_resolver'}
+                                    'served_model_resolver',
+                                    'latest_tuning_resolver'}
   assert vertex_ids - local_ids == {'latest_blessed_model_resolver'}
 
 
@@ -157,7 +160,8 @@ def test_image_and_importable_executor_on_every_container(job):
   containers = {label: e['container'] for label, e in executors.items()
                 if 'container' in e}
   resolvers = {label for label, e in executors.items() if 'resolver' in e}
-  assert len(containers) == 9 and len(resolvers) == 2
+  # + InfraValidator and ModelCardGenerator (issue 14)
+  assert len(containers) == 11 and len(resolvers) == 2
   for label, container in containers.items():
     assert container['image'] == IMAGE, label
     args = container['args']

@@ -1,0 +1,500 @@
+"""Batch scoring: a span's rows scored by the model users are served.
+
+  CsvExampleGen (the span, split as the training runs split it)
+  served model Resolver (the served version's Model and its ModelBlessing)
+    -> BulkInferrer (TFX's own: PredictionLogs, TFRecord)
+    -> PredictionsToCsv (a CSV people read, an artifact with lineage)
+
+Which model scores is the served one, decided as the baseline is
+(pipeline/baseline.py `served_model`): the `stable` label of
+--model-config-file if given, else the newest version on disk; never
+another version in its place. Nothing served, a served version no Pusher of
+this ML Metadata store recorded, or a Model with no blessing: a clear error
+before any TFX work (`create_scoring_pipeline`). BulkInferrer takes the
+ModelBlessing the Evaluator gave that Model (`current_model_id`) because it
+silently writes nothing for an unblessed model; the CSV step fails if any
+row has no prediction.
+
+The pipeline is `<pipeline name>_scoring` (lineage.graph.scoring_pipeline_name),
+not the training pipeline's name. Under the training name, ExampleGen
+would be a cache hit of the training runs' ingestion, but a scoring run
+would become "the latest run" of the training pipeline for every reader of
+it (the runners' summary, `python -m lineage run`, continuous_training/),
+and a span scored before it is trained on would count as ingested for the
+training window. Under its own name nothing of training changes; the
+price is a re-ingestion of the span (seconds) and a Resolver whose input
+channels see only this pipeline's artifacts, so the strategy
+(`ServedModelAndBlessingStrategy`) reads the served Model and its blessing
+from ML Metadata itself (a ResolverStrategy gets the store).
+
+It writes the same store and pipeline root as training, under the same run
+lock (pipeline/run_pipeline.py `holding_run_lock`): one run at a time, and
+the next run of either pipeline recovers a dead one.
+"""
+
+import collections
+import csv
+import dataclasses
+import io
+import os
+import shutil
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+from tfx import types
+from tfx.components import BulkInferrer
+from tfx.dsl.component.experimental.annotations import InputArtifact
+from tfx.dsl.component.experimental.annotations import OutputArtifact
+from tfx.dsl.component.experimental.annotations import Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.io import fileio
+from tfx.orchestration import pipeline as tfx_pipeline
+from tfx.orchestration.portable.input_resolution import exceptions
+from tfx.proto import bulk_inferrer_pb2
+from tfx.types import artifact_utils
+from tfx.types import Channel
+from tfx.types import standard_artifacts
+
+import ml_metadata as mlmd
+from data import spans as span_rules
+from lineage import graph
+from lineage import metadata_store
+from lineage import readers
+from ml_metadata.proto import metadata_store_pb2
+from models import features
+from pipeline import baseline
+from pipeline import configs
+from pipeline import console
+from pipeline import csv_check
+from pipeline import pipeline as taxi_pipeline
+from pipeline import run_lock
+from pipeline import run_pipeline as runs
+from project import paths
+from tensorflow_serving.apis import prediction_log_pb2
+
+RESOLVER_ID = 'served_model_resolver'
+# The signature TF Serving's predict on tf.Examples uses (models/model.py):
+# serialized tf.Examples in (`examples`), the probability of a big tip out.
+SIGNATURE = 'serving_default'
+INPUT_ALIAS, OUTPUT_ALIAS = 'examples', 'outputs'
+PREDICTION_LOGS_PATTERN = 'prediction_logs-*'  # what BulkInferrer writes
+# Raw features that identify a trip for people, when the data has them.
+ID_FEATURES = ('trip_start_timestamp', 'fare', 'trip_miles', 'payment_type',
+               'company')
+LABEL_COLUMN = 'big_tip'  # features.label_of: tips > 20% of the fare
+
+
+def pipeline_name(cfg: configs.PipelineConfig) -> str:
+  return graph.scoring_pipeline_name(cfg.pipeline_name)
+
+
+# --- The served model, as a Resolver ----------------------------------------
+
+
+def _tfx_artifact(store: mlmd.MetadataStore,
+                  artifact: metadata_store_pb2.Artifact) -> types.Artifact:
+  [artifact_type] = store.get_artifact_types_by_id([artifact.type_id])
+  return artifact_utils.deserialize_artifact(artifact_type, artifact)
+
+
+class ServedModelAndBlessingStrategy(baseline.ServedModelStrategy):
+  """Resolves `model` and `model_blessing` to the served version's Model
+  and the blessing its Evaluator gave it (baseline.served_model), read from
+  the store: the input channels, this pipeline's own, are not looked at.
+
+  Config: `base_path` (the Pusher's base directory), `model_config_file`
+  (optional), `model_name`. Fails input resolution, naming why, when
+  nothing this store can trace is served. Same config as the baseline's
+  ServedModelStrategy, whose __init__ it keeps.
+  """
+
+  def resolve_artifacts(
+      self, store: mlmd.MetadataStore,
+      input_dict: Dict[str, List[types.Artifact]]
+  ) -> Optional[Dict[str, List[types.Artifact]]]:
+    del input_dict  # what this pipeline made: not what is served
+    try:
+      served = baseline.served_model(store, self._base_path,
+                                     self._model_config_file, self._model_name)
+    except baseline.NotServedError as e:
+      raise exceptions.InputResolutionError(str(e)) from e
+    return {'model': [_tfx_artifact(store, served.model)],
+            'model_blessing': [_tfx_artifact(store, served.blessing)]}
+
+
+# --- PredictionLogs -> CSV --------------------------------------------------
+
+
+class PredictionsCsv(types.Artifact):
+  """The scored rows as CSV (graph.SCORES_FILE in the artifact's URI)."""
+  TYPE_NAME = graph.SCORES_TYPE
+
+
+class ScoringError(RuntimeError):
+  """The predictions do not cover the rows, or the served model changed."""
+
+
+def prediction_logs(uri: str) -> Iterator[Tuple[bytes, float]]:
+  """(serialized tf.Example, probability) of each of BulkInferrer's logs."""
+  files = sorted(fileio.glob(os.path.join(uri, PREDICTION_LOGS_PATTERN)))
+  if not files:
+    return
+  for record in tf.data.TFRecordDataset(
+      files, compression_type='GZIP').as_numpy_iterator():
+    log = prediction_log_pb2.PredictionLog.FromString(record).predict_log
+    yield (log.request.inputs[INPUT_ALIAS].string_val[0],
+           float(log.response.outputs[OUTPUT_ALIAS].float_val[0]))
+
+
+def split_records(examples: types.Artifact) -> Iterator[Tuple[str, int, bytes]]:
+  """(split, row, serialized tf.Example) of an Examples artifact: `row` is
+  the record's place in its split (files in name order)."""
+  for split in sorted(artifact_utils.decode_split_names(
+      examples.split_names)):
+    uri = artifact_utils.get_split_uri([examples], split)
+    files = sorted(fileio.glob(os.path.join(uri, '*')))
+    for row, record in enumerate(tf.data.TFRecordDataset(
+        files, compression_type='GZIP').as_numpy_iterator()):
+      yield split, row, record
+
+
+def _key(serialized: bytes) -> bytes:
+  """An example's identity: BulkInferrer parses and re-serializes it."""
+  return tf.train.Example.FromString(serialized).SerializeToString(
+      deterministic=True)
+
+
+def _text(feature: tf.train.Feature) -> str:
+  """A raw value as people read it ('' when missing): float32 in its
+  shortest exact form."""
+  kind = feature.WhichOneof('kind')
+  values = getattr(feature, kind).value if kind else []
+  if not values:
+    return ''
+  value = values[0]
+  if kind == 'float_list':
+    return str(np.float32(value))
+  return value.decode('utf-8', 'replace') if kind == 'bytes_list' else str(
+      value)
+
+
+def score_rows(examples: types.Artifact,
+               logs: List[Tuple[bytes, float]]) -> List[Dict[str, Any]]:
+  """Every row of `examples` with its prediction, in split and row order.
+
+  BulkInferrer writes its logs in no order and without the split: each is
+  matched to its row by the example it carries. Raises ScoringError when a
+  row has no prediction or a prediction no row.
+  """
+  by_example = collections.defaultdict(list)
+  for serialized, prediction in logs:
+    by_example[_key(serialized)].append(prediction)
+  rows = []
+  for split, row, serialized in split_records(examples):
+    found = by_example.get(_key(serialized))
+    if not found:
+      raise ScoringError(f'{split} row {row} of Examples #{examples.id} has no '
+                         'prediction')
+    example = tf.train.Example.FromString(serialized).features.feature
+    raw = {k: _text(example[k]) for k in example}
+    rows.append({'split': split, 'row': row, 'raw': raw,
+                 'prediction': found.pop()})
+  left = sum(len(v) for v in by_example.values())
+  if left:
+    raise ScoringError(f'{left} prediction(s) match no row of Examples '
+                       f'#{examples.id}')
+  return rows
+
+
+def csv_text(rows: List[Dict[str, Any]], span: int, version: int) -> str:
+  """The CSV: span, split, row, the identifying raw features present, the
+  label if any row has one, the prediction and the served version."""
+  ids = [k for k in ID_FEATURES if any(r['raw'].get(k) for r in rows)]
+  labelled = any(r['raw'].get(features.LABEL_KEY) for r in rows)
+  columns = (['span', 'split', 'row'] + ids +
+             ([LABEL_COLUMN] if labelled else []) + ['prediction', 'version'])
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator='\n')
+  writer.writerow(columns)
+  for r in rows:
+    label = features.label_of(r['raw'])
+    writer.writerow(
+        [span, r['split'], r['row']] + [r['raw'].get(k, '') for k in ids] +
+        ([('' if label is None else label)] if labelled else []) +
+        [str(np.float32(r['prediction'])), version])
+  return out.getvalue()
+
+
+@component
+def PredictionsToCsv(  # pylint: disable=invalid-name
+    examples: InputArtifact[standard_artifacts.Examples],
+    inference_result: InputArtifact[standard_artifacts.InferenceResult],
+    model: InputArtifact[standard_artifacts.Model],
+    scores: OutputArtifact[PredictionsCsv],
+    served_version: Parameter[int],
+    served_model_id: Parameter[int]) -> None:
+  """Writes graph.SCORES_FILE: every row of `examples` with its prediction.
+
+  `model` is the one BulkInferrer used (an input for lineage); it must be
+  the Model the run was built for (`served_model_id`): the served version
+  did not change in between. Its properties: span, rows, mean_prediction
+  (and mean_label), served_version, model_id.
+  """
+  if model.id != served_model_id:
+    raise ScoringError(f'The served model changed during this run: Model '
+                       f'#{model.id} was resolved, #{served_model_id} '
+                       f'(version {served_version}) was served when it began')
+  logs = list(prediction_logs(inference_result.uri))
+  if not logs:
+    raise ScoringError(f'BulkInferrer wrote no PredictionLogs under '
+                       f'{inference_result.uri} (an unblessed model?)')
+  span = examples.get_int_custom_property('span')
+  rows = score_rows(examples, logs)
+  with fileio.open(os.path.join(scores.uri, graph.SCORES_FILE), 'w') as f:
+    f.write(csv_text(rows, span, served_version))
+  labels = [features.label_of(r['raw']) for r in rows]
+  labels = [label for label in labels if label is not None]
+  scores.set_int_custom_property('span', span)
+  scores.set_int_custom_property('rows', len(rows))
+  scores.set_float_custom_property(
+      'mean_prediction', float(np.mean([r['prediction'] for r in rows])))
+  if labels:
+    scores.set_float_custom_property('mean_label', float(np.mean(labels)))
+  scores.set_int_custom_property('served_version', served_version)
+  scores.set_int_custom_property('model_id', model.id)
+
+
+# --- The pipeline ------------------------------------------------------------
+
+
+def create_scoring_pipeline(
+    cfg: configs.PipelineConfig,
+    span: int,
+    metadata_connection_config: Optional[
+        metadata_store_pb2.ConnectionConfig] = None,
+    beam_pipeline_args: Optional[List[str]] = None,
+) -> tfx_pipeline.Pipeline:
+  """Span `span` of cfg.data_root scored by the served model (module
+  docstring). Raises baseline.NotServedError, before building anything,
+  when nothing this store can trace is served."""
+  connection = metadata_connection_config or metadata_store.store_config(cfg)
+  served = baseline.served_model(
+      metadata_store.open_store(connection), cfg.serving_model_dir,
+      cfg.model_config_file, cfg.model_name)
+  # The same ExampleGen as training's: the same split of every row.
+  ingest = taxi_pipeline.example_gen(cfg, span)
+  served_model = Resolver(
+      strategy_class=ServedModelAndBlessingStrategy,
+      config={'base_path': cfg.serving_model_dir,
+              'model_config_file': cfg.model_config_file or '',
+              'model_name': cfg.model_name},
+      model=Channel(type=standard_artifacts.Model),
+      model_blessing=Channel(type=standard_artifacts.ModelBlessing),
+  ).with_id(RESOLVER_ID)
+  bulk_inferrer = BulkInferrer(
+      examples=ingest.outputs['examples'],
+      model=served_model.outputs['model'],
+      model_blessing=served_model.outputs['model_blessing'],
+      data_spec=bulk_inferrer_pb2.DataSpec(),  # every split
+      model_spec=bulk_inferrer_pb2.ModelSpec(
+          model_signature_name=[SIGNATURE]))
+  to_csv = PredictionsToCsv(
+      examples=ingest.outputs['examples'],
+      inference_result=bulk_inferrer.outputs['inference_result'],
+      model=served_model.outputs['model'],
+      served_version=served.version,
+      served_model_id=served.model.id)
+  return tfx_pipeline.Pipeline(
+      pipeline_name=pipeline_name(cfg),
+      pipeline_root=cfg.pipeline_root,
+      components=[ingest, served_model, bulk_inferrer, to_csv],
+      enable_cache=cfg.enable_cache,
+      metadata_connection_config=connection,
+      beam_pipeline_args=beam_pipeline_args)
+
+
+# --- A scoring run, and its summary ------------------------------------------
+
+
+@dataclasses.dataclass
+class ScoringOutcome:
+  """What a scoring run did, read back from ML Metadata."""
+  ok: bool
+  error: Optional[str]
+  span: int
+  served: baseline.ServedModel  # what was served when the run began
+  seconds: float
+  run_id: Optional[str] = None
+  nodes: Dict[str, graph.NodeRun] = dataclasses.field(default_factory=dict)
+  scoring: Optional[graph.Scoring] = None  # the CSV and its lineage
+  copied_to: Optional[str] = None  # the CSV's copy at a stable path
+  mean_label: Optional[float] = None
+  dead_run_marked: List[Any] = dataclasses.field(default_factory=list)
+
+  @property
+  def fully_cached(self) -> bool:
+    components = [n for n in self.nodes.values()
+                  if not n.node_id.endswith('_resolver')]
+    return bool(components) and all(n.state == 'CACHED' for n in components)
+
+
+def run_scoring(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
+                scores_dir: str, span: Optional[int] = None,
+                beam_pipeline_args: Optional[List[str]] = None,
+                started_at: Optional[float] = None) -> ScoringOutcome:
+  """Scores `span` (default: the latest on disk), prints the summary; the
+  CSV is also copied to `<scores_dir>/span-N.csv`.
+
+  Raises SystemExit, before any TFX work, when the span is missing or
+  nothing this store can trace is served; run_lock.RunInProgress while
+  another run holds the pipeline root.
+  """
+  start = started_at or time.time()
+  log_path, progress = runs.start_run_log(cfg, 'score')
+  available = span_rules.spans_on_disk(cfg.data_root)
+  target = span if span is not None else (available or [None])[-1]
+  if target is None or target not in available:
+    raise SystemExit(f'Span {target} not found under {cfg.data_root} '
+                     f'(spans there: {available or "none"})')
+  connection = metadata_store.store_config(cfg)
+  store = metadata_store.open_store(connection)
+  try:
+    served = baseline.served_model(store, cfg.serving_model_dir,
+                                   cfg.model_config_file, cfg.model_name)
+  except baseline.NotServedError as e:
+    raise SystemExit(f'Nothing to score with: {e}') from None
+  name = pipeline_name(cfg)
+  with runs.holding_run_lock(cfg, connection, name) as (lock, previous):
+    outcome = ScoringOutcome(ok=True, error=None, span=target, served=served,
+                             seconds=0.0)
+    outcome.dead_run_marked = runs.settle_previous_run(cfg, store, lock,
+                                                       previous)
+    unreadable = csv_check.check_spans(cfg.data_root, [target])
+    if unreadable:
+      outcome.ok, outcome.error = False, '\n'.join(unreadable)
+    else:
+      print(f'Scoring span {target} with version {served.version} (Model '
+            f'#{served.model.id}, {served.why}):', flush=True)
+      try:
+        runs.run_pinned(make_runner, lock, create_scoring_pipeline(
+            cfg, target, connection, beam_pipeline_args))
+      except Exception as e:  # pylint: disable=broad-except
+        outcome.ok = False
+        outcome.error = runs.record_failure(cfg, connection, lock, progress,
+                                            log_path, e, name) + _hint(str(e))
+      if progress.input_errors:
+        outcome.ok, outcome.error = False, runs.input_error(progress)
+      graph.record_git_revision(store, name, readers.git_revision(),
+                                not_before=start)
+      _read_outcome(store, name, cfg.pipeline_name, lock, outcome)
+      if outcome.ok:
+        outcome.copied_to = _copy_csv(outcome.scoring.csv_path, scores_dir,
+                                      target)
+  outcome.seconds = time.time() - start
+  print(format_summary(cfg, connection, outcome, log_path), flush=True)
+  return outcome
+
+
+# What tfx_bsl's TF1 loader says of a SavedModel whose variables it did not
+# restore (Keras 3 exports: tensorflow/tfx#7782).
+_UNRESTORED = 'Could not find variable'
+
+
+def _hint(error: str) -> str:
+  if _UNRESTORED not in error:
+    return ''
+  return ('\nBulkInferrer loads the SavedModel with TF1\'s loader '
+          '(tfx_bsl RunInference), which restores only the variables the '
+          'SavedModel tracks: a Keras 3 model must be exported with its '
+          'tf.Variables tracked (models/model.py export_serving_model; '
+          'tensorflow/tfx#7782). TF Serving\'s C++ server loads it the same '
+          'way.')
+
+
+def _read_outcome(store: mlmd.MetadataStore, name: str, training_name: str,
+                  lock: run_lock.RunLock, outcome: ScoringOutcome) -> None:
+  """The run's nodes and its CSV's lineage (graph.scorings)."""
+  run = (store.get_context_by_type_and_name('pipeline_run', lock.runs[-1])
+         if lock.runs else None)
+  if run is None:
+    return
+  outcome.run_id = run.name
+  outcome.nodes = graph.run_nodes(store, run, name)
+  node = outcome.nodes.get('PredictionsToCsv')
+  csv_artifact = (node.outputs.get('scores') or [None])[0] if node else None
+  if csv_artifact is None:
+    if outcome.ok:
+      outcome.ok, outcome.error = False, 'the run wrote no CSV artifact'
+    return
+  outcome.mean_label = metadata_store.custom_property(csv_artifact,
+                                                      'mean_label')
+  outcome.scoring = next((s for s in graph.scorings(
+      store, training_name, outcome.span) if s.csv.id == csv_artifact.id),
+                         None)
+  if outcome.scoring is None and outcome.ok:
+    outcome.ok, outcome.error = False, (
+        f'{graph.SCORES_TYPE} #{csv_artifact.id} has no lineage to a span '
+        'and a model in ML Metadata')
+
+
+def _copy_csv(source: str, scores_dir: str, span: int) -> str:
+  """The CSV at `<scores_dir>/span-N.csv`, replaced whole (never half)."""
+  os.makedirs(scores_dir, exist_ok=True)
+  target = os.path.join(scores_dir, f'span-{span}.csv')
+  partial = target + '.partial'
+  if '://' in source:
+    fileio.copy(source, partial, overwrite=True)
+  else:
+    shutil.copyfile(source, partial)
+  os.replace(partial, target)
+  return target
+
+
+def format_summary(cfg: configs.PipelineConfig,
+                   connection: metadata_store_pb2.ConnectionConfig,
+                   outcome: ScoringOutcome, log_path: str) -> str:
+  """Human-readable end-of-run summary."""
+  lines = ['', f'Summary ({outcome.seconds:.1f} s wall time)']
+  add = lambda k, v: lines.append(f'  {k:<18} {v}')
+  served = outcome.served
+  s = outcome.scoring
+  add('span', outcome.span)
+  add('model', f'version {served.version} (Model #{served.model.id}; '
+      f'{served.why})')
+  if not outcome.ok or s is None:
+    add('result', 'STOPPED - nothing was scored')
+    add('reason', (outcome.error or 'unknown').strip().replace(
+        '\n', '\n' + ' ' * 21))
+  else:
+    add('rows scored', s.rows)
+    mean = f'{s.mean_prediction:.4f} (probability of a tip > 20% of the fare)'
+    if outcome.mean_label is not None:
+      mean += f'; mean label {outcome.mean_label:.4f}'
+    add('mean prediction', mean)
+    add('PredictionLogs', f'{console.display_path(s.predictions.uri)} '
+        '(TFRecord, BulkInferrer)')
+    add('CSV', console.display_path(s.csv_path))
+    add('copied to', console.display_path(outcome.copied_to))
+    trainer = (f' <- Trainer execution {s.trainer.id} (run {s.trainer.run})'
+               if s.trainer else '')
+    add('lineage', f'{graph.SCORES_TYPE} #{s.csv.id} <- BulkInferrer '
+        f'execution {s.bulk_inferrer.id} <- Examples #{s.examples.id} '
+        f'(span {s.span}), Model #{s.model.id}{trainer}')
+    add('', f'python -m lineage scores {outcome.span}' + (
+        f' --metadata-path {console.display_path(cfg.metadata_path)}'
+        if connection.HasField('sqlite') and
+        cfg.metadata_path != paths.metadata_path() else ''))
+    if outcome.fully_cached:
+      add('cached', 'every component reused its earlier execution: same '
+          'span, same model')
+  for marked in outcome.dead_run_marked:
+    add('dead run', f'pipeline run {marked.run} died mid-run: '
+        f'{marked.nodes} marked {marked.state}')
+  add('metadata',
+      f'{console.display_path(connection.sqlite.filename_uri)} (SQLite)'
+      if connection.HasField('sqlite') else metadata_store.describe(connection))
+  add('full log', console.display_path(log_path))
+  return '\n'.join(lines)
