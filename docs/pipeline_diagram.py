@@ -33,8 +33,11 @@ _STAGE = {
     'DataValidationGate': ('#f9d6d5', 'stops the run on anomalies'),
     'Transform': ('#dcefdc', 'data preparation'),
     'Trainer': ('#dcefdc', 'model training'),
+    'Tuner': ('#dcefdc', 'hyperparameter tuning, --tune'),
     'Evaluator': ('#fdebd0', 'model evaluation and validation'),
-    'Pusher': ('#fdebd0', 'model push, blessed only'),
+    'InfraValidator': ('#fdebd0', 'loads and asks it in python -m serving'),
+    'ModelCardGenerator': ('#fdebd0', 'model card, from ML Metadata'),
+    'Pusher': ('#fdebd0', 'model push, blessed and infra-blessed only'),
 }
 _RESOLVER_COLOUR = "#eeeeee"
 
