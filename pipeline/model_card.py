@@ -88,7 +88,8 @@ class ModelCard(types.Artifact):
 
 
 class ModelCardGeneratorSpec(ComponentSpec):
-  """Inputs: what the card describes; `thresholds`: blessing.describe()."""
+  """Inputs: what the card describes; `blessing_rule`: blessing.describe()
+  of the Evaluator's EvalConfig, as JSON."""
   PARAMETERS = {
       'model_name': ExecutionParameter(type=str),
       'blessing_rule': ExecutionParameter(type=str),  # JSON list of lines

@@ -153,6 +153,19 @@ def _span_ranges(spans: List[int]) -> str:
   return 'spans ' + report.span_ranges(spans)
 
 
+def dead_run_line(marked: dead_runs.Marked) -> str:
+  """A summary's line for what a run marked that a dead run left."""
+  return (f'pipeline run {marked.run} died mid-run: {marked.nodes} marked '
+          f'{marked.state}')
+
+
+def store_line(connection: metadata_store_pb2.ConnectionConfig) -> str:
+  """A summary's line for the ML Metadata store a run wrote."""
+  if connection.HasField('sqlite'):
+    return f'{console.display_path(connection.sqlite.filename_uri)} (SQLite)'
+  return metadata_store.describe(connection)
+
+
 def format_summary(cfg: configs.PipelineConfig,
                    connection: metadata_store_pb2.ConnectionConfig,
                    outcome: RunOutcome, log_path: str) -> str:
@@ -222,16 +235,13 @@ def format_summary(cfg: configs.PipelineConfig,
       add('cached', 'every component reused its earlier execution: same '
           'inputs, same model, same decision')
   for marked in outcome.dead_run_marked:
-    add('dead run', f'pipeline run {marked.run} died mid-run: '
-        f'{marked.nodes} marked {marked.state}')
+    add('dead run', dead_run_line(marked))
   versions = [str(v) for v in pusher.versions(cfg.serving_model_dir)]
   add('serving', f'{console.display_path(cfg.serving_model_dir)}: '
       + (f'versions {", ".join(versions)} (latest {versions[-1]} is served)'
          if versions else 'no version yet'))
   add('artifacts', console.display_path(cfg.pipeline_root))
-  add('metadata',
-      f'{console.display_path(connection.sqlite.filename_uri)} (SQLite)'
-      if connection.HasField('sqlite') else metadata_store.describe(connection))
+  add('metadata', store_line(connection))
   add('full log', console.display_path(log_path))
   return '\n'.join(lines)
 

@@ -491,10 +491,7 @@ def format_summary(cfg: configs.PipelineConfig,
       add('cached', 'every component reused its earlier execution: same '
           'span, same model')
   for marked in outcome.dead_run_marked:
-    add('dead run', f'pipeline run {marked.run} died mid-run: '
-        f'{marked.nodes} marked {marked.state}')
-  add('metadata',
-      f'{console.display_path(connection.sqlite.filename_uri)} (SQLite)'
-      if connection.HasField('sqlite') else metadata_store.describe(connection))
+    add('dead run', runs.dead_run_line(marked))
+  add('metadata', runs.store_line(connection))
   add('full log', console.display_path(log_path))
   return '\n'.join(lines)
