@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from project import cli  # pylint: disable=wrong-import-position
+from project import display  # pylint: disable=wrong-import-position
 from models import features  # pylint: disable=wrong-import-position
 from serving import client  # pylint: disable=wrong-import-position
 from serving import server_process  # pylint: disable=wrong-import-position
@@ -75,7 +76,7 @@ def main():
                       help='measure every path this many times, interleaved; '
                       'each cell is the median of its rounds')
   args = parser.parse_args()
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  display.quiet_imports()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   versions = sorted(int(v) for v in os.listdir(args.model_base_path) if v.isdigit())
   model = tf.saved_model.load(os.path.join(args.model_base_path, str(versions[-1])))

@@ -27,6 +27,7 @@ from continuous_training import decisions
 from data import spans
 from lineage import graph
 from pipeline import configs
+from project import display
 from serving import model_config
 
 
@@ -52,11 +53,6 @@ def read_monitor_report(path: str) -> Optional[Dict[str, Any]]:
       raise ValueError(f'{path}: field {key!r} must be a {kind.__name__}, '
                        f'got {report.get(key)!r}')
   return report
-
-
-def _figure(value: Any) -> str:
-  """A report's number as people read it (0.8408, not 0.8407960199004975)."""
-  return f'{value:.4g}' if isinstance(value, float) else str(value)
 
 
 def decide(cfg: configs.PipelineConfig, ct: ct_config.CTConfig,
@@ -126,7 +122,7 @@ def decide(cfg: configs.PipelineConfig, ct: ct_config.CTConfig,
       notes.append('monitor: no report')
   elif not monitor['degraded']:
     notes.append(f'monitor: version {monitor["model_version"]} not degraded '
-                 f'(live accuracy {_figure(monitor.get("live_accuracy"))})')
+                 f'(live accuracy {display.figure(monitor.get("live_accuracy"))})')
   else:
     acted = {e.properties['monitor_created'].string_value for e in runs
              if 'degraded' in e.properties['trigger'].string_value}
@@ -142,7 +138,7 @@ def decide(cfg: configs.PipelineConfig, ct: ct_config.CTConfig,
                    'served now')
     else:
       fired['degraded'] = (
-          f'degraded: live accuracy {_figure(monitor.get("live_accuracy"))} '
+          f'degraded: live accuracy {display.figure(monitor.get("live_accuracy"))} '
           f'of version '
           f'{monitor["model_version"]}: {monitor.get("reason", "")}')
 

@@ -65,6 +65,7 @@ from delivery import load_test
 from delivery import rollout
 from delivery import versions
 from project import cli
+from project import display
 from project import paths
 from serving import base_path
 from serving import model_config
@@ -299,7 +300,7 @@ def main(argv=None) -> int:
   """Exit 2 for anything but a verdict, with one line on stderr (and the
   traceback too for an exception no step expects: a bug)."""
   args = parse_args(argv)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  display.quiet_imports()
   try:
     return deliver(args)
   except (InfraError, config_file.Error, versions.Error) as e:

@@ -20,6 +20,7 @@ from typing import List
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from project import cli  # pylint: disable=wrong-import-position
+from project import display  # pylint: disable=wrong-import-position
 
 DOT_PATH = os.path.join(REPO, 'docs', 'pipeline.dot')
 SVG_PATH = os.path.join(REPO, 'docs', 'pipeline.svg')
@@ -109,7 +110,7 @@ def pipeline_dot(components, serving_dir: str) -> str:
 
 def current_dot() -> str:
   """DOT of the pipeline a local run builds with the default config."""
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  display.quiet_imports()
   from pipeline import configs  # pylint: disable=g-import-not-at-top
   from pipeline import console  # pylint: disable=g-import-not-at-top
   console.quiet_imports()

@@ -18,6 +18,12 @@ _PROPERTIES = ('span', 'blessed', 'pushed', 'pushed_version',
                'already_pushed_version')
 
 
+def _cell(value: float) -> str:
+  """A metrics table's cell: a count whole (example_count 147, not
+  147.0000), any other value to 4 decimals, so the column lines up."""
+  return f'{value:.0f}' if float(value).is_integer() else f'{value:.4f}'
+
+
 def format_run(store, pipeline_name: str) -> str:
   """The newest run of `pipeline_name`: every node, its state, its outputs."""
   run = graph.latest_run(store, pipeline_name)
@@ -97,13 +103,14 @@ def format_version(v: graph.VersionLineage) -> str:
   candidate, base = v.metrics.get('candidate', {}), v.metrics.get(
       'baseline', {})
   if candidate:
-    add('metrics', f'{"candidate":>12} {"baseline":>12} {"delta":>10}')
+    add('metrics', f'{"":4}{"candidate":>12} {"baseline":>12} {"delta":>10}')
     for name in sorted(candidate):
       if name in base:
-        lines.append(f'    {name:<14} {candidate[name]:>12.4f} '
-                     f'{base[name]:>12.4f} {candidate[name] - base[name]:>+10.4f}')
+        lines.append(f'    {name:<18} {_cell(candidate[name]):>12} '
+                     f'{_cell(base[name]):>12} '
+                     f'{candidate[name] - base[name]:>+10.4f}')
       else:
-        lines.append(f'    {name:<14} {candidate[name]:>12.4f}')
+        lines.append(f'    {name:<18} {_cell(candidate[name]):>12}')
   add('code', f'trainer {v.trainer_code_version}, transform '
       f'{v.transform_code_version}; trained with {_git(v.trainer)}')
   add('model card', v.model_card or 'none (pushed before model cards)')
@@ -143,8 +150,8 @@ def format_diff(d: Dict[str, Any]) -> str:
                         d['code'].items()) or 'unchanged')
   add('blessed', '{} -> {}'.format(*d['blessed']))
   if d['metrics']:
-    add('metrics', f'{d["from"]:>12} {d["to"]:>12} {"delta":>10}')
+    add('metrics', f'{"":4}{d["from"]:>12} {d["to"]:>12} {"delta":>10}')
   for name, m in d['metrics'].items():
-    lines.append(f'    {name:<14} {m["from"]:>12.4f} {m["to"]:>12.4f} '
+    lines.append(f'    {name:<18} {_cell(m["from"]):>12} {_cell(m["to"]):>12} '
                  f'{m["delta"]:>+10.4f}')
   return '\n'.join(lines)

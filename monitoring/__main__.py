@@ -2,7 +2,9 @@
 
 import sys
 
-from monitoring.monitor import main
+from project import display
 
 if __name__ == '__main__':
+  display.quiet_imports()  # before TensorFlow loads (it reads the logs)
+  from monitoring.monitor import main  # pylint: disable=g-import-not-at-top
   sys.exit(main())

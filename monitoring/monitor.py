@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from lineage import metadata_store
 from monitoring import config as monitor_config
 from project import cli
+from project import display
 
 
 def _metadata_store(cfg: metadata_store.StoreConfig):
@@ -293,7 +294,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  display.quiet_imports()
   thresholds = monitor_config.Thresholds(
       alpha=args.alpha, categorical_linf=args.categorical_threshold,
       numeric_js=args.numeric_threshold,

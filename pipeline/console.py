@@ -10,10 +10,10 @@ import logging
 import os
 import sys
 import time
-import warnings
 from typing import Dict, Optional, TextIO
 
 from pipeline import tfx_private
+from project import display
 
 def display_path(path: str) -> str:
   """Path relative to the working directory when it lies below it."""
@@ -26,15 +26,10 @@ def display_path(path: str) -> str:
 LOADING = 'Loading TensorFlow and TFX (~10 s) ...'
 
 
-def quiet_imports() -> None:
-  """Silences what TensorFlow and Google client libraries print on import.
-
-  Call before importing them: TF's C++ log level is read once at load time,
-  and google-api-core warns about Python 3.10 support on every import.
-  """
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-  warnings.filterwarnings('ignore', category=FutureWarning)
-  warnings.filterwarnings('ignore', category=DeprecationWarning)
+# The console's rules, owned by project/display.py (every layer may import
+# it): what is silenced before TensorFlow loads, how a number is printed.
+quiet_imports = display.quiet_imports
+figure = display.figure
 
 
 class ComponentProgress(logging.Handler):
@@ -93,7 +88,8 @@ def quiet_logging(log_path: str) -> ComponentProgress:
   """
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   quiet_imports()
-  warnings.filterwarnings('ignore')
+  # Every other warning goes to the log, not the console.
+  logging.captureWarnings(True)
   import absl.logging  # pylint: disable=g-import-not-at-top
   root = logging.getLogger()
   for handler in list(root.handlers):

@@ -190,7 +190,7 @@ def format_summary(cfg: configs.PipelineConfig,
     if 'mean_label' in m:  # what saying "no" to every trip would score
       parts.append(f'majority class {max(m["mean_label"], 1 - m["mean_label"]):.4g}')
     if 'example_count' in m:
-      parts.append(f'examples {int(m["example_count"])}')
+      parts.append(f'examples {console.figure(m["example_count"])}')
     return ', '.join(parts)
 
   if not outcome.ok:

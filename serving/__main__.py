@@ -23,12 +23,11 @@ tf.function cannot be interrupted. Request limits: serving/http_server.py
 
 import argparse
 import logging
-import os
 import signal
 import sys
-import warnings
 
 from project import cli
+from project import display
 
 DEFAULT_REST_PORT = 8501
 DEFAULT_GRPC_PORT = 8500
@@ -102,8 +101,7 @@ def _raise_interrupt(*_):
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-  warnings.filterwarnings('ignore', category=FutureWarning)
+  display.quiet_imports()  # before TensorFlow loads
   logging.basicConfig(level=logging.INFO,
                       format='%(asctime)s %(levelname)s %(message)s')
   from serving import batching  # pylint: disable=g-import-not-at-top

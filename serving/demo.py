@@ -12,13 +12,13 @@ server does not start or the two APIs disagree.
 
 import importlib
 import json
-import os
 import sys
 import threading
 import time
 
 from models import features
 from project import cli
+from project import display
 from project import paths
 from serving import client
 from serving import model_config
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
   if not versions:
     print(f'No model version under {args.model_base_path} to serve yet.')
     return 0
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  display.quiet_imports()
   start = time.time()
   # The gRPC client's imports (~0.3 s, without TensorFlow: serving/protos.py)
   # run on the other core while the server starts, not after.
