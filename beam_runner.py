@@ -6,7 +6,10 @@ Transform, Evaluator) run their Beam jobs on Beam's DirectRunner (in this
 process by default; --direct-running-mode multi_processing for local worker
 processes), or on Flink, Spark or Dataflow. Every pipeline
 flag overrides one field of pipeline/configs.py. Exit status: 0 when the
-pipeline completed (pushed or not blessed), 1 when it stopped.
+pipeline completed (pushed or not blessed), 1 when it stopped or the served
+model did not answer. After a completed run, the pushed model is served
+(python -m serving) and asked about a sample trip over REST and gRPC, as
+local_runner.py does (--skip-served-prediction leaves it out).
 
 Beam flags go after `--`; everything there is passed to each component's
 Beam pipeline unchanged (flags before `--` that this command does not know
@@ -42,6 +45,7 @@ import sys
 import time
 from typing import List, Optional
 
+import local_runner  # how a run's console ends: the served prediction
 from pipeline import beam_args as beam_flags
 from pipeline import configs
 from pipeline import console
@@ -68,6 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       '--direct-num-workers', type=int, default=beam_flags.DEFAULT_NUM_WORKERS,
       metavar='N', help='DirectRunner workers; 0 = one per CPU '
       '(default: %(default)s)')
+  local_runner.add_served_prediction_flag(parser)
   args = parser.parse_args(ours)
   cfg = configs.from_flags(args)
   pipeline_args = beam_flags.beam_pipeline_args(
@@ -85,7 +90,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg.pipeline_root, 'logs',
         time.strftime('workers-%Y%m%d-%H%M%S.log')))
   outcome = run_pipeline(cfg, BeamDagRunner, pipeline_args, started_at=START)
-  return 0 if outcome.ok else 1
+  return local_runner.exit_status(cfg, outcome, args.skip_served_prediction)
 
 
 if __name__ == '__main__':

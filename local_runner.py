@@ -18,6 +18,7 @@ import argparse
 import subprocess
 import sys
 import time
+from typing import Any
 
 from pipeline import beam_args as beam_flags
 from pipeline import configs
@@ -37,9 +38,7 @@ def main(argv=None) -> int:
       epilog=__doc__.split('\n\n', 1)[1],
       formatter_class=argparse.RawDescriptionHelpFormatter)
   configs.add_flags(parser)
-  parser.add_argument('--skip-served-prediction', action='store_true',
-                      help='do not start the model server for a sample '
-                      'prediction at the end')
+  add_served_prediction_flag(parser)
   args = parser.parse_args(ours)
   cfg = configs.from_flags(args)
   pipeline_args = beam_flags.local_run_args(beam_args)
@@ -51,9 +50,25 @@ def main(argv=None) -> int:
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
   outcome = run_pipeline(cfg, LocalDagRunner, pipeline_args,
                          started_at=START)
+  return exit_status(cfg, outcome, args.skip_served_prediction)
+
+
+# --- How a runner's console ends: also beam_runner.py's ---------------------
+
+
+def add_served_prediction_flag(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument('--skip-served-prediction', action='store_true',
+                      help='do not start the model server for a sample '
+                      'prediction at the end')
+
+
+def exit_status(cfg: configs.PipelineConfig, outcome: Any,
+                skip_served_prediction: bool) -> int:
+  """1 when the run (a run_pipeline.RunOutcome) stopped; after a completed
+  run, the served prediction's status unless it is skipped."""
   if not outcome.ok:
     return 1
-  if args.skip_served_prediction:
+  if skip_served_prediction:
     return 0
   return served_prediction(cfg)
 
@@ -62,12 +77,13 @@ def served_prediction(cfg: configs.PipelineConfig) -> int:
   """Serves the pushed versions and asks them about a sample trip.
 
   A separate process, as a deployment would run it: the runner never
-  imports serving/.
+  imports serving/. Its errors go to this process's sys.stderr, the
+  console even where fd 2 goes to a log (beam_flags.send_worker_stderr_to).
   """
   print(flush=True)
   return subprocess.call([
       sys.executable, '-m', 'serving.demo', '--model_name', cfg.model_name,
-      '--model_base_path', cfg.serving_model_dir])
+      '--model_base_path', cfg.serving_model_dir], stderr=sys.stderr)
 
 
 if __name__ == '__main__':

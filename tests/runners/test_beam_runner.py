@@ -46,7 +46,8 @@ def test_help_is_fast_and_explains_beam_flags():
   for text in ('--direct-running-mode', '--direct-num-workers',
                '--pipeline-root', '--train-steps', '[-- beam flags]',
                '--runner=PortableRunner', '--runner=SparkRunner',
-               '--runner=DataflowRunner', '--setup_file'):
+               '--runner=DataflowRunner', '--setup_file',
+               '--skip-served-prediction'):
     assert text in out, text
 
 
@@ -143,6 +144,13 @@ def test_default_run_completes_every_component_and_pushes(root, first_run):
   assert match, out
   assert os.path.isfile(os.path.join(root, 'serving', 'taxi', match.group(1),
                                      'saved_model.pb'))
+  # The same ending as local_runner.py: the pushed version served and asked.
+  version = match.group(1)
+  assert re.search(rf'^Served prediction \(python -m serving, version '
+                   rf'{version}, ', out, re.M), out
+  for api in ('REST', 'gRPC'):
+    assert re.search(rf'^  {api}  :\d+ +P\(tip > 20% of fare\) = \d\.\d{{4}}$',
+                     out, re.M), out
   store = metadata_store.open_store(metadata_store.sqlite_config(
       str(root / 'pipeline' / 'metadata.sqlite')))
   nodes = graph.run_nodes(store, graph.latest_run(store, 'taxi'), 'taxi')
@@ -190,8 +198,8 @@ def flink_run(root, first_run, flink_settings):
   return subprocess.run(
       [sys.executable, 'beam_runner.py', '--data-root', str(root / 'data'),
        '--pipeline-root', str(root / 'flink'),
-       '--serving-dir', str(root / 'flink-serving'), *FAST, '--',
-       *flink.beam_flags(flink_settings)],
+       '--serving-dir', str(root / 'flink-serving'), *FAST,
+       '--skip-served-prediction', '--', *flink.beam_flags(flink_settings)],
       cwd=helpers.REPO, capture_output=True, text=True, timeout=1800)
 
 
