@@ -2,8 +2,10 @@
 # (vertex_runner.py --image). Build and push it with the tag you compile with:
 #   docker build -t REGION-docker.pkg.dev/PROJECT/tfx-reference/taxi-pipeline:TAG .
 #   docker push REGION-docker.pkg.dev/PROJECT/tfx-reference/taxi-pipeline:TAG
-# Prefer an immutable TAG (e.g. the git commit): Vertex's cache keys on the
-# image name, not its digest, so a reused tag can serve results of old code.
+# vertex_runner.py derives TAG from a digest of the files this build copies
+# (src-...; .dockerignore applied) and prints these two commands: Vertex's
+# cache keys on the image name, not its digest, so a reused tag such as
+# `latest` could serve results of old code.
 # The project's machines have no Docker engine, so this file is not built
 # here; tests/runners/test_vertex_runner.py checks it against the code.
 

@@ -3,12 +3,14 @@
 KubeflowV2DagRunner compiles the same create_pipeline that local_runner.py
 runs, with Vertex's choices (`vertex_pipeline`), into a Vertex AI PipelineJob
 JSON (--pipeline-spec, default outputs/vertex/taxi_pipeline.json). Every task
-runs in --image, built from ./Dockerfile; artifacts, data and pushed models
-live in --bucket (gs://BUCKET/pipeline, gs://BUCKET/data/taxi,
-gs://BUCKET/serving) unless --pipeline-root, --data-root or --serving-dir say
-otherwise. Span, train and eval steps are runtime parameters of the job
-(range_config, train_args, eval_args): the flags set their defaults, and each
-run may override them.
+runs in --image, built from ./Dockerfile (by default tagged src-DIGEST, a
+digest of the files the Dockerfile copies: `image_tag`, printed with the
+docker commands that build it); artifacts, data and pushed models live in
+--bucket (gs://BUCKET/pipeline, gs://BUCKET/data/taxi, gs://BUCKET/serving)
+unless --pipeline-root, --data-root or --serving-dir say otherwise. Span,
+train and eval steps are runtime parameters of the job (range_config,
+train_args, eval_args): the flags set their defaults, and each run may
+override them.
 
 Compiling needs no network and no credentials. --submit calls
 google-cloud-aiplatform's PipelineJob.submit(), which needs both (e.g.
@@ -20,10 +22,13 @@ differs from a local run (training window, ML Metadata, schema): README,
 
 import argparse
 import dataclasses
+import hashlib
 import os
+import re
 import shlex
+import stat
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Pattern, Tuple
 
 from pipeline import configs
 from pipeline import console
@@ -31,6 +36,115 @@ from project import cli
 
 PIPELINE_FIELDS = [f.name for f in dataclasses.fields(configs.PipelineConfig)
                    if f.name not in configs.NOT_ON_VERTEX]
+
+# --- The image's default tag -------------------------------------------------
+# Vertex's cache keys on the image name, not its digest: a reused tag such as
+# `latest` can serve the cached results of older code. The default tag is
+# derived from what the image is built from, the files the Dockerfile's
+# `COPY . .` takes from the build context (all but .dockerignore's): the
+# same files give the same tag (cache hits stay), a changed file a new one.
+# It needs no git: an uncommitted change counts, as it does in `docker build`.
+IMAGE_REPOSITORY = ('{region}-docker.pkg.dev/{project}/tfx-reference/'
+                    'taxi-pipeline')
+IMAGE_TAG_PREFIX = 'src-'
+IMAGE_TAG_HEX_DIGITS = 16
+
+
+def _ignore_pattern(pattern: str) -> Pattern[str]:
+  """A .dockerignore pattern as a regex over a slash-separated relative path
+  (Docker's rules: `*` and `?` stay within a path element, `**` spans any
+  number of them)."""
+  out, i = '', 0
+  while i < len(pattern):
+    if pattern.startswith('**/', i):
+      out, i = out + '(?:.*/)?', i + 3
+    elif pattern.startswith('**', i):
+      out, i = out + '.*', i + 2
+    elif pattern[i] == '*':
+      out, i = out + '[^/]*', i + 1
+    elif pattern[i] == '?':
+      out, i = out + '[^/]', i + 1
+    elif pattern[i] == '[' and ']' in pattern[i + 1:]:
+      end = pattern.index(']', i + 1)
+      body = pattern[i + 1:end]
+      out += '[' + ('^' + body[1:] if body.startswith('!') else body) + ']'
+      i = end + 1
+    else:
+      out, i = out + re.escape(pattern[i]), i + 1
+  return re.compile(out + r'\Z')
+
+
+def dockerignore(context: str) -> List[Tuple[bool, Pattern[str]]]:
+  """(is an exception `!...`, pattern) of the context's .dockerignore."""
+  path = os.path.join(context, '.dockerignore')
+  if not os.path.exists(path):
+    return []
+  rules = []
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if not line or line.startswith('#'):
+        continue
+      exception = line.startswith('!')
+      pattern = os.path.normpath(line.lstrip('!').strip()).lstrip('/')
+      rules.append((exception, _ignore_pattern(pattern)))
+  return rules
+
+
+def _ignored(relative: str, rules: List[Tuple[bool, Pattern[str]]]) -> bool:
+  """Docker's rule: the last pattern matching the path or a parent wins."""
+  parts = relative.split('/')
+  prefixes = ['/'.join(parts[:n]) for n in range(1, len(parts) + 1)]
+  ignored = False
+  for exception, pattern in rules:
+    if any(pattern.match(p) for p in prefixes):
+      ignored = not exception
+  return ignored
+
+
+def context_files(context: str) -> Iterator[str]:
+  """Relative paths of the files `COPY . .` copies from `context`."""
+  rules = dockerignore(context)
+  may_reinclude = any(exception for exception, _ in rules)
+  for root, dirs, files in os.walk(context):
+    relative_root = os.path.relpath(root, context)
+    relative = lambda name, r=relative_root: (
+        name if r == '.' else f'{r}/{name}').replace(os.sep, '/')
+    if not may_reinclude:  # an ignored directory holds nothing copied
+      dirs[:] = [d for d in dirs if not _ignored(relative(d), rules)]
+    # A symbolic link to a directory is copied as the link (not walked).
+    links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+    for name in files + links:
+      if not _ignored(relative(name), rules):
+        yield relative(name)
+
+
+def image_tag(context: str = configs.REPO_ROOT) -> str:
+  """src-<sha256 of every copied file's path, executable bit and content>."""
+  digest = hashlib.sha256()
+  for relative in sorted(context_files(context)):
+    path = os.path.join(context, relative)
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+      content = os.readlink(path).encode()
+    else:
+      with open(path, 'rb') as f:
+        content = f.read()
+    executable = 'x' if info.st_mode & 0o111 else '-'
+    digest.update(f'{relative}\0{executable}\0{len(content)}\0'.encode())
+    digest.update(content)
+  return IMAGE_TAG_PREFIX + digest.hexdigest()[:IMAGE_TAG_HEX_DIGITS]
+
+
+def with_image(vertex_cfg: configs.VertexConfig,
+               context: str = configs.REPO_ROOT) -> configs.VertexConfig:
+  """vertex_cfg, with the default image unless --image named one."""
+  if vertex_cfg.image:
+    return vertex_cfg
+  repository = IMAGE_REPOSITORY.format(region=vertex_cfg.region,
+                                       project=vertex_cfg.project)
+  return dataclasses.replace(vertex_cfg,
+                             image=f'{repository}:{image_tag(context)}')
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,7 +216,8 @@ def compile_pipeline(cfg: configs.PipelineConfig,
   from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # pylint: disable=g-import-not-at-top
   runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
       config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
-          default_image=vertex_cfg.image,
+          # Never TFX's stock image, which has none of this project.
+          default_image=with_image(vertex_cfg).image,
           # PipelineSpec schema 2.1: what Vertex and its template gallery use.
           use_pipeline_spec_2_1=True),
       output_dir=os.path.dirname(os.path.abspath(vertex_cfg.pipeline_spec)),
@@ -124,14 +239,21 @@ def runtime_defaults(pipeline: Any) -> Dict[str, Any]:
 
 
 def _summary(job: Dict[str, Any], cfg: configs.PipelineConfig,
-             vertex_cfg: configs.VertexConfig, argv: List[str]) -> str:
+             vertex_cfg: configs.VertexConfig, argv: List[str],
+             derived_tag: bool) -> str:
   spec = job['pipelineSpec']
   parameters = job['runtimeConfig'].get('parameterValues', {})
+  image = shlex.quote(vertex_cfg.image)
   lines = [
       f'Compiled pipeline {cfg.pipeline_name!r} for Vertex AI Pipelines'
       f' -> {console.display_path(vertex_cfg.pipeline_spec)}',
       f'  tasks              {", ".join(sorted(spec["root"]["dag"]["tasks"]))}',
       f'  image              {vertex_cfg.image}',
+      ('                     (tag: digest of the files the Dockerfile copies;'
+       ' --image to name another)' if derived_tag else
+       '                     (from --image)'),
+      f'                     build it: docker build -t {image} . && '
+      f'docker push {image}',
       f'  pipeline root      {cfg.pipeline_root}',
       f'  data               {cfg.data_root}',
       f'  pushes to          {cfg.serving_model_dir}',
@@ -159,6 +281,8 @@ def main(argv: Optional[List[str]] = None) -> int:
       if getattr(args, f.name) is not None})
   if not vertex_cfg.project:
     parser.error('--project is required (the Google Cloud project id)')
+  derived_tag = not vertex_cfg.image
+  vertex_cfg = with_image(vertex_cfg)
   cfg = vertex_cfg.pipeline_config(**{
       name: getattr(args, name) for name in PIPELINE_FIELDS
       if getattr(args, name) is not None})
@@ -168,7 +292,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   console.quiet_imports()
   job = compile_pipeline(cfg, vertex_cfg)
   print(_summary(job, cfg, vertex_cfg,
-                 [a for a in argv if a != '--submit']), flush=True)
+                 [a for a in argv if a != '--submit'], derived_tag), flush=True)
   if args.submit:
     from google.auth import exceptions  # pylint: disable=g-import-not-at-top
     try:

@@ -169,9 +169,13 @@ class VertexConfig:
       None, 'GCS bucket (no gs://) for the pipeline root gs://BUCKET/pipeline,'
       ' data gs://BUCKET/data/taxi and pushes gs://BUCKET/serving '
       '(default: PROJECT-tfx-reference)')
+  # Its default, vertex_runner.with_image: a tag derived from the files the
+  # image is built from, never a reused `latest`.
   image: Optional[str] = _field(
       None, 'image built from ./Dockerfile that every task runs in (default: '
-      'REGION-docker.pkg.dev/PROJECT/tfx-reference/taxi-pipeline:latest)')
+      'REGION-docker.pkg.dev/PROJECT/tfx-reference/taxi-pipeline:src-DIGEST, '
+      'DIGEST of the files the Dockerfile copies: the same files, the same '
+      'tag)')
   service_account: Optional[str] = _field(
       None, "service account the job runs as (default: Vertex's default)")
   pipeline_spec: str = _field(
@@ -181,9 +185,6 @@ class VertexConfig:
   def __post_init__(self):
     if self.project:
       self.bucket = self.bucket or f'{self.project}-tfx-reference'
-      self.image = self.image or (
-          f'{self.region}-docker.pkg.dev/{self.project}/tfx-reference/'
-          'taxi-pipeline:latest')
 
   def pipeline_config(self, **given: Any) -> PipelineConfig:
     """PipelineConfig whose paths are on GCS unless `given` sets them."""

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -224,7 +225,15 @@ def test_main_writes_spec_and_prints_submit_command(tmp_path, capsys):
       'gs://p1-tfx-reference/pipeline')
   out = capsys.readouterr().out
   assert '--submit' in out and str(spec) in out
-  assert 'us-central1-docker.pkg.dev/p1/tfx-reference/taxi-pipeline' in out
+  # No --image: every task runs in the image tagged with the build context's
+  # digest, which the summary names.
+  image = ('us-central1-docker.pkg.dev/p1/tfx-reference/taxi-pipeline:'
+           + vertex_runner.image_tag())
+  executors = job['pipelineSpec']['deploymentSpec']['executors'].values()
+  assert {e['container']['image'] for e in executors
+          if 'container' in e} == {image}
+  assert f'image              {image}\n' in out
+  assert 'latest' not in image and ':latest' not in out
 
 
 def test_help_and_flags_need_no_tensorflow():
@@ -284,3 +293,101 @@ def test_dockerfile_version_check_passes_on_the_lock():
   code = re.search(r'python -c "(.*)"$', step).group(1)
   subprocess.run([sys.executable, '-c', code], cwd=helpers.REPO, check=True,
                  capture_output=True)
+
+
+# --- The image's default tag: the files the Dockerfile copies ---------------
+
+
+def _write(path, text='x\n'):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    f.write(text)
+
+
+@pytest.fixture
+def context(tmp_path):
+  """A build context: the real Dockerfile and .dockerignore, and a file of
+  each kind they copy or leave out."""
+  root = tmp_path / 'context'
+  for name in ('Dockerfile', '.dockerignore'):
+    root.mkdir(exist_ok=True)
+    shutil.copy(os.path.join(helpers.REPO, name), root / name)
+  for relative in COPIED + IGNORED:
+    _write(str(root / relative))
+  return root
+
+
+COPIED = ['models/model.py', 'pipeline/pusher.py', 'data/spans.py',
+          'schema/schema.pbtxt', 'setup.py', 'requirements.lock']
+IGNORED = ['data/taxi/span-1/data.csv', 'tests/test_x.py', 'docs/x.md',
+           'ui/pages.py',
+           'outputs/pipeline/metadata.sqlite', '.git/HEAD',
+           'pipeline/__pycache__/pusher.cpython-310.pyc',
+           'tfx_reference.egg-info/PKG-INFO', '.venv/bin/python']
+
+
+def test_the_tag_changes_with_a_copied_file_only(context):
+  import vertex_runner  # pylint: disable=g-import-not-at-top
+  tag = vertex_runner.image_tag(str(context))
+  assert re.fullmatch(r'src-[0-9a-f]{16}', tag)
+  # .dockerignore names itself (COPY then leaves it out, as Docker does).
+  assert sorted(vertex_runner.context_files(str(context))) == sorted(
+      COPIED + ['Dockerfile'])
+  for relative in IGNORED:  # changed, added or removed: the same image
+    _write(str(context / relative), 'changed\n')
+    _write(str(context / (relative + '.new')))
+  os.remove(context / 'docs' / 'x.md')
+  assert vertex_runner.image_tag(str(context)) == tag
+  for relative in COPIED + ['Dockerfile']:
+    path = context / relative
+    before = path.read_bytes()
+    path.write_bytes(before + b'# changed\n')
+    assert vertex_runner.image_tag(str(context)) != tag, relative
+    path.write_bytes(before)
+    assert vertex_runner.image_tag(str(context)) == tag, relative
+  os.chmod(context / 'setup.py', 0o755)  # COPY keeps the mode
+  assert vertex_runner.image_tag(str(context)) != tag
+  os.chmod(context / 'setup.py', 0o644)
+  _write(str(context / 'models' / 'new.py'))  # a new module is copied too
+  assert vertex_runner.image_tag(str(context)) != tag
+
+
+def test_dockerignore_rules_as_docker_reads_them(tmp_path):
+  import vertex_runner  # pylint: disable=g-import-not-at-top
+  _write(str(tmp_path / '.dockerignore'),
+         '# comment\ntests\n!tests/keep.py\n*.egg-info\n**/__pycache__\n'
+         '/outputs\ndata/*.csv\n')
+  for relative in ('tests/a.py', 'tests/keep.py', 'x.egg-info/PKG-INFO',
+                   'pkg/y.egg-info/PKG-INFO', 'a/b/__pycache__/c.pyc',
+                   'outputs/o', 'data/s.csv', 'data/span-1/s.csv'):
+    _write(str(tmp_path / relative))
+  # `*` stays within a path element (not .gitignore's rules); the last
+  # matching pattern wins; a pattern matching a directory covers its files.
+  assert sorted(vertex_runner.context_files(str(tmp_path))) == [
+      '.dockerignore', 'data/span-1/s.csv', 'pkg/y.egg-info/PKG-INFO',
+      'tests/keep.py']
+
+
+def test_the_repositorys_context_has_what_the_dockerfile_uses():
+  import vertex_runner  # pylint: disable=g-import-not-at-top
+  files = set(vertex_runner.context_files(helpers.REPO))
+  # The Dockerfile's RUN steps read these; the tasks import the packages.
+  assert {'Dockerfile', 'requirements.lock', 'setup.py', 'schema/schema.pbtxt',
+          'models/model.py', 'pipeline/pipeline.py', 'data/spans.py'} <= files
+  assert not [f for f in files if f.startswith(
+      ('.git/', '.venv', 'outputs/', 'tests/', 'data/taxi/'))
+              or '__pycache__' in f]
+
+
+def test_an_image_flag_wins_and_the_default_is_never_latest(context):
+  import vertex_runner  # pylint: disable=g-import-not-at-top
+  given = configs.VertexConfig(project='p', region='europe-west4',
+                               image='registry/taxi:v7')
+  assert vertex_runner.with_image(given, str(context)).image == (
+      'registry/taxi:v7')
+  derived = vertex_runner.with_image(
+      configs.VertexConfig(project='p', region='europe-west4'), str(context))
+  assert derived.image == ('europe-west4-docker.pkg.dev/p/tfx-reference/'
+                           'taxi-pipeline:' + vertex_runner.image_tag(
+                               str(context)))
+  assert configs.VertexConfig(project='p').image is None  # never `latest`
