@@ -7,18 +7,24 @@ running server, for delivery.cd and `delivery.versions promote` alike:
 * every write is write-then-rename (`replace`), so a server polling the
   file (--model_config_file_poll_wait_seconds) never reads half a config;
 * every failure to read it is one `Error` naming the file: it cannot be
-  read, it does not parse, or it does not name the model.
+  read, it does not parse, or it does not name the model;
+* a new file (`new_config`, `create`) has the entries serving/deploy/
+  models.config has, and appears whole or not at all, never over another.
 
 Callers hold the model base path's lock (serving.base_path) from reading
 the file to writing it, so two editors never interleave.
 """
 
 import os
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Optional
 
 from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
 
 from serving import model_config
+
+POLICIES = ('latest', 'specific')  # what `new_config` writes
+STABLE_LABEL = 'stable'  # the label `new_config` points at a version
 
 
 class Error(Exception):
@@ -71,6 +77,38 @@ def labels(path: str, model_name: str) -> Dict[str, int]:
   return dict(entry(read(path), model_name, path).version_labels)
 
 
+def version_labels(path: str, model_name: str) -> Dict[int, List[str]]:
+  """version -> the labels pointing at it, sorted."""
+  out: Dict[int, List[str]] = {}
+  for label, version in sorted(labels(path, model_name).items()):
+    out.setdefault(version, []).append(label)
+  return out
+
+
+def new_config(model_name: str, base_path: str, policy: str = 'latest',
+               stable: Optional[int] = None
+              ) -> model_server_config_pb2.ModelServerConfig:
+  """One model's config, as serving/deploy/models.config writes it.
+
+  `latest` serves the newest version (num_versions 1, as a server started
+  with --model_base_path does); `specific` serves `stable` only, and
+  delivery.cd adds its canary to it. `stable`: the version the `stable`
+  label names (None: no label).
+  """
+  if policy not in POLICIES:
+    raise ValueError(f'policy {policy!r} is not one of {POLICIES}')
+  proto = model_server_config_pb2.ModelServerConfig()
+  config_entry = proto.model_config_list.config.add(
+      name=model_name, base_path=base_path, model_platform='tensorflow')
+  if policy == 'latest':
+    config_entry.model_version_policy.latest.num_versions = 1
+  else:
+    config_entry.model_version_policy.specific.SetInParent()
+  if stable is not None:
+    set_label(config_entry, STABLE_LABEL, stable)
+  return proto
+
+
 def replace(path: str, data: bytes) -> None:
   """Write-then-rename: a reader sees the old file or the new, never half."""
   tmp = f'{path}.tmp{os.getpid()}'
@@ -81,6 +119,24 @@ def replace(path: str, data: bytes) -> None:
 
 def write(path: str, proto) -> None:
   replace(path, model_config.to_text(proto).encode())
+
+
+def create(path: str, proto, replace_existing: bool = False) -> None:
+  """Writes a file, and its directory if need be. The file appears whole:
+  written aside, then renamed over the old one (`replace_existing`) or
+  hard-linked into place, which never replaces a file (FileExistsError),
+  even one another process creates meanwhile."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  if replace_existing:
+    write(path, proto)
+    return
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'wb') as f:
+    f.write(model_config.to_text(proto).encode())
+  try:
+    os.link(tmp, path)
+  finally:
+    os.unlink(tmp)
 
 
 def edit(path: str, model_name: str, change: Callable[[object], None]) -> None:

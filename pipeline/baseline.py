@@ -55,7 +55,9 @@ STABLE_LABEL = 'stable'
 
 
 def rejected_by_cd(model_base: str) -> List[int]:
-  """Versions whose most recent CD verdict (`cd_done`) was a rollback."""
+  """Versions whose most recent CD verdict (`cd_done`) was a rollback,
+  unless a person restored them since (`delivery.versions restore V`
+  overrides CD: the version is served again, so it is the baseline again)."""
   verdicts: Dict[int, str] = {}
   try:
     with open(os.path.join(model_base, base_path.ACTION_LOG)) as f:
@@ -67,6 +69,8 @@ def rejected_by_cd(model_base: str) -> List[int]:
       record = json.loads(line)
       if record.get('action') == 'cd_done':
         verdicts[int(record['version'])] = record.get('decision', '')
+      elif record.get('action') == 'restore':
+        verdicts[int(record['restored'])] = 'restored'
     except (ValueError, KeyError, TypeError):
       continue  # a torn last line of a killed writer: not a verdict
   return sorted(v for v, decision in verdicts.items()

@@ -16,6 +16,10 @@ SCHEMA_PATH = os.path.join(REPO_ROOT, 'schema', 'schema.pbtxt')
 PIPELINE_ROOT = os.path.join(OUTPUT_DIR, 'pipeline')
 # TF Serving model base paths: <SERVING_DIR>/<model name>/<version>/.
 SERVING_DIR = os.path.join(OUTPUT_DIR, 'serving')
+# The local TF Serving model config file (version labels, policy) that
+# `python -m delivery.versions write-config` writes and `promote` edits:
+# under outputs/ (git-ignored), so a run never records a dirty git tree.
+MODEL_CONFIG_FILE = os.path.join(SERVING_DIR, 'models.config')
 
 
 def metadata_path(pipeline_root: str = PIPELINE_ROOT) -> str:

@@ -56,6 +56,22 @@ def test_a_cd_rejected_version_is_never_a_baseline(tmp_path):
   assert baseline.baseline_versions(base) == [3, 2, 1]
 
 
+def test_a_cd_rejected_version_a_person_restores_is_a_baseline_again(tmp_path):
+  """CD rolled 3 back (cd_done rolled_back, then the rollback itself);
+  `delivery.versions restore 3` serves it again, and the baseline rule
+  follows what is served: 3 first again. Until the restore it is out."""
+  base = _base(tmp_path, [1, 2, 3])
+  versions.rollback(base, 3)
+  versions._log_action(base, 'cd_done', version=3, decision='rolled_back')  # pylint: disable=protected-access
+  assert baseline.baseline_versions(base) == [2, 1]
+  versions.restore(base, 3)
+  assert baseline.rejected_by_cd(base) == []
+  assert baseline.baseline_versions(base) == [3, 2, 1]
+  # A newer CD verdict after the restore counts again.
+  versions._log_action(base, 'cd_done', version=3, decision='rolled_back')  # pylint: disable=protected-access
+  assert baseline.baseline_versions(base) == [2, 1]
+
+
 def test_the_stable_label_wins_over_newer_versions(tmp_path):
   base = _base(tmp_path, [1, 2, 3])
   assert baseline.baseline_versions(
