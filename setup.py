@@ -13,7 +13,10 @@ setuptools.setup(
     description='End-to-end TFX reference pipeline on Chicago taxi data',
     python_requires='>=3.10,<3.11',
     packages=['project', 'models', 'data', 'pipeline', 'lineage',
-              'continuous_training', 'monitoring', 'serving', 'delivery'],
+              'continuous_training', 'monitoring', 'serving', 'delivery',
+              'ui'],
+    package_data={'ui': ['templates/*.j2'],
+                  'pipeline': ['model_card_templates/*.j2']},
     py_modules=['local_runner', 'beam_runner'],
     install_requires=[
         'tfx==1.16.0',

@@ -11,7 +11,6 @@ files.
 
 import dataclasses
 import html
-import json
 import os
 from typing import Any, Dict, List, Optional
 
@@ -20,7 +19,9 @@ from continuous_training import decisions
 from data import spans
 from lineage import graph
 from lineage import metadata_store
+from lineage import readers
 from pipeline import configs
+from ui import charts
 
 
 @dataclasses.dataclass
@@ -46,18 +47,6 @@ class Row:
   baseline_versions: Optional[List[str]] = None
 
 
-def _split_protos(artifact, file_name: str, proto_class) -> Dict[str, Any]:
-  """split -> proto TFX wrote for an MLMD artifact with split_names."""
-  names = json.loads(artifact.properties['split_names'].string_value or '[]')
-  protos = {}
-  for split in names:
-    path = os.path.join(artifact.uri, f'Split-{split}', file_name)
-    if os.path.exists(path):
-      with open(path, 'rb') as f:
-        protos[split] = proto_class.FromString(f.read())
-  return protos
-
-
 def span_statistics(outcome) -> Optional[Dict[str, Any]]:
   """A few figures of the span the run ingested, from StatisticsGen."""
   from tensorflow_metadata.proto.v0 import statistics_pb2  # pylint: disable=g-import-not-at-top
@@ -65,7 +54,7 @@ def span_statistics(outcome) -> Optional[Dict[str, Any]]:
   if not node or not node.outputs.get('statistics'):
     return None
   figures: Dict[str, Any] = {'examples': 0}
-  protos = _split_protos(node.outputs['statistics'][0], 'FeatureStats.pb',
+  protos = readers.split_protos(node.outputs['statistics'][0], 'FeatureStats.pb',
                          statistics_pb2.DatasetFeatureStatisticsList)
   for split, stats in protos.items():
     for dataset in stats.datasets:
@@ -96,7 +85,7 @@ def span_anomalies(outcome) -> List[str]:
   if not node or not node.outputs.get('anomalies'):
     return []
   lines = []
-  for split, proto in _split_protos(node.outputs['anomalies'][0],
+  for split, proto in readers.split_protos(node.outputs['anomalies'][0],
                                     'SchemaDiff.pb',
                                     anomalies_pb2.Anomalies).items():
     for feature, info in sorted(proto.anomaly_info.items()):
@@ -218,6 +207,38 @@ def _html_table(header: List[str], rows: List[List[Any]]) -> str:
   return f'<table><tr>{head}</tr>{body}</table>'
 
 
+def _drift_points(rows: List[Row]) -> Dict[str, Dict[str, Any]]:
+  """The drift of every compared span, in the shape charts.drift_charts
+  draws (the UI's data page draws the same from ML Metadata)."""
+  out: Dict[str, Dict[str, Any]] = {}
+  for r in rows:
+    for f in (r.drift.features if r.drift else []):
+      entry = out.setdefault(f.feature, {'comparator': f.comparator,
+                                         'threshold': f.threshold,
+                                         'points': []})
+      entry['points'].append((r.drift.span, f.distance, f.drifted,
+                              f.p_value))
+  return dict(sorted(out.items()))
+
+
+def _metric_charts(cfg: configs.PipelineConfig, rows: List[Row]) -> List[str]:
+  """AUC and balanced accuracy per span, candidate and baseline, with the
+  blessing's bounds dashed."""
+  out = []
+  for key, label, bound in (('auc', 'AUC', cfg.min_auc),
+                            ('balanced_accuracy', 'balanced accuracy',
+                             cfg.min_balanced_accuracy)):
+    series = [charts.Series(name, [(r.span, (metrics or {}).get(key))
+                                   for r, metrics in pairs])
+              for name, pairs in (
+                  ('candidate', [(r, r.metrics) for r in rows]),
+                  ('baseline', [(r, r.baseline) for r in rows]))]
+    out.append(charts.line_chart(
+        f'{label} per span: the candidate and the served baseline', series,
+        [charts.Threshold('bound', bound)], x_title='span'))
+  return out
+
+
 def write_report(path: str, cfg: configs.PipelineConfig,
                  ct: ct_config.CTConfig, rows: List[Row],
                  lineage: List[PushedLineage], command: str,
@@ -300,6 +321,7 @@ def write_report(path: str, cfg: configs.PipelineConfig,
   header = ['span'] + [f'{n} ({measures[n]})' for n in features]
   parts.append(_html_table(header, drift_rows) if drift_rows else
                '<p class="muted">No span was compared.</p>')
+  parts.extend(charts.drift_charts(_drift_points(rows)))
 
   parts.append('<h2>Evaluation and push decisions</h2>')
   eval_rows = []
@@ -326,6 +348,8 @@ def write_report(path: str, cfg: configs.PipelineConfig,
        'balanced accuracy', 'baseline balanced accuracy', 'accuracy',
        'majority class', 'calibration', 'eval examples', 'baseline version',
        'blessed', 'pushed', 'CTDecision execution'], eval_rows))
+
+  parts.extend(_metric_charts(cfg, rows))
 
   parts.append('<h2>Lineage of pushed versions</h2><p>Read from ML Metadata: '
                'PushedModel &larr; Pusher &larr; Model &larr; Trainer '

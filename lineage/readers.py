@@ -17,7 +17,7 @@ import struct
 import subprocess
 import sys
 import types
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from project import paths
 
@@ -61,6 +61,23 @@ def training_history(model_run_uri: str) -> Optional[Dict]:
 def schema_digest(content: bytes) -> str:
   """The schema's content address (pipeline.cache_keys.schema_snapshot, the Dockerfile)."""
   return hashlib.sha256(content).hexdigest()[:16]
+
+
+def split_protos(artifact, file_name: str, proto_class) -> Dict[str, Any]:
+  """split -> the binary proto `file_name` TFX wrote for that split of an
+  MLMD artifact with `split_names` (StatisticsGen's FeatureStats.pb,
+  ExampleValidator's SchemaDiff.pb); a split whose file is not readable
+  from here is left out."""
+  names = json.loads(artifact.properties['split_names'].string_value or '[]')
+  protos = {}
+  for split in names:
+    path = os.path.join(artifact.uri, f'Split-{split}', file_name)
+    try:
+      with open(path, 'rb') as f:
+        protos[split] = proto_class.FromString(f.read())
+    except OSError:
+      continue
+  return protos
 
 
 def _tfrecords(path: str):

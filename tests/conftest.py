@@ -114,3 +114,41 @@ def trained_model(tmp_path_factory, transform_dir, train_rows, eval_rows):
   return train(str(tmp_path_factory.mktemp('trainer')), transform_dir,
                train_rows, eval_rows, TRAINED_MODEL_STEPS,
                TRAINED_MODEL_HPARAMS)
+
+
+# --- A replay of three small real spans (CT controller + three pipeline runs)
+# Shared by tests/continuous_training/test_replay.py and the UI's browser
+# tests (tests/ui), which read the store it leaves: ~5 min, paid once.
+
+
+@pytest.fixture(scope='session')
+def replayed(tmp_path_factory):
+  """(out dir, replay argv); the replay runs in `replay_result`."""
+  root = tmp_path_factory.mktemp('replay')
+  source = root / 'source'
+  helpers.small_spans(str(source))  # 300 real rows of 2015-Q1..Q3
+  # Span 3: every Cash trip paid by card instead (tips untouched), a shift
+  # in payment_type's distribution that breaks no schema rule.
+  rows = helpers.read_span(3, data_root=str(source))
+  for row in rows:
+    if row['payment_type'] == 'Cash':
+      row['payment_type'] = 'Credit Card'
+  helpers.write_csv(str(source / 'span-3' / 'data.csv'), rows)
+  out = root / 'out'
+  argv = ['--data-root', str(source), '--out', str(out), '--spans', '1-3',
+          '--window-spans', '3', '--eval-steps', '10', '--max-auc-drop', '0.2']
+  # (train steps: the replay's default, a budget that trains real models)
+  return out, argv
+
+
+@pytest.fixture(scope='session')
+def replay_result(replayed):
+  """(exit code, what the replay printed)."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  from continuous_training import replay  # pylint: disable=g-import-not-at-top
+  out, argv = replayed
+  buffer = io.StringIO()
+  with contextlib.redirect_stdout(buffer):
+    code = replay.main(argv)
+  return code, buffer.getvalue()

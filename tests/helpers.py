@@ -108,3 +108,36 @@ def write_examples(path: str, rows: List[Dict[str, str]]) -> None:
   with tf.io.TFRecordWriter(path, options='GZIP') as writer:
     for row in rows:
       writer.write(to_example(row, schema).SerializeToString())
+
+
+class UiProcess:
+  """`python -m ui ARGV --port 0` as the README starts it; `url` is where it
+  listens (read from its first line). A context manager: always stopped."""
+
+  def __init__(self, argv: List[str], env: Optional[Dict[str, str]] = None):
+    import re  # pylint: disable=g-import-not-at-top
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    self.process = subprocess.Popen(
+        [sys.executable, '-m', 'ui', '--port', '0'] + argv, cwd=REPO,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    self.first_line = self.process.stdout.readline()
+    found = re.search(r'http://127\.0\.0\.1:\d+', self.first_line)
+    if not found:
+      self.stop()
+      raise AssertionError('python -m ui did not start: ' + self.first_line
+                           + self.process.stdout.read())
+    self.url = found.group(0)
+
+  def stop(self) -> str:
+    """Stops it; returns the rest of what it printed."""
+    self.process.terminate()
+    rest, _ = self.process.communicate(timeout=30)
+    return self.first_line + (rest or '')
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    if self.process.poll() is None:
+      self.stop()

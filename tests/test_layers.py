@@ -43,11 +43,15 @@ ALLOWED = {
                  'serving.client'},
     'continuous_training': {'project', 'models', 'data', 'lineage',
                             'monitoring', 'pipeline', 'serving.base_path',
-                            'serving.model_config'},
+                            'serving.model_config', 'ui.charts'},
     'delivery': {'project', 'models', 'data', 'lineage', 'serving'},
     # The local Flink cluster: its harnesses take the pipeline's hash seed.
     'cluster': {'project', 'pipeline.reproducible'},
     'runners': {'project', 'pipeline', 'lineage', 'data', 'serving'},
+    # The web UI (python -m ui) reads what every other role recorded; its
+    # charts (stdlib only) are drawn in the replay report too.
+    'ui': {'project', 'data', 'lineage', 'monitoring', 'continuous_training',
+           'delivery', 'serving'},
 }
 RUNNERS = ('local_runner.py', 'beam_runner.py', 'vertex_runner.py',
            'score_runner.py', 'dags')
@@ -64,6 +68,7 @@ FORBIDDEN_EXTERNAL = {
     'delivery': _TF_STACK - {'tensorflow'},
     'monitoring': _TF_STACK - {'tensorflow'},
     'cluster': _TF_STACK - {'apache_beam'},  # the worker pool is Beam's
+    'ui': _TF_STACK,  # starts in a second: reads artifacts without TF
 }
 ROLES = set(ALLOWED) - {'runners'}
 

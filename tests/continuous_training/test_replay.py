@@ -13,51 +13,20 @@ import pytest
 from continuous_training import config as ct_config
 from continuous_training import controller
 from continuous_training import decisions
-from continuous_training import replay
 from continuous_training import report
 from data import spans as span_rules
 from lineage import metadata_store
 from pipeline import configs
-from tests import helpers
 
 pytestmark = pytest.mark.integration
+# The replay itself (three real runs) is the session fixture `replayed` /
+# `replay_result` of tests/conftest.py: the UI's browser tests (tests/ui)
+# read the same store.
 
 
 @pytest.fixture(scope='module')
-def replayed(tmp_path_factory):
-  root = tmp_path_factory.mktemp('replay')
-  source = root / 'source'
-  helpers.small_spans(str(source))  # 300 real rows of 2015-Q1..Q3
-  # Span 3: every Cash trip paid by card instead (tips untouched), a shift
-  # in payment_type's distribution that breaks no schema rule.
-  rows = helpers.read_span(3, data_root=str(source))
-  for row in rows:
-    if row['payment_type'] == 'Cash':
-      row['payment_type'] = 'Credit Card'
-  helpers.write_csv(str(source / 'span-3' / 'data.csv'), rows)
-  out = root / 'out'
-  argv = ['--data-root', str(source), '--out', str(out), '--spans', '1-3',
-          '--window-spans', '3', '--eval-steps', '10', '--max-auc-drop', '0.2']
-  # (train steps: the replay's default, a budget that trains real models)
-  return out, argv
-
-
-@pytest.fixture(scope='module')
-def result(replayed, capsys_module):
-  out, argv = replayed
-  code = replay.main(argv)
-  return code, capsys_module()
-
-
-@pytest.fixture(scope='module')
-def capsys_module():
-  """Module-scoped stdout capture (pytest's capsys is function-scoped)."""
-  import io  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  buffer, saved = io.StringIO(), sys.stdout
-  sys.stdout = buffer
-  yield lambda: (setattr(sys, 'stdout', saved), buffer.getvalue())[1]
-  sys.stdout = saved
+def result(replay_result):
+  return replay_result
 
 
 def _table(text):
@@ -131,6 +100,11 @@ def test_html_report_shows_statistics_drift_metrics_and_lineage(replayed,
     assert heading in page
   assert '<script' not in page and 'http' not in page  # self-contained
   assert 'payment_type (L-inf)' in page and 'fare (JSD)' in page
+  # The UI's charts (ui/charts.py): drift per feature, AUC per span.
+  assert 'L-inf distance to the previous span (drifted: payment_type at ' \
+         'span 3)' in page
+  assert '<circle class="point" ' in page and 'data-series="payment_type"' in page
+  assert 'AUC per span: the candidate and the served baseline' in page
   pushed = sorted(os.listdir(out / 'serving' / 'taxi'))
   pushed = [v for v in pushed if v.isdigit()]
   assert pushed, 'no model was pushed'

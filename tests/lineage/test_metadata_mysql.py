@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from typing import Dict, Optional
 
 import pytest
@@ -267,6 +268,36 @@ def test_lineage_tools_read_it_back_from_mysql(mysql_cfg, mysql_run, mariadb,
   assert 'run=?' not in line and 'code=None' not in line
   for output in (shown.stdout, shown.stderr, listed.stdout, listed.stderr):
     assert PASSWORD_CORE not in output
+
+
+def test_the_web_ui_reads_the_store_from_mysql(mysql_cfg, mysql_run, mariadb,
+                                              tmp_path):
+  """python -m ui with the lineage tools' MySQL flags, the password only in
+  the environment: the run and the version are on its pages, the password
+  on none of them, nor in what it printed or logged."""
+  import urllib.request  # pylint: disable=g-import-not-at-top
+  assert mysql_run.returncode == 0
+  store = _store(mysql_cfg)
+  run = graph.latest_run(store, mysql_cfg.pipeline_name).name
+  (version,) = [n for n in os.listdir(mysql_cfg.serving_model_dir)
+                if n.isdigit()]
+  log = tmp_path / 'ui.log'
+  with helpers.UiProcess(
+      ['--serving-dir', mysql_cfg.serving_dir, '--mysql-host', '127.0.0.1',
+       '--mysql-port', str(mariadb.port), '--mysql-user', USER,
+       '--log-file', str(log)], env=_env(PASSWORD)) as ui:
+    pages = {}
+    for path in ('/', '/runs', '/models', '/serving', f'/versions/{version}',
+                 '/runs/' + urllib.parse.quote(run, safe='')):
+      with urllib.request.urlopen(ui.url + path, timeout=60) as response:
+        assert response.status == 200, path
+        pages[path] = response.read().decode()
+    printed = ui.stop()
+  assert f'{USER}@127.0.0.1:{mariadb.port}/{DATABASE} (MySQL)' in pages['/']
+  assert run in pages['/runs'] and version in pages['/serving']
+  assert 'Trainer' in pages[f'/versions/{version}']
+  for text in list(pages.values()) + [printed, log.read_text()]:
+    assert PASSWORD_CORE not in text
 
 
 def test_lineage_cli_reads_a_version_from_mysql(mysql_cfg, mysql_run, mariadb):

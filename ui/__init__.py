@@ -1,0 +1,1 @@
+"""A local, read-only web UI over ML Metadata (python -m ui)."""

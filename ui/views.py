@@ -1,0 +1,556 @@
+"""What each page shows, read from ML Metadata, the serving base path and the
+monitoring report: plain dicts and lists, no HTML (ui/pages.py renders).
+
+Every figure comes from where the pipeline recorded it: run and component
+states and times from ML Metadata executions, row counts and feature
+distributions from StatisticsGen's FeatureStats.pb, anomalies from
+ExampleValidator's SchemaDiff.pb, the gate's verdict from its execution's
+state, drift from the CT controller's CTDecision executions, metrics and
+blessings from the Evaluator's files (lineage/readers.py), versions and
+their history from the base path (delivery/versions.py, .versions.log).
+Nothing here writes anywhere.
+"""
+
+import collections
+import dataclasses
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+import ml_metadata as mlmd
+from ml_metadata.proto import metadata_store_pb2
+
+from continuous_training import decisions as ct_decisions
+from continuous_training import drift as ct_drift
+from lineage import graph
+from lineage import readers
+from serving import base_path
+
+prop = graph.prop
+State = metadata_store_pb2.Execution.State
+
+# How a component execution's state reads on the pages.
+STATE_WORDS = {State.COMPLETE: 'ran', State.CACHED: 'cached',
+               State.FAILED: 'failed', State.RUNNING: 'running',
+               State.NEW: 'new', State.CANCELED: 'canceled',
+               State.UNKNOWN: 'unknown'}
+GATE_NODE = 'DataValidationGate'
+# The split whose feature distributions the span page draws.
+STATISTICS_SPLIT = 'train'
+
+
+@dataclasses.dataclass
+class Sources:
+  """Where the UI reads from (the flags of python -m ui)."""
+  connection: metadata_store_pb2.ConnectionConfig
+  pipeline_name: str
+  model_base_path: str
+  monitoring_report: str
+  model_config_file: Optional[str] = None
+
+  def open_store(self) -> Optional[mlmd.MetadataStore]:
+    """A new store per request (MetadataStore is not thread-safe); None
+    when the SQLite file does not exist yet (nothing ran)."""
+    from lineage import metadata_store  # pylint: disable=g-import-not-at-top
+    if (self.connection.HasField('sqlite') and
+        not os.path.exists(self.connection.sqlite.filename_uri)):
+      return None
+    return metadata_store.open_store(self.connection)
+
+
+def _ms(ms: int) -> str:
+  return graph._time(ms) if ms else ''  # pylint: disable=protected-access
+
+
+def _seconds(e: metadata_store_pb2.Execution) -> Optional[float]:
+  if not e.create_time_since_epoch or not e.last_update_time_since_epoch:
+    return None
+  return (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000
+
+
+def _artifact_ref(a: metadata_store_pb2.Artifact) -> Dict[str, Any]:
+  return {'id': a.id, 'type': a.type,
+          'span': prop(a, 'span'), 'uri': a.uri}
+
+
+# --- Runs ---------------------------------------------------------------------
+
+
+def _run_contexts(store, pipeline_name: str
+                 ) -> List[metadata_store_pb2.Context]:
+  """This pipeline's `pipeline_run` contexts, oldest first."""
+  found = {}
+  pipeline = store.get_context_by_type_and_name('pipeline', pipeline_name)
+  if pipeline is None:
+    return []
+  for e in store.get_executions_by_context(pipeline.id):
+    run = graph.run_context(store, e.id)
+    if run is not None:
+      found[run.id] = run
+  return sorted(found.values(), key=lambda c: (c.create_time_since_epoch,
+                                                 c.id))
+
+
+def _decision(e: metadata_store_pb2.Execution) -> Dict[str, Any]:
+  p = lambda k: graph.property_value(e, k)  # pylint: disable=unnecessary-lambda-assignment
+  return {'id': e.id, 'time': _ms(e.create_time_since_epoch),
+          'time_ms': e.create_time_since_epoch,
+          'trigger': p('trigger') or 'none', 'reason': p('reason') or '',
+          'span': p('span'), 'logical_date': p('logical_date'),
+          'ran': ct_decisions.ran(e), 'outcome': p('outcome') or '',
+          'pipeline_run': p('pipeline_run') or '',
+          'pushed_version': p('pushed_version') or ''}
+
+
+def decisions(store, pipeline_name: str) -> List[Dict[str, Any]]:
+  """The CT controller's decisions, oldest first (run or not)."""
+  return [_decision(e)
+          for e in ct_decisions.past_decisions(store, pipeline_name)]
+
+
+def runs(store, pipeline_name: str) -> List[Dict[str, Any]]:
+  """One entry per pipeline run: times, component states, code, decision."""
+  by_run = {d['pipeline_run']: d for d in decisions(store, pipeline_name)
+            if d['pipeline_run']}
+  out = []
+  for context in _run_contexts(store, pipeline_name):
+    executions = [e for e in store.get_executions_by_context(context.id)
+                  if e.type != ct_decisions.EXECUTION_TYPE]
+    states = collections.Counter(STATE_WORDS.get(e.last_known_state, '?')
+                                 for e in executions)
+    start = min((e.create_time_since_epoch for e in executions), default=0)
+    end = max((e.last_update_time_since_epoch for e in executions),
+              default=0)
+    pushed = [str(prop(a, 'pushed_version'))
+              for e in executions if e.type.endswith('Pusher')
+              for a in graph.execution_artifacts(store, e.id)[1].get(
+                  'pushed_model', []) if prop(a, 'pushed') == 1]
+    out.append({
+        'name': context.name, 'started': _ms(start), 'started_ms': start,
+        'seconds': (end - start) / 1000 if start and end else None,
+        'states': dict(sorted(states.items())),
+        'failed': states.get('failed', 0) > 0,
+        'git_commit': prop(context, graph.GIT_COMMIT_KEY),
+        'git_dirty': prop(context, graph.GIT_DIRTY_KEY),
+        'decision': by_run.get(context.name),
+        'pushed': pushed,
+    })
+  return out
+
+
+def run_detail(store, run_name: str, pipeline_name: str
+              ) -> Optional[Dict[str, Any]]:
+  """Each component of one run: state, duration, input/output artifacts."""
+  context = store.get_context_by_type_and_name('pipeline_run', run_name)
+  if context is None:
+    return None
+  components = []
+  for e in sorted(store.get_executions_by_context(context.id),
+                  key=lambda e: e.id):
+    inputs, outputs = graph.execution_artifacts(store, e.id)
+    components.append({
+        'execution_id': e.id,
+        'node': graph.node_id(store.get_contexts_by_execution(e.id),
+                              pipeline_name) or e.type,
+        'type': e.type, 'state': STATE_WORDS.get(e.last_known_state, '?'),
+        'started': _ms(e.create_time_since_epoch), 'seconds': _seconds(e),
+        'inputs': {k: [_artifact_ref(a) for a in v]
+                   for k, v in sorted(inputs.items())},
+        'outputs': {k: [_artifact_ref(a) for a in v]
+                    for k, v in sorted(outputs.items())},
+    })
+  return {'name': run_name, 'components': components}
+
+
+# --- Data ---------------------------------------------------------------------
+
+
+def read_statistics(artifact) -> Dict[str, Any]:
+  """split -> DatasetFeatureStatistics (the first dataset) of an
+  ExampleStatistics artifact; splits whose file is missing are left out."""
+  from tensorflow_metadata.proto.v0 import statistics_pb2  # pylint: disable=g-import-not-at-top
+  return {split: stats.datasets[0] for split, stats in readers.split_protos(
+      artifact, 'FeatureStats.pb',
+      statistics_pb2.DatasetFeatureStatisticsList).items() if stats.datasets}
+
+
+def read_anomalies(artifact) -> List[str]:
+  """'<split>: <feature>: <description>' per anomaly of ExampleAnomalies."""
+  from tensorflow_metadata.proto.v0 import anomalies_pb2  # pylint: disable=g-import-not-at-top
+  lines = []
+  for split, proto in readers.split_protos(artifact, 'SchemaDiff.pb',
+                                           anomalies_pb2.Anomalies).items():
+    if proto.HasField('dataset_anomaly_info'):
+      lines.append(f'{split}: <dataset>: '
+                   f'{proto.dataset_anomaly_info.short_description}')
+    for feature, info in sorted(proto.anomaly_info.items()):
+      lines.append(f'{split}: {feature}: {info.short_description}')
+  return lines
+
+
+def _node_in_run(store, run_id: int, node: str, pipeline_name: str):
+  for e in store.get_executions_by_context(run_id):
+    if graph.node_id(store.get_contexts_by_execution(e.id),
+                     pipeline_name) == node:
+      return e
+  return None
+
+
+def _ingesting_run(store, examples_id: int):
+  """The pipeline_run context of the ExampleGen execution that wrote it."""
+  made = graph.producer(store, examples_id)
+  return graph.run_context(store, made.id) if made is not None else None
+
+
+def spans(store, pipeline_name: str) -> List[Dict[str, Any]]:
+  """Per ingested span: rows per split, anomalies, the gate's verdict."""
+  out = []
+  for examples in graph.ingested_examples(store, pipeline_name):
+    entry = {'span': prop(examples, 'span'), 'examples_id': examples.id,
+             'rows': {}, 'anomalies': [], 'gate': 'not run',
+             'statistics_id': None, 'run': None}
+    run = _ingesting_run(store, examples.id)
+    if run is not None:
+      entry['run'] = run.name
+      nodes = graph.run_nodes(store, run, pipeline_name)
+      stats = nodes.get('StatisticsGen')
+      if stats and stats.outputs.get('statistics'):
+        artifact = stats.outputs['statistics'][0]
+        entry['statistics_id'] = artifact.id
+        entry['rows'] = {s: int(d.num_examples)
+                         for s, d in read_statistics(artifact).items()}
+      validator = nodes.get('ExampleValidator')
+      if validator and validator.outputs.get('anomalies'):
+        entry['anomalies'] = read_anomalies(validator.outputs['anomalies'][0])
+      gate = nodes.get(GATE_NODE)
+      if gate is not None:
+        entry['gate'] = {'COMPLETE': 'passed', 'CACHED': 'passed',
+                         'FAILED': 'REJECTED'}.get(gate.state,
+                                                   gate.state.lower())
+    out.append(entry)
+  return sorted(out, key=lambda e: (e['span'] or 0, e['examples_id']))
+
+
+def feature_distributions(store, statistics_id: int,
+                          split: str = STATISTICS_SPLIT
+                          ) -> List[Dict[str, Any]]:
+  """Per feature of one StatisticsGen output: a histogram (numeric: TFDV's
+  standard equal-width buckets) or the top values (categorical)."""
+  [artifact] = store.get_artifacts_by_id([statistics_id]) or [None]
+  if artifact is None:
+    return []
+  dataset = read_statistics(artifact).get(split)
+  if dataset is None:
+    return []
+  out = []
+  for feature in dataset.features:
+    name = '.'.join(feature.path.step) or feature.name
+    if feature.HasField('num_stats'):
+      num = feature.num_stats
+      standard = [h for h in num.histograms if h.type == h.STANDARD]
+      bars = ([(f'{b.low_value:.4g}', b.sample_count)
+               for b in standard[0].buckets] if standard else [])
+      out.append({'name': name, 'kind': 'numeric', 'bars': bars,
+                  'mean': num.mean, 'std_dev': num.std_dev,
+                  'missing': num.common_stats.num_missing,
+                  'count': num.common_stats.num_non_missing})
+    elif feature.HasField('string_stats'):
+      s = feature.string_stats
+      out.append({'name': name, 'kind': 'categorical',
+                  'bars': [(v.value, v.frequency) for v in s.top_values],
+                  'unique': s.unique, 'missing': s.common_stats.num_missing,
+                  'count': s.common_stats.num_non_missing})
+  return sorted(out, key=lambda f: f['name'])
+
+
+def drift_over_spans(store, pipeline_name: str) -> Dict[str, Dict[str, Any]]:
+  """feature -> {'points': [(span, distance, drifted)], 'threshold',
+  'comparator'}: every drift comparison the CT controller recorded."""
+  out: Dict[str, Dict[str, Any]] = {}
+  for e in ct_decisions.past_decisions(store, pipeline_name):
+    text = graph.property_value(e, 'drift')
+    if not text:
+      continue
+    try:
+      report = ct_drift.DriftReport.from_json(text)
+    except (ValueError, KeyError, TypeError):
+      continue  # a record this version cannot read: not drawn
+    for f in report.features:
+      entry = out.setdefault(f.feature, {'points': {}, 'threshold':
+                                         f.threshold,
+                                         'comparator': f.comparator})
+      entry['points'][report.span] = (f.distance, f.drifted, f.p_value)
+  for entry in out.values():
+    entry['points'] = sorted((s, d, drifted, p)
+                             for s, (d, drifted, p) in entry['points'].items())
+  return dict(sorted(out.items()))
+
+
+# --- Models -------------------------------------------------------------------
+
+
+def _blessing_rule(store, run_id: int) -> List[str]:
+  """The rule as the ModelCardGenerator recorded it (pipeline/blessing.py
+  `describe`, from the EvalConfig the Evaluator applied)."""
+  for e in store.get_executions_by_context(run_id):
+    text = graph.property_value(e, 'blessing_rule')
+    if text:
+      try:
+        return list(json.loads(text))
+      except ValueError:
+        return []
+  return []
+
+
+def models(store, pipeline_name: str) -> List[Dict[str, Any]]:
+  """Every model the Evaluator judged, oldest first: metrics (overall and
+  per slice, candidate and baseline), blessed or not and why, the
+  baseline's version, the version it was pushed as."""
+  evaluations = {}
+  for context in _run_contexts(store, pipeline_name):
+    evaluator = _node_in_run(store, context.id, 'Evaluator', pipeline_name)
+    if evaluator is None:
+      continue
+    inputs, outputs = graph.execution_artifacts(store, evaluator.id)
+    if not outputs.get('evaluation'):
+      continue
+    evaluation = outputs['evaluation'][0]
+    if evaluation.id in evaluations:  # a cached Evaluator: the same judgement
+      evaluations[evaluation.id]['runs'].append(context.name)
+      continue
+    model = (inputs.get('model') or [None])[0]
+    baseline = (inputs.get('baseline_model') or [None])[0]
+    blessing = (outputs.get('blessing') or [None])[0]
+    pusher = _node_in_run(store, context.id, 'Pusher', pipeline_name)
+    pushed = None
+    if pusher is not None:
+      for a in graph.execution_artifacts(store, pusher.id)[1].get(
+          'pushed_model', []):
+        if prop(a, 'pushed') == 1:
+          pushed = str(prop(a, 'pushed_version'))
+    sliced = readers.sliced_metrics(evaluation.uri)
+    evaluations[evaluation.id] = {
+        'evaluation_id': evaluation.id, 'runs': [context.name],
+        'model_id': model.id if model else None,
+        'spans': sorted(s.span for s in graph.version_lineage(
+            store, pushed, read_files=False).spans) if pushed else [],
+        'baseline_id': baseline.id if baseline else None,
+        'baseline_versions': (graph.pushed_versions(store, baseline.id)
+                              if baseline else []),
+        'blessed': (prop(blessing, 'blessed') == 1) if blessing else None,
+        'failures': readers.blessing_failures(evaluation.uri) or [],
+        'rule': _blessing_rule(store, context.id),
+        'pushed_version': pushed,
+        'overall': sliced.get('overall', {}),
+        'slices': {k: v for k, v in sorted(sliced.items())
+                   if k != 'overall'},
+    }
+  return sorted(evaluations.values(), key=lambda m: m['evaluation_id'])
+
+
+# --- Serving ------------------------------------------------------------------
+
+
+def version_log(base: str) -> List[Dict[str, Any]]:
+  """<base>/.versions.log, oldest first; unreadable lines are shown as
+  such, not dropped."""
+  path = os.path.join(base, base_path.ACTION_LOG)
+  if not os.path.exists(path):
+    return []
+  out = []
+  with open(path, encoding='utf-8', errors='replace') as f:
+    for line in f:
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except ValueError:
+        record = {'action': '(unreadable line)', 'line': line.strip()}
+      if not isinstance(record, dict):
+        record = {'action': '(unreadable line)', 'line': line.strip()}
+      out.append(record)
+  return out
+
+
+def labels(path: Optional[str], model_name: str) -> Dict[int, List[str]]:
+  """version -> the labels a TF Serving model config file points at it
+  (delivery/config_file.py reads it); {} without a readable file."""
+  from delivery import config_file  # pylint: disable=g-import-not-at-top
+  if not path or not os.path.exists(path):
+    return {}
+  try:
+    return config_file.version_labels(path, model_name)
+  except (config_file.Error, OSError):
+    return {}
+
+
+def monitoring_report(path: str) -> Optional[Dict[str, Any]]:
+  """The monitor's report.json, or None when there is none (or it is not
+  a report)."""
+  try:
+    with open(path) as f:
+      report = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return report if _is_report(report) else None
+
+
+def _is_number(value) -> bool:
+  return value is None or (isinstance(value, (int, float)) and
+                           not isinstance(value, bool))
+
+
+def _is_report(report) -> bool:
+  """Has the keys and types the pages read (monitoring/monitor.py `run`)."""
+  if not isinstance(report, dict):
+    return False
+  skew = report.get('skew', {})
+  return (isinstance(report.get('degraded'), bool) and
+          isinstance(report.get('reason'), str) and
+          isinstance(skew, dict) and
+          all(isinstance(f, dict) and all(_is_number(f.get(k)) for k in
+                                          ('distance', 'threshold', 'p_value'))
+              for f in skew.values()) and
+          all(_is_number(report.get(k)) for k in
+              ('live_accuracy', 'baseline_accuracy')))
+
+
+def serving(sources: Sources, store) -> Dict[str, Any]:
+  from delivery import versions as served  # pylint: disable=g-import-not-at-top
+  base = sources.model_base_path
+  model_name = os.path.basename(os.path.normpath(base))
+  infos = (served.list_versions(base, store) if os.path.isdir(base) else [])
+  labelled = labels(sources.model_config_file, model_name)
+  newest_served = next((i.version for i in infos if not i.rolled_back), None)
+  return {
+      'base': base,
+      'versions': [{
+          'version': i.version, 'rolled_back': i.rolled_back,
+          'state': ('rolled back' if i.rolled_back else 'served (latest)'
+                    if i.version == newest_served else 'on disk'),
+          'labels': labelled.get(i.version, []), 'run': i.run,
+          'blessed': i.blessed, 'hparams': i.hparams,
+          'train_steps': i.train_steps, 'tuned': i.tuned,
+          'model_card': os.path.exists(
+              base_path.model_card_path(i.path)) and not i.rolled_back,
+      } for i in infos],
+      'log': version_log(base) if os.path.isdir(base) else [],
+      'monitoring': monitoring_report(sources.monitoring_report),
+      'monitoring_path': sources.monitoring_report,
+      'model_config_file': sources.model_config_file,
+  }
+
+
+# --- Lineage ------------------------------------------------------------------
+
+# The lineage graph stops after this many nodes (a long chain of windows
+# must not make a page without end).
+MAX_GRAPH_NODES = 200
+
+
+def version_graph(store, version: str) -> Optional[Dict[str, Any]]:
+  """The provenance of a pushed version: every artifact and execution
+  upstream of its PushedModel, the edges between them (upstream ->
+  downstream) and each node's depth: the longest path from it to the pushed
+  model (0), so every node sits left of everything it fed."""
+  pushed = graph.pushed_model(store, version)
+  if pushed is None:
+    return None
+  nodes: Dict[str, Dict[str, Any]] = {
+      f'a{pushed.id}': {'kind': 'artifact', 'id': pushed.id,
+                        'label': pushed.type, 'detail': f'version {version}'}}
+  edges = set()
+  frontier = [(f'a{pushed.id}', pushed)]
+  while frontier and len(nodes) < MAX_GRAPH_NODES:
+    key, artifact = frontier.pop(0)
+    made = graph.producer(store, artifact.id)
+    if made is None:
+      continue
+    e_key = f'e{made.id}'
+    edges.add((e_key, key))
+    if e_key in nodes:
+      continue
+    nodes[e_key] = {
+        'kind': 'execution', 'id': made.id,
+        'label': graph.node_id(store.get_contexts_by_execution(made.id))
+                 or made.type,
+        'detail': STATE_WORDS.get(made.last_known_state, '?')}
+    inputs, _ = graph.execution_artifacts(store, made.id)
+    for _, artifacts in sorted(inputs.items()):
+      for a in artifacts:
+        a_key = f'a{a.id}'
+        edges.add((a_key, e_key))
+        if a_key not in nodes:
+          span = prop(a, 'span')
+          nodes[a_key] = {'kind': 'artifact', 'id': a.id, 'label': a.type,
+                          'detail': f'span {span}' if span is not None
+                          else f'#{a.id}'}
+          frontier.append((a_key, a))
+  downstream: Dict[str, List[str]] = {}
+  for source, target in edges:
+    downstream.setdefault(source, []).append(target)
+  depth: Dict[str, int] = {}
+
+  def depth_of(key: str) -> int:  # provenance is acyclic
+    if key not in depth:
+      depth[key] = 1 + max((depth_of(t) for t in downstream.get(key, [])
+                            if t in nodes), default=-1)
+    return depth[key]
+
+  for key, node in nodes.items():
+    node['depth'] = depth_of(key)
+  return {'version': version, 'nodes': nodes,
+          'edges': sorted(e for e in edges if e[0] in nodes and e[1] in nodes),
+          'truncated': len(nodes) >= MAX_GRAPH_NODES}
+
+
+def artifact(store, artifact_id: int) -> Optional[Dict[str, Any]]:
+  [a] = store.get_artifacts_by_id([artifact_id]) or [None]
+  if a is None:
+    return None
+  made = graph.producer(store, a.id)
+  used = store.get_executions_by_id(graph.consumers(store, [a.id]))
+  return {
+      'id': a.id, 'type': a.type, 'uri': a.uri,
+      'state': metadata_store_pb2.Artifact.State.Name(a.state),
+      'created': _ms(a.create_time_since_epoch),
+      'properties': _properties(a),
+      'producer': _execution_ref(store, made) if made is not None else None,
+      'consumers': [_execution_ref(store, e)
+                    for e in sorted(used, key=lambda e: e.id)],
+  }
+
+
+def _properties(entity) -> Dict[str, Any]:
+  """Properties and custom properties, as text (long values shortened)."""
+  out = {}
+  for source in (entity.properties, entity.custom_properties):
+    for key in sorted(source):
+      value = graph.property_value(entity, key)
+      text = value if isinstance(value, str) else json.dumps(value)
+      out[key] = text if len(text) <= 2000 else text[:2000] + ' ...'
+  return out
+
+
+def _execution_ref(store, e) -> Dict[str, Any]:
+  run = graph.run_context(store, e.id)
+  return {'id': e.id, 'node': graph.node_id(
+      store.get_contexts_by_execution(e.id)) or e.type,
+          'state': STATE_WORDS.get(e.last_known_state, '?'),
+          'run': run.name if run else None}
+
+
+def execution(store, execution_id: int) -> Optional[Dict[str, Any]]:
+  [e] = store.get_executions_by_id([execution_id]) or [None]
+  if e is None:
+    return None
+  inputs, outputs = graph.execution_artifacts(store, e.id)
+  return {
+      **_execution_ref(store, e), 'type': e.type,
+      'started': _ms(e.create_time_since_epoch), 'seconds': _seconds(e),
+      'properties': _properties(e),
+      'inputs': {k: [_artifact_ref(a) for a in v]
+                 for k, v in sorted(inputs.items())},
+      'outputs': {k: [_artifact_ref(a) for a in v]
+                  for k, v in sorted(outputs.items())},
+  }
