@@ -9,8 +9,14 @@ UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 PYTEST_ARGS ?=
-# What `make test` / `make unit` run: a folder or file to run a subset.
+# What `make test` / `make unit` run: a folder or file to run a subset
+# (a tests/... path in PYTEST_ARGS is taken as that subset too).
 TESTS ?= tests
+TEST_PATHS = $(if $(filter tests/% tests,$(PYTEST_ARGS)),,$(TESTS))
+# Two workers (pytest-xdist), one test file each at a time: a file's module
+# fixtures (a pipeline run, a Flink cluster) stay in one process. XDIST= runs
+# in one process.
+XDIST ?= -n 2 --dist loadfile
 
 SERVE_ARGS ?=
 
@@ -20,7 +26,7 @@ AIRFLOW_VENV  := .venv-airflow
 AIRFLOW_PY    := $(AIRFLOW_VENV)/bin/python
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: venv run score serve test unit lock clean help airflow-venv airflow-test airflow-lock vertex replay ct \
+.PHONY: venv run score serve ui test unit lock clean help airflow-venv airflow-test airflow-lock vertex replay ct \
         flink-fetch flink-up flink-down flink-run
 
 help:
@@ -28,6 +34,7 @@ help:
 	@echo "make score  - score a span with the served model: BulkInferrer, PredictionLogs + CSV (ARGS='--span 3 ...')"
 	@echo "make vertex - compile for Vertex AI Pipelines (ARGS='--project P [--submit]')"
 	@echo "make serve  - serve the pushed models over TF Serving's REST (8501) and gRPC (8500) APIs"
+	@echo "make ui     - a read-only web UI over ML Metadata on http://127.0.0.1:8080/ (ARGS='--replay outputs/replay')"
 	@echo "make ct     - continuous training: decide whether to run (and why), run if so (ARGS='--force ...')"
 	@echo "make replay - replay the 16 spans in time order through the CT controller (ARGS='--spans 1-4 ...')"
 	@echo "make test   - run the test suite (~33 min; TESTS=tests/models for a subset, PYTEST_ARGS='-k ...')"
@@ -85,14 +92,18 @@ replay: $(STAMP)
 serve: $(STAMP)
 	$(PY) -m serving --model_name taxi --model_base_path outputs/serving/taxi $(SERVE_ARGS)
 
+# The web UI (ui/): runs, data, models, serving, lineage; read-only, loopback.
+ui: $(STAMP)
+	$(PY) -m ui $(ARGS)
+
 # A fixed hash seed makes the suite's pipeline runs the same run to run
 # (pipeline/reproducible.py; the entry points set it themselves).
 test: $(STAMP)
-	PYTHONHASHSEED=0 $(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
+	PYTHONHASHSEED=0 $(PY) -m pytest $(TEST_PATHS) $(XDIST) $(PYTEST_ARGS)
 
 # The tests that run no TFX component or pipeline (~4 min instead of ~28).
 unit: $(STAMP)
-	PYTHONHASHSEED=0 $(PY) -m pytest $(TESTS) -m 'not integration and not e2e' $(PYTEST_ARGS)
+	PYTHONHASHSEED=0 $(PY) -m pytest $(TEST_PATHS) -m 'not integration and not e2e' $(PYTEST_ARGS)
 
 # Regenerate the lock after editing requirements.in.
 lock: $(STAMP)
