@@ -1,7 +1,8 @@
 """Screenshots of the web UI's main pages, for docs/ui/ (README "See it").
 
     .venv/bin/python docs/ui_screenshots.py                    # outputs/replay
-    .venv/bin/python docs/ui_screenshots.py --replay /tmp/ct --out docs/ui
+    .venv/bin/python docs/ui_screenshots.py --replay /tmp/ct --out docs/ui \
+        --model-config-file /tmp/ct/models.config
 
 Starts `python -m ui --replay DIR --port 0` as a user would, opens each page
 in Debian's chromium (Playwright, /usr/bin/chromium) and saves a PNG per
@@ -31,6 +32,9 @@ def main(argv=None) -> int:
                       help='a replay directory (default: %(default)s)')
   parser.add_argument('--out', default=os.path.join(REPO, 'docs', 'ui'),
                       help='where the PNGs go (default: %(default)s)')
+  parser.add_argument('--model-config-file', default=None,
+                      help='a model config whose labels the serving page '
+                      'shows (python -m delivery.versions write-config)')
   args = parser.parse_args(argv)
   if not os.path.isdir(args.replay):
     parser.error(f'--replay {args.replay}: no such directory (make replay)')
@@ -38,7 +42,9 @@ def main(argv=None) -> int:
   os.makedirs(args.out, exist_ok=True)
   server = subprocess.Popen(
       [sys.executable, '-m', 'ui', '--replay', args.replay, '--port', '0',
-       '--log-file', os.path.join(args.replay, 'ui.log')],
+       '--log-file', os.path.join(args.replay, 'ui.log')]
+      + (['--model-config-file', args.model_config_file]
+         if args.model_config_file else []),
       cwd=REPO, stdout=subprocess.PIPE, text=True)
   try:
     first = server.stdout.readline()
@@ -64,6 +70,9 @@ def main(argv=None) -> int:
           print(f'{path}: {response.status} {problems}', file=sys.stderr)
           return 1
         target = os.path.join(args.out, f'{name}.png')
+        if name == 'lineage':  # wider than the window: widen it to fit
+          width = page.eval_on_selector('svg.lineage', 'e => e.scrollWidth')
+          page.set_viewport_size({'width': width + 60, 'height': 900})
         page.screenshot(path=target, full_page=name != 'data')
         print(f'{path:<28} -> {os.path.relpath(target)}')
       browser.close()

@@ -95,8 +95,7 @@ def _run_events(runs, decisions) -> List[charts.Event]:
 
 def _timeline(store, sources) -> str:
   return charts.timeline(
-      'Pipeline runs (green: pushed, grey: not pushed, red: failed) and '
-      'CT decisions',
+      'Runs and CT decisions (green: pushed, grey: not, red: failed)',
       _run_events(views.runs(store, sources.pipeline_name),
                   views.decisions(store, sources.pipeline_name)))
 
