@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import jinja2
 
 from data import spans as span_rules
+from lineage import report as lineage_report
 from lineage import secrets
 from ui import charts
 from ui import lineage_svg
@@ -66,7 +67,8 @@ def _html(template: str, sources: views.Sources, section: str,
   text = _ENV.get_template(template).render(
       nav=NAV, section=section, title=title,
       store_description=metadata_store.describe(sources.connection),
-      number=_number, seconds=_seconds, quarter=_quarter, **context)
+      number=_number, seconds=_seconds, quarter=_quarter,
+      span_ranges=lineage_report.span_ranges, **context)
   return Page(200, secrets.redact(text).encode('utf-8'))
 
 

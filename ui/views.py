@@ -302,6 +302,16 @@ def _blessing_rule(store, run_id: int) -> List[str]:
   return []
 
 
+def trained_spans(store, model_id: int) -> List[int]:
+  """The spans of the Examples the Trainer that made a Model read."""
+  trainer = graph.producer(store, model_id)
+  if trainer is None:
+    return []
+  inputs, _ = graph.execution_artifacts(store, trainer.id)
+  return sorted(prop(a, 'span') for a in inputs.get('examples', [])
+                if prop(a, 'span') is not None)
+
+
 def models(store, pipeline_name: str) -> List[Dict[str, Any]]:
   """Every model the Evaluator judged, oldest first: metrics (overall and
   per slice, candidate and baseline), blessed or not and why, the
@@ -332,8 +342,7 @@ def models(store, pipeline_name: str) -> List[Dict[str, Any]]:
     evaluations[evaluation.id] = {
         'evaluation_id': evaluation.id, 'runs': [context.name],
         'model_id': model.id if model else None,
-        'spans': sorted(s.span for s in graph.version_lineage(
-            store, pushed, read_files=False).spans) if pushed else [],
+        'spans': trained_spans(store, model.id) if model else [],
         'baseline_id': baseline.id if baseline else None,
         'baseline_versions': (graph.pushed_versions(store, baseline.id)
                               if baseline else []),

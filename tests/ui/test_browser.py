@@ -196,6 +196,9 @@ def test_model_metrics_equal_tfma_and_blessings_equal_ml_metadata(
     assert row.query_selector('.blessed').inner_text() == (
         'yes' if blessed else 'NO')
   assert 'AUC >= 0.7 (overall)' in page.inner_text('#rule')
+  # The replay trains span N on spans 1..N (window 3): what the Trainers read.
+  assert [row.query_selector('.spans').inner_text() for row in rows] == [
+      '1', '1-2', '1-3']
 
 
 def test_serving_shows_the_versions_labels_history_and_monitor(page, ui_url,
