@@ -37,7 +37,7 @@ help:
 	@echo "make ui     - a read-only web UI over ML Metadata on http://127.0.0.1:8080/ (ARGS='--replay outputs/replay')"
 	@echo "make ct     - continuous training: decide whether to run (and why), run if so (ARGS='--force ...')"
 	@echo "make replay - replay the 16 spans in time order through the CT controller (ARGS='--spans 1-4 ...')"
-	@echo "make test   - run the test suite (~40 min on 2 cores; TESTS=tests/models for a subset, PYTEST_ARGS='-k ...')"
+	@echo "make test   - run the test suite (~36 min on 2 cores; TESTS=tests/models for a subset, PYTEST_ARGS='-k ...')"
 	@echo "make unit   - the tests that run no TFX component (394 tests; TESTS=... as for make test)"
 	@echo "make lock   - re-resolve requirements.in into requirements.lock"
 	@echo "make airflow-venv  - build .venv-airflow (the project + Airflow 2.10.3)"
