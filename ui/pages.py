@@ -95,11 +95,10 @@ def _run_events(runs, decisions) -> List[charts.Event]:
   return events
 
 
-def _timeline(store, sources) -> str:
+def _timeline(runs, decisions) -> str:
   return charts.timeline(
       'Runs and CT decisions (green: pushed, grey: not, red: failed)',
-      _run_events(views.runs(store, sources.pipeline_name),
-                  views.decisions(store, sources.pipeline_name)))
+      _run_events(runs, decisions))
 
 
 def overview(sources, store, _match) -> Page:
@@ -110,21 +109,22 @@ def overview(sources, store, _match) -> Page:
     return _html('overview.html.j2', sources, '/', 'Overview', has_store=False,
                  runs=[], decision_count=0, span_count=0, model_count=0,
                  served=newest, monitoring=served['monitoring'], timeline='')
+  runs = views.runs(store, sources.pipeline_name)
+  decisions = views.decisions(store, sources.pipeline_name)
   return _html(
       'overview.html.j2', sources, '/', 'Overview', has_store=True,
-      runs=views.runs(store, sources.pipeline_name),
-      decision_count=len(views.decisions(store, sources.pipeline_name)),
+      runs=runs, decision_count=len(decisions),
       span_count=len(views.spans(store, sources.pipeline_name)),
       model_count=len(views.models(store, sources.pipeline_name)),
       served=newest, monitoring=served['monitoring'],
-      timeline=_timeline(store, sources))
+      timeline=_timeline(runs, decisions))
 
 
 def runs_page(sources, store, _match) -> Page:
-  return _html('runs.html.j2', sources, '/runs', 'Runs',
-               runs=views.runs(store, sources.pipeline_name),
-               decisions=views.decisions(store, sources.pipeline_name),
-               timeline=_timeline(store, sources))
+  runs = views.runs(store, sources.pipeline_name)
+  decisions = views.decisions(store, sources.pipeline_name)
+  return _html('runs.html.j2', sources, '/runs', 'Runs', runs=runs,
+               decisions=decisions, timeline=_timeline(runs, decisions))
 
 
 def run_page(sources, store, match) -> Page:
