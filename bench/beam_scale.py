@@ -47,7 +47,9 @@ CONFIGS = {
                            '--direct_num_workers=2'],
 }
 # A local Flink cluster (cluster/) with N TaskManagers, started per run.
-FLINK_CONFIGS = ('flink-1', 'flink-2')
+# flink-N: a cluster of N TaskManagers (`cluster up`'s defaults);
+# flink-N-full: the same with the JVMs' default compilers (`up --jit full`).
+FLINK_CONFIGS = ('flink-1', 'flink-2', 'flink-1-full', 'flink-2-full')
 SCALE_COMPONENTS = ('CsvExampleGen', 'StatisticsGen', 'Transform')
 
 
@@ -254,6 +256,8 @@ def _runner(config: str, root: str):
   from cluster import flink  # pylint: disable=g-import-not-at-top
   settings = flink.on_free_ports(os.path.join(root, f'{config}-cluster'),
                                  int(config.split('-')[1]))
+  if config.endswith('-full'):
+    settings.jit = 'full'
   state = flink.up(settings)
   try:
     names = {'worker-pool': 'worker pool + harnesses'}
@@ -311,7 +315,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                       'multi_processing-2',
                       help=f'runners for the scale section: DirectRunner '
                       f'modes ({", ".join(CONFIGS)}) or a local Flink '
-                      f'cluster ({", ".join(FLINK_CONFIGS)}: N TaskManagers) '
+                      f'cluster ({", ".join(FLINK_CONFIGS)}: N TaskManagers; '
+                      "-full: the JVMs' default compilers) "
                       '(default: %(default)s)')
   parser.add_argument('--pipeline-modes', default='in_memory',
                       help='beam_runner.py modes for the pipeline section '

@@ -81,6 +81,11 @@ def main(argv=None) -> int:
   for flag, port in defaults.ports().items():
     start.add_argument(flag, type=int, default=port, metavar='PORT',
                        help='port')
+  start.add_argument('--jit', choices=sorted(flink.JIT_FLAGS),
+                     default=defaults.jit,
+                     help="the JVMs' compilers and collector: quick (client "
+                     'compiler, serial GC: small jobs on few cores) or full '
+                     "(the JVM's defaults: long jobs)")
   start.add_argument('--timeout', type=float, default=120,
                      help='seconds to wait for every part to answer')
   commands.add_parser('status', help='what runs, and Flink\'s overview')

@@ -71,6 +71,16 @@ appender.main.layout.pattern = %d{yyyy-MM-dd HH:mm:ss,SSS} %-5p %-60c %x - %m%n
 """
 
 
+# How the cluster's JVMs compile and collect (`up --jit`). 'quick': the
+# client compiler only and the serial collector, for jobs of seconds on
+# one machine's few cores, where the server compiler's and the parallel
+# collectors' threads cost more CPU than they win back (the small pipeline
+# on 2 TaskManagers, 2 cores: JVM CPU 106 -> 52 s, the run 129 -> 110 s;
+# 100k rows: docs/scale.md). 'full': the JVM's defaults, for long jobs.
+JIT_FLAGS = {'quick': ['-XX:TieredStopAtLevel=1', '-XX:+UseSerialGC'],
+             'full': []}
+
+
 class ClusterError(SystemExit):
   """Why the cluster cannot start (or stop), in words a user can act on."""
 
@@ -92,6 +102,7 @@ class Settings:
   artifact_port: int = 8098
   expansion_port: int = 8097
   worker_pool_port: int = 50000
+  jit: str = 'quick'                  # JIT_FLAGS' key, see there
   cache: str = ''                     # distribution.cache_root() if empty
 
   def ports(self) -> Dict[str, int]:
@@ -315,7 +326,7 @@ def _flink_process(name: str, main_class: str, kind: str, java_bin: str,
   # Beam classes (FlinkExecutionEnvironments$GlobalJobParametersImpl).
   classpath = [distribution.flink_classpath(settings.cache)]
   classpath += beam_classpath(settings.cache)
-  return ([java_bin] + JAVA17_FLAGS + jvm +
+  return ([java_bin] + JAVA17_FLAGS + JIT_FLAGS[settings.jit] + jvm +
           [f'-Dlog.file={log_file}',
            f'-Dlog4j.configurationFile=file:{conf_dir}/log4j.properties',
            '-cp', os.pathsep.join(classpath), main_class,
@@ -414,7 +425,7 @@ def up(settings: Settings, timeout: float = 120, log=print) -> Dict:
                               settings))
       _write_state(settings.state_dir, state)
     processes.append(_start('job-server', [
-        java_bin] + JAVA17_FLAGS + [
+        java_bin] + JAVA17_FLAGS + JIT_FLAGS[settings.jit] + [
             '-cp', distribution.job_server_classpath(settings.cache),
             distribution.JOB_SERVER_MAIN,
             f'--flink-master={HOST}:{settings.rest_port}',
