@@ -123,6 +123,12 @@ def test_every_part_answers_and_flink_binds_loopback(cluster):
   # Documented in cluster/flink.py: Beam's job server ignores --job-host
   # for its job and artifact ports. If this fails, Beam fixed it: say so.
   assert _listen_hosts(by_name['job-server']) & {'0.0.0.0', '::'}
+  # The default --jit reaches every JVM's command line.
+  assert cluster.jit == 'quick'
+  for name in ('jobmanager', 'taskmanager-1', 'job-server'):
+    cmdline = psutil.Process(by_name[name]).cmdline()
+    for flag in flink.JIT_FLAGS['quick']:
+      assert flag in cmdline, (name, flag)
 
 
 @pytest.mark.integration
