@@ -34,7 +34,8 @@ DAY = datetime.timedelta(days=1)
 
 @pytest.fixture
 def cfg(tmp_path):
-  helpers.small_spans(str(tmp_path / 'data'))  # spans 1..3, 300 real rows each
+  # spans 1..3, 300 real rows each
+  helpers.small_spans(str(tmp_path / 'data'), sources=(9, 10, 11))
   return configs.PipelineConfig(data_root=str(tmp_path / 'data'),
                                 pipeline_root=str(tmp_path / 'pipeline'),
                                 serving_dir=str(tmp_path / 'serving'))
@@ -307,11 +308,19 @@ def test_drift_found_on_a_shifted_span_and_not_on_an_unshifted_one(generated):
   unshifted = drift.detect(None, generated, 2, 1)
   assert unshifted.drifted == [], unshifted.summary()
   assert unshifted.summary().startswith('no drift')
-  # The JSON recorded in ML Metadata reads back the same.
+  # The JSON recorded in ML Metadata reads back the same, to the precision
+  # it records (distances to 6 decimals, p-values to 6 digits).
   again = drift.DriftReport.from_json(shifted.to_json())
-  assert again.features == shifted.features or [
-      (f.feature, f.drifted) for f in again.features] == [
-          (f.feature, f.drifted) for f in shifted.features]
+  assert (again.span, again.previous_span, again.sources) == (
+      shifted.span, shifted.previous_span, shifted.sources)
+  by_feature = {f.feature: f for f in shifted.features}
+  assert [f.feature for f in again.features] == sorted(by_feature)
+  for read in again.features:
+    made = by_feature[read.feature]
+    assert (read.comparator, read.threshold, read.alpha, read.drifted) == (
+        made.comparator, made.threshold, made.alpha, made.drifted)
+    assert read.distance == pytest.approx(made.distance, abs=5e-7)
+    assert read.p_value == pytest.approx(made.p_value, rel=1e-5, abs=1e-300)
   assert [f.feature for f in again.drifted] == ['payment_type']
 
 

@@ -5,23 +5,21 @@ few train steps), then checks what a learner reads (the printed table, the
 HTML report) against what ML Metadata recorded.
 """
 
+import json
 import os
 import re
 
 import pytest
 
-from continuous_training import config as ct_config
-from continuous_training import controller
 from continuous_training import decisions
 from continuous_training import report
-from data import spans as span_rules
 from lineage import metadata_store
 from pipeline import configs
 
 pytestmark = pytest.mark.integration
-# The replay itself (three real runs) is the session fixture `replayed` /
-# `replay_result` of tests/conftest.py: the UI's browser tests (tests/ui)
-# read the same store.
+# The replay itself (three real runs, then an on-demand run) is the session's
+# `replay_world` (tests/conftest.py): the UI's browser tests (tests/ui) read
+# a copy of the same store.
 
 
 @pytest.fixture(scope='module')
@@ -67,8 +65,11 @@ def test_every_decision_is_in_ml_metadata_with_its_run(replayed, result):
   out, _ = replayed
   cfg = configs.PipelineConfig(pipeline_root=str(out / 'pipeline'))
   store = metadata_store.open_store(metadata_store.store_config(cfg))
+  # The replay's three, then the on-demand run's (test below).
   made = decisions.past_decisions(store, 'taxi')
-  assert [e.properties['span'].int_value for e in made] == [1, 2, 3]
+  assert [e.properties['span'].int_value for e in made] == [1, 2, 3, 3]
+  assert [e.properties['run'].int_value for e in made] == [1, 1, 1, 1]
+  made = made[:3]
   runs = set()
   for e in made:
     assert e.properties['run'].int_value == 1
@@ -117,25 +118,29 @@ def test_html_report_shows_statistics_drift_metrics_and_lineage(replayed,
     assert p.decision.startswith('CTDecision ')
 
 
-def test_an_on_demand_run_reuses_the_ingestion_and_is_cached(replayed, result):
-  """`make ct ARGS='--reason ...'` after the replay: the span it runs on is
-  ingested already, so ExampleGen and everything after it is a cache hit
-  (it used to re-ingest, re-run Transform and report a changed graph)."""
-  from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
-  out, _ = replayed
+def test_an_on_demand_run_reuses_the_ingestion_and_is_cached(replay_world,
+                                                            result):
+  """`make ct ARGS='--reason ...'` after the replay (the replay world's last
+  run, tests/conftest.py): the span it runs on is ingested already, so
+  ExampleGen and everything after it is a cache hit (it used to re-ingest,
+  re-run Transform and report a changed graph)."""
+  from pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
+  from lineage import metadata_store  # pylint: disable=g-import-not-at-top
+  from tests import conftest  # pylint: disable=g-import-not-at-top
   assert result[0] == 0
-  cfg = configs.PipelineConfig(
-      data_root=str(out / 'data'), pipeline_root=str(out / 'pipeline'),
-      serving_dir=str(out / 'serving'), window_spans=3, eval_steps=10,
-      max_auc_drop=0.2, train_steps=ct_config.REPLAY_DEFAULTS['train_steps'])
-  ct = ct_config.CTConfig(
-      monitoring_report=str(out / 'monitoring' / 'report.json'))
-  again = controller.run_once(cfg, ct, LocalDagRunner,
-                                 now=span_rules.logical_date(3),
-                                 force_reason='check the cache')
-  assert again.decision.triggers == ['on_demand'] and again.decision.span == 3
-  outcome = again.outcome
-  assert outcome.ok, outcome.error
+  again = json.loads((replay_world / 'replay.json').read_text())['on_demand']
+  assert again['triggers'] == ['on_demand'] and again['span'] == 3
+  assert again['ok'], again['error']
+  cfg = conftest.replay_cfg(replay_world / 'out')
+  outcome = run_pipeline.read_outcome(
+      cfg, metadata_store.store_config(cfg), True, None, again['window'], 0.0,
+      again['run_id'])
   for node in ('CsvExampleGen', 'StatisticsGen', 'Transform', 'Trainer'):
     assert outcome.nodes[node].state == 'CACHED', node
-  assert outcome.fully_cached
+    assert again['states'][node] == 'CACHED', node
+  assert again['fully_cached']
+  # In ML Metadata, the run's one execution that ran is the CT decision the
+  # controller attached to it.
+  ran = [n for n, r in outcome.nodes.items() if r.state != 'CACHED'
+         and not n.endswith('_resolver')]
+  assert len(ran) == 1 and ran[0] not in again['states'], ran

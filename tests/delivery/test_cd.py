@@ -30,11 +30,7 @@ from serving import client
 from serving import model_config
 from delivery import versions
 from tests import helpers
-from tests.serving.test_model_server import Server
-from tests.serving.test_model_server import _copy_version
-from tests.serving.test_model_server import _wait_for
 
-pytestmark = pytest.mark.integration
 
 # Generous targets: these tests check the gate's logic, never the machine.
 NO_TARGETS = ['--p50_target_ms', '600000', '--p99_target_ms', '600000']
@@ -95,7 +91,7 @@ def _deployment(tmp_path, sources):
   base = tmp_path / 'taxi'
   base.mkdir()
   for version, src in sources.items():
-    _copy_version(src, str(base), version)
+    helpers.copy_version(src, str(base), version)
   config = tmp_path / 'models.config'
   config.write_text('''model_config_list { config {
       name: "taxi" base_path: "taxi" model_platform: "tensorflow"
@@ -175,6 +171,7 @@ def test_paired_bounds_are_one_sided_seeded_and_need_rows():
   assert all(c.rows_needed >= 60 for c in few)
 
 
+@pytest.mark.integration
 def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
     tmp_path, trained_model, built, check_rows):
   """Stable 1 is the weaker version; 2, the trained model, disagrees with it
@@ -191,7 +188,7 @@ def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
   assert _accuracy(by_good, labels) > _accuracy(by_weaker, labels)
 
   base, config = _deployment(tmp_path, {1: built['weaker'], 2: good})
-  server = Server(None, extra=['--model_config_file', config,
+  server = helpers.Server(None, extra=['--model_config_file', config,
                                '--model_config_file_poll_wait_seconds', '0.2'])
   traffic = None
   try:
@@ -209,7 +206,7 @@ def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
     for step in ('infra', 'canary', 'predictions', 'load'):
       assert f'{step:<12} PASS' in result.stdout
     assert _config(config) == ({'stable': 2}, [2])
-    assert _wait_for(lambda: label('stable')[1]['model_version_status'][0][
+    assert helpers.wait_for(lambda: label('stable')[1]['model_version_status'][0][
         'version'] == '2')
     assert label('canary')[0] == 404
     promoted = _log(base)
@@ -234,7 +231,7 @@ def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
         'errors'] == 0
 
     # Version 3 answers 1 - p: valid, fast, and wrong. Rolled back.
-    _copy_version(built['inverted'], base, 3)
+    helpers.copy_version(built['inverted'], base, 3)
     assert cd.main(target) == cd.EXIT_ROLLED_BACK
     assert _config(config) == ({'stable': 2}, [2])
     assert versions.rolled_back_versions(base) == [3]
@@ -258,7 +255,7 @@ def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
     assert rejected[-1]['failed'] == ['predictions']
 
     # Version 4 is fine, but 30 rows cannot show it: nothing judged.
-    _copy_version(good, base, 4)
+    helpers.copy_version(good, base, 4)
     with open(config, 'rb') as f:
       before = f.read()
     before_log = len(_log(base))
@@ -279,7 +276,7 @@ def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
     # Version 5 answers every request with an error (HTTP 400 from a live
     # server): the version's failure, not the infrastructure's. (Unlabelled
     # requests would get those errors too while it is the newest loaded.)
-    _copy_version(built['failing'], base, 5)
+    helpers.copy_version(built['failing'], base, 5)
     assert cd.main(target) == cd.EXIT_ROLLED_BACK
     assert versions.rolled_back_versions(base) == [3, 5]
     failing = next(r for r in reversed(_log(base))
@@ -293,6 +290,7 @@ def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
     server.stop()
 
 
+@pytest.mark.integration
 def test_server_killed_during_the_load_step_judges_nothing(tmp_path,
                                                             trained_model):
   """kill -9 of the server while the canary (byte-identical to stable) is
@@ -302,7 +300,7 @@ def test_server_killed_during_the_load_step_judges_nothing(tmp_path,
   base, config = _deployment(tmp_path, {1: good, 2: good})
   with open(config, 'rb') as f:
     before = f.read()
-  server = Server(None, extra=['--model_config_file', config,
+  server = helpers.Server(None, extra=['--model_config_file', config,
                                '--model_config_file_poll_wait_seconds', '0.2'])
   concurrency = 4
   proc = None
@@ -352,6 +350,7 @@ def test_server_killed_during_the_load_step_judges_nothing(tmp_path,
   assert abort['status_checks'] <= 2 * concurrency, abort
 
 
+@pytest.mark.integration
 def test_rolls_back_when_a_performance_target_is_missed(tmp_path,
                                                          trained_model,
                                                          capsys):
@@ -374,6 +373,7 @@ def test_rolls_back_when_a_performance_target_is_missed(tmp_path,
   assert predictions['disagreement'] == 0.0  # same model: identical answers
 
 
+@pytest.mark.integration
 def test_rejects_a_version_without_the_raw_signature(tmp_path, trained_model,
                                                       built, capsys):
   """The infra check fails before any server or label is touched."""
@@ -394,6 +394,7 @@ def test_rejects_a_version_without_the_raw_signature(tmp_path, trained_model,
                                 ('rollback', None), ('cd_done', 'rolled_back')]
 
 
+@pytest.mark.integration
 def test_usage_and_infrastructure_errors_change_nothing(tmp_path,
                                                         trained_model, capsys):
   good = trained_model.serving_model_dir

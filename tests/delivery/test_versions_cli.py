@@ -18,19 +18,16 @@ from serving import base_path as base_path_lib
 from serving import model_config
 from delivery import versions
 from tests import helpers
-from tests.serving.test_model_server import Server
-from tests.serving.test_model_server import _copy_version
-from tests.serving.test_model_server import _wait_for
-
-pytestmark = pytest.mark.integration
 
 
+
+@pytest.mark.integration
 def test_rollback_while_serving(tmp_path, trained_model):
   base = str(tmp_path / 'taxi')
   os.makedirs(base)
   for version in (1, 2):
-    _copy_version(trained_model.serving_model_dir, base, version)
-  server = Server(base)
+    helpers.copy_version(trained_model.serving_model_dir, base, version)
+  server = helpers.Server(base)
   try:
     served = lambda: server.request('/v1/models/taxi')[1][  # pylint: disable=g-long-lambda
         'model_version_status'][0]['version']
@@ -41,18 +38,18 @@ def test_rollback_while_serving(tmp_path, trained_model):
         text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert 'rolled_back=2' in result.stdout and 'now_serving=1' in result.stdout
-    assert _wait_for(lambda: served() == '1')
+    assert helpers.wait_for(lambda: served() == '1')
     code, body = server.request('/v1/models/taxi/versions/2')
     assert code == 404
     listed = {i.version: i.rolled_back for i in versions.list_versions(base)}
     assert listed == {2: True, 1: False}
     # restore undoes it: 2 is back under the base path and served again.
-    result = _cli('restore', '2', '--model-base-path', base)
+    result = helpers.versions_cli('restore', '2', '--model-base-path', base)
     assert result.returncode == 0, result.stderr
     assert 'restored=2' in result.stdout and 'now_serving=2' in result.stdout
     assert model_config.versions_on_disk(base) == [1, 2]
     assert versions.rolled_back_versions(base) == []
-    assert _wait_for(lambda: served() == '2')
+    assert helpers.wait_for(lambda: served() == '2')
   finally:
     server.stop()
   with open(os.path.join(base, versions.ACTION_LOG)) as f:
@@ -61,29 +58,31 @@ def test_rollback_while_serving(tmp_path, trained_model):
           for r in records] == [('rollback', 2), ('restore', 2)]
 
 
+@pytest.mark.integration
 def test_rollback_refuses_to_remove_the_only_version(tmp_path, trained_model):
   base = str(tmp_path / 'taxi')
   os.makedirs(base)
-  _copy_version(trained_model.serving_model_dir, base, 1)
+  helpers.copy_version(trained_model.serving_model_dir, base, 1)
   with pytest.raises(versions.Error, match='at least two versions'):
     versions.rollback(base)
   assert os.path.isdir(os.path.join(base, '1'))
 
 
+@pytest.mark.integration
 def test_promote_label_is_picked_up_by_a_running_server(tmp_path,
                                                         trained_model):
   """write-config writes the file the server is started with (specific:
   stable = the newest version then, 1), promote edits it under it."""
   base = tmp_path / 'taxi'
   base.mkdir()
-  _copy_version(trained_model.serving_model_dir, str(base), 1)
+  helpers.copy_version(trained_model.serving_model_dir, str(base), 1)
   config = tmp_path / 'models.config'
-  written = _cli('write-config', '--policy', 'specific', '--model-base-path',
+  written = helpers.versions_cli('write-config', '--policy', 'specific', '--model-base-path',
                  str(base), '--model-config-file', str(config))
   assert written.returncode == 0, written.stderr
   assert 'stable=1' in written.stdout
-  _copy_version(trained_model.serving_model_dir, str(base), 2)
-  server = Server(None, extra=['--model_config_file', str(config),
+  helpers.copy_version(trained_model.serving_model_dir, str(base), 2)
+  server = helpers.Server(None, extra=['--model_config_file', str(config),
                                '--model_config_file_poll_wait_seconds', '1'])
   try:
     label = lambda name: server.request(f'/v1/models/taxi/labels/{name}')  # pylint: disable=g-long-lambda
@@ -102,7 +101,7 @@ def test_promote_label_is_picked_up_by_a_running_server(tmp_path,
       assert result.returncode == 0, result.stderr
     # (until version 2 is loaded, a label naming it is a 404, as in TF
     # Serving)
-    assert _wait_for(lambda: labelled('stable') == '2')
+    assert helpers.wait_for(lambda: labelled('stable') == '2')
     assert labelled('canary') == '2'
     code, body = server.request('/v1/models/taxi')
     assert code == 200
@@ -249,20 +248,6 @@ def test_threads_rolling_back_and_listing_never_see_a_missing_version(
 
 
 # --- errors: one line, non-zero -------------------------------------------
-def _cli(*args):
-  return subprocess.run([sys.executable, '-m', 'delivery.versions', *args],
-                        cwd=helpers.REPO, capture_output=True, text=True,
-                        timeout=BOUND_S)
-
-
-def _one_error_line(result):
-  """The CLI's own stderr lines (not TF's import chatter): exactly one."""
-  assert 'Traceback' not in result.stderr, result.stderr
-  (line,) = [l for l in result.stderr.splitlines()
-             if l.startswith('python -m delivery.versions: error: ')]
-  return line
-
-
 def test_cli_errors_are_one_line_and_exit_non_zero(tmp_path):
   base = str(tmp_path / 'taxi')
   _empty_versions(base, (1,))
@@ -301,16 +286,16 @@ def test_cli_errors_are_one_line_and_exit_non_zero(tmp_path):
       (['rollback', 'x'], "invalid int value: 'x'"),
   ]
   for args, message in usage:
-    result = _cli(*args)
+    result = helpers.versions_cli(*args)
     assert result.returncode == 2, (args, result.stderr)  # usage
-    assert message in _one_error_line(result), (args, result.stderr)
-  refused = _cli('rollback', '--model-base-path', base)
+    assert message in helpers.one_error_line(result), (args, result.stderr)
+  refused = helpers.versions_cli('rollback', '--model-base-path', base)
   assert refused.returncode == 1  # refused
-  assert 'at least two versions' in _one_error_line(refused)
-  refused = _cli('write-config', '--model-base-path', base,
+  assert 'at least two versions' in helpers.one_error_line(refused)
+  refused = helpers.versions_cli('write-config', '--model-base-path', base,
                  '--model-config-file', str(config))
   assert refused.returncode == 1
-  assert 'exists: kept as it is (--force replaces it)' in _one_error_line(
+  assert 'exists: kept as it is (--force replaces it)' in helpers.one_error_line(
       refused)
   assert model_config.versions_on_disk(base) == [1]
   assert config.read_text().startswith('model_config_list { config { name')
@@ -355,7 +340,7 @@ def test_restore_is_idempotent_and_refuses_to_replace_a_version(tmp_path):
   assert versions.rollback(base, 3) == 2
   assert versions.restore(base, 3) == 3
   assert model_config.versions_on_disk(base) == [1, 2, 3]
-  again = _cli('restore', '3', '--model-base-path', base)  # served already
+  again = helpers.versions_cli('restore', '3', '--model-base-path', base)  # served already
   assert again.returncode == 0, again.stderr
   assert again.stdout.strip() == ('restore: version 3 is already served, '
                                   'now_serving=3')
@@ -363,9 +348,9 @@ def test_restore_is_idempotent_and_refuses_to_replace_a_version(tmp_path):
   # A version 2 under the base path beside the rolled-back 2: nothing moves.
   versions.rollback(base, 2)
   os.makedirs(os.path.join(base, '2'))
-  refused = _cli('restore', '2', '--model-base-path', base)
+  refused = helpers.versions_cli('restore', '2', '--model-base-path', base)
   assert refused.returncode == 1
-  assert 'already exists beside' in _one_error_line(refused)
+  assert 'already exists beside' in helpers.one_error_line(refused)
   assert model_config.versions_on_disk(base) == [1, 2, 3]
   assert versions.rolled_back_versions(base) == [2]
   assert _actions(base) == ['rollback', 'restore', 'rollback']
@@ -413,10 +398,10 @@ def test_write_config_writes_what_the_server_parses_and_keeps_a_file(
   # An existing file is kept; --force replaces it (a new newest version).
   before = config.read_text()
   os.makedirs(base / '9')
-  refused = _cli('write-config', '--model-base-path', str(base),
+  refused = helpers.versions_cli('write-config', '--model-base-path', str(base),
                  '--model-config-file', str(config))
   assert refused.returncode == 1 and config.read_text() == before
-  forced = _cli('write-config', '--model-base-path', str(base),
+  forced = helpers.versions_cli('write-config', '--model-base-path', str(base),
                 '--model-config-file', str(config), '--force', '--policy',
                 'specific')
   assert forced.returncode == 0, forced.stderr

@@ -14,7 +14,6 @@ import pytest
 
 from tests import helpers
 
-pytestmark = pytest.mark.e2e
 
 
 def _readme():
@@ -50,6 +49,7 @@ def test_local_runner_refuses_an_unknown_flag_before_the_beam_flags():
       result.stderr)
 
 
+@pytest.mark.e2e
 def test_make_run_pushes_a_model_and_prints_the_summary(tmp_path):
   args = (f'--pipeline-root {tmp_path}/pipeline --serving-dir {tmp_path}/serving'
           ' --train-steps 200 --eval-steps 20')

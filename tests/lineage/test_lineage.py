@@ -1,10 +1,11 @@
 """Lineage queries (lineage/graph.py, `python -m lineage`) on real pipeline
 runs over small spans.
 
-One module-scoped store holds two pushed versions whose lineage differs in
-data and hyperparameters: A trained on spans 1-2, B on spans 2-3 with another
-learning rate. A third run repeats B's to show that the git commit recorded
-with each run is no part of any cache key.
+The session's pipeline world (tests/conftest.py PIPELINE_HISTORY) holds
+two pushed versions whose lineage differs in data and hyperparameters: A
+trained on spans 1-2, B on spans 2-3 with another learning rate. Its run
+'here' repeats B's to show that the git commit recorded with each run is no
+part of any cache key. The Tuner's run changes the store: it runs on a copy.
 """
 
 import dataclasses
@@ -25,9 +26,13 @@ from lineage import readers
 from lineage import report
 from serving import base_path
 from tests import helpers
-from tests.pipeline.test_pipeline_local import _run
 
-pytestmark = pytest.mark.integration
+
+
+def _run(cfg):
+  from pipeline.run_pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
+  return run_pipeline(cfg, LocalDagRunner)
 
 
 def _git(*args: str) -> str:
@@ -42,33 +47,24 @@ class Runs:
   a: object  # run_pipeline.RunOutcome
   b: object
   run_b: str  # B's pipeline_run context name
+  world: object  # tests.world.PipelineWorld
 
   def store(self):
-    return metadata_store.open_store(
-        metadata_store.sqlite_config(self.cfg_a.metadata_path))
+    return self.world.store()
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-  root = tmp_path_factory.mktemp('lineage')
-  helpers.small_spans(str(root / 'data'))
-  # Thresholds nobody fails: both models must be pushed for a diff.
-  cfg_a = configs.PipelineConfig(
-      data_root=str(root / 'data'), pipeline_root=str(root / 'pipeline'),
-      serving_dir=str(root / 'serving'),
-      **{**helpers.FAST_PIPELINE, 'window_spans': 2, 'span': 2,
-         **helpers.BLESS_ANY})
-  cfg_b = dataclasses.replace(cfg_a, span=3, learning_rate=0.05)
-  a = _run(cfg_a)
+def runs(pipeline_world):
+  """A ('first') and B ('second') of the pipeline world (read only)."""
+  a = pipeline_world.outcome('first')
+  b = pipeline_world.outcome('second')
   assert a.ok and a.pushed_version, a.error
-  b = _run(cfg_b)
   assert b.ok and b.pushed_version, b.error
-  store = metadata_store.open_store(
-      metadata_store.sqlite_config(cfg_a.metadata_path))
-  run_b = graph.latest_run(store, cfg_a.pipeline_name).name
-  return Runs(cfg_a, cfg_b, a, b, run_b)
+  return Runs(pipeline_world.cfg('first'), pipeline_world.cfg('second'), a, b,
+              b.run_id, pipeline_world)
 
 
+@pytest.mark.integration
 def test_version_lineage_names_executions_spans_and_config(runs):
   found = graph.version_lineage(runs.store(), runs.b.pushed_version)
   nodes = runs.b.nodes
@@ -97,6 +93,7 @@ def test_version_lineage_names_executions_spans_and_config(runs):
   assert found.baseline_versions == [runs.a.pushed_version]
 
 
+@pytest.mark.integration
 def test_metrics_match_tfma(runs):
   """The TF-free reader agrees with TFMA's own loader, candidate and baseline."""
   import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
@@ -125,6 +122,7 @@ def _slice_name(slice_key) -> str:
   return ', '.join(parts) or 'overall'
 
 
+@pytest.mark.integration
 def test_a_pushed_versions_model_card_has_the_evaluators_figures(runs):
   """The card inside version B equals what ML Metadata and TFMA say."""
   import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
@@ -185,21 +183,28 @@ def test_a_pushed_versions_model_card_has_the_evaluators_figures(runs):
   assert record['model_card'] == base_path.model_card_path('')
 
 
+@pytest.mark.integration
 def test_span_lists_the_models_trained_on_it(runs):
+  """Every model trained on a span, pushed or not: A, the history's 1-step
+  model (refused) and B."""
   store = runs.store()
   model_a = runs.a.nodes['Trainer'].outputs['model'][0].id
   model_b = runs.b.nodes['Trainer'].outputs['model'][0].id
+  one_step = runs.world.outcome('one-step').nodes['Trainer'].outputs[
+      'model'][0].id
   by_span = {span: graph.span_models(store, span) for span in (1, 2, 3)}
-  assert [u.model.id for u in by_span[1]] == [model_a]
-  assert [u.model.id for u in by_span[2]] == [model_a, model_b]
+  assert [u.model.id for u in by_span[1]] == [model_a, one_step]
+  assert [u.model.id for u in by_span[2]] == [model_a, one_step, model_b]
   assert [u.model.id for u in by_span[3]] == [model_b]
-  a, b = by_span[2]
+  a, refused, b = by_span[2]
   assert a.versions == [runs.a.pushed_version] and a.spans == [1, 2]
   assert b.versions == [runs.b.pushed_version] and b.spans == [2, 3]
   assert a.blessed is True and a.trainer.node == 'Trainer'
+  assert refused.versions == [] and refused.blessed is False
   assert graph.span_models(store, 7) == []
 
 
+@pytest.mark.integration
 def test_diff_shows_spans_hparams_and_metrics(runs):
   store = runs.store()
   a = graph.version_lineage(store, runs.a.pushed_version)
@@ -218,6 +223,7 @@ def test_diff_shows_spans_hparams_and_metrics(runs):
   assert 'learning_rate 0.02 -> 0.05' in text and 'spans added      3' in text
 
 
+@pytest.mark.integration
 def test_git_commit_is_recorded_per_run_and_in_no_cache_key(runs):
   store = runs.store()
   head = _git('rev-parse', 'HEAD')
@@ -232,13 +238,18 @@ def test_git_commit_is_recorded_per_run_and_in_no_cache_key(runs):
   for execution in store.get_executions():
     recorded = str(execution.properties) + str(execution.custom_properties)
     assert head not in recorded, execution.type
-  # ... so the same inputs under a new run are served from the cache.
-  rerun = _run(runs.cfg_b)
+  # ... so the same inputs under a new run ('here': B's flags again) are
+  # served from the cache.
+  rerun = runs.world.outcome('here')
+  assert runs.world.runs['here']['knobs'] == runs.world.runs['second']['knobs']
   assert rerun.ok, rerun.error
   for node in ('CsvExampleGen', 'Transform', 'Trainer'):
     assert rerun.nodes[node].state == 'CACHED', node
+  assert rerun.run_id != runs.run_b
+  assert metadata_store.custom_property(
+      store.get_context_by_type_and_name('pipeline_run', rerun.run_id),
+      graph.GIT_COMMIT_KEY) == head
   newest = graph.latest_run(store, runs.cfg_b.pipeline_name)
-  assert newest.name != runs.run_b
   assert metadata_store.custom_property(
       newest, graph.GIT_COMMIT_KEY) == head
   # A run keeps the commit it ran with.
@@ -283,6 +294,7 @@ def _cli(runs, *args):
       text=True, timeout=120)
 
 
+@pytest.mark.integration
 def test_cli_text_and_json_without_tfx(runs):
   shown = _cli(runs, 'version', runs.b.pushed_version)
   assert shown.returncode == 0, shown.stderr
@@ -297,8 +309,9 @@ def test_cli_text_and_json_without_tfx(runs):
       assert [s['span'] for s in data['spans']] == [2, 3]
       assert data['trainer']['git_commit'] == _git('rev-parse', 'HEAD')
     elif args[0] == 'span':
+      # A, the history's 1-step model (never pushed), B.
       assert [m['versions'] for m in data['models']] == [
-          [runs.a.pushed_version], [runs.b.pushed_version]]
+          [runs.a.pushed_version], [], [runs.b.pushed_version]]
     else:
       assert data['spans_added'] == [3]
   shown = _cli(runs, 'run')
@@ -310,6 +323,7 @@ def test_cli_text_and_json_without_tfx(runs):
   assert 'No Pusher recorded version 12345' in missing.stderr
 
 
+@pytest.mark.integration
 def test_a_version_ml_metadata_never_recorded_is_named_by_its_push_record(
     runs, tmp_path):
   """A run killed after the Pusher's rename and before ML Metadata recorded
@@ -334,19 +348,22 @@ def test_a_version_ml_metadata_never_recorded_is_named_by_its_push_record(
   assert [s['span'] for s in data['spans']] == [2, 3]
 
 
+@pytest.mark.integration
 def test_tuned_hyperparameters_train_the_model_and_lineage_names_the_tuner(
-    runs):
+    runs, tmp_path):
   """--tune: the Tuner's best values are what the Trainer trained with (read
   back from ML Metadata and the Trainer's record), the version's lineage
   and card name the tuning run, and a later run without --tune reuses them.
-  Last in this module: it changes which hyperparameters later runs get."""
+  On a copy of the world: it changes which hyperparameters later runs
+  get."""
+  world = runs.world.copy(tmp_path / 'world')
   # Configured values far from the search space's: a tuning that changes
   # nothing would show here.
-  cfg = dataclasses.replace(runs.cfg_b, tune=True, tuner_trials=3,
-                            learning_rate=0.0003, hidden_units=[4])
+  cfg = world.cfg('second', tune=True, tuner_trials=3, learning_rate=0.0003,
+                  hidden_units=[4])
   tuned_run = _run(cfg)
   assert tuned_run.ok, tuned_run.error
-  store = runs.store()
+  store = world.store()
   tuner = tuned_run.nodes['Tuner']
   best = tuner.outputs['best_hyperparameters'][0]
   with open(os.path.join(best.uri, 'best_hyperparameters.txt')) as f:

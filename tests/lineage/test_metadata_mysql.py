@@ -3,11 +3,13 @@
 The module starts a throwaway MariaDB (Debian's mariadb-server) on a free
 loopback port with its own data directory, creates a database and a user
 whose password is distinctive and full of characters that text formats
-escape, runs the small pipeline of test_pipeline_local through
-local_runner.py against it (flags plus the password in the environment, as a
-user would), and checks that the lineage landed in MySQL, that the lineage
-tools read it back, and that the password shows up in no output, log, error,
-artifact or MLMD row.
+escape, runs the small pipeline (the data and flags of the session's pipeline
+world's first run, tests/conftest.py) through local_runner.py against it
+(flags plus the password in the environment, as a user would), and checks
+that the lineage landed in MySQL, that the lineage tools read it back, that
+the password shows up in no output, log, error, artifact or MLMD row, and
+that the model and decision are the world's (same data and flags, another
+store).
 """
 
 import dataclasses
@@ -31,13 +33,11 @@ from lineage import graph
 from lineage import metadata_store
 from pipeline.run_pipeline import run_pipeline
 from tests import helpers
-# The same small real-data setup (3 spans of 300 rows, few train steps).
-from tests.pipeline.test_pipeline_local import cfg  # pylint: disable=unused-import
-from tests.pipeline.test_pipeline_local import COMPONENTS
-from tests.pipeline.test_pipeline_local import EXPECTED_OUTPUTS
-from tests.pipeline.test_pipeline_local import _latest_execution
 
 pytestmark = pytest.mark.integration
+
+COMPONENTS = helpers.PIPELINE_COMPONENTS
+EXPECTED_OUTPUTS = helpers.EXPECTED_OUTPUTS
 
 DATABASE, USER = 'mlmd', 'tfx'
 # Found nowhere unless leaked; the tail (quotes, backslash, non-ASCII) makes
@@ -137,13 +137,9 @@ def mariadb():
   """A running server with DATABASE and USER/PASSWORD; always stopped."""
   missing = [n for n in ('mariadb-install-db', 'mariadbd', 'mariadb',
                          'mariadb-admin', 'mariadb-dump') if not _binary(n)]
-  if missing:
-    why = (f'{", ".join(missing)} not found: ML Metadata on MySQL needs '
-           'Debian\'s mariadb-server (apt-get install -y mariadb-server; '
-           '.ci/run installs it)')
-    if os.environ.get('CI', '').lower() in ('1', 'true', 'yes'):
-      pytest.fail(f'CI must test ML Metadata on MySQL: {why}', pytrace=False)
-    pytest.skip(why)
+  helpers.require(not missing, f'{", ".join(missing)} not found: ML Metadata '
+                  'on MySQL is tested against a real server',
+                  system_package='MariaDB')
   server = MariaDB()
   try:
     server.start()
@@ -157,6 +153,16 @@ def mariadb():
     yield server
   finally:
     server.stop()
+
+
+@pytest.fixture(scope='module')
+def cfg(tmp_path_factory):
+  """The pipeline world's first run's data and flags, in a cold root."""
+  root = tmp_path_factory.mktemp('mysql')
+  helpers.small_spans(str(root / 'data'))
+  return configs.PipelineConfig(
+      data_root=str(root / 'data'), pipeline_root=str(root / 'pipeline'),
+      serving_dir=str(root / 'serving'), **helpers.FAST_PIPELINE)
 
 
 @pytest.fixture(scope='module')
@@ -212,18 +218,32 @@ def test_pipeline_writes_every_execution_to_mysql(mysql_cfg, mysql_run,
 def test_trainer_inputs_are_the_span_examples(mysql_cfg, mysql_run):
   assert mysql_run.returncode == 0
   store = _store(mysql_cfg)
-  trainer = _latest_execution(store, 'Trainer')
+  trainer = helpers.latest_execution(store, 'Trainer')
   example_ids = [e.artifact_id for e in store.get_events_by_execution_ids(
       [trainer.id]) if e.type == e.INPUT and e.path.steps[0].key == 'examples']
   examples = store.get_artifacts_by_id(example_ids)
   assert sorted(metadata_store.custom_property(a, 'span')
-                for a in examples) == [1, 2, 3]
+                for a in examples) == [1, 2]
   produced_by = {e.execution_id for e in store.get_events_by_artifact_ids(
       example_ids) if e.type == e.OUTPUT}
   example_gen = store.get_context_by_type_and_name(
       'node', f'{mysql_cfg.pipeline_name}.CsvExampleGen')
   assert produced_by <= {e.id for e in store.get_executions_by_context(
       example_gen.id)}
+
+
+def test_the_model_and_decision_are_the_sqlite_runs(mysql_cfg, mysql_run,
+                                                   pipeline_world):
+  """Another store, the same data and flags: the same model (predictions
+  to 1e-6), metrics and blessing as the pipeline world's first run."""
+  assert mysql_run.returncode == 0
+  from pipeline import run_pipeline as runs  # pylint: disable=g-import-not-at-top
+  with pytest.MonkeyPatch.context() as env:
+    env.setenv(metadata_store.MYSQL_PASSWORD_ENV, PASSWORD)
+    on_mysql = runs.read_outcome(
+        mysql_cfg, metadata_store.store_config(mysql_cfg), True, None, [], 0.0)
+  helpers.assert_same_model_and_decision(on_mysql,
+                                         pipeline_world.outcome('first'))
 
 
 def test_pushed_model_is_recorded_and_no_sqlite_was_made(mysql_cfg, mysql_run):
@@ -312,7 +332,7 @@ def test_lineage_cli_reads_a_version_from_mysql(mysql_cfg, mysql_run, mariadb):
   assert shown.returncode == 0, shown.stderr
   assert PASSWORD_CORE not in shown.stdout + shown.stderr
   found = json.loads(shown.stdout)
-  assert [s['span'] for s in found['spans']] == [1, 2, 3]
+  assert [s['span'] for s in found['spans']] == [1, 2]
   for node in ('pusher', 'evaluator', 'trainer', 'transform'):
     assert found[node]['state'] == 'COMPLETE', node
   head = subprocess.run(['git', '-C', helpers.REPO, 'rev-parse', 'HEAD'],

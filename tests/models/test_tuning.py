@@ -13,7 +13,6 @@ from models import model
 from models import tuning
 from tests import conftest
 
-pytestmark = pytest.mark.integration
 
 # The Tuner's configured hparams: conftest's model. Its values are in the
 # search space and are the first trial.
@@ -79,6 +78,7 @@ def tuned(tmp_path_factory, transform_dir, train_rows, eval_rows):
                    train_rows, eval_rows)
 
 
+@pytest.mark.integration
 def test_tuner_writes_best_values_from_the_search_space(tuned):
   best_config, trials, printed = tuned
   best = best_config['values']
@@ -101,6 +101,7 @@ def test_tuner_writes_best_values_from_the_search_space(tuned):
   assert printed == ''
 
 
+@pytest.mark.integration
 def test_same_inputs_give_the_same_best_hyperparameters(
     tuned, tmp_path, transform_dir, train_rows, eval_rows):
   best_config, trials, _ = tuned
@@ -110,6 +111,7 @@ def test_same_inputs_give_the_same_best_hyperparameters(
   assert again_trials == trials  # the same trials, scores included
 
 
+@pytest.mark.integration
 def test_trial_batch_size_is_the_batch_size_trained_on(transform_dir,
                                                        train_rows, tmp_path):
   """One step from the same initial weights (build seeds them) on a batch
@@ -147,6 +149,7 @@ def test_trial_batch_size_is_the_batch_size_trained_on(transform_dir,
   assert not all(np.array_equal(a, b) for a, b in zip(small, large))
 
 
+@pytest.mark.integration
 def test_run_fn_trains_with_the_tuned_values(tuned, tmp_path, transform_dir,
                                              train_rows, eval_rows):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -174,6 +177,7 @@ def test_run_fn_trains_with_the_tuned_values(tuned, tmp_path, transform_dir,
   assert hidden_units != UNTUNED_HPARAMS['hidden_units']
 
 
+@pytest.mark.integration
 def test_run_fn_without_hyperparameters_records_nothing_tuned(trained_model):
   with open(os.path.join(trained_model.model_run_dir,
                          model.HISTORY_FILE)) as f:
@@ -183,6 +187,7 @@ def test_run_fn_without_hyperparameters_records_nothing_tuned(trained_model):
   assert history['train_steps'] == conftest.TRAINED_MODEL_STEPS
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize('values,message', [
     ({'hidden_units': '64,0'}, 'tuned hidden_units'),
     ({'hidden_units': 'wide'}, 'tuned hidden_units'),
@@ -207,6 +212,7 @@ def test_hyperparameters_that_are_not_a_keras_tuner_config_fail():
         hyperparameters={'batch_size': 64}))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize('tuner_config,message', [
     ({'max_trials': 0}, 'max_trials'),
     ({'trials': 4}, 'unknown keys'),

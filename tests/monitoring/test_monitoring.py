@@ -26,10 +26,7 @@ from monitoring import replay_traffic
 from serving import client
 from serving import model_config
 from tests import helpers
-from tests.serving.test_model_server import Server
-from tests.serving.test_model_server import _copy_version
 
-pytestmark = pytest.mark.integration
 
 SAMPLED_REQUESTS = 200
 SAMPLED_RATE = 0.25
@@ -72,12 +69,12 @@ def traffic(tmp_path_factory, trained_model):
   root = tmp_path_factory.mktemp('monitoring')
   base = str(root / 'models' / 'taxi')
   os.makedirs(base)
-  _copy_version(trained_model.serving_model_dir, base, 1)
+  helpers.copy_version(trained_model.serving_model_dir, base, 1)
   blocker = root / 'a-file'
   blocker.write_text('a regular file: no directory can be made under it')
   config = root / 'models.config'
   config.write_text(_config(base, root / 'logs', blocker))
-  server = Server(None, ['--model_config_file', str(config)])
+  server = helpers.Server(None, ['--model_config_file', str(config)])
   sent = {'taxi': [], 'shifted': []}  # (trip, probability) per instance
   try:
     rows = _unshifted_rows()
@@ -158,6 +155,7 @@ def test_logging_config_is_parsed_and_checked(tmp_path):
       helpers.REPO, 'outputs', 'serving', 'taxi')
 
 
+@pytest.mark.integration
 def test_every_request_is_logged_with_version_and_content(traffic):
   from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top
   files = prediction_logs.log_files(os.path.join(traffic['logs'], 'taxi'))
@@ -187,6 +185,7 @@ def test_every_request_is_logged_with_version_and_content(traffic):
   assert match.features['fare'] == pytest.approx(float(trip['fare']), rel=1e-6)
 
 
+@pytest.mark.integration
 def test_sampling_rate_is_honoured(traffic):
   sampled = prediction_logs.read(os.path.join(traffic['logs'], 'sampled'))
   # Binomial(200, 0.25): mean 50, sd 6.1; these bounds are ~5 sd away.
@@ -195,6 +194,7 @@ def test_sampling_rate_is_honoured(traffic):
   assert prediction_logs.log_files(os.path.join(traffic['logs'], 'off')) == []
 
 
+@pytest.mark.integration
 def test_unwritable_prefix_fails_no_request_and_is_reported(traffic):
   # The requests to `broken` all succeeded (checked while sending); the
   # server said why nothing was logged, once, and counted the losses.
@@ -214,6 +214,7 @@ def training_data(tmp_path_factory):
   return str(root)
 
 
+@pytest.mark.integration
 def test_no_skew_on_traffic_like_the_training_data(traffic, training_data):
   report = monitor.run(os.path.join(traffic['logs'], 'taxi'),
                        monitor_config.THRESHOLDS,
@@ -230,6 +231,7 @@ def test_no_skew_on_traffic_like_the_training_data(traffic, training_data):
   assert report['skew']['company']['distance'] < 0.1
 
 
+@pytest.mark.integration
 def test_skew_found_in_shifted_traffic(traffic, training_data):
   report = monitor.run(os.path.join(traffic['logs'], 'shifted'),
                        monitor_config.THRESHOLDS,
@@ -263,6 +265,7 @@ def _expected_accuracy(traffic):
   return hits / total, total
 
 
+@pytest.mark.integration
 def test_live_accuracy_against_labels_that_arrive_later(
     traffic, training_data, tmp_path):
   labels = tmp_path / 'labels.csv'
@@ -281,6 +284,7 @@ def report_count(traffic):
   return _expected_accuracy(traffic)[1]
 
 
+@pytest.mark.integration
 def test_degradation_is_flagged_and_written_for_the_controller(
     traffic, training_data, tmp_path):
   labels = tmp_path / 'labels.csv'

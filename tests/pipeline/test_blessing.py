@@ -20,7 +20,6 @@ from pipeline import blessing
 from tests import conftest
 from tests import helpers
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope='module')
@@ -80,6 +79,7 @@ def constant_model(trained_dir, out, probability):
   return out
 
 
+@pytest.mark.integration
 def test_the_trained_model_is_blessed(trained_model, eval_examples, tmp_path):
   blessed, failures, metrics = evaluate(trained_model.serving_model_dir,
                                         eval_examples, str(tmp_path))
@@ -87,6 +87,7 @@ def test_the_trained_model_is_blessed(trained_model, eval_examples, tmp_path):
   assert metrics['binary_accuracy'] > 1 - metrics['mean_label']
 
 
+@pytest.mark.integration
 def test_a_one_step_model_is_not_blessed(transform_dir, train_rows, eval_rows,
                                          eval_examples, tmp_path):
   one_step = conftest.train(str(tmp_path / 'train'), transform_dir,
@@ -98,6 +99,7 @@ def test_a_one_step_model_is_not_blessed(transform_dir, train_rows, eval_rows,
   assert any(f.startswith('balanced_accuracy ') for f in failures), failures
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize('probability', [0.26, 0.9])
 def test_a_constant_model_is_not_blessed(trained_model, eval_examples,
                                          tmp_path, probability):
@@ -119,6 +121,7 @@ def test_a_constant_model_is_not_blessed(trained_model, eval_examples,
         1 - metrics['mean_label'])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize('name', configs.BLESSING_FIELDS)
 def test_each_blessing_field_is_a_threshold_of_the_rule(name):
   # The replay's flags are BLESSING_FIELDS: each must move the rule, and

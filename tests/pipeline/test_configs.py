@@ -1,6 +1,7 @@
 """Configuration: every knob is a flag; the metadata connection is configurable."""
 
 import argparse
+import dataclasses
 import logging
 import socket
 
@@ -19,6 +20,13 @@ def _parse(argv):
 
 
 def test_every_field_is_a_flag_and_defaults_hold():
+  parser = argparse.ArgumentParser()
+  configs.add_flags(parser)
+  flags = {a.dest for a in parser._actions if a.option_strings}  # pylint: disable=protected-access
+  fields = {f.name for f in dataclasses.fields(configs.PipelineConfig)}
+  assert fields <= flags, sorted(fields - flags)  # a field with no flag
+  for name in sorted(fields):
+    assert '--' + name.replace('_', '-') in parser._option_string_actions, name  # pylint: disable=protected-access
   cfg = _parse([])
   assert cfg == configs.PipelineConfig()
   assert cfg.metadata_path.endswith('outputs/pipeline/metadata.sqlite')

@@ -283,8 +283,7 @@ def _local_runner(cfg, out_path):
       [sys.executable, 'local_runner.py', '--data-root', cfg.data_root,
        '--pipeline-root', cfg.pipeline_root, '--serving-dir', cfg.serving_dir,
        '--skip-served-prediction'] + helpers.as_flags(helpers.FAST_PIPELINE),
-      cwd=helpers.REPO, stdout=open(out_path, 'w'), stderr=subprocess.STDOUT,
-      env=dict(os.environ, PYTHONHASHSEED='0'))
+      cwd=helpers.REPO, stdout=open(out_path, 'w'), stderr=subprocess.STDOUT)
 
 
 def _running_transform_or_trainer(path):
@@ -309,7 +308,11 @@ def _active(store):
 
 
 @pytest.mark.integration
-def test_kill_9_mid_run_then_the_next_run_marks_and_resumes(cfg, tmp_path):
+def test_kill_9_mid_run_then_the_next_run_marks_and_resumes(cfg, tmp_path,
+                                                            request):
+  """The resumed run ends where an uninterrupted one does: the same data
+  and flags as the pipeline world's first run (tests/conftest.py) give the
+  same model, metrics and decision in this cold root."""
   first = _local_runner(cfg, tmp_path / 'first.out')
   try:
     while not _running_transform_or_trainer(cfg.metadata_path):
@@ -369,6 +372,14 @@ def test_kill_9_mid_run_then_the_next_run_marks_and_resumes(cfg, tmp_path):
   assert pusher.last_known_state == Execution.COMPLETE
   with open(os.path.join(cfg.pipeline_root, run_lock.LOCK_FILE)) as f:
     assert json.loads(f.read().splitlines()[-1]).keys() == {'finished'}
+
+  # The same model and decision as the world's uninterrupted first run
+  # (asked for last: the world may still be building in another worker).
+  from pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
+  resumed = run_pipeline.read_outcome(
+      cfg, metadata_store.store_config(cfg), True, None, [], 0.0)
+  first = request.getfixturevalue('pipeline_world').outcome('first')
+  helpers.assert_same_model_and_decision(resumed, first)
 
 
 @pytest.mark.integration

@@ -19,7 +19,6 @@ from pipeline import infra_validator
 from pipeline import pusher
 from tests import helpers
 
-pytestmark = pytest.mark.integration
 
 NUM_EXAMPLES = 5  # of the 8 eval rows; the train split has 3
 BOUND_S = 120  # max_loading_time_seconds: bounds a wait, never measured
@@ -126,6 +125,7 @@ def corrupt(tmp_path_factory, trained_model, examples):
   return validate(root / 'pipeline', str(model_dir), examples)
 
 
+@pytest.mark.integration
 def test_the_trained_model_is_blessed(good):
   assert _markers(good.blessing) == [infra_validator.BLESSED_FILE]
   assert good.blessing.get_int_custom_property('blessed') == 1
@@ -141,6 +141,7 @@ def test_the_trained_model_is_blessed(good):
   _assert_servers_stopped(report)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize('answer, says', [
     (_nan, 'nan, not a probability'),
     (_fails, 'this model fails every request'),
@@ -164,6 +165,7 @@ def test_a_model_that_answers_wrongly_is_not_blessed(tmp_path, examples,
   _assert_servers_stopped(report)
 
 
+@pytest.mark.integration
 def test_a_model_that_does_not_load_is_not_blessed(corrupt):
   assert _markers(corrupt.blessing) == [infra_validator.NOT_BLESSED_FILE]
   assert corrupt.blessing.get_int_custom_property('blessed') == 0
@@ -183,31 +185,7 @@ def test_a_model_that_does_not_load_is_not_blessed(corrupt):
   _assert_servers_stopped(report)
 
 
-def _push(root, model, base, infra_blessing):
-  """pipeline.pusher.Executor.Do with an Evaluator-blessed model and the
-  validator's InfraBlessing (as tests/pipeline/test_pusher.py push())."""
-  from tfx.dsl.components.base import base_executor  # pylint: disable=g-import-not-at-top
-  from tfx.proto import pusher_pb2  # pylint: disable=g-import-not-at-top
-  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
-  from tfx.utils import proto_utils  # pylint: disable=g-import-not-at-top
-  root = str(root)
-  blessing = standard_artifacts.ModelBlessing()
-  blessing.uri = os.path.join(root, 'Evaluator', 'blessing', '5')
-  blessing.set_int_custom_property('blessed', 1)
-  pushed = standard_artifacts.PushedModel()
-  pushed.uri = os.path.join(root, 'Pusher', 'pushed_model', '6')
-  destination = pusher_pb2.PushDestination(
-      filesystem=pusher_pb2.PushDestination.Filesystem(
-          base_directory=str(base)))
-  pusher.Executor(base_executor.BaseExecutor.Context(
-      tmp_dir=os.path.join(root, '.temp'), unique_id='6')).Do(
-          {'model': [model], 'model_blessing': [blessing],
-           'infra_blessing': [infra_blessing]},
-          {'pushed_model': [pushed]},
-          {'push_destination': proto_utils.proto_to_json(destination)})
-  return pushed
-
-
+@pytest.mark.integration
 def test_the_pusher_pushes_only_an_infra_blessed_model(tmp_path, good,
                                                        corrupt):
   base = tmp_path / 'taxi'
@@ -215,10 +193,12 @@ def test_the_pusher_pushes_only_an_infra_blessed_model(tmp_path, good,
   shutil.copytree(good.model.uri + '/Format-Serving', served)
   with open(served / 'fingerprint.pb', 'ab') as f:
     f.write(b'another model')
-  refused = _push(tmp_path / 'run-1', good.model, base, corrupt.blessing)
+  refused = helpers.push(tmp_path / 'run-1', good.model, base,
+                    infra_blessing=corrupt.blessing)
   assert refused.get_int_custom_property('pushed') == 0
   assert pusher.versions(str(base)) == [1]
-  pushed = _push(tmp_path / 'run-2', good.model, base, good.blessing)
+  pushed = helpers.push(tmp_path / 'run-2', good.model, base,
+                    infra_blessing=good.blessing)
   assert pushed.get_int_custom_property('pushed') == 1
   version = int(pushed.get_string_custom_property('pushed_version'))
   assert pusher.versions(str(base)) == [1, version]

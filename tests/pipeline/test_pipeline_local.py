@@ -1,11 +1,17 @@
 """The whole pipeline with LocalDagRunner on a small real sample.
 
-One module-scoped pipeline root; tests run in file order and build on each
-other's runs the way a user's runs would (first run, cached rerun, stricter
-threshold, a 1-step model, bad spans that must be stopped, a good span,
-then the baseline through a push, a rollback and a CD rejection, and a
-span from another data root). A second, cold pipeline root checks that the
-same data and flags give the same model and the same decision.
+The session's pipeline world (tests/conftest.py PIPELINE_HISTORY) ran the
+pipeline the way a user's runs would: a first run pushing version A, a
+cached rerun, a stricter threshold, a 1-step model, a span that must be
+stopped, a good one after it (version B), a span from another data root,
+a run on an earlier span. The tests here read those runs back from its ML
+Metadata store. Runs that change the world happen on copies of it: more
+bad spans that must be stopped, and the baseline through a rollback and a
+CD rejection. That the same data and flags give the same model and
+decision in a cold root is checked against the world's first run by every
+other cold run of it: BeamDagRunner's (tests/runners/test_beam_runner.py),
+a killed and resumed one (test_dead_runs.py) and one on MySQL
+(tests/lineage/test_metadata_mysql.py).
 """
 
 import os
@@ -23,19 +29,8 @@ from tests import helpers
 
 pytestmark = pytest.mark.integration
 
-COMPONENTS = ['CsvExampleGen', 'StatisticsGen', 'ImportSchemaGen',
-              'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer',
-              'Evaluator', 'Pusher']
-EXPECTED_OUTPUTS = {
-    'CsvExampleGen': {'examples'},
-    'StatisticsGen': {'statistics'},
-    'ImportSchemaGen': {'schema'},
-    'ExampleValidator': {'anomalies'},
-    'Transform': {'transform_graph'},
-    'Trainer': {'model', 'model_run'},
-    'Evaluator': {'evaluation', 'blessing'},
-    'Pusher': {'pushed_model'},
-}
+COMPONENTS = helpers.PIPELINE_COMPONENTS
+EXPECTED_OUTPUTS = helpers.EXPECTED_OUTPUTS
 
 
 def _run(cfg):
@@ -43,9 +38,7 @@ def _run(cfg):
   return run_pipeline(cfg, LocalDagRunner)
 
 
-def _versions(cfg):
-  base = cfg.serving_model_dir
-  return sorted(n for n in os.listdir(base) if n.isdigit()) if os.path.isdir(base) else []
+_versions = helpers.pushed_versions
 
 
 def _store(cfg):
@@ -53,36 +46,29 @@ def _store(cfg):
       metadata_store.sqlite_config(cfg.metadata_path))
 
 
-def _latest_execution(store, node_id):
-  context = store.get_context_by_type_and_name('node', f'taxi.{node_id}')
-  return max(store.get_executions_by_context(context.id), key=lambda e: e.id)
+@pytest.fixture(scope='module')
+def cfg(pipeline_world):
+  """The first run's flags and paths, in the world (read only)."""
+  return pipeline_world.cfg('first')
 
 
 @pytest.fixture(scope='module')
-def cfg(tmp_path_factory):
-  root = tmp_path_factory.mktemp('pipeline')
-  data_root = root / 'data'
-  # Three small spans of real rows (300 each) from consecutive quarters.
-  helpers.small_spans(str(data_root))
-  return configs.PipelineConfig(
-      data_root=str(data_root),
-      pipeline_root=str(root / 'pipeline'),
-      serving_dir=str(root / 'serving'),
-      **helpers.FAST_PIPELINE)
+def first_run(pipeline_world):
+  return pipeline_world.outcome('first')
 
 
-@pytest.fixture(scope='module')
-def first_run(cfg):
-  return _run(cfg)
+def _versions_after(pipeline_world, name):
+  """The versions on disk when run `name` of the history ended."""
+  return pipeline_world.runs[name]['versions_after']
 
 
-def test_first_run_pushes_a_blessed_model(cfg, first_run):
+def test_first_run_pushes_a_blessed_model(pipeline_world, first_run):
   """The tests' short budget trains a real model: it passes the default
   blessing rule (only max_auc_drop is loosened, and there is no baseline)."""
   assert first_run.ok, first_run.error
-  assert first_run.span == 3 and first_run.window == [1, 2, 3]
+  assert first_run.span == 2 and first_run.window == [1, 2]
   assert first_run.blessed is True and first_run.blessing_failures == []
-  assert _versions(cfg) == [first_run.pushed_version]
+  assert _versions_after(pipeline_world, 'first') == [first_run.pushed_version]
   m = first_run.metrics
   defaults = configs.PipelineConfig()
   assert m['auc'] >= defaults.min_auc
@@ -93,7 +79,7 @@ def test_first_run_pushes_a_blessed_model(cfg, first_run):
   assert first_run.baseline_versions == []
 
 
-def test_every_component_completed_with_its_artifacts(cfg, first_run):
+def test_every_component_completed_with_its_artifacts(first_run):
   nodes = first_run.nodes
   for component in COMPONENTS:
     assert nodes[component].state == 'COMPLETE', (component, nodes[component])
@@ -107,20 +93,31 @@ def test_every_component_completed_with_its_artifacts(cfg, first_run):
 def test_lineage_inputs_link_components(cfg, first_run):
   """Trainer read the window's Examples and Transform's graph (MLMD events)."""
   store = _store(cfg)
-  trainer = _latest_execution(store, 'Trainer')
+  trainer = first_run.nodes['Trainer']
+  execution = _execution_of(store, trainer, first_run.run_id)
   inputs = {}
-  for event in store.get_events_by_execution_ids([trainer.id]):
+  for event in store.get_events_by_execution_ids([execution.id]):
     if event.type == event.INPUT:
       inputs.setdefault(event.path.steps[0].key, []).append(event.artifact_id)
-  assert len(inputs['examples']) == 3  # one Examples artifact per span
+  assert len(inputs['examples']) == 2  # one Examples artifact per span
   spans = sorted(int(a.custom_properties['span'].int_value)
                  for a in store.get_artifacts_by_id(inputs['examples']))
-  assert spans == [1, 2, 3]
+  assert spans == [1, 2]
   graph = first_run.nodes['Transform'].outputs['transform_graph'][0]
   assert inputs['transform_graph'] == [graph.id]
 
 
-def test_pushed_model_loads_and_predicts(cfg, first_run):
+def _execution_of(store, node, run_id):
+  """The execution of `node` (a NodeRun) in pipeline run `run_id`."""
+  run = store.get_context_by_type_and_name('pipeline_run', run_id)
+  context = store.get_context_by_type_and_name('node', f'taxi.{node.node_id}')
+  [execution] = [e for e in store.get_executions_by_context(context.id)
+                 if e.id in {x.id for x in store.get_executions_by_context(
+                     run.id)}]
+  return execution
+
+
+def test_pushed_model_loads_and_predicts(first_run):
   loaded = tf.saved_model.load(first_run.pushed_path)
   schema = helpers.load_schema()
   rows = helpers.read_span(12, 5)
@@ -131,10 +128,10 @@ def test_pushed_model_loads_and_predicts(cfg, first_run):
   assert ((out >= 0) & (out <= 1)).all()
 
 
-def test_rerun_after_a_push_is_fully_cached(cfg, first_run, capsys):
+def test_rerun_after_a_push_is_fully_cached(pipeline_world, first_run):
   """The model just pushed is the candidate itself, so it is never its own
   baseline: the Evaluator sees the inputs of the first run and is cached."""
-  second = _run(cfg)
+  second = pipeline_world.outcome('rerun')
   assert second.ok, second.error
   for component in COMPONENTS:
     assert second.nodes[component].state == 'CACHED', component
@@ -143,13 +140,15 @@ def test_rerun_after_a_push_is_fully_cached(cfg, first_run, capsys):
   assert second.already_pushed_version == first_run.pushed_version
   assert second.baseline_versions == []
   assert 'every component reused its earlier execution' in (
-      capsys.readouterr().out)
-  assert _versions(cfg) == [first_run.pushed_version]
+      pipeline_world.runs['rerun']['printed'])
+  assert _versions_after(pipeline_world, 'rerun') == [
+      first_run.pushed_version]
 
 
-def test_impossible_threshold_pushes_nothing_and_keeps_version(cfg, first_run):
-  strict = configs.PipelineConfig(**{**cfg.__dict__, 'min_auc': 1.01})
-  outcome = _run(strict)
+def test_impossible_threshold_pushes_nothing_and_keeps_version(pipeline_world,
+                                                               first_run):
+  outcome = pipeline_world.outcome('strict')
+  assert pipeline_world.runs['strict']['knobs']['min_auc'] == 1.01
   assert outcome.ok, outcome.error
   assert outcome.nodes['Trainer'].state == 'CACHED'
   assert outcome.nodes['Evaluator'].state == 'COMPLETE'
@@ -157,14 +156,16 @@ def test_impossible_threshold_pushes_nothing_and_keeps_version(cfg, first_run):
   assert any(f.startswith('auc ') and '< 1.01 (overall)' in f
              for f in outcome.blessing_failures), outcome.blessing_failures
   assert outcome.pushed_version is None
-  assert _versions(cfg) == [first_run.pushed_version]
+  assert _versions_after(pipeline_world, 'strict') == [
+      first_run.pushed_version]
 
 
-def test_a_one_step_model_is_not_blessed(cfg, first_run):
+def test_a_one_step_model_is_not_blessed(pipeline_world, first_run):
   """One training step: the untrained model predicts the base rate for
   every trip (its output bias starts there), so its accuracy is the
   majority class's, yet its AUC can look fine. The rule must refuse it."""
-  outcome = _run(configs.PipelineConfig(**{**cfg.__dict__, 'train_steps': 1}))
+  outcome = pipeline_world.outcome('one-step')
+  assert pipeline_world.runs['one-step']['knobs']['train_steps'] == 1
   assert outcome.ok, outcome.error
   assert outcome.nodes['Transform'].state == 'CACHED'
   assert outcome.nodes['Trainer'].state == 'COMPLETE'
@@ -172,7 +173,15 @@ def test_a_one_step_model_is_not_blessed(cfg, first_run):
   failed = ' '.join(outcome.blessing_failures)
   assert 'balanced_accuracy' in failed, outcome.blessing_failures
   assert outcome.baseline_versions == [first_run.pushed_version]
-  assert _versions(cfg) == [first_run.pushed_version]
+  assert _versions_after(pipeline_world, 'one-step') == [
+      first_run.pushed_version]
+
+
+@pytest.fixture(scope='module')
+def changed(pipeline_world, tmp_path_factory):
+  """A copy of the pipeline world for the bad-span runs below (each leaves
+  it as it found it)."""
+  return pipeline_world.copy(tmp_path_factory.mktemp('pipeline'))
 
 
 def _bad_rows(kind):
@@ -196,8 +205,10 @@ def _bad_rows(kind):
     ('unseen_category', ["'payment_type'", "'trip_start_hour'"]),
     ('empty_file', ['span-4']),
 ])
-def test_bad_span_stops_before_training_and_keeps_state(cfg, first_run, kind,
+def test_bad_span_stops_before_training_and_keeps_state(changed, kind,
                                                         must_name):
+  cfg = changed.cfg('second')
+  served = helpers.pushed_versions(cfg)
   span_dir = os.path.join(cfg.data_root, 'span-4')
   path = os.path.join(span_dir, 'data.csv')
   if kind == 'empty_file':
@@ -221,8 +232,9 @@ def test_bad_span_stops_before_training_and_keeps_state(cfg, first_run, kind,
   for component in ('Transform', 'Trainer', 'Evaluator', 'Pusher'):
     assert component not in outcome.nodes, component
   # Nothing served or recorded before this run was touched.
-  assert _versions(cfg) == [first_run.pushed_version]
-  assert tf.saved_model.load(first_run.pushed_path) is not None
+  assert _versions(cfg) == served
+  assert tf.saved_model.load(os.path.join(cfg.serving_model_dir,
+                                          served[-1])) is not None
   store = _store(cfg)
   assert len(store.get_artifacts_by_type('Model')) == models_before
   assert len(store.get_artifacts_by_type('PushedModel')) == pushed_before
@@ -230,23 +242,28 @@ def test_bad_span_stops_before_training_and_keeps_state(cfg, first_run, kind,
     assert db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
 
 
-def test_rejected_spans_never_enter_the_training_window(cfg, first_run):
-  """After the bad span-4 runs, a good span 4 trains on spans 2..4 only."""
-  helpers.write_csv(os.path.join(cfg.data_root, 'span-4', 'data.csv'),
-                    helpers.read_span(12, 300))
-  outcome = _run(cfg)
-  assert outcome.ok, outcome.error
-  assert outcome.window == [2, 3, 4]
-  store = _store(cfg)
-  transform = _latest_execution(store, 'Transform')
-  ids = [e.artifact_id for e in store.get_events_by_execution_ids(
-      [transform.id]) if e.type == e.INPUT and e.path.steps[0].key == 'examples']
-  examples = store.get_artifacts_by_id(ids)
+def test_rejected_spans_never_enter_the_training_window(pipeline_world):
+  """After span 3 was refused, the good span 3 trains on spans 2..3 only,
+  with the good span's Examples."""
+  refused = pipeline_world.outcome('refused')
+  second = pipeline_world.outcome('second')
+  assert not refused.ok and "'fare'" in refused.error
+  assert 'span-3' in refused.error or 'span 3' in refused.error
+  for component in ('Transform', 'Trainer', 'Evaluator', 'Pusher'):
+    assert component not in refused.nodes, component
+  rejected = refused.nodes['CsvExampleGen'].outputs['examples'][0]
+  assert second.ok, second.error
+  assert second.window == [2, 3]
+  ids = [a.id for a in second.nodes['Transform'].inputs['examples']]
+  examples = pipeline_world.store().get_artifacts_by_id(ids)
   assert sorted(a.custom_properties['span'].int_value for a in examples) == [
-      2, 3, 4]
-  # The span-4 Examples used is the good one: it passed validation.
-  good = outcome.nodes['CsvExampleGen'].outputs['examples'][0]
-  assert good.id in ids
+      2, 3]
+  # The span-3 Examples used is the good one: it passed validation.
+  good = second.nodes['CsvExampleGen'].outputs['examples'][0]
+  assert good.id in ids and rejected.id not in ids
+  assert second.nodes['Trainer'].state == 'COMPLETE'
+  assert second.pushed_version and second.baseline_versions == [
+      pipeline_world.runs['first']['pushed_version']]
 
 
 def test_versions_cli_reports_lineage_of_pushed_versions(cfg, first_run):
@@ -255,90 +272,64 @@ def test_versions_cli_reports_lineage_of_pushed_versions(cfg, first_run):
   by_version = {str(i.version): i for i in infos}
   info = by_version[first_run.pushed_version]
   assert info.blessed is True and not info.rolled_back
-  assert info.run  # the pipeline_run context that pushed it
+  assert info.run == first_run.run_id  # the pipeline_run that pushed it
   assert info.hparams == cfg.hparams
   assert info.code_version
-
-
-def _predict(model_dir, rows):
-  loaded = tf.saved_model.load(model_dir)
-  schema = helpers.load_schema()
-  return loaded.signatures['serving_default'](examples=tf.constant([
-      helpers.to_example(r, schema, drop_label=True).SerializeToString()
-      for r in rows]))['outputs'].numpy().ravel()
-
-
-def test_two_cold_runs_give_the_same_model_and_decision(cfg, first_run,
-                                                        tmp_path):
-  """Same data and flags in a fresh root: same predictions, same blessing."""
-  helpers.small_spans(str(tmp_path / 'data'))
-  cold = _run(configs.PipelineConfig(**{
-      **cfg.__dict__, 'data_root': str(tmp_path / 'data'),
-      'pipeline_root': str(tmp_path / 'pipeline'),
-      'metadata_path': str(tmp_path / 'pipeline' / 'metadata.sqlite'),
-      'serving_dir': str(tmp_path / 'serving')}))
-  assert cold.ok, cold.error
-  assert cold.blessed == first_run.blessed is True
-  assert cold.metrics == first_run.metrics
-  rows = helpers.read_span(12, 50)
-  first = _predict(first_run.pushed_path, rows)
-  again = _predict(cold.pushed_path, rows)
-  assert abs(first - again).max() <= 1e-6
   # The seed is recorded with the hparams (and shown by the lineage CLI).
   found = graph.version_lineage(_store(cfg), first_run.pushed_version)
   assert found.hparams['seed'] == cfg.seed
 
 
-def test_baseline_is_the_served_model_after_rollback_and_cd(cfg, first_run):
-  """Push B, roll B back: the next run's baseline is the version served
-  before B. A version whose CD verdict was a rollback but that stayed on
-  disk (a label still pointed at it) is never a baseline either."""
+def test_baseline_is_the_served_model_after_rollback_and_cd(pipeline_world,
+                                                           tmp_path):
+  """B pushed over A, then rolled back: the next run's baseline is A, the
+  version served before B. A version whose CD verdict was a rollback but
+  that stayed on disk (a label still pointed at it) is never a baseline
+  either. (On a copy of the world: its runs are no cache hits.)"""
   from delivery import versions  # pylint: disable=g-import-not-at-top
+  history = pipeline_world.copy(tmp_path / 'world')
+  a = history.runs['first']['pushed_version']
+  b = history.runs['second']['pushed_version']
+  cfg = history.cfg('second')
   base = cfg.serving_model_dir
-  before = [int(v) for v in _versions(cfg)]
-  run = lambda seed: _run(configs.PipelineConfig(**{  # pylint: disable=g-long-lambda
-      **cfg.__dict__, **helpers.BLESS_ANY, 'seed': seed}))
-  b = run(43)
-  assert b.ok and b.pushed_version, b.error
-  assert b.baseline_versions == [str(before[-1])]
-  versions.rollback(base, int(b.pushed_version))
+  assert _versions(cfg) == [a, b]
+  versions.rollback(base, int(b))
+  # Each run trains another model (another seed), with thresholds nobody
+  # fails and a short budget: the decision here is the baseline.
+  run = lambda seed: _run(history.cfg('second', seed=seed, train_steps=30))
   c = run(44)
   assert c.ok and c.pushed_version, c.error
-  assert c.baseline_versions == [str(before[-1])]  # not B: rolled back
+  assert c.baseline_versions == [a]  # not B: rolled back
   # CD rejected C but kept it on disk: its verdict is in the action log.
   versions._log_action(base, 'cd_done', version=int(c.pushed_version),  # pylint: disable=protected-access
                        decision='rolled_back', failed=['predictions'])
   d = run(45)
   assert d.ok, d.error
   assert str(c.pushed_version) in _versions(cfg)
-  assert d.baseline_versions == [str(before[-1])]  # not C: rejected
+  assert d.baseline_versions == [a]  # not C: rejected
   # The Evaluator read the Model artifact that version was pushed from.
-  served = graph.version_lineage(_store(cfg), str(before[-1]),
-                                   read_files=False)
-  assert [a.id for a in d.nodes['Evaluator'].inputs['baseline_model']] == [
+  served = graph.version_lineage(history.store(), a, read_files=False)
+  assert [x.id for x in d.nodes['Evaluator'].inputs['baseline_model']] == [
       served.model.id]
 
 
-def test_the_window_is_this_runs_data_and_ends_at_its_span(cfg, first_run,
-                                                          tmp_path):
+def test_the_window_is_this_runs_data_and_ends_at_its_span(pipeline_world):
   """Spans 4 and 5 ingested from another data root never enter a run on
-  this root, and a run on span 3 trains on spans up to 3 only."""
-  other = tmp_path / 'other-data'
-  for span, source in ((4, 13), (5, 14)):
-    helpers.write_csv(str(other / f'span-{span}' / 'data.csv'),
-                      helpers.read_span(source, 200))
-  elsewhere = _run(configs.PipelineConfig(**{
-      **cfg.__dict__, 'data_root': str(other),
-      'serving_dir': str(tmp_path / 'other-serving')}))
+  this root, and a run on span 2 trains on spans up to 2 only."""
+  elsewhere = pipeline_world.outcome('elsewhere')
   assert elsewhere.ok, elsewhere.error
-  assert elsewhere.window == [4, 5]  # this root has no spans 1-3
-  here = _run(cfg)
+  assert elsewhere.window == [4, 5]  # that root has no spans 1-3
+  assert pipeline_world.cfg('elsewhere').data_root != pipeline_world.cfg(
+      'here').data_root
+  here = pipeline_world.outcome('here')
   assert here.ok, here.error
-  assert here.span == 4 and here.window == [2, 3, 4]
-  store = _store(cfg)
-  main_root = graph.normalized_root(cfg.data_root)
+  assert here.span == 3 and here.window == [2, 3]
+  store = pipeline_world.store()
+  main_root = graph.normalized_root(pipeline_world.cfg('here').data_root)
   for examples in here.nodes['Trainer'].inputs['examples']:
     assert graph.input_base(store, examples.id) == main_root
-  earlier = _run(configs.PipelineConfig(**{**cfg.__dict__, 'span': 3}))
+  # (A's flags: its Transform and Trainer are cache hits)
+  earlier = pipeline_world.outcome('earlier')
   assert earlier.ok, earlier.error
-  assert earlier.span == 3 and earlier.window == [1, 2, 3]
+  assert earlier.span == 2 and earlier.window == [1, 2]
+  assert earlier.nodes['Trainer'].state == 'CACHED'

@@ -40,45 +40,6 @@ def test_a_different_model_is_not_a_duplicate(tmp_path, trained_model):
 
 # --- the push itself: lock, litter of killed pushes, the push record ------
 BOUND_S = 300  # bounds a wait that should end, never a measured time
-MODEL_ID, BLESSING_ID, EXECUTION_ID = 11, 12, 42
-
-
-def push(root, model_dir, base, run_id='run-1'):
-  """pipeline.pusher.Executor.Do as TFX's launcher calls it: a blessed
-  Model, its ModelBlessing and the run's context; returns the PushedModel."""
-  from tfx.dsl.components.base import base_executor  # pylint: disable=g-import-not-at-top
-  from tfx.proto import pusher_pb2  # pylint: disable=g-import-not-at-top
-  from tfx.proto.orchestration import pipeline_pb2  # pylint: disable=g-import-not-at-top
-  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
-  from tfx.utils import proto_utils  # pylint: disable=g-import-not-at-top
-  root = str(root)
-  model = standard_artifacts.Model()
-  model.uri, model.id = os.path.join(root, 'Trainer', 'model', '3'), MODEL_ID
-  if not os.path.exists(os.path.join(model.uri, 'Format-Serving')):
-    shutil.copytree(model_dir, os.path.join(model.uri, 'Format-Serving'))
-  blessing = standard_artifacts.ModelBlessing()
-  blessing.uri = os.path.join(root, 'Evaluator', 'blessing', '4')
-  blessing.id = BLESSING_ID
-  blessing.set_int_custom_property('blessed', 1)
-  pushed = standard_artifacts.PushedModel()
-  pushed.uri = os.path.join(root, 'Pusher', 'pushed_model', run_id)
-  node = pipeline_pb2.PipelineNode()
-  node.node_info.id = 'Pusher'
-  context = base_executor.BaseExecutor.Context(
-      tmp_dir=os.path.join(root, '.temp'), unique_id=str(EXECUTION_ID),
-      pipeline_node=node,
-      pipeline_info=pipeline_pb2.PipelineInfo(id='taxi_pipeline'),
-      pipeline_run_id=run_id)
-  destination = pusher_pb2.PushDestination(
-      filesystem=pusher_pb2.PushDestination.Filesystem(
-          base_directory=str(base)))
-  pusher.Executor(context).Do(
-      {'model': [model], 'model_blessing': [blessing]},
-      {'pushed_model': [pushed]},
-      {'push_destination': proto_utils.proto_to_json(destination)})
-  return pushed
-
-
 def _different_model(tmp_path, model_dir, name):
   """The same SavedModel with another fingerprint: not a duplicate."""
   other = tmp_path / name
@@ -97,16 +58,16 @@ def test_a_push_records_its_lineage_in_the_version(tmp_path, trained_model):
   from delivery import versions  # pylint: disable=g-import-not-at-top
   model_dir = trained_model.serving_model_dir
   base = tmp_path / 'taxi'
-  pushed = push(tmp_path / 'pipeline', model_dir, base, run_id='run-7')
+  pushed = helpers.push(tmp_path / 'pipeline', model_dir, base, run_id='run-7')
   version = int(pushed.get_string_custom_property('pushed_version'))
   version_dir = str(base / str(version))
   record = base_path.read_push_record(version_dir)
   assert record['pipeline_name'] == 'taxi_pipeline'
   assert record['pipeline_run_id'] == 'run-7'
   assert record['node_id'] == 'Pusher'
-  assert record['execution_id'] == EXECUTION_ID
-  assert (record['model_id'], record['blessing_id']) == (MODEL_ID,
-                                                         BLESSING_ID)
+  assert record['execution_id'] == helpers.EXECUTION_ID
+  assert (record['model_id'], record['blessing_id']) == (helpers.MODEL_ID,
+                                                         helpers.BLESSING_ID)
   assert record['model_uri'].endswith(os.path.join('Trainer', 'model', '3'))
   assert record['blessed'] is True and record['version'] == version
   assert record['fingerprint']['file'] == 'fingerprint.pb'
@@ -147,12 +108,12 @@ def test_a_push_waits_for_the_lock(tmp_path, trained_model, monkeypatch):
   try:
     assert holder.stdout.readline().strip() == 'held'
     with pytest.raises(base_path.Busy, match=f'pid {holder.pid}'):
-      push(tmp_path / 'pipeline', trained_model.serving_model_dir, base)
+      helpers.push(tmp_path / 'pipeline', trained_model.serving_model_dir, base)
     assert pusher.versions(str(base)) == []
   finally:
     holder.kill()
     holder.wait(timeout=BOUND_S)
-  pushed = push(tmp_path / 'pipeline', trained_model.serving_model_dir, base)
+  pushed = helpers.push(tmp_path / 'pipeline', trained_model.serving_model_dir, base)
   assert pusher.versions(str(base)) == [
       int(pushed.get_string_custom_property('pushed_version'))]
 
@@ -160,7 +121,7 @@ def test_a_push_waits_for_the_lock(tmp_path, trained_model, monkeypatch):
 _KILLED_PUSH = '''
 import sys, time
 from pipeline import pusher
-from tests.pipeline import test_pusher
+from tests import helpers
 copy = pusher.io_utils.copy_dir
 
 def copy_then_hang(src, dst, *args, **kwargs):
@@ -169,7 +130,7 @@ def copy_then_hang(src, dst, *args, **kwargs):
     print('copied', dst, flush=True)
     time.sleep(3600)  # killed -9 here: copied, not renamed
 pusher.io_utils.copy_dir = copy_then_hang
-test_pusher.push(sys.argv[1], sys.argv[2], sys.argv[3])
+helpers.push(sys.argv[1], sys.argv[2], sys.argv[3])
 '''
 
 
@@ -200,7 +161,7 @@ def test_push_killed_mid_copy_leaves_litter_the_next_push_removes(
   # after it, not the litter's (unlocked, only reusing it removed litter).
   killed = int(os.path.basename(litter)[len(base_path.INCOMING_PREFIX):])
   shutil.copytree(trained_model.serving_model_dir, base / str(killed + 1))
-  pushed = push(tmp_path / 'next', _different_model(
+  pushed = helpers.push(tmp_path / 'next', _different_model(
       tmp_path, trained_model.serving_model_dir, 'next'), base)
   assert base_path.incoming_dirs(str(base)) == []
   version = int(pushed.get_string_custom_property('pushed_version'))

@@ -1,13 +1,13 @@
 """Batch scoring (pipeline/scoring.py): which model scored these rows.
 
-One module-scoped pipeline root: a real training run pushes a version, the
-scoring run scores span 1 with it through TFX's BulkInferrer. Its
-predictions are checked against a real `python -m serving` on the same base
-path, its CSV against its PredictionLogs, its lineage back to the Model the
-push record names (in ML Metadata and through `python -m lineage scores`).
-Then the served version changes (a second push, then a `stable` label on
-the first) and the scoring follows it; with nothing this store can trace
-served, nothing runs.
+On a copy of the session's pipeline world (tests/conftest.py), which
+serves version B over A: the scoring run scores span 1 with the served
+version through TFX's BulkInferrer. Its predictions are checked against a
+real `python -m serving` on the same base path, its CSV against its
+PredictionLogs, its lineage back to the Model the push record names (in ML
+Metadata and through `python -m lineage scores`). Then the served version
+changes (a `stable` label on A, then on B again) and the scoring follows
+it; with nothing this store can trace served, nothing runs.
 """
 
 import csv
@@ -28,12 +28,12 @@ from models import features
 from pipeline import baseline
 from pipeline import configs
 from pipeline import scoring
-from pipeline.run_pipeline import run_pipeline
 from serving import base_path
 from serving import client
 from serving import server_process
 from tensorflow_serving.apis import prediction_log_pb2
 from tests import helpers
+from tests import world
 
 pytestmark = pytest.mark.integration
 
@@ -46,21 +46,21 @@ def _runner():
 
 
 @pytest.fixture(scope='module')
-def root(tmp_path_factory):
-  return tmp_path_factory.mktemp('scoring')
+def root(pipeline_world, tmp_path_factory):
+  root = tmp_path_factory.mktemp('scoring')
+  pipeline_world.copy(root / 'world')
+  return root
 
 
 @pytest.fixture(scope='module')
 def cfg(root):
-  helpers.small_spans(str(root / 'data'))
-  return configs.PipelineConfig(
-      data_root=str(root / 'data'), pipeline_root=str(root / 'pipeline'),
-      serving_dir=str(root / 'serving'), **helpers.FAST_PIPELINE)
+  return world.PipelineWorld.load(root / 'world').cfg('first')
 
 
 @pytest.fixture(scope='module')
-def first_run(cfg):
-  outcome = run_pipeline(cfg, _runner())
+def served_run(root):
+  """The run that pushed the served version (B, the newest)."""
+  outcome = world.PipelineWorld.load(root / 'world').outcome('second')
   assert outcome.ok and outcome.pushed_version, outcome.error
   return outcome
 
@@ -70,7 +70,7 @@ def _score(cfg, root):
 
 
 @pytest.fixture(scope='module')
-def scored(cfg, root, first_run):
+def scored(cfg, root, served_run):
   outcome = _score(cfg, root)
   assert outcome.ok, outcome.error
   return outcome
@@ -120,7 +120,7 @@ def _model_id(cfg, version):
   return int(record['model_id'])
 
 
-def test_bulk_inferrer_predicts_what_the_model_server_serves(cfg, first_run,
+def test_bulk_inferrer_predicts_what_the_model_server_serves(cfg, served_run,
                                                              scored):
   logs = _prediction_logs(scored.scoring.predictions.uri)
   assert len(logs) == len(helpers.read_span(
@@ -130,7 +130,7 @@ def test_bulk_inferrer_predicts_what_the_model_server_serves(cfg, first_run,
   try:
     rest = client.RestClient(server.rest_url, cfg.model_name)
     [status] = rest.status()
-    assert status['version'] == first_run.pushed_version
+    assert status['version'] == served_run.pushed_version
     served = rest.predict([_trip(example) for example, _ in logs])
   finally:
     server.stop()
@@ -138,7 +138,7 @@ def test_bulk_inferrer_predicts_what_the_model_server_serves(cfg, first_run,
   assert 0.0 < np.mean(served) < 1.0 and np.std(served) > 0.01
 
 
-def test_the_csv_rows_are_the_prediction_logs(cfg, first_run, scored):
+def test_the_csv_rows_are_the_prediction_logs(cfg, served_run, scored):
   """Each CSV row, found again by its split and place in the Examples
   artifact, carries that example's logged prediction and features."""
   logs = {example.SerializeToString(deterministic=True): p
@@ -164,7 +164,7 @@ def test_the_csv_rows_are_the_prediction_logs(cfg, first_run, scored):
           {'tips': _value(example, 'tips'), 'fare': _value(example, 'fare')})
       assert line['big_tip'] == ('' if label is None else str(label))
       assert (line['span'], line['version']) == (str(SPAN),
-                                                 first_run.pushed_version)
+                                                 served_run.pushed_version)
   assert by_place == {}
   with open(scored.copied_to) as copy, open(scored.scoring.csv_path) as made:
     assert copy.read() == made.read()
@@ -186,11 +186,11 @@ def _lineage_cli(cfg, *args):
       timeout=120)
 
 
-def test_lineage_leads_from_the_csv_to_the_pushed_model(cfg, first_run,
+def test_lineage_leads_from_the_csv_to_the_pushed_model(cfg, served_run,
                                                         scored):
   store = _store(cfg)
-  model_id = _model_id(cfg, first_run.pushed_version)
-  assert model_id == first_run.nodes['Trainer'].outputs['model'][0].id
+  model_id = _model_id(cfg, served_run.pushed_version)
+  assert model_id == served_run.nodes['Trainer'].outputs['model'][0].id
   # The CSV's writer read the PredictionLogs, the span's Examples and the
   # Model; BulkInferrer made the PredictionLogs from that Model and the
   # blessing its Evaluator gave it.
@@ -215,14 +215,14 @@ def test_lineage_leads_from_the_csv_to_the_pushed_model(cfg, first_run,
   shown = _lineage_cli(cfg, 'scores', str(SPAN), '--json')
   assert shown.returncode == 0, shown.stderr
   [data] = json.loads(shown.stdout)
-  assert data['served_version'] == first_run.pushed_version
+  assert data['served_version'] == served_run.pushed_version
   assert data['model']['id'] == model_id
   assert data['predictions']['uri'] == predictions.uri
   assert data['csv_path'] == scored.scoring.csv_path
   assert data['examples']['id'] == examples.id and data['span'] == SPAN
   text = _lineage_cli(cfg, 'scores').stdout  # the newest scoring
   assert text.startswith(f'Span {SPAN} scored by version '
-                         f'{first_run.pushed_version} (Model #{model_id})')
+                         f'{served_run.pushed_version} (Model #{model_id})')
   missing = _lineage_cli(cfg, 'scores', '3')
   assert missing.returncode == 1 and 'No scoring of span 3' in missing.stderr
 
@@ -231,39 +231,40 @@ def _versions_column(outcome):
   return _versions_column_of(outcome.scoring.csv_path)
 
 
-def test_the_served_version_decides_which_model_scores(cfg, root, first_run,
-                                                       scored, tmp_path):
-  v1 = first_run.pushed_version
-  # A second version is pushed: it is served now, and it scores.
-  second = run_pipeline(dataclasses.replace(cfg, train_steps=60,
-                                            **helpers.BLESS_ANY), _runner())
-  assert second.ok and second.pushed_version, second.error
-  v2 = second.pushed_version
-  assert int(v2) > int(v1)
-  newer = _score(cfg, root)
-  assert newer.ok, newer.error
-  assert newer.served.version == int(v2)
-  assert newer.scoring.model.id == _model_id(cfg, v2) != _model_id(cfg, v1)
-  assert newer.nodes['BulkInferrer'].state == 'COMPLETE'
-  assert _versions_column(newer) == {v2}
-
-  # Rolled back by label: `stable` names the first version again.
-  models_config = tmp_path / 'models.config'
-  models_config.write_text(
+def _label_stable(cfg, version, path):
+  """A TF Serving model config whose `stable` label names `version`."""
+  path.write_text(
       f'model_config_list {{ config {{ name: "{cfg.model_name}" base_path: '
       f'"{cfg.serving_model_dir}" model_platform: "tensorflow" '
-      f'version_labels {{ key: "stable" value: {v1} }} }} }}')
-  stable = _score(dataclasses.replace(
-      cfg, model_config_file=str(models_config)), root)
+      f'version_labels {{ key: "stable" value: {version} }} }} }}')
+  return dataclasses.replace(cfg, model_config_file=str(path))
+
+
+def test_the_served_version_decides_which_model_scores(cfg, root, served_run,
+                                                       scored, tmp_path):
+  v2 = served_run.pushed_version
+  v1 = world.PipelineWorld.load(root / 'world').runs['first'][
+      'pushed_version']
+  assert int(v2) > int(v1) and scored.served.version == int(v2)
+  # Rolled back by label: `stable` names the first version: it scores.
+  older = _score(_label_stable(cfg, v1, tmp_path / 'v1.config'), root)
+  assert older.ok, older.error
+  assert older.served.version == int(v1) and 'stable' in older.served.why
+  assert older.scoring.model.id == _model_id(cfg, v1) != _model_id(cfg, v2)
+  assert older.nodes['BulkInferrer'].state == 'COMPLETE'
+  assert _versions_column(older) == {v1}
+
+  # `stable` on the second version again: it scores.
+  stable = _score(_label_stable(cfg, v2, tmp_path / 'v2.config'), root)
   assert stable.ok, stable.error
-  assert stable.served.version == int(v1) and 'stable' in stable.served.why
-  assert stable.scoring.model.id == _model_id(cfg, v1)
-  assert _versions_column(stable) == {v1}
+  assert stable.served.version == int(v2) and 'stable' in stable.served.why
+  assert stable.scoring.model.id == _model_id(cfg, v2)
+  assert _versions_column(stable) == {v2}
   # Its CSV is the first scoring's (same span, same model: cached), and it
   # is now the newest scoring of the span.
   assert stable.scoring.csv.id == scored.scoring.csv.id
   [newest] = json.loads(_lineage_cli(cfg, 'scores', '--json').stdout)
-  assert newest['served_version'] == v1
+  assert newest['served_version'] == v2
 
 
 def _run_contexts(cfg):

@@ -1,11 +1,14 @@
 """beam_runner.py: the same pipeline on BeamDagRunner, run as a user runs it.
 
 Flag handling is checked in-process (beam_runner imports nothing heavy);
-the pipeline itself runs in a subprocess on two small spans of real rows:
-once in the default DirectRunner mode to a pushed model; once on a real local
-Flink cluster (2 TaskManagers, cluster/), which must make the same examples,
-statistics, transform, metrics and blessing; then, on a bad third span, with
-Beam worker processes, which must stop the run with exit 1.
+the pipeline itself runs in a subprocess on two small spans of real rows
+(the data and flags of the session's pipeline world's first run,
+tests/conftest.py): once in the default DirectRunner mode to a pushed model,
+which must be the world's (LocalDagRunner's) model with its metrics and
+decision; once on a real local Flink cluster (2 TaskManagers, cluster/),
+which must make the same examples, statistics, transform, metrics and
+blessing; then, on a bad third span, with Beam worker processes, which must
+stop the run with exit 1.
 """
 
 import glob
@@ -36,7 +39,7 @@ SETUP_FLAG = f'--setup_file={os.path.join(helpers.REPO, "setup.py")}'
 COMPONENTS = ['CsvExampleGen', 'StatisticsGen', 'ImportSchemaGen',
               'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer',
               'Evaluator', 'Pusher']
-FAST = helpers.as_flags({**helpers.FAST_PIPELINE, 'window_spans': 2})
+FAST = helpers.as_flags(helpers.FAST_PIPELINE)
 
 
 def test_help_is_fast_and_explains_beam_flags():
@@ -105,9 +108,7 @@ def test_a_given_dependency_flag_replaces_setup_file(flag):
 @pytest.fixture(scope='module')
 def root(tmp_path_factory):
   root = tmp_path_factory.mktemp('beam')
-  for span, source in enumerate([9, 10], start=1):
-    helpers.write_csv(str(root / 'data' / f'span-{span}' / 'data.csv'),
-                      helpers.read_span(source, 300))
+  helpers.small_spans(str(root / 'data'))
   return root
 
 
@@ -338,6 +339,25 @@ def test_flink_and_the_direct_runner_make_the_same_artifacts(root, flink_run):
   blessed = lambda nodes: graph.prop(nodes['Evaluator'].outputs['blessing'][0],
                                      'blessed')
   assert blessed(direct) == blessed(on_flink) == 1
+
+
+@pytest.mark.integration
+def test_beam_and_local_dag_runners_give_the_same_model_and_decision(
+    root, first_run, pipeline_world):
+  """Same data and flags in a cold root, another orchestrator: the model
+  (predictions to 1e-6), metrics and blessing of the pipeline world's first
+  run (LocalDagRunner). After the Flink run: by then the world is built
+  (it may be building in the other worker when this module starts)."""
+  from pipeline import configs  # pylint: disable=g-import-not-at-top
+  from pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
+  assert first_run.returncode == 0
+  cfg = configs.PipelineConfig(
+      data_root=str(root / 'data'), pipeline_root=str(root / 'pipeline'),
+      serving_dir=str(root / 'serving'), **helpers.FAST_PIPELINE)
+  on_beam = run_pipeline.read_outcome(
+      cfg, metadata_store.store_config(cfg), True, None, [], 0.0)
+  helpers.assert_same_model_and_decision(on_beam,
+                                         pipeline_world.outcome('first'))
 
 
 @pytest.mark.integration

@@ -20,7 +20,6 @@ import pytest
 from pipeline import configs
 from tests import helpers
 
-pytestmark = pytest.mark.integration
 
 IMAGE = 'europe-west4-docker.pkg.dev/test-project/tfx-reference/taxi:abc123'
 BLESSED_MODEL_TASK = 'latest_blessed_model_resolver-model-resolver'
@@ -70,6 +69,7 @@ def _executor(job, task):
   return job['pipelineSpec']['deploymentSpec']['executors'][label]
 
 
+@pytest.mark.integration
 def test_every_component_is_a_task(job, vertex_pipeline, tmp_path):
   tasks = set(_tasks(job))
   for component in vertex_pipeline.components:
@@ -95,6 +95,7 @@ def test_every_component_is_a_task(job, vertex_pipeline, tmp_path):
   assert vertex_ids - local_ids == {'latest_blessed_model_resolver'}
 
 
+@pytest.mark.integration
 def test_every_input_channel_is_an_edge(job, vertex_pipeline):
   for component in vertex_pipeline.components:
     if component.id == 'latest_blessed_model_resolver':
@@ -111,6 +112,7 @@ def test_every_input_channel_is_an_edge(job, vertex_pipeline):
       assert producer in task['dependentTasks']
 
 
+@pytest.mark.integration
 def test_known_edges(job):
   assert _input_artifact(job, 'Trainer', 'transform_graph') == (
       'Transform', 'transform_graph')
@@ -127,6 +129,7 @@ def test_known_edges(job):
   assert 'DataValidationGate' in _tasks(job)['Transform']['dependentTasks']
 
 
+@pytest.mark.integration
 def test_runtime_parameters_with_defaults(job):
   root = job['pipelineSpec']['root']['inputDefinitions']['parameters']
   assert {name: p['parameterType'] for name, p in root.items()} == {
@@ -155,6 +158,7 @@ def test_latest_span_by_default(tmp_path):
   assert json.loads(knobs.train_args.default) == {'num_steps': 1000}
 
 
+@pytest.mark.integration
 def test_image_and_importable_executor_on_every_container(job):
   from tfx.utils import import_utils  # pylint: disable=g-import-not-at-top
   executors = job['pipelineSpec']['deploymentSpec']['executors']
@@ -175,6 +179,7 @@ def test_image_and_importable_executor_on_every_container(job):
       'args']
 
 
+@pytest.mark.integration
 def test_paths_on_gcs_and_schema_from_the_image(job):
   assert job['runtimeConfig']['gcsOutputDirectory'] == (
       'gs://test-bucket/pipeline')
@@ -192,6 +197,7 @@ def test_paths_on_gcs_and_schema_from_the_image(job):
       f'{configs.IMAGE_SCHEMA_DIR}/{digest}/schema.pbtxt')
 
 
+@pytest.mark.integration
 def test_aiplatform_accepts_the_spec_and_overrides(job, cfg, vertex_cfg):
   """Everything up to the network call: aiplatform's own PipelineJob."""
   from google.auth import credentials  # pylint: disable=g-import-not-at-top
@@ -273,6 +279,7 @@ def test_dockerfile_builds_on_the_configured_image():
   assert {'outputs', '.venv', '.git'} <= ignored
 
 
+@pytest.mark.integration
 def test_dockerfile_schema_copy_is_where_the_spec_looks(job, tmp_path):
   """Runs the Dockerfile's schema step on a copy of the project dir."""
   step = next(l for l in _dockerfile() if 'sha256sum' in l)
@@ -326,6 +333,7 @@ IGNORED = ['data/taxi/span-1/data.csv', 'tests/test_x.py', 'docs/x.md',
            'tfx_reference.egg-info/PKG-INFO', '.venv/bin/python']
 
 
+@pytest.mark.integration
 def test_the_tag_changes_with_a_copied_file_only(context):
   import vertex_runner  # pylint: disable=g-import-not-at-top
   tag = vertex_runner.image_tag(str(context))
@@ -379,6 +387,7 @@ def test_the_repositorys_context_has_what_the_dockerfile_uses():
               or '__pycache__' in f]
 
 
+@pytest.mark.integration
 def test_an_image_flag_wins_and_the_default_is_never_latest(context):
   import vertex_runner  # pylint: disable=g-import-not-at-top
   given = configs.VertexConfig(project='p', region='europe-west4',

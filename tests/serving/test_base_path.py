@@ -18,8 +18,6 @@ from serving import base_path
 from delivery import cd
 from delivery import versions
 from tests import helpers
-from tests.delivery.test_versions_cli import _cli
-from tests.delivery.test_versions_cli import _one_error_line
 
 BOUND_S = 120  # a wait that should end at once, bounded only to never hang
 
@@ -103,14 +101,14 @@ def test_busy_names_the_holder_and_kill_9_releases_it(tmp_path):
         pass
     assert f'pid {holder.proc.pid}' in str(busy.value)
     assert base_path.holder(base)['pid'] == holder.proc.pid
-    refused = _cli('rollback', '--model-base-path', base,
+    refused = helpers.versions_cli('rollback', '--model-base-path', base,
                             '--lock-timeout', '0')
     assert refused.returncode == versions.EXIT_FAILED
-    line = _one_error_line(refused)
+    line = helpers.one_error_line(refused)
     assert f'is held by pid {holder.proc.pid}' in line
     assert sorted(os.listdir(base)) == ['.lock', '1', '2', '3']
     holder.kill_9()
-  done = _cli('rollback', '--model-base-path', base,
+  done = helpers.versions_cli('rollback', '--model-base-path', base,
                        '--lock-timeout', str(BOUND_S))
   assert done.returncode == 0, done.stderr
   assert 'rolled_back=3' in done.stdout

@@ -16,11 +16,6 @@ from serving import model_registry
 from serving.errors import BadRequest
 from serving.errors import Unavailable
 from tests import helpers
-from tests.serving.test_model_server import Server
-from tests.serving.test_model_server import _copy_version
-from tests.serving.test_model_server import _in_process
-from tests.serving.test_model_server import _raw_request
-from tests.serving.test_model_server import _raw_rows
 
 
 def test_parameters_in_tf_serving_text_format():
@@ -72,7 +67,7 @@ def test_concurrent_requests_share_executions_and_keep_their_rows(
   batcher = batching.Batcher(batching.BatchingParameters(
       max_batch_size=64, batch_timeout_micros=300_000, num_batch_threads=1))
   try:
-    raw = _raw_rows(eval_rows[:24])
+    raw = helpers.raw_rows(eval_rows[:24])
     requests = [raw[i:i + n] for i, n in zip(range(0, 24, 3), [1, 2, 3] * 3)]
 
     def columns(rows):
@@ -128,25 +123,25 @@ def test_server_with_batching_answers_concurrent_rest_and_grpc(
   from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
   base = str(tmp_path / 'taxi')
   os.makedirs(base)
-  _copy_version(trained_model.serving_model_dir, base, 1)
+  helpers.copy_version(trained_model.serving_model_dir, base, 1)
   params = tmp_path / 'batching.config'
   params.write_text('max_batch_size { value: 16 }\n'
                     'batch_timeout_micros { value: 2000 }\n')
-  server = Server(base, ['--enable_batching',
+  server = helpers.Server(base, ['--enable_batching',
                          '--batching_parameters_file', str(params)])
   try:
     rows = eval_rows[:16]
-    expected = _in_process(trained_model, rows)
+    expected = helpers.in_process(trained_model.serving_model_dir, rows)
     channel = grpc.insecure_channel(server.grpc_address)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
     def rest(i):
       return server.request('/v1/models/taxi:predict', {
           'signature_name': features.RAW_SIGNATURE,
-          'instances': _raw_rows(rows[i:i + 1])})
+          'instances': helpers.raw_rows(rows[i:i + 1])})
 
     def grpc_call(i):
-      response = stub.Predict(_raw_request(rows[i:i + 2]), timeout=30)
+      response = stub.Predict(helpers.raw_request(rows[i:i + 2]), timeout=30)
       return tf.make_ndarray(response.outputs['outputs'])
     answers = _concurrently([lambda i=i: rest(i) for i in range(8)] +
                             [lambda i=i: grpc_call(i) for i in range(8, 14)])
@@ -177,7 +172,7 @@ def test_server_refuses_a_bad_batching_parameters_file(tmp_path):
 def test_a_stopped_batcher_refuses_instead_of_hanging(loaded, eval_rows):
   batcher = batching.Batcher(batching.BatchingParameters())
   batcher.stop()
-  raw = _raw_rows(eval_rows[:1])
+  raw = helpers.raw_rows(eval_rows[:1])
   with pytest.raises(Unavailable, match='shutting down'):
     inference.run(loaded, features.RAW_SIGNATURE,
                   {k: [r[k] for r in raw] for k in features.RAW_FEATURE_TYPES},

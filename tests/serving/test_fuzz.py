@@ -18,14 +18,11 @@ import string
 
 import numpy as np
 import pytest
+
+from tests import helpers
 import tensorflow as tf
 
 from models import features
-from tests.serving.test_hostile_input import status_kb
-from tests.serving.test_model_server import Server
-from tests.serving.test_model_server import _copy_version
-from tests.serving.test_model_server import _raw_request
-from tests.serving.test_model_server import _raw_rows
 
 pytestmark = pytest.mark.integration
 
@@ -44,8 +41,8 @@ CLIENT_ERRORS = {400, 404, 405, 408, 411, 414, 431, 501, 505}
 def server(tmp_path_factory, trained_model):
   base = str(tmp_path_factory.mktemp('fuzz') / 'taxi')
   os.makedirs(base)
-  _copy_version(trained_model.serving_model_dir, base, 1)
-  s = Server(base)
+  helpers.copy_version(trained_model.serving_model_dir, base, 1)
+  s = helpers.Server(base)
   yield s
   s.stop()
 
@@ -236,19 +233,19 @@ def test_rest_fuzz_and_grpc_fuzz_leave_the_server_well(server, eval_rows):
   from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
   rng = random.Random(SEED)
   good = {'signature_name': features.RAW_SIGNATURE,
-          'instances': _raw_rows(eval_rows[:4])}
+          'instances': helpers.raw_rows(eval_rows[:4])}
   code, before = server.request('/v1/models/taxi:predict', good)
   assert code == 200, before
   channel = grpc.insecure_channel(server.grpc_address)
   stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-  grpc_good = _raw_request(eval_rows[:4])
+  grpc_good = helpers.raw_request(eval_rows[:4])
   grpc_before = tf.make_ndarray(stub.Predict(grpc_good, timeout=READ_TIMEOUT)
                                 .outputs['outputs'])
   pid = server.proc.pid
-  rss0, peak0 = status_kb(pid, 'VmRSS'), status_kb(pid, 'VmHWM')
+  rss0, peak0 = helpers.status_kb(pid, 'VmRSS'), helpers.status_kb(pid, 'VmHWM')
   port = int(server.url.rsplit(':', 1)[1])
 
-  cases = RestCases(rng, _raw_rows(eval_rows[:50]))
+  cases = RestCases(rng, helpers.raw_rows(eval_rows[:50]))
   statuses, closed, bad = {}, 0, []
   for i in range(REST_CASES):
     data, may_close = cases.case()
@@ -298,8 +295,8 @@ def test_rest_fuzz_and_grpc_fuzz_leave_the_server_well(server, eval_rows):
   assert not grpc_bad, grpc_bad[:10]
   assert server.proc.poll() is None
 
-  rss_mb = (status_kb(pid, 'VmRSS') - rss0) / 1024
-  peak_mb = (status_kb(pid, 'VmHWM') - peak0) / 1024
+  rss_mb = (helpers.status_kb(pid, 'VmRSS') - rss0) / 1024
+  peak_mb = (helpers.status_kb(pid, 'VmHWM') - peak0) / 1024
   print(f'\nREST statuses {dict(sorted(statuses.items()))}, closed {closed}; '
         f'gRPC {dict(sorted(grpc_codes.items()))}; RSS grew {rss_mb:.0f} MB, '
         f'peak RSS grew {peak_mb:.0f} MB')
@@ -343,7 +340,7 @@ class GrpcCases:
           [['signature_def'], [], ['x'], ['signature_def'] * 2]))
       return 'GetModelMetadata', request
     n = rng.choice([1, 3, 20, 1000]) if kind != 1 else 1
-    request = _raw_request(rng.sample(self.rows, min(n, len(self.rows)))
+    request = helpers.raw_request(rng.sample(self.rows, min(n, len(self.rows)))
                            if n <= len(self.rows) else
                            [rng.choice(self.rows) for _ in range(n)])
     key = rng.choice(list(request.inputs))
@@ -383,7 +380,7 @@ class GrpcCases:
           value = tf.make_ndarray(p).reshape(-1)[0]
           p.CopyFrom(tf.make_tensor_proto(value, shape=[rows]))
       else:
-        request = _raw_request([rng.choice(self.rows) for _ in range(rows)])
+        request = helpers.raw_request([rng.choice(self.rows) for _ in range(rows)])
     elif kind == 6:  # NaN and infinities
       for k, t in features.RAW_FEATURE_TYPES.items():
         if t == 'float':

@@ -26,12 +26,6 @@ from serving import model_config
 from serving import model_registry
 from serving.errors import NotFound
 from tests import helpers
-from tests.serving.test_model_server import Server
-from tests.serving.test_model_server import _copy_version
-from tests.serving.test_model_server import _raw_request
-from tests.serving.test_model_server import _raw_rows
-from tests.serving.test_model_server import base_path  # pylint: disable=unused-import  (a fixture: version 1 of the trained model)
-from tests.serving.test_model_server import server  # pylint: disable=unused-import  (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -45,15 +39,6 @@ def stub(server):
   channel = grpc.insecure_channel(server.grpc_address)
   yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
   channel.close()
-
-
-def status_kb(pid, field):
-  """A /proc/<pid>/status figure in kB (VmRSS, VmHWM: peak RSS)."""
-  with open(f'/proc/{pid}/status') as f:
-    for line in f:
-      if line.startswith(field + ':'):
-        return int(line.split()[1])
-  raise KeyError(field)
 
 
 def port_of(server):
@@ -92,14 +77,14 @@ def error_of(headers, body):
 def good_request_answers(server, eval_rows):
   code, body = server.request('/v1/models/taxi:predict', {
       'signature_name': features.RAW_SIGNATURE,
-      'instances': _raw_rows(eval_rows[:2])})
+      'instances': helpers.raw_rows(eval_rows[:2])})
   return code == 200 and len(body['predictions']) == 2
 
 
 # --- 1. gRPC: declared shapes are claims, checked before allocating ---------
 
 def _with_input(rows, key, proto):
-  request = _raw_request(rows)
+  request = helpers.raw_request(rows)
   request.inputs[key].CopyFrom(proto)
   return request
 
@@ -132,14 +117,14 @@ def test_grpc_huge_or_invalid_shape_is_invalid_argument_unallocated(
     # Against the unfixed server (to see these tests fail) these two take
     # gigabytes, or got it OOM-killed: not on a shared machine.
     pytest.skip('exhausts memory on the unfixed server')
-  peak = status_kb(server.proc.pid, 'VmHWM')
+  peak = helpers.status_kb(server.proc.pid, 'VmHWM')
   request = _with_input(eval_rows[:1], key,
                         _proto(types_pb2.DataType.Value(dtype), dims, **values))
   with pytest.raises(grpc.RpcError) as err:
     stub.Predict(request, timeout=READ_TIMEOUT)
   assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value
   assert key in err.value.details()
-  grown_mb = (status_kb(server.proc.pid, 'VmHWM') - peak) / 1024
+  grown_mb = (helpers.status_kb(server.proc.pid, 'VmHWM') - peak) / 1024
   assert grown_mb < 50, f'peak RSS grew {grown_mb:.0f} MB'
   assert server.proc.poll() is None
 
@@ -149,7 +134,7 @@ def test_grpc_one_value_does_not_fill_a_shape(stub, eval_rows):
   shape=[3]) sends); refused, since it lets a few bytes ask for any batch:
   one value per element, so the message limit bounds the batch."""
   import grpc  # pylint: disable=g-import-not-at-top
-  request = _raw_request(eval_rows[:3])
+  request = helpers.raw_request(eval_rows[:3])
   request.inputs['fare'].CopyFrom(tf.make_tensor_proto(1.0, shape=[3]))
   with pytest.raises(grpc.RpcError) as err:
     stub.Predict(request, timeout=READ_TIMEOUT)
@@ -196,11 +181,11 @@ def test_grpc_error_echoing_a_huge_name_keeps_its_status(stub, eval_rows):
   """Status details travel in trailing metadata, capped at 8 KB by
   clients: an echo of a 100 KB name arrived as RESOURCE_EXHAUSTED."""
   import grpc  # pylint: disable=g-import-not-at-top
-  request = _raw_request(eval_rows[:1], name='x' * 100_000)
+  request = helpers.raw_request(eval_rows[:1], name='x' * 100_000)
   with pytest.raises(grpc.RpcError) as err:
     stub.Predict(request, timeout=READ_TIMEOUT)
   assert err.value.code() == grpc.StatusCode.NOT_FOUND, err.value
-  request = _raw_request(eval_rows[:1])
+  request = helpers.raw_request(eval_rows[:1])
   request.inputs['\u4e2d' * 30_000].CopyFrom(request.inputs['fare'])
   with pytest.raises(grpc.RpcError) as err:
     stub.Predict(request, timeout=READ_TIMEOUT)
@@ -296,7 +281,7 @@ def test_listen_backlog_is_sized_for_real_clients(server):
 
 
 def test_slow_body_gets_408_within_the_rest_timeout(base_path):
-  s = Server(base_path, ['--rest_api_timeout_in_ms', '1500'])
+  s = helpers.Server(base_path, ['--rest_api_timeout_in_ms', '1500'])
   try:
     code, headers, body = http_raw(s, post(
         '/v1/models/taxi:predict', b'{"in', ['Content-Length: 100']))
@@ -342,7 +327,7 @@ def test_version_out_of_int64_range_is_400(server):
 
 def test_nan_and_infinity_are_accepted_for_float_inputs(server, eval_rows):
   """TF Serving parses NaN / Infinity tokens (rapidjson kParseNanAndInfFlag)."""
-  rows = _raw_rows(eval_rows[:3])
+  rows = helpers.raw_rows(eval_rows[:3])
   rows[0]['fare'], rows[1]['trip_miles'], rows[2]['fare'] = (
       'NaN', 'Infinity', '-Infinity')
   raw = json.dumps({'signature_name': features.RAW_SIGNATURE,
@@ -364,14 +349,14 @@ def test_lists_deeper_than_a_tensor_do_not_abort_the_server(base_path,
                                                             eval_rows):
   """tf.constant on lists nested > 254 deep fails a CHECK: the process
   aborts. Its own server, since before the fix this killed it."""
-  s = Server(base_path)
+  s = helpers.Server(base_path)
   try:
     for depth in (255, 300, 600):
       raw = (b'{"instances": ' + b'[' * depth + b'"x"' + b']' * depth + b'}')
       code, body = s.request('/v1/models/taxi:predict', raw=raw)
       assert code == 400 and 'dimensions' in body['error'], body
     raw = json.dumps({'signature_name': features.RAW_SIGNATURE, 'inputs': {
-        k: [[[[[[v]]]]]] for k, v in _raw_rows(eval_rows[:1])[0].items()}})
+        k: [[[[[[v]]]]]] for k, v in helpers.raw_rows(eval_rows[:1])[0].items()}})
     code, body = s.request('/v1/models/taxi:predict', raw=raw.encode())
     assert code == 400, body
     assert s.proc.poll() is None
@@ -423,7 +408,7 @@ def test_stale_incoming_is_removed_at_start_but_not_a_live_push(
     tmp_path, trained_model):
   base = str(tmp_path / 'taxi')
   os.makedirs(base)
-  _copy_version(trained_model.serving_model_dir, base, 1)
+  helpers.copy_version(trained_model.serving_model_dir, base, 1)
   incoming = os.path.join(base, '.incoming-2')
   shutil.copytree(trained_model.serving_model_dir, incoming)
   pusher = subprocess.Popen([sys.executable, '-c', _HOLD_LOCK, base],
@@ -431,13 +416,13 @@ def test_stale_incoming_is_removed_at_start_but_not_a_live_push(
                             stdout=subprocess.PIPE, text=True)
   try:
     assert pusher.stdout.readline().strip() == 'held'
-    s = Server(base)  # returns once started: its clean-up is done
+    s = helpers.Server(base)  # returns once started: its clean-up is done
     s.stop()
     assert os.path.isdir(incoming), 'a live push was deleted'
   finally:
     pusher.stdin.close()
     pusher.wait(timeout=READ_TIMEOUT)
-  s = Server(base)
+  s = helpers.Server(base)
   try:
     assert not os.path.exists(incoming)
     assert s.request('/v1/models/taxi')[0] == 200

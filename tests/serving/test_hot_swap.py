@@ -5,11 +5,10 @@ import threading
 import time
 
 import pytest
+
+from tests import helpers
 import tensorflow as tf
 
-from tests.serving.test_model_server import Server
-from tests.serving.test_model_server import _copy_version
-from tests.serving.test_model_server import _raw_request
 
 pytestmark = pytest.mark.integration
 
@@ -22,10 +21,10 @@ def test_hot_swap_under_load(tmp_path, trained_model, eval_rows):
   from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
   base = str(tmp_path / 'taxi')
   os.makedirs(base)
-  _copy_version(trained_model.serving_model_dir, base, 1)
-  server = Server(base)
+  helpers.copy_version(trained_model.serving_model_dir, base, 1)
+  server = helpers.Server(base)
   try:
-    request = _raw_request(eval_rows[:4])
+    request = helpers.raw_request(eval_rows[:4])
     stop = threading.Event()
     results = [[] for _ in range(CLIENTS)]  # (version, ok) per request
     errors = []
@@ -47,7 +46,7 @@ def test_hot_swap_under_load(tmp_path, trained_model, eval_rows):
     for t in threads:
       t.start()
     time.sleep(2)
-    _copy_version(trained_model.serving_model_dir, base, 2)
+    helpers.copy_version(trained_model.serving_model_dir, base, 2)
     deadline = time.time() + MAX_SECONDS - 5
     # Every client (all() of nothing would be True) must see v2 20 times.
     while time.time() < deadline and not all(

@@ -9,7 +9,6 @@ from models import features
 from serving import inference
 from serving import model_registry
 from tests import helpers
-from tests.serving.test_model_server import _raw_rows
 
 
 @pytest.fixture(scope='module')
@@ -19,7 +18,7 @@ def loaded(trained_model):
 
 def _inputs(name, rows):
   if name == features.RAW_SIGNATURE:
-    raw = _raw_rows(rows)
+    raw = helpers.raw_rows(rows)
     return {k: [r[k] for r in raw] for k in features.RAW_FEATURE_TYPES}
   schema = helpers.load_schema()
   return {'examples': [helpers.to_example(r, schema, drop_label=True)

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 
 import numpy as np
@@ -21,93 +20,11 @@ import tensorflow as tf
 
 from models import features
 from models import model
-from serving import server_process
 from tests import helpers
 
-pytestmark = pytest.mark.integration
 
 
-class Server(server_process.ServerProcess):
-  """A `python -m serving` process (serving.server_process) that polls for
-  versions every 0.2 s and takes requests of at most 200 kB."""
-
-  def __init__(self, base_path, extra=()):
-    source = (['--model_name', 'taxi', '--model_base_path', base_path]
-              if base_path else [])
-    started = server_process.start(
-        [*source, *extra, '--file_system_poll_wait_seconds', '0.2',
-         '--max_request_bytes', '200000'], cwd=helpers.REPO)
-    super().__init__(started.proc, started.rest_port, started.grpc_port,
-                     started.log)
-    self.url = self.rest_url
-
-  def request(self, path, body=None, raw=None):
-    data = raw if raw is not None else (
-        json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(self.url + path, data=data,
-                                 method='POST' if data is not None else 'GET')
-    try:
-      with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-      return e.code, json.loads(e.read())
-
-
-def _copy_version(src, base, version):
-  """Like Pusher: copy to a hidden dir, then rename into place."""
-  incoming = os.path.join(base, f'.incoming-{version}')
-  shutil.copytree(src, incoming)
-  os.rename(incoming, os.path.join(base, str(version)))
-
-
-@pytest.fixture(scope='module')
-def base_path(tmp_path_factory, trained_model):
-  base = str(tmp_path_factory.mktemp('models') / 'taxi')
-  os.makedirs(base)
-  _copy_version(trained_model.serving_model_dir, base, 1)
-  return base
-
-
-@pytest.fixture(scope='module')
-def server(base_path):
-  s = Server(base_path)
-  yield s
-  s.stop()
-
-
-def _wait_for(predicate, seconds=30):
-  deadline = time.time() + seconds
-  while time.time() < deadline:
-    if predicate():
-      return True
-    time.sleep(0.2)
-  return False
-
-
-def _raw_rows(rows):
-  out = []
-  for row in rows:
-    item = {}
-    for key, kind in features.RAW_FEATURE_TYPES.items():
-      text = row[key]
-      if kind == 'string':
-        item[key] = text
-      elif kind == 'float':
-        item[key] = float(text) if text else math.nan
-      else:
-        item[key] = int(float(text)) if text else 0
-    out.append(item)
-  return out
-
-
-def _in_process(trained_model, rows):
-  loaded = tf.saved_model.load(trained_model.serving_model_dir)
-  schema = helpers.load_schema()
-  examples = tf.constant([helpers.to_example(r, schema, drop_label=True)
-                          .SerializeToString() for r in rows])
-  return loaded.signatures['serving_default'](examples=examples)['outputs'].numpy()
-
-
+@pytest.mark.integration
 def test_status_of_model_version_and_unknowns(server):
   ok = {'model_version_status': [{'version': '1', 'state': 'AVAILABLE',
                                   'status': {'error_code': 'OK',
@@ -122,6 +39,7 @@ def test_status_of_model_version_and_unknowns(server):
   assert code == 404 and 'stable' in body['error']
 
 
+@pytest.mark.integration
 def test_metadata_lists_the_signatures(server):
   code, body = server.request('/v1/models/taxi/metadata')
   assert code == 200
@@ -133,10 +51,11 @@ def test_metadata_lists_the_signatures(server):
       features.RAW_FEATURE_TYPES)
 
 
+@pytest.mark.integration
 def test_predict_rows_and_columns_equal_in_process(server, trained_model,
                                                    eval_rows):
   rows = eval_rows[:20]
-  expected = _in_process(trained_model, rows)
+  expected = helpers.in_process(trained_model.serving_model_dir, rows)
   schema = helpers.load_schema()
   b64 = [{'b64': base64.b64encode(helpers.to_example(
       r, schema, drop_label=True).SerializeToString()).decode()} for r in rows]
@@ -147,13 +66,14 @@ def test_predict_rows_and_columns_equal_in_process(server, trained_model,
                               {'inputs': {'examples': b64}})
   assert code == 200, body
   np.testing.assert_allclose(body['outputs'], expected, rtol=1e-5)
-  raw = _raw_rows(rows)
+  raw = helpers.raw_rows(rows)
   code, body = server.request('/v1/models/taxi:predict', {
       'signature_name': model.RAW_SIGNATURE, 'instances': raw})
   assert code == 200, body
   np.testing.assert_allclose(body['predictions'], expected, rtol=1e-5)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize('raw, expect', [
     (b'{not json', 'JSON Parse error'),
     (b'[]', 'JSON object'),
@@ -171,8 +91,9 @@ def test_malformed_requests_get_400_with_a_message(server, raw, expect):
   assert expect in body['error'], body
 
 
+@pytest.mark.integration
 def test_wrong_dtype_and_oversized_request_are_400(server, eval_rows):
-  row = _raw_rows(eval_rows[:1])[0]
+  row = helpers.raw_rows(eval_rows[:1])[0]
   row['trip_miles'] = 'far'
   code, body = server.request('/v1/models/taxi:predict', {
       'signature_name': model.RAW_SIGNATURE, 'instances': [row]})
@@ -182,6 +103,7 @@ def test_wrong_dtype_and_oversized_request_are_400(server, eval_rows):
   assert code == 400 and 'exceeds' in body['error']
 
 
+@pytest.mark.integration
 def test_server_survives_hundreds_of_bad_requests(server, trained_model,
                                                   eval_rows):
   for i in range(300):
@@ -190,17 +112,18 @@ def test_server_survives_hundreds_of_bad_requests(server, trained_model,
     assert code == 400
   code, body = server.request('/v1/models/taxi:predict', {
       'signature_name': model.RAW_SIGNATURE,
-      'instances': _raw_rows(eval_rows[:3])})
+      'instances': helpers.raw_rows(eval_rows[:3])})
   assert code == 200
   np.testing.assert_allclose(body['predictions'],
-                             _in_process(trained_model, eval_rows[:3]),
+                             helpers.in_process(trained_model.serving_model_dir, eval_rows[:3]),
                              rtol=1e-5)
 
 
+@pytest.mark.integration
 def test_new_version_is_picked_up_and_corrupt_one_refused(
     server, base_path, trained_model):
-  _copy_version(trained_model.serving_model_dir, base_path, 2)
-  assert _wait_for(lambda: server.request('/v1/models/taxi')[1][
+  helpers.copy_version(trained_model.serving_model_dir, base_path, 2)
+  assert helpers.wait_for(lambda: server.request('/v1/models/taxi')[1][
       'model_version_status'][0]['version'] == '2')
   corrupt = os.path.join(base_path, '.incoming-3')
   shutil.copytree(trained_model.serving_model_dir, corrupt)
@@ -215,6 +138,7 @@ def test_new_version_is_picked_up_and_corrupt_one_refused(
   assert code == 404
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize('method', ['classify', 'regress'])
 def test_classify_and_regress_need_matching_signatures(server, method):
   """The taxi model exports predict signatures, as TF2 always does: 400."""
@@ -238,27 +162,7 @@ def grpc_stubs(server):
   channel.close()
 
 
-def _raw_request(rows, name='taxi', version=None):
-  from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
-  request = predict_pb2.PredictRequest()
-  request.model_spec.name = name
-  request.model_spec.signature_name = model.RAW_SIGNATURE
-  if version is not None:
-    request.model_spec.version.value = version
-  for key, values in _columns(rows).items():
-    request.inputs[key].CopyFrom(tf.make_tensor_proto(values))
-  return request
-
-
-def _columns(rows):
-  raw = _raw_rows(rows)
-  columns = {}
-  for key, kind in features.RAW_FEATURE_TYPES.items():
-    dtype = {'float': np.float32, 'int': np.int64, 'string': object}[kind]
-    columns[key] = np.array([r[key] for r in raw], dtype=dtype)
-  return columns
-
-
+@pytest.mark.integration
 def test_grpc_status_matches_rest(server, grpc_stubs):
   from tensorflow_serving.apis import get_model_status_pb2  # pylint: disable=g-import-not-at-top
   _, model_service = grpc_stubs
@@ -272,17 +176,19 @@ def test_grpc_status_matches_rest(server, grpc_stubs):
              for s in response.model_version_status)
 
 
+@pytest.mark.integration
 def test_grpc_predict_equals_in_process(grpc_stubs, trained_model, eval_rows):
   prediction, _ = grpc_stubs
   rows = eval_rows[:10]
-  response = prediction.Predict(_raw_request(rows), timeout=30)
+  response = prediction.Predict(helpers.raw_request(rows), timeout=30)
   got = tf.make_ndarray(response.outputs['outputs'])
-  np.testing.assert_allclose(got, _in_process(trained_model, rows), rtol=1e-5)
+  np.testing.assert_allclose(got, helpers.in_process(trained_model.serving_model_dir, rows), rtol=1e-5)
   assert response.model_spec.name == 'taxi'
   assert response.model_spec.signature_name == model.RAW_SIGNATURE
   assert response.model_spec.version.value >= 1
 
 
+@pytest.mark.integration
 def test_grpc_metadata_has_signature_defs(grpc_stubs):
   from tensorflow_serving.apis import get_model_metadata_pb2  # pylint: disable=g-import-not-at-top
   prediction, _ = grpc_stubs
@@ -296,33 +202,35 @@ def test_grpc_metadata_has_signature_defs(grpc_stubs):
       signature_map.signature_def)
 
 
+@pytest.mark.integration
 def test_grpc_errors_carry_tf_serving_status_codes(grpc_stubs, eval_rows):
   import grpc  # pylint: disable=g-import-not-at-top
   prediction, _ = grpc_stubs
   with pytest.raises(grpc.RpcError) as err:
-    prediction.Predict(_raw_request(eval_rows[:1], name='nope'), timeout=30)
+    prediction.Predict(helpers.raw_request(eval_rows[:1], name='nope'), timeout=30)
   assert err.value.code() == grpc.StatusCode.NOT_FOUND
   with pytest.raises(grpc.RpcError) as err:
-    prediction.Predict(_raw_request(eval_rows[:1], version=999), timeout=30)
+    prediction.Predict(helpers.raw_request(eval_rows[:1], version=999), timeout=30)
   assert err.value.code() == grpc.StatusCode.NOT_FOUND
-  request = _raw_request(eval_rows[:1])
+  request = helpers.raw_request(eval_rows[:1])
   request.inputs['trip_miles'].CopyFrom(tf.make_tensor_proto(['far']))
   with pytest.raises(grpc.RpcError) as err:
     prediction.Predict(request, timeout=30)
   assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
   assert 'trip_miles' in err.value.details()
   # and the server still answers
-  assert prediction.Predict(_raw_request(eval_rows[:2]), timeout=30).outputs
+  assert prediction.Predict(helpers.raw_request(eval_rows[:2]), timeout=30).outputs
 
 
 # --- the client, REST and gRPC ----------------------------------------------
 
+@pytest.mark.integration
 def test_client_rest_and_grpc_agree_with_in_process(server, trained_model,
                                                     eval_rows):
   from serving import client  # pylint: disable=g-import-not-at-top
   trips = [{k: r[k] for k in client.features.RAW_FEATURE_TYPES}
            for r in eval_rows[:5]]
-  expected = _in_process(trained_model, eval_rows[:5])[:, 0]
+  expected = helpers.in_process(trained_model.serving_model_dir, eval_rows[:5])[:, 0]
   rest = client.RestClient(server.url).predict(trips)
   grpc_client = client.GrpcClient(server.grpc_address)
   try:
@@ -333,6 +241,7 @@ def test_client_rest_and_grpc_agree_with_in_process(server, trained_model,
   np.testing.assert_allclose(via_grpc, expected, rtol=1e-5)
 
 
+@pytest.mark.integration
 def test_b64_example_gets_the_raw_signatures_answer(server):
   """The README's curl of a b64 tf.Example (serving_default) answers as
   serving_raw does for the same trip, missing values included."""
@@ -353,6 +262,7 @@ def test_b64_example_gets_the_raw_signatures_answer(server):
                                                               via_raw)
 
 
+@pytest.mark.integration
 def test_grpc_client_command_runs_without_tensorflow(server):
   """`python -m serving.client --grpc` loads TF Serving's protos without
   TensorFlow (serving/protos.py): no TF/CUDA banner, no TF import."""

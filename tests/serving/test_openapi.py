@@ -45,9 +45,7 @@ import yaml
 
 from serving import rest_api
 from tests import helpers
-from tests.serving.test_model_server import Server
 
-pytestmark = pytest.mark.integration
 
 SPEC = os.path.join(helpers.REPO, 'serving', 'openapi.yaml')
 # Generated cases per operation (15 operations), on top of the spec's own
@@ -236,7 +234,7 @@ def spec_server(tmp_path_factory, trained_model):
       + ''.join(f'  version_labels {{ key: "{k}" value: {v} }}\n'
                 for k, v in LABELS.items())
       + '} }\n')
-  server = Server(None, extra=['--model_config_file', str(config)])
+  server = helpers.Server(None, extra=['--model_config_file', str(config)])
   yield server
   server.stop()
 
@@ -304,6 +302,7 @@ def flatmap_body(context, body):
       lambda feature: _into_raw_feature(body, feature)))
 
 
+@pytest.mark.integration
 @schema.parametrize()
 @hypothesis.settings(max_examples=MAX_EXAMPLES, derandomize=True,
                      deadline=None, database=None,

@@ -1,7 +1,7 @@
 """The web UI in a real browser (Debian's chromium, driven by Playwright)
-against the store a real replay left (tests/conftest.py `replay_result`:
-three pipeline runs through the CT controller, span 3 with a payment-type
-shift).
+against the store a real replay left (a copy of tests/conftest.py's
+`replay_world`: three pipeline runs through the CT controller, span 3 with a
+payment-type shift, then an on-demand run).
 
 `python -m ui --replay <out> --port 0` runs as the README starts it. Every
 page reachable from the overview loads without a console error and every
@@ -28,6 +28,7 @@ from project import paths
 from serving import base_path
 from serving import model_config
 from tests import helpers
+from tests import world as tests_world
 
 pytestmark = pytest.mark.integration
 CHROMIUM = '/usr/bin/chromium'
@@ -35,22 +36,20 @@ MAX_PAGES = 80  # the crawl's bound (the replay's store has ~50 pages)
 
 
 def _need_chromium():
-  if os.path.exists(CHROMIUM):
-    return
-  reason = f'{CHROMIUM} is missing (apt-get install chromium)'
-  if os.environ.get('CI', '').lower() == 'true':
-    pytest.fail(reason + ' (CI installs it in .ci/run)')
-  pytest.skip(reason)
+  helpers.require(os.path.exists(CHROMIUM), f'{CHROMIUM} is missing',
+                  system_package='Chromium')
 
 
 @pytest.fixture(scope='module')
-def world(replayed, replay_result):
-  """The replay's outputs, plus a label and a monitoring report, as a user
-  would add them: a TF Serving model config pointing `stable` at the newest
-  version, and the monitor's real report (no traffic logged yet)."""
+def world(replay_world, replay_result, tmp_path_factory):
+  """A copy of the replay's outputs, plus a label and a monitoring report,
+  as a user would add them: a TF Serving model config pointing `stable` at
+  the newest version, and the monitor's real report (no traffic logged
+  yet)."""
   code, printed = replay_result
   assert code == 0, printed
-  out, _ = replayed
+  out = tests_world.copy(replay_world,
+                         tmp_path_factory.mktemp('replay')) / 'out'
   base = out / 'serving' / paths.MODEL_NAME
   served = model_config.versions_on_disk(str(base))
   assert served, 'the replay pushed nothing'
@@ -150,7 +149,7 @@ def test_runs_and_decisions_are_those_in_ml_metadata(page, ui_url, world):
 
 
 def test_span_rows_equal_the_csvs_and_drift_equals_the_decisions(
-    page, ui_url, world, replayed):
+    page, ui_url, world):
   _open(page, ui_url + '/data')
   source = world['out'] / 'data'
   for span in (1, 2, 3):
