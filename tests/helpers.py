@@ -107,6 +107,23 @@ def small_spans(data_root: str, sources=(9, 10), rows: int = 300) -> None:
               read_span(source, rows))
 
 
+def cold_root(root) -> 'configs.PipelineConfig':
+  """The small data (small_spans) in a new folder `root`, and the config of
+  the pipeline world's first run there: a cold run of the same data and
+  flags (compare it with assert_same_model_and_decision)."""
+  small_spans(os.path.join(root, 'data'))
+  return cold_config(root)
+
+
+def cold_config(root) -> 'configs.PipelineConfig':
+  """cold_root's config, for a root cold_root made."""
+  from pipeline import configs  # pylint: disable=g-import-not-at-top
+  return configs.PipelineConfig(
+      data_root=os.path.join(root, 'data'),
+      pipeline_root=os.path.join(root, 'pipeline'),
+      serving_dir=os.path.join(root, 'serving'), **FAST_PIPELINE)
+
+
 def as_flags(knobs: Dict) -> List[str]:
   """PipelineConfig fields as the runners' flags (--train-steps 120 ...)."""
   flags = []

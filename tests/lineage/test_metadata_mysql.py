@@ -158,11 +158,7 @@ def mariadb():
 @pytest.fixture(scope='module')
 def cfg(tmp_path_factory):
   """The pipeline world's first run's data and flags, in a cold root."""
-  root = tmp_path_factory.mktemp('mysql')
-  helpers.small_spans(str(root / 'data'))
-  return configs.PipelineConfig(
-      data_root=str(root / 'data'), pipeline_root=str(root / 'pipeline'),
-      serving_dir=str(root / 'serving'), **helpers.FAST_PIPELINE)
+  return helpers.cold_root(str(tmp_path_factory.mktemp('mysql')))
 
 
 @pytest.fixture(scope='module')

@@ -271,11 +271,8 @@ def test_a_record_cut_short_by_a_kill_still_names_its_runs(tmp_path):
 
 @pytest.fixture(scope='module')
 def cfg(tmp_path_factory):
-  root = tmp_path_factory.mktemp('killed')
-  helpers.small_spans(str(root / 'data'))
-  return configs.PipelineConfig(
-      data_root=str(root / 'data'), pipeline_root=str(root / 'pipeline'),
-      serving_dir=str(root / 'serving'), **helpers.FAST_PIPELINE)
+  """The pipeline world's first run's data and flags, in a cold root."""
+  return helpers.cold_root(str(tmp_path_factory.mktemp('killed')))
 
 
 def _local_runner(cfg, out_path):

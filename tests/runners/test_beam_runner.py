@@ -108,7 +108,7 @@ def test_a_given_dependency_flag_replaces_setup_file(flag):
 @pytest.fixture(scope='module')
 def root(tmp_path_factory):
   root = tmp_path_factory.mktemp('beam')
-  helpers.small_spans(str(root / 'data'))
+  helpers.cold_root(str(root))
   return root
 
 
@@ -348,12 +348,9 @@ def test_beam_and_local_dag_runners_give_the_same_model_and_decision(
   (predictions to 1e-6), metrics and blessing of the pipeline world's first
   run (LocalDagRunner). After the Flink run: by then the world is built
   (it may be building in the other worker when this module starts)."""
-  from pipeline import configs  # pylint: disable=g-import-not-at-top
   from pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
   assert first_run.returncode == 0
-  cfg = configs.PipelineConfig(
-      data_root=str(root / 'data'), pipeline_root=str(root / 'pipeline'),
-      serving_dir=str(root / 'serving'), **helpers.FAST_PIPELINE)
+  cfg = helpers.cold_config(str(root))
   on_beam = run_pipeline.read_outcome(
       cfg, metadata_store.store_config(cfg), True, None, [], 0.0)
   helpers.assert_same_model_and_decision(on_beam,
