@@ -16,7 +16,7 @@ FROM tensorflow/tfx:1.16.0
 
 WORKDIR /opt/tfx-reference
 # Same inputs, same model: Beam's combine order follows Python's hash seed
-# (pipeline/reproducible.py), so every task runs with a fixed one.
+# (ops/reproducible.py), so every task runs with a fixed one.
 ENV PYTHONHASHSEED=0
 # Only what the tasks import (see .dockerignore): models/, pipeline/, schema/.
 COPY . .
@@ -39,4 +39,4 @@ RUN python -c "import keras, tfx.version; \
 locked = open('requirements.lock').read().split(); \
 assert 'tfx==' + tfx.version.__version__ in locked, tfx.version.__version__; \
 assert 'keras==' + keras.__version__ in locked, keras.__version__; \
-import models.model, pipeline.pusher, pipeline.validation_gate"
+import models.model, components.pusher, components.validation_gate"

@@ -108,7 +108,7 @@ test-setup: $(STAMP) $(AIRFLOW_STAMP)
 	else echo "make test: no JDK or Maven: the Flink tests will be skipped"; fi
 
 # A fixed hash seed makes the suite's pipeline runs the same run to run
-# (pipeline/reproducible.py; the entry points set it themselves).
+# (ops/reproducible.py; the entry points set it themselves).
 test: test-setup
 	PYTHONHASHSEED=0 $(PY) -m pytest $(TEST_PATHS) $(XDIST) $(PYTEST_ARGS)
 

@@ -48,8 +48,8 @@ from typing import List, Optional
 import local_runner  # how a run's console ends: the served prediction
 from pipeline import beam_args as beam_flags
 from pipeline import configs
-from pipeline import console
-from pipeline import reproducible
+from ops import console
+from ops import reproducible
 from project import cli
 
 START = time.time()  # only light modules above: the summary counts the rest

@@ -2,7 +2,7 @@
 
 Scores every row of span N of the data root with the model users are
 served from the model base path (the `stable` label of --model-config-file
-if given, else the newest version: pipeline/baseline.py), with
+if given, else the newest version: components/baseline.py), with
 LocalDagRunner (pipeline/scoring.py). Writes BulkInferrer's PredictionLogs
 (TFRecord) and a CSV (span, split, row, identifying features, label,
 prediction, version), copies the CSV to <scores dir>/span-N.csv, and
@@ -23,8 +23,8 @@ import time
 
 from pipeline import beam_args as beam_flags
 from pipeline import configs
-from pipeline import console
-from pipeline import reproducible
+from ops import console
+from ops import reproducible
 from project import cli
 from project import paths
 

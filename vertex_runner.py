@@ -31,7 +31,7 @@ import sys
 from typing import Any, Dict, Iterator, List, Optional, Pattern, Tuple
 
 from pipeline import configs
-from pipeline import console
+from ops import console
 from project import cli
 
 PIPELINE_FIELDS = [f.name for f in dataclasses.fields(configs.PipelineConfig)

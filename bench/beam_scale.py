@@ -273,7 +273,7 @@ def child(data_root: str, pipeline_root: str, beam_args: List[str]) -> None:
   pipeline configures them (pipeline/pipeline.py), on LocalDagRunner so the
   components run one after the other and each is timed alone."""
   from pipeline import configs  # pylint: disable=g-import-not-at-top
-  from pipeline import console  # pylint: disable=g-import-not-at-top
+  from ops import console  # pylint: disable=g-import-not-at-top
   from lineage import metadata_store  # pylint: disable=g-import-not-at-top
   console.quiet_logging(os.path.join(pipeline_root, 'logs', 'run.log'))
   from pipeline import cache_keys  # pylint: disable=g-import-not-at-top

@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from continuous_training import config as ct_config  # pylint: disable=wrong-import-position
 from project import cli
 from pipeline import configs  # pylint: disable=wrong-import-position
-from pipeline import reproducible  # pylint: disable=wrong-import-position
-from pipeline import console  # pylint: disable=wrong-import-position
+from ops import reproducible  # pylint: disable=wrong-import-position
+from ops import console  # pylint: disable=wrong-import-position
 
 
 def _slice_calibration(uri: str) -> float:

@@ -42,7 +42,7 @@ import urllib.request
 from typing import Dict, List, Optional
 
 from cluster import distribution
-from pipeline import reproducible
+from ops import reproducible
 from project import paths
 
 STATE_DIR = os.path.join(paths.OUTPUT_DIR, 'flink')
@@ -437,7 +437,7 @@ def up(settings: Settings, timeout: float = 120, log=print) -> Dict:
         ], settings))
     _write_state(settings.state_dir, state)
     # The harnesses inherit the hash seed the pipeline's own process runs
-    # with (pipeline/reproducible.py): the same grouping on every run.
+    # with (ops/reproducible.py): the same grouping on every run.
     env = dict(os.environ, PYTHONHASHSEED=reproducible.HASH_SEED,
                PYTHONPATH=paths.REPO_ROOT + (
                    os.pathsep + os.environ['PYTHONPATH']

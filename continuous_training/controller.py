@@ -45,8 +45,8 @@ from continuous_training import decisions
 from continuous_training import triggers
 from lineage import metadata_store
 from pipeline import configs
-from pipeline import console
-from pipeline import reproducible
+from ops import console
+from ops import reproducible
 from project import cli
 
 START = time.time()

@@ -37,8 +37,8 @@ from continuous_training import report
 from data import spans as span_rules
 from monitoring import config as monitor_config
 from pipeline import configs
-from pipeline import console
-from pipeline import reproducible
+from ops import console
+from ops import reproducible
 from project import cli
 
 START = time.time()

@@ -21,7 +21,7 @@ from lineage import graph
 from lineage import metadata_store
 from lineage import readers
 from pipeline import configs
-from ui import charts
+from project import charts
 
 
 @dataclasses.dataclass
@@ -340,7 +340,7 @@ def write_report(path: str, cfg: configs.PipelineConfig,
                       ', '.join(r.baseline_versions or []) or '-', blessed,
                       _result(r)['pushed'], r.decision_id or '-'])
   parts.append('<p>The baseline is the version being served '
-               '(pipeline/baseline.py). Accuracy is shown next to the '
+               '(components/baseline.py). Accuracy is shown next to the '
                'majority class\'s (saying "no big tip" to every trip): it '
                'has no threshold, balanced accuracy has.</p>')
   parts.append(_html_table(

@@ -97,7 +97,7 @@ def decide(cfg: configs.PipelineConfig, ct: ct_config.CTConfig,
   previous = [s for s in available if target is not None and s < target]
   unreadable = None
   if new and previous:
-    from pipeline import csv_check  # pylint: disable=g-import-not-at-top
+    from ops import csv_check  # pylint: disable=g-import-not-at-top
     unreadable = csv_check.check_span(cfg.data_root, target)
   if unreadable:  # the run that follows stops on it and says where
     notes.append(f'drift: not measured, {unreadable}')

@@ -34,7 +34,7 @@ What a deployment does, and what differs from `make run`:
     there.
     It also imports TFX and TensorFlow (~15 s): keep Airflow's
     dagbag_import_timeout (30 s by default) above that.
-  * Start the workers with PYTHONHASHSEED=0 (pipeline/reproducible.py): Beam
+  * Start the workers with PYTHONHASHSEED=0 (ops/reproducible.py): Beam
     combines in an order that follows Python's per-process hash seed, which
     can change the model a span trains; the local runners set it themselves.
     Parsing this file turns on tfx_bsl's byte-size batching in the worker
@@ -49,7 +49,7 @@ import shlex
 from typing import Any, Optional
 
 from pipeline import configs
-from pipeline import console
+from ops import console
 from project import cli
 
 FLAGS_ENV = 'TAXI_PIPELINE_FLAGS'
@@ -109,7 +109,7 @@ def build_dag():
   """The Airflow DAG of `create_pipeline(pipeline_config())`."""
   console.quiet_imports()  # TF's C++ logs and deprecation warnings at parse
   from lineage import metadata_store  # pylint: disable=g-import-not-at-top
-  from pipeline import reproducible  # pylint: disable=g-import-not-at-top
+  from ops import reproducible  # pylint: disable=g-import-not-at-top
   reproducible.fix_batching()  # tasks run in the process that parsed this
   cfg = pipeline_config()
   connection = metadata_store.store_config(cfg)

@@ -70,7 +70,7 @@ def pipeline_dot(components, serving_dir: str) -> str:
     label = _quote(f'{title}\n({stage})')
     lines.append(f'  {_quote(component.id)} [label={label}, '
                  f'fillcolor="{colour}"];')
-  from pipeline import baseline  # pylint: disable=g-import-not-at-top
+  from components import baseline  # pylint: disable=g-import-not-at-top
   from tfx.types.channel import OutputChannel  # pylint: disable=g-import-not-at-top
   reads_base_path = []
   for component in components:
@@ -112,7 +112,7 @@ def current_dot() -> str:
   """DOT of the pipeline a local run builds with the default config."""
   display.quiet_imports()
   from pipeline import configs  # pylint: disable=g-import-not-at-top
-  from pipeline import console  # pylint: disable=g-import-not-at-top
+  from ops import console  # pylint: disable=g-import-not-at-top
   console.quiet_imports()
   from pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as root:

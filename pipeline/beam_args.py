@@ -12,12 +12,12 @@ import sys
 from typing import List, Optional, Tuple
 
 from pipeline import configs
-from pipeline import tfx_private
+from ops import tfx_private
 
 SETUP_FILE = os.path.join(configs.REPO_ROOT, 'setup.py')
 # Any of these tells TFX the Beam workers already get their Python
 # dependencies, so it does not package tfx itself into a temporary sdist for
-# each component (a TFX internal: pipeline/tfx_private.py).
+# each component (a TFX internal: ops/tfx_private.py).
 DEPENDENCY_FLAGS = tfx_private.BEAM_DEPENDENCY_FLAGS
 # Chosen by measurement (docs/scale.md): on 2 cores each worker process
 # re-imports TensorFlow/TFX (20-50 s per Beam job), more than 2 workers saved

@@ -2,7 +2,7 @@
 
 One owner for what a model must reach to be pushed; the values are knobs of
 pipeline/configs.py (docs/decisions.md says why each is what it is). The
-Evaluator applies it to the candidate and the baseline (pipeline/baseline.py).
+Evaluator applies it to the candidate and the baseline (components/baseline.py).
 """
 
 import tensorflow_model_analysis as tfma

@@ -96,7 +96,7 @@ class PipelineConfig(metadata_store.StoreConfig):
       1.43, 'Evaluator: calibration ceiling on each guarded slice')
   max_auc_drop: float = _field(
       0.01, 'Evaluator: bless only if AUC >= baseline AUC - this (the '
-      'baseline is the served model, pipeline/baseline.py)')
+      'baseline is the served model, components/baseline.py)')
   model_config_file: Optional[str] = _field(
       None, 'TF Serving model config the server reads; its `stable` label '
       'names the baseline (default: the newest version on disk)')

@@ -21,12 +21,12 @@ TFX's templates), never a test of which runner this is:
   knobs           span, train and eval steps: constants (`fixed_knobs`), or
                   RuntimeParameters of a compiled Vertex job, settable per
                   run (`runtime_parameters`).
-  window_spans    the span window Resolver's size (pipeline/span_window.py);
+  window_spans    the span window Resolver's size (components/span_window.py);
                   None trains on the span this run ingested and validated
                   (Vertex: KubeflowV2 compiles only LatestArtifactStrategy
                   and LatestBlessedModelStrategy resolvers, and a Vertex task
                   cannot read ML Metadata).
-  baseline_model  SERVED_MODEL (pipeline/baseline.py), or, for the same
+  baseline_model  SERVED_MODEL (components/baseline.py), or, for the same
                   reason on Vertex, LATEST_BLESSED_MODEL: TFX's latest
                   blessed model.
   tuned_hparams   without --tune, train with the latest tuned
@@ -66,17 +66,17 @@ from tfx.utils import proto_utils
 from data import spans
 from google.protobuf import message
 from ml_metadata.proto import metadata_store_pb2
-from pipeline import baseline
+from components import baseline
 from pipeline import blessing
 from pipeline import cache_keys
 from pipeline import configs
 from pipeline import hyperparameters
 from pipeline import job_server_options  # pylint: disable=unused-import
-from pipeline import pusher
-from pipeline.infra_validator import InfraValidator
-from pipeline.model_card import ModelCardGenerator
-from pipeline.span_window import ValidSpanWindowStrategy
-from pipeline.validation_gate import DataValidationGate
+from components import pusher
+from components.infra_validator import InfraValidator
+from components.model_card import ModelCardGenerator
+from components.span_window import ValidSpanWindowStrategy
+from components.validation_gate import DataValidationGate
 
 # baseline_model: which model the candidate must not fall behind.
 SERVED_MODEL = 'served_model'
@@ -148,7 +148,7 @@ def span_window(cfg: configs.PipelineConfig, num_spans: Optional[int],
                 ingest: CsvExampleGen,
                 validation_gate: DataValidationGate) -> Optional[Resolver]:
   """The latest `num_spans` valid spans of this run's data root, ending at
-  this run's span (pipeline/span_window.py); None when `num_spans` is None.
+  this run's span (components/span_window.py); None when `num_spans` is None.
 
   It resolves only after this run's span is ingested and has passed the
   gate.
@@ -305,7 +305,7 @@ def create_pipeline(
 
   # Pushes only if the Evaluator and the InfraValidator blessed the model,
   # to <base>/<version>/ with its model card; never the same model twice,
-  # never a half-copied version (pipeline/pusher.py).
+  # never a half-copied version (components/pusher.py).
   model_pusher = pusher.Pusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],

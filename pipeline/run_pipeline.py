@@ -2,9 +2,9 @@
 
 Shared by every local runner so that they differ only in the runner object:
   0. take the pipeline root's run lock (a second concurrent run is refused,
-     pipeline/run_lock.py) and mark what a dead earlier run left RUNNING
-     (pipeline/dead_runs.py);
-     check the CSV files of the spans to ingest (pipeline/csv_check.py);
+     ops/run_lock.py) and mark what a dead earlier run left RUNNING
+     (ops/dead_runs.py);
+     check the CSV files of the spans to ingest (ops/csv_check.py);
   1. fill the training window: ingest earlier spans not yet in ML Metadata
      (ExampleGen only, one small pipeline run per span);
   2. run the full pipeline on the target span (latest by default), built
@@ -28,19 +28,19 @@ from data import spans as span_rules
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
-from pipeline import console
+from ops import console
 from lineage import secrets
-from pipeline import csv_check
-from pipeline import dead_runs
-from pipeline import run_lock
-from pipeline import tfx_private
+from ops import csv_check
+from ops import dead_runs
+from ops import run_lock
+from ops import tfx_private
 from lineage import graph
 from lineage import metadata_store
 from lineage import readers
 from lineage import report
-from pipeline import infra_validator
-from pipeline import pusher
-from pipeline import reproducible
+from components import infra_validator
+from components import pusher
+from ops import reproducible
 from serving import base_path
 
 Execution = metadata_store_pb2.Execution
@@ -346,7 +346,7 @@ def settle_previous_run(cfg: configs.PipelineConfig,
                         previous: Optional[run_lock.Holder]
                        ) -> List[dead_runs.Marked]:
   """Marks what a dead previous run left RUNNING and removes what it
-  half-wrote (pipeline/dead_runs.py), says so, and settles the record."""
+  half-wrote (ops/dead_runs.py), says so, and settles the record."""
   marked, lines = dead_runs.recover_dead_run(store, previous,
                                              cfg.pipeline_name, lock.store)
   litter = dead_runs.remove_litter(store, cfg.pipeline_root, marked)

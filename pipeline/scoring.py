@@ -6,7 +6,7 @@
     -> PredictionsToCsv (a CSV people read, an artifact with lineage)
 
 Which model scores is the served one, decided as the baseline is
-(pipeline/baseline.py `served_model`): the `stable` label of
+(components/baseline.py `served_model`): the `stable` label of
 --model-config-file if given, else the newest version on disk; never
 another version in its place. Nothing served, a served version no Pusher of
 this ML Metadata store recorded, or a Model with no blessing: a clear error
@@ -65,12 +65,12 @@ from lineage import metadata_store
 from lineage import readers
 from ml_metadata.proto import metadata_store_pb2
 from models import features
-from pipeline import baseline
+from components import baseline
 from pipeline import configs
-from pipeline import console
-from pipeline import csv_check
+from ops import console
+from ops import csv_check
 from pipeline import pipeline as taxi_pipeline
-from pipeline import run_lock
+from ops import run_lock
 from pipeline import run_pipeline as runs
 from project import paths
 from tensorflow_serving.apis import prediction_log_pb2

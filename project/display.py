@@ -25,7 +25,7 @@ QUIET_ENVIRONMENT = {'TF_CPP_MIN_LOG_LEVEL': '3', 'GRPC_VERBOSITY': 'ERROR'}
 # Library warnings that reach a command's console and that its user cannot
 # act on, as (category, the module the warning is attributed to: a regex
 # matched from its start). Warnings of the project's own modules, and any
-# other, still show (and, in a pipeline run, go to its log: pipeline/console.py quiet_logging).
+# other, still show (and, in a pipeline run, go to its log: ops/console.py quiet_logging).
 LIBRARY_WARNINGS = (
     # Every Google client library (google-api-core, bigquery, pubsub, ...)
     # on every import: "You are using a non-supported Python version

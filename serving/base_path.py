@@ -9,7 +9,7 @@ of killed runs.
 
 Everything that changes what is under a TF Serving model base path does it
 holding one exclusive OS file lock, `fcntl.flock` on `<base>/.lock`:
-  * the Pusher (pipeline/pusher.py), around its duplicate check, the copy to
+  * the Pusher (components/pusher.py), around its duplicate check, the copy to
     `<base>/.incoming-<v>/` and the rename to `<base>/<v>/`;
   * `python -m delivery.versions rollback` and `promote` (promote locks the
     base path of the model whose label it moves);
@@ -48,8 +48,8 @@ log = logging.getLogger('serving.base_path')
 
 LOCK_FILE = '.lock'
 INCOMING_PREFIX = '.incoming-'  # the Pusher's copy before its rename
-# One JSON line per push, rollback, promotion and CD step (pipeline/pusher.py,
-# delivery/versions.py, delivery/cd.py); pipeline/baseline.py reads CD's
+# One JSON line per push, rollback, promotion and CD step (components/pusher.py,
+# delivery/versions.py, delivery/cd.py); components/baseline.py reads CD's
 # verdicts from it.
 ACTION_LOG = '.versions.log'
 # Where `delivery.versions rollback` moves a version: not a number, so no
@@ -61,7 +61,7 @@ ROLLED_BACK_DIR = '.rolled-back'
 # assets.extra/ but tf_serving_warmup_requests; the SavedModel fingerprint
 # (fingerprint.pb) does not cover assets.extra/.
 PUSH_RECORD = os.path.join('assets.extra', 'tfx_reference_push.json')
-# The version's model card (pipeline/model_card.py), written beside the push
+# The version's model card (components/model_card.py), written beside the push
 # record by the Pusher before the rename, for the same reasons: HTML to read,
 # Markdown to paste, JSON for tools (lineage, the UI).
 MODEL_CARD_DIR = 'assets.extra'

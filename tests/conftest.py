@@ -22,7 +22,7 @@ import tempfile
 
 import pytest
 
-from pipeline import reproducible
+from ops import reproducible
 from tests import helpers
 from tests import world
 

@@ -278,7 +278,7 @@ HEAVY_FIRST = [
     'tests/e2e/test_readme_commands.py',
     'tests/dags/test_taxi_dag.py',
     'tests/lineage/test_metadata_mysql.py',
-    'tests/pipeline/test_dead_runs.py',
+    'tests/ops/test_dead_runs.py',
     'tests/serving/test_model_server.py',
     'tests/ui/test_browser.py',
     'tests/lineage/test_lineage.py',
@@ -313,12 +313,12 @@ MODEL_ID, BLESSING_ID, EXECUTION_ID = 11, 12, 42
 
 
 def push(root, model, base, run_id: str = 'run-1', infra_blessing=None):
-  """pipeline.pusher.Executor.Do as TFX's launcher calls it: a blessed
+  """components.pusher.Executor.Do as TFX's launcher calls it: a blessed
   Model (`model`: a SavedModel dir, laid out as the Trainer writes it, or a
   Model artifact), its ModelBlessing, the run's context and, if given, the
   InfraValidator's InfraBlessing; returns the PushedModel."""
   import shutil  # pylint: disable=g-import-not-at-top
-  from pipeline import pusher  # pylint: disable=g-import-not-at-top
+  from components import pusher  # pylint: disable=g-import-not-at-top
   from tfx.dsl.components.base import base_executor  # pylint: disable=g-import-not-at-top
   from tfx.proto import pusher_pb2  # pylint: disable=g-import-not-at-top
   from tfx.proto.orchestration import pipeline_pb2  # pylint: disable=g-import-not-at-top

@@ -101,7 +101,7 @@ def test_a_log_level_the_user_set_wins(monkeypatch):
 def test_a_runs_warnings_go_to_its_log_not_the_console(tmp_path):
   log = tmp_path / 'logs' / 'run.log'
   code = ('import warnings\n'
-          'from pipeline import console\n'
+          'from ops import console\n'
           f'console.quiet_logging({str(log)!r})\n'
           "warnings.warn('the pipeline warns', UserWarning)\n")
   result = subprocess.run([sys.executable, '-c', code], cwd=helpers.REPO,

@@ -26,7 +26,7 @@ REPO = helpers.REPO
 # only). Roles are top-level packages; the runners are the top-level
 # scripts and dags/. The pipeline reads serving's contract, not its server:
 # base_path (what is on disk) and model_config (which version is `stable`:
-# the baseline, pipeline/baseline.py; the versions served, for the CT
+# the baseline, components/baseline.py; the versions served, for the CT
 # controller). data/ (the bundled spans and their rules, data/spans.py) is
 # the bottom layer: every role that reads spans may import it.
 ALLOWED = {
@@ -35,21 +35,28 @@ ALLOWED = {
     'data': {'models', 'project'},
     'lineage': {'project', 'serving.base_path'},
     'serving': {'models', 'project'},
+    # How a run is operated, whatever it runs: the run lock, dead runs, the
+    # console, the CSV check, reproducibility, the private-TFX adapter.
+    'ops': {'project', 'data', 'lineage'},
+    # The pipeline's own components (custom, beside TFX's stock ones); the
+    # InfraValidator loads the candidate in a real `python -m serving`.
+    'components': {'project', 'models', 'data', 'lineage', 'ops',
+                   'serving.base_path', 'serving.model_config',
+                   'serving.server_process', 'serving.client'},
     'monitoring': {'project', 'models', 'data', 'lineage', 'serving'},
-    # serving.server_process and serving.client: the infra validator loads
-    # the candidate in a real `python -m serving` and asks it (issue 14).
-    'pipeline': {'project', 'models', 'data', 'lineage', 'serving.base_path',
-                 'serving.model_config', 'serving.server_process',
-                 'serving.client'},
-    'continuous_training': {'project', 'models', 'data', 'lineage',
-                            'monitoring', 'pipeline', 'serving.base_path',
-                            'serving.model_config', 'ui.charts'},
+    # The DAG and its configuration; a run reads serving's contract (what
+    # is on disk, which version is `stable`), not its server.
+    'pipeline': {'project', 'models', 'data', 'lineage', 'ops', 'components',
+                 'serving.base_path', 'serving.model_config'},
+    'continuous_training': {'project', 'models', 'data', 'lineage', 'ops',
+                            'monitoring', 'pipeline', 'components',
+                            'serving.base_path', 'serving.model_config'},
     'delivery': {'project', 'models', 'data', 'lineage', 'serving'},
     # The local Flink cluster: its harnesses take the pipeline's hash seed.
-    'cluster': {'project', 'pipeline.reproducible'},
-    'runners': {'project', 'pipeline', 'lineage', 'data', 'serving'},
-    # The web UI (python -m ui) reads what every other role recorded; its
-    # charts (stdlib only) are drawn in the replay report too.
+    'cluster': {'project', 'ops.reproducible'},
+    'runners': {'project', 'pipeline', 'components', 'ops', 'lineage', 'data',
+                'serving'},
+    # The web UI (python -m ui) reads what every other role recorded.
     'ui': {'project', 'data', 'lineage', 'monitoring', 'continuous_training',
            'delivery', 'serving'},
 }
@@ -148,6 +155,56 @@ def test_the_table_can_fail(tmp_path, monkeypatch):
       "serving/bad.py:2 imports pipeline.configs (serving may import "
       "['models', 'project'])",
   ]
+
+
+def _cycle(edges):
+  """A cycle in {node: {nodes it points to}} as a list, else None."""
+  state = {}
+
+  def visit(node, path):
+    state[node] = 'open'
+    for nxt in sorted(edges.get(node, ())):
+      if state.get(nxt) == 'open':
+        return path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt]
+      if nxt not in state:
+        found = visit(nxt, path + [nxt])
+        if found:
+          return found
+    state[node] = 'done'
+    return None
+
+  for start in sorted(edges):
+    if start not in state:
+      found = visit(start, [start])
+      if found:
+        return found
+  return None
+
+
+def _role_edges(table):
+  return {role: {rule.split('.')[0] for rule in rules} - {role}
+          for role, rules in table.items()}
+
+
+def test_the_table_has_no_import_cycle():
+  """A role may import only roles that never import it back, even through
+  a third: the table is a layering, not a web."""
+  assert _cycle(_role_edges(ALLOWED)) is None
+  # The check can fail: lineage importing ui closes ui -> lineage.
+  cycle = _cycle(_role_edges({**ALLOWED, 'lineage': {'ui'}}))
+  assert cycle and cycle[0] == cycle[-1] and {'lineage', 'ui'} <= set(cycle)
+
+
+def test_the_code_has_no_import_cycle_between_roles():
+  """What the files import, role to role (the table allows a subset)."""
+  edges = {}
+  for path in _sources():
+    role = _role(path)
+    for _, name in _imports(path):
+      top = name.split('.')[0]
+      if top in ROLES and top != role:
+        edges.setdefault(role, set()).add(top)
+  assert _cycle(edges) is None
 
 
 def test_every_role_is_in_the_table():

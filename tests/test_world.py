@@ -47,7 +47,13 @@ print(world.once(Factory(), 'thing', build) / 'made')
 '''
 
 
-def test_two_workers_asking_at_once_build_a_world_once(tmp_path):
+@pytest.fixture
+def one_process(monkeypatch):
+  """As if pytest ran without xdist (this test may run in an xdist worker)."""
+  monkeypatch.delenv('PYTEST_XDIST_WORKER', raising=False)
+
+
+def test_two_workers_asking_at_once_build_a_world_once(tmp_path, one_process):
   base, count = tmp_path / 'session', tmp_path / 'builds'
   base.mkdir()
   code = _BUILD_IN_A_PROCESS.format(repo=str(REPO), base=str(base),
@@ -64,7 +70,8 @@ def test_two_workers_asking_at_once_build_a_world_once(tmp_path):
                         base / 'world' / 'thing')
 
 
-def test_a_failed_build_fails_every_later_caller_without_building(tmp_path):
+def test_a_failed_build_fails_every_later_caller_without_building(
+    tmp_path, one_process):
   def broken(_):
     raise RuntimeError('no disk left')
   with pytest.raises(RuntimeError):

@@ -1,6 +1,6 @@
 """The UI's pages: a route table from URL paths to HTML (Jinja2 templates in
 ui/templates/, autoescaped), the data from ui/views.py, the charts from
-ui/charts.py. `render(sources, path)` is everything the server (ui/server.py)
+project/charts.py. `render(sources, path)` is everything the server (ui/server.py)
 and the static export call; it never writes.
 """
 
@@ -15,7 +15,7 @@ import jinja2
 from data import spans as span_rules
 from lineage import report as lineage_report
 from lineage import secrets
-from ui import charts
+from project import charts
 from ui import lineage_svg
 from ui import views
 

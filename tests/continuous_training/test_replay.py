@@ -101,7 +101,7 @@ def test_html_report_shows_statistics_drift_metrics_and_lineage(replayed,
     assert heading in page
   assert '<script' not in page and 'http' not in page  # self-contained
   assert 'payment_type (L-inf)' in page and 'fare (JSD)' in page
-  # The UI's charts (ui/charts.py): drift per feature, AUC per span.
+  # The UI's charts (project/charts.py): drift per feature, AUC per span.
   assert 'L-inf distance to the previous span (drifted: payment_type at ' \
          'span 3)' in page
   assert '<circle class="point" ' in page and 'data-series="payment_type"' in page

@@ -25,7 +25,7 @@ import tensorflow as tf
 from lineage import graph
 from lineage import metadata_store
 from models import features
-from pipeline import baseline
+from components import baseline
 from pipeline import configs
 from pipeline import scoring
 from serving import base_path

@@ -175,7 +175,7 @@ def test_image_and_importable_executor_on_every_container(job):
     assert import_utils.import_class_by_path(path), label
   assert re.search(r'pipeline\.validation_gate\.',
                    json.dumps(_executor(job, 'DataValidationGate')))
-  assert 'pipeline.pusher.Executor' in _executor(job, 'Pusher')['container'][
+  assert 'components.pusher.Executor' in _executor(job, 'Pusher')['container'][
       'args']
 
 
@@ -324,7 +324,7 @@ def context(tmp_path):
   return root
 
 
-COPIED = ['models/model.py', 'pipeline/pusher.py', 'data/spans.py',
+COPIED = ['models/model.py', 'components/pusher.py', 'data/spans.py',
           'schema/schema.pbtxt', 'setup.py', 'requirements.lock']
 IGNORED = ['data/taxi/span-1/data.csv', 'tests/test_x.py', 'docs/x.md',
            'ui/pages.py',

@@ -26,7 +26,7 @@ import os
 from typing import List, Optional, Sequence, Tuple
 
 from data import spans
-from pipeline import console
+from ops import console
 
 # Bad lines listed by number after a file's first one; the rest are counted.
 LISTED = 5

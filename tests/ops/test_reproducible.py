@@ -1,4 +1,4 @@
-"""A command fixes Python's hash seed before it runs TFX (pipeline/reproducible.py)."""
+"""A command fixes Python's hash seed before it runs TFX (ops/reproducible.py)."""
 
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 from tests import helpers
 
-PRINT_HASH = ('from pipeline import reproducible\n'
+PRINT_HASH = ('from ops import reproducible\n'
               'reproducible.fix_hash_seed()\n'
               'import os\n'
               "print(os.environ['PYTHONHASHSEED'], hash('span-16'))\n")
@@ -36,7 +36,7 @@ def test_a_hash_seed_the_user_set_is_kept():
 
 
 BATCH_KWARGS = ('import json, sys\n'
-                'from pipeline import reproducible\n'
+                'from ops import reproducible\n'
                 'from tfx_bsl.coders import batch_util\n'
                 'before = batch_util.GetBatchElementsKwargs(None)\n'
                 'reproducible.fix_batching()\n'

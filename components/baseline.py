@@ -45,7 +45,7 @@ from tfx import types
 from tfx.dsl.components.common import resolver
 
 from ml_metadata.proto import metadata_store_pb2
-from pipeline import configs
+from project import paths
 from lineage import graph
 from lineage import metadata_store
 from serving import model_config
@@ -87,7 +87,7 @@ def stable_version(model_config_file: Optional[str],
 
 
 def baseline_versions(model_base: str, model_config_file: Optional[str] = None,
-                      model_name: str = configs.MODEL_NAME) -> List[int]:
+                      model_name: str = paths.MODEL_NAME) -> List[int]:
   """Served versions in the order they qualify as baseline (see docstring)."""
   on_disk = model_config.versions_on_disk(model_base)
   rejected = set(rejected_by_cd(model_base))
@@ -100,7 +100,7 @@ def baseline_versions(model_base: str, model_config_file: Optional[str] = None,
 
 
 def served_version(model_base: str, model_config_file: Optional[str] = None,
-                   model_name: str = configs.MODEL_NAME) -> Optional[int]:
+                   model_name: str = paths.MODEL_NAME) -> Optional[int]:
   """The version users are served: the first in `baseline_versions`' order
   (None: nothing is served)."""
   order = baseline_versions(model_base, model_config_file, model_name)
@@ -122,7 +122,7 @@ class ServedModel:
 
 def served_model(store: mlmd.MetadataStore, model_base: str,
                  model_config_file: Optional[str] = None,
-                 model_name: str = configs.MODEL_NAME) -> ServedModel:
+                 model_name: str = paths.MODEL_NAME) -> ServedModel:
   """The served version's Model and ModelBlessing, from ML Metadata.
 
   The blessing is the Evaluator's verdict on that very Model (its
@@ -176,7 +176,7 @@ class ServedModelStrategy(resolver.ResolverStrategy):
   """
 
   def __init__(self, base_path: str, model_config_file: Optional[str] = None,
-               model_name: str = configs.MODEL_NAME):
+               model_name: str = paths.MODEL_NAME):
     self._base_path = base_path
     self._model_config_file = model_config_file or None
     self._model_name = model_name

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Dict, Optional, TextIO
 
-from pipeline import tfx_private
+from ops import tfx_private
 from project import display
 
 def display_path(path: str) -> str:

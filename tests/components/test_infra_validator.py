@@ -15,8 +15,8 @@ import types
 import pytest
 import tensorflow as tf
 
-from pipeline import infra_validator
-from pipeline import pusher
+from components import infra_validator
+from components import pusher
 from tests import helpers
 
 

@@ -1,4 +1,4 @@
-"""The private TFX behaviour pipeline/tfx_private.py relies on, checked.
+"""The private TFX behaviour ops/tfx_private.py relies on, checked.
 
 Pinned to one TFX release: an upgrade fails the first test on purpose, so
 that whoever upgrades re-reads each docstring of tfx_private.py against the
@@ -15,14 +15,14 @@ import sys
 
 import pytest
 
-from pipeline import tfx_private
+from ops import tfx_private
 from tests import helpers
 
 
 def test_tfx_is_the_release_the_adapter_was_checked_against():
   import tfx  # pylint: disable=g-import-not-at-top
   assert tfx.__version__ == tfx_private.TFX_VERSION == '1.16.0', (
-      f'TFX is {tfx.__version__}, pipeline/tfx_private.py was checked '
+      f'TFX is {tfx.__version__}, ops/tfx_private.py was checked '
       f'against {tfx_private.TFX_VERSION}: re-check every private API it '
       'uses in the new release (its docstrings say what each relies on), '
       'then update TFX_VERSION and this test')
@@ -30,7 +30,7 @@ def test_tfx_is_the_release_the_adapter_was_checked_against():
 
 def test_the_adapter_loads_nothing_heavy():
   """beam_runner --help, dead_runs and the console import it early."""
-  code = ('import sys; from pipeline import tfx_private; '
+  code = ('import sys; from ops import tfx_private; '
           'heavy = {"tensorflow", "tfx", "tfx_bsl", "apache_beam"}; '
           'sys.exit(str(sorted(heavy & set(sys.modules))) '
           'if heavy & set(sys.modules) else 0)')

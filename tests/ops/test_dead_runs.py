@@ -1,6 +1,6 @@
 """A run killed mid-run leaves nothing RUNNING for good; two runs never mix.
 
-First the rules of pipeline/run_lock.py and pipeline/dead_runs.py on a small
+First the rules of ops/run_lock.py and ops/dead_runs.py on a small
 ML Metadata store made here (which records count as dead, which are left
 alone), then the real thing: local_runner.py killed with SIGKILL during
 Transform or Trainer, a second run refused while it lives, and the next run
@@ -21,9 +21,9 @@ import pytest
 
 from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
-from pipeline import dead_runs
-from pipeline import run_lock
-from pipeline import tfx_private
+from ops import dead_runs
+from ops import run_lock
+from ops import tfx_private
 from lineage import metadata_store
 from tests import helpers
 
@@ -196,7 +196,7 @@ def test_a_finished_or_foreign_record_is_ignored(tmp_path, changes):
 
 HOLD = '''
 import sys, time
-from pipeline import run_lock
+from ops import run_lock
 lock = run_lock.RunLock(sys.argv[1], 'taxi', 'sqlite:test')
 lock.acquire()
 lock.add_run('run-held')

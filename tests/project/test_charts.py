@@ -1,4 +1,4 @@
-"""ui/charts.py's SVG, and what ui/pages.py feeds it.
+"""project/charts.py's SVG, and what ui/pages.py feeds it.
 
 Every chart is parsed as XML (xml.etree): well-formed, its points carry the
 exact input values, thresholds sit where the axis puts their value, text is
@@ -11,10 +11,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ui import charts
+from project import charts
 from ui import pages
 
-# Inline SVG for HTML pages: no xmlns (ui/charts.py), so ElementTree's
+# Inline SVG for HTML pages: no xmlns (project/charts.py), so ElementTree's
 # tags carry no namespace.
 SVG = ''
 NAN, INF = float('nan'), float('inf')

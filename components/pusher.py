@@ -30,7 +30,7 @@ Stock TFX Pusher behaviour, and why it is not enough here:
     does not cover it, so the duplicate check below is unaffected.
     `python -m delivery.versions list` falls back to it.
   * Nothing describes a version for its users. Here the component takes a
-    `model_card` input (pipeline/model_card.py) and writes the card, with
+    `model_card` input (components/model_card.py) and writes the card, with
     its version number, beside the push record before the rename, so every
     pushed version carries its card. The rest of the stock PusherSpec is
     unchanged: the same inputs (model, model_blessing, infra_blessing, which
@@ -62,8 +62,8 @@ from tfx.utils import io_utils
 from tfx.utils import json_utils
 from tfx.utils import proto_utils
 
-from pipeline import model_card as card_lib
-from pipeline import tfx_private
+from components import model_card as card_lib
+from ops import tfx_private
 from serving import base_path
 
 ALREADY_PUSHED_KEY = 'already_pushed_version'

@@ -6,7 +6,7 @@ as TFX's own Pusher does, know which execution a Pusher runs as, follow the
 launcher's progress, turn on tfx_bsl's byte-size batching. Each is one small
 function or constant here, whose docstring names the TFX internals it
 relies on; nothing outside this module touches them.
-tests/pipeline/test_tfx_private.py pins the TFX release (TFX_VERSION) and
+tests/ops/test_tfx_private.py pins the TFX release (TFX_VERSION) and
 checks each of them against the installed one: when upgrading TFX, re-read
 these docstrings against the new sources and update that test.
 

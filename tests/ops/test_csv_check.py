@@ -2,7 +2,7 @@
 
 TFX 1.16's CsvExampleGen stops on such a file with "line contains NUL" or
 "Columns do not match specified csv headers: [...] -> [...]": no span, no
-file, no line. pipeline/csv_check.py reads the files the way CsvExampleGen
+file, no line. ops/csv_check.py reads the files the way CsvExampleGen
 does, before any span is ingested.
 """
 
@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from pipeline import configs
-from pipeline import console
-from pipeline import csv_check
+from ops import console
+from ops import csv_check
 from lineage import metadata_store
 from pipeline.run_pipeline import run_pipeline
 from tests import helpers

@@ -5,7 +5,7 @@ does not install with TFX 1.16 (every release pins tfx below 1.16 or to one
 older minor), so the card is this component's: a JSON document in the
 toolkit's spirit (model details, parameters, quantitative analysis,
 considerations), rendered to Markdown and HTML with Jinja2 templates
-(pipeline/model_card_templates/).
+(components/model_card_templates/).
 
 Everything on the card is read from the artifacts the component's inputs
 resolve to in ML Metadata, never restated from the configuration:
@@ -18,12 +18,12 @@ resolve to in ML Metadata, never restated from the configuration:
               Evaluator's ModelEvaluation (lineage.readers.sliced_metrics);
   decision    the blessing, why not (lineage.readers.blessing_failures), the
               rule as the Evaluator applied it (pipeline/blessing.describe),
-              and the infra validation's verdict (pipeline/infra_validator.py).
+              and the infra validation's verdict (components/infra_validator.py).
 The git commit is the checkout the card was made from. It is read when the
 card is made, not passed as a property, so a new commit is no cache miss;
 a card is made (or reused from the cache) with the model's evaluation.
 
-The Pusher (pipeline/pusher.py) takes the card as an input, adds the version
+The Pusher (components/pusher.py) takes the card as an input, adds the version
 number and writes it into the version's assets.extra/ before the rename
 (serving.base_path.MODEL_CARD_FILES), where TF Serving never looks.
 """
@@ -48,7 +48,7 @@ from tfx.types.component_spec import ExecutionParameter
 
 from lineage import readers
 from models import model as taxi_model
-from pipeline import infra_validator
+from components import infra_validator
 from serving import base_path
 
 CARD_SCHEMA = 'tfx-reference/model-card/v1'
@@ -229,7 +229,7 @@ def slice_differences(slices: List[Dict[str, Any]]) -> List[str]:
 
 
 def _infra_summary(report: Optional[Dict[str, Any]]) -> str:
-  """One line from pipeline/infra_validator.py's report."""
+  """One line from components/infra_validator.py's report."""
   if not report:
     return 'no report'
   line = (f'loaded in {report.get("load_seconds", "?")} s, '

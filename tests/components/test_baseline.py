@@ -1,4 +1,4 @@
-"""The baseline rule (pipeline/baseline.py) on a real base path layout.
+"""The baseline rule (components/baseline.py) on a real base path layout.
 
 The resolver that applies it runs in tests/pipeline/test_pipeline_local.py
 (push, rollback, CD rejection); here each case that must change the answer.
@@ -6,7 +6,7 @@ The resolver that applies it runs in tests/pipeline/test_pipeline_local.py
 
 import os
 
-from pipeline import baseline
+from components import baseline
 from delivery import versions
 from serving import base_path
 

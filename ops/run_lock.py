@@ -20,7 +20,7 @@ RUNNING in ML Metadata forever. run_pipeline therefore:
     free, so it has ended). A record from another host is never judged. The
     dead run's ids stay in the record until its executions are marked, so a
     run that dies before it could mark them passes them on.
-What is done with a dead run's executions: pipeline/dead_runs.py.
+What is done with a dead run's executions: ops/dead_runs.py.
 
 Standard library and ml_metadata's protos only.
 """

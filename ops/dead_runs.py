@@ -2,7 +2,7 @@
 
 A run killed mid-run leaves its executions NEW or RUNNING in ML Metadata
 forever: nothing else ever finishes them. Holding the pipeline root's lock
-(pipeline/run_lock.py, which also says when a run is provably dead),
+(ops/run_lock.py, which also says when a run is provably dead),
 run_pipeline:
   * marks the executions still NEW or RUNNING in a dead run's contexts
     CANCELED, with TFX's error-message custom property, and their pending
@@ -31,8 +31,8 @@ from typing import List, Optional, Tuple
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 from lineage import graph
-from pipeline import run_lock
-from pipeline import tfx_private
+from ops import run_lock
+from ops import tfx_private
 
 _ACTIVE = (metadata_store_pb2.Execution.NEW,
            metadata_store_pb2.Execution.RUNNING)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from pipeline import pusher
+from components import pusher
 from serving import base_path
 from tests import helpers
 
@@ -120,7 +120,7 @@ def test_a_push_waits_for_the_lock(tmp_path, trained_model, monkeypatch):
 
 _KILLED_PUSH = '''
 import sys, time
-from pipeline import pusher
+from components import pusher
 from tests import helpers
 copy = pusher.io_utils.copy_dir
 

@@ -27,7 +27,7 @@ pipelines (the batch sizes are fixed there, then shipped to the workers).
 import os
 import sys
 
-from pipeline import tfx_private
+from ops import tfx_private
 
 HASH_SEED = '0'
 
@@ -54,6 +54,6 @@ def fix_batching() -> None:
   Sets tfx_bsl's `--tfxio_use_byte_size_batching` (read when a TFXIO source
   is built, i.e. while a component constructs its Beam pipeline). TFX's
   executors take no batch size for tf.Examples, so the flag is the only
-  switch (an experimental one: pipeline/tfx_private.py).
+  switch (an experimental one: ops/tfx_private.py).
   """
   tfx_private.use_byte_size_batching()
