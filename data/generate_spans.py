@@ -2,7 +2,7 @@
 
 Writes `<out>/span-K/data.csv` (K = 1..N) with the bundled spans' header,
 column order and value types, so CsvExampleGen and the curated schema
-(schema/schema.pbtxt) take them as they take data/taxi/. Every row is a real
+(schema/taxi/schema.pbtxt) take them as they take data/taxi/. Every row is a real
 bundled trip resampled with noise: one random factor scales its distance,
 duration, fare and tip together (the tip keeps its share of the fare, so the
 label `tips > 0.2 * fare` stays what it was), its coordinates move by ~50 m
@@ -42,14 +42,14 @@ from typing import Dict, Iterator, List, Optional, TextIO
 if __package__ in (None, ''):  # run as a script: data/generate_spans.py
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data import spans as span_rules  # pylint: disable=wrong-import-position
-from models.features import TIP_FRACTION  # pylint: disable=wrong-import-position  # the label's threshold
-from models.features import label_of  # pylint: disable=wrong-import-position  # the label rule
+from models.taxi.problem import PROBLEM  # pylint: disable=wrong-import-position  # the label rule
+from models.taxi.problem import TIP_FRACTION  # pylint: disable=wrong-import-position  # the label's threshold
 from project import cli  # pylint: disable=wrong-import-position
 from project import paths  # pylint: disable=wrong-import-position
 
-DEFAULT_SOURCE = paths.DATA_ROOT
+DEFAULT_SOURCE = paths.data_root(PROBLEM.name)
 DRIFT_KINDS = ('trip_miles', 'fare', 'hour', 'payment_type')
-# The schema's Chicago box (schema/schema.pbtxt float_domain).
+# The schema's Chicago box (schema/taxi/schema.pbtxt float_domain).
 LAT_RANGE = (41.5, 42.2)
 LON_RANGE = (-88.1, -87.4)
 # Noise scales: small enough that a generated span looks like the bundled
@@ -141,7 +141,7 @@ def _time_fields(timestamp: int) -> Dict[str, str]:
 def _keep_label(row: Dict[str, str], positive: bool) -> None:
   """Nudges a rounded tip by a cent so the label is what the source said."""
   fare, tips = float(row['fare']), float(row['tips'])
-  if bool(label_of(row)) == positive:
+  if bool(PROBLEM.label_of(row)) == positive:
     return
   if positive:
     tips = math.floor(TIP_FRACTION * fare * 100 + 1) / 100
@@ -172,7 +172,7 @@ class Generator:
     for _ in range(count):
       src = self._rows[rng.randrange(len(self._rows))]
       row = dict(src)
-      positive = bool(label_of(src))
+      positive = bool(PROBLEM.label_of(src))
       scale = math.exp(rng.gauss(0.0, SCALE_SIGMA))
       row['trip_miles'] = _scaled(src['trip_miles'], scale * miles_factor)
       row['fare'] = _scaled(src['fare'], scale * fare_factor)
@@ -191,7 +191,7 @@ class Generator:
       if src['payment_type'] == 'Cash' and switch < to_card:
         row['payment_type'] = 'Credit Card'
         row['tips'] = _money(float(row['fare']) * ratio)
-        positive = bool(label_of(row))
+        positive = bool(PROBLEM.label_of(row))
       _keep_label(row, positive)
       yield row
 

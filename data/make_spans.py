@@ -22,7 +22,7 @@ from data import spans as span_rules  # pylint: disable=wrong-import-position
 from project import cli  # pylint: disable=wrong-import-position
 from project import paths  # pylint: disable=wrong-import-position
 
-DEFAULT_OUT = paths.DATA_ROOT
+DEFAULT_OUT = paths.data_root('taxi')
 TIMESTAMP_COLUMN = 'trip_start_timestamp'
 
 
@@ -69,28 +69,7 @@ def main() -> int:
                       help='compare instead of writing; exit 1 on difference')
   args = parser.parse_args()
   files = render(args.source or source_csv())
-  differ = []
-  for name, content in files.items():
-    target = os.path.join(args.out, name)
-    if args.check:
-      try:
-        with open(target) as f:
-          same = f.read() == content
-      except FileNotFoundError:
-        same = False
-      if not same:
-        differ.append(name)
-      continue
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    with open(target, 'w') as f:
-      f.write(content)
-  total = sum(c.count('\n') - 1 for c in files.values())
-  if args.check:
-    print(f'{len(files)} spans, {total} rows: '
-          + ('identical' if not differ else f'differ: {differ}'))
-    return 1 if differ else 0
-  print(f'wrote {len(files)} spans, {total} rows to {args.out}')
-  return 0
+  return span_rules.write_or_check(files, args.out, args.check)
 
 
 if __name__ == '__main__':

@@ -21,7 +21,7 @@ import datetime
 import glob
 import os
 import re
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 # `{SPAN}` is TFX's span spec: ExampleGen ingests one span per run.
 SPAN_SPEC = '{SPAN}'
@@ -101,3 +101,30 @@ def logical_date(span: int) -> datetime.datetime:
   year, q = quarter_of(span + 1)
   return datetime.datetime(year, (q - 1) * 3 + 1, 1,
                            tzinfo=datetime.timezone.utc)
+
+
+def write_or_check(files: Dict[str, str], out: str, check: bool) -> int:
+  """Writes `files` (relative name -> content) under `out`, or with `check`
+  compares them with what is there; prints one line, returns the exit
+  status (1: a file differs or is missing). The data scripts' one ending."""
+  differ = []
+  for name, content in files.items():
+    target = os.path.join(out, name)
+    if check:
+      try:
+        with open(target) as f:
+          if f.read() != content:
+            differ.append(name)
+      except FileNotFoundError:
+        differ.append(name)
+      continue
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, 'w') as f:
+      f.write(content)
+  rows = sum(c.count('\n') - 1 for c in files.values())
+  if check:
+    print(f'{len(files)} spans, {rows} rows: '
+          + ('identical' if not differ else f'differ: {differ}'))
+    return 1 if differ else 0
+  print(f'wrote {len(files)} spans, {rows} rows to {out}')
+  return 0

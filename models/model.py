@@ -1,16 +1,22 @@
-"""Keras wide-and-deep model for the taxi tips label, and the TFX Trainer `run_fn`.
+"""Keras wide-and-deep model for any problem, and the TFX Trainer `run_fn`.
+
+The problem (models/problem.py; its name comes in the Trainer's
+custom_config) says which features are numbers (the deep part) and which
+are categories (one-hot, the wide part); its task (models/tasks.py) says the
+head: units, activation, loss, the starting bias.
 
 The exported SavedModel carries three signatures:
-  * `serving_default`    - serialized tf.Example in (`examples`), probability
-                           out (`outputs`). What the Evaluator and TF Serving's
-                           predict/classify on tf.Example use.
-  * `serving_raw`        - one tensor per raw feature (see
-                           features.RAW_FEATURE_TYPES), for JSON clients. A
-                           missing value is '' (string) or NaN (float).
+  * `serving_default`    - serialized tf.Example in (`examples`), the
+                           task's answer out (`outputs`: a probability, or
+                           one per class). What the Evaluator and TF
+                           Serving's predict on tf.Example use.
+  * `serving_raw`        - one tensor per raw feature (the problem's
+                           raw_types), for JSON clients. A missing value is
+                           '' (string) or NaN (float).
   * `transform_features` - tf.Example in, transformed features out; the
                            Evaluator uses it to compute the label.
 Both serving signatures run the same tf.Transform graph and the same model,
-so they give the same prediction for the same trip.
+so they give the same prediction for the same instance.
 """
 
 import json
@@ -28,6 +34,8 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx_bsl.tfxio import dataset_options
 
 from models import features
+from models import problem as problems
+from models import transform
 
 # Keys of the `hparams` dict the pipeline passes in Trainer's custom_config.
 HPARAM_KEYS = ('hidden_units', 'learning_rate', 'batch_size', 'seed')
@@ -40,15 +48,10 @@ _DTYPES = {kind: tf.as_dtype(types_pb2.DataType.Value(name))
            for kind, name in features.DATATYPE_NAMES.items()}
 
 
-def _one_hot_sizes() -> Dict[str, int]:
+def _one_hot_sizes(problem: problems.Problem) -> Dict[str, int]:
   """Transformed categorical feature -> number of distinct indices."""
-  sizes = {}
-  for key in features.BUCKET_FEATURE_KEYS:
-    sizes[key] = features.FEATURE_BUCKET_COUNT + 1  # + the missing bucket
-  for key in features.VOCAB_FEATURE_KEYS:
-    sizes[key] = features.VOCAB_SIZE + features.OOV_SIZE
-  sizes.update(features.CATEGORICAL_FEATURE_MAX_VALUES)
-  return {features.transformed_name(k): v for k, v in sizes.items()}
+  return {features.transformed_name(f.name): transform.one_hot_size(f)
+          for f in problem.features if transform.one_hot_size(f)}
 
 
 def parse_hidden_units(value: Union[str, Sequence[int]]) -> List[int]:
@@ -147,18 +150,26 @@ def resolve_hparams(configured: Optional[Mapping[str, Any]],
   return hparams, sorted(tuned)
 
 
-def build_keras_model(hidden_units: List[int], learning_rate: float,
-                      positive_rate: float = 0.5) -> tf.keras.Model:
-  """Wide (one-hot categories) and deep (z-scored numbers) binary classifier.
+def build_keras_model(problem: problems.Problem, hidden_units: List[int],
+                      learning_rate: float,
+                      class_shares: Optional[Sequence[float]] = None
+                      ) -> tf.keras.Model:
+  """Wide (one-hot categories) and deep (z-scored numbers) classifier with
+  the problem's task's head.
 
-  The output bias starts at the log-odds of `positive_rate`, the training
-  data's share of big tips, so the untrained model already predicts the base
-  rate: training spends its steps on the features, not on first learning
-  that 78% of trips have no big tip (which is where short budgets used to
-  stop, predicting "no" for every trip).
+  The output bias starts where the task puts it for `class_shares`, the
+  training data's share of each class (task.initial_bias), so the untrained
+  model already predicts the base rates: training spends its steps on the
+  features, not on first learning them (for taxi, that 78% of trips have
+  no big tip, which is where short budgets used to stop, predicting "no"
+  for every trip). A problem with only numbers (or only categories) gets
+  only the deep (or the wide) part.
   """
-  dense_keys = features.transformed_names(features.DENSE_FLOAT_FEATURE_KEYS)
-  one_hot_sizes = _one_hot_sizes()
+  task = problem.task
+  n_classes = len(problem.label.classes)
+  dense_keys = [features.transformed_name(f.name) for f in problem.features
+                if f.encoding == problems.Z_SCORE]
+  one_hot_sizes = _one_hot_sizes(problem)
   inputs = {
       key: tf.keras.layers.Input(name=key, shape=(1,), dtype='float32')
       for key in dense_keys
@@ -168,30 +179,35 @@ def build_keras_model(hidden_units: List[int], learning_rate: float,
       for key in one_hot_sizes
   })
 
-  deep = tf.keras.layers.concatenate([inputs[key] for key in dense_keys])
-  for units in hidden_units:
-    deep = tf.keras.layers.Dense(units, activation='relu')(deep)
-  wide = tf.keras.layers.concatenate([
-      tf.keras.layers.CategoryEncoding(num_tokens=size,
-                                       output_mode='one_hot')(inputs[key])
-      for key, size in one_hot_sizes.items()
-  ])
-  rate = min(max(positive_rate, 1e-3), 1 - 1e-3)
+  parts = []
+  if dense_keys:
+    deep = tf.keras.layers.concatenate([inputs[key] for key in dense_keys]
+                                       ) if len(dense_keys) > 1 else (
+                                           inputs[dense_keys[0]])
+    for units in hidden_units:
+      deep = tf.keras.layers.Dense(units, activation='relu')(deep)
+    parts.append(deep)
+  parts += [tf.keras.layers.CategoryEncoding(
+      num_tokens=size, output_mode='one_hot')(inputs[key])
+            for key, size in one_hot_sizes.items()]
+  shares = class_shares or [1 / n_classes] * n_classes
   output = tf.keras.layers.Dense(
-      1, activation='sigmoid',
+      task.units(n_classes), activation=task.activation,
       bias_initializer=tf.keras.initializers.Constant(
-          math.log(rate / (1 - rate))))(
-              tf.keras.layers.concatenate([deep, wide]))
+          task.initial_bias(shares)))(
+              tf.keras.layers.concatenate(parts) if len(parts) > 1
+              else parts[0])
 
   model = tf.keras.Model(inputs, output)
   model.compile(
-      loss='binary_crossentropy',
+      loss=task.loss,
       optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
-      metrics=[tf.keras.metrics.BinaryAccuracy()])
+      metrics=[task.keras_metric])
   return model
 
 
-def _input_fn(file_pattern: List[str], data_accessor: DataAccessor,
+def _input_fn(label_key: str, file_pattern: List[str],
+              data_accessor: DataAccessor,
               tf_transform_output: tft.TFTransformOutput,
               batch_size: int, seed: int,
               num_epochs: Optional[int] = None) -> tf.data.Dataset:
@@ -218,43 +234,52 @@ def _input_fn(file_pattern: List[str], data_accessor: DataAccessor,
   @tf.autograph.experimental.do_not_convert
   def transform(raw_features):
     transformed = transform_layer(raw_features)
-    label = transformed.pop(features.LABEL_XF)
+    label = transformed.pop(label_key)
     return transformed, label
 
   dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
   return dataset if num_epochs else dataset.repeat()
 
 
-def datasets(fn_args: FnArgs, tf_transform_output: tft.TFTransformOutput,
+def datasets(problem: problems.Problem, fn_args: FnArgs,
+             tf_transform_output: tft.TFTransformOutput,
              batch_size: int, seed: int
              ) -> Tuple[tf.data.Dataset, tf.data.Dataset]:
   """(train, eval) endless batches of fn_args' files, the eval shuffle
   seeded `seed + 1`: what run_fn and every tuning trial fit on."""
-  return (_input_fn(fn_args.train_files, fn_args.data_accessor,
+  label_key = problem.label.transformed
+  return (_input_fn(label_key, fn_args.train_files, fn_args.data_accessor,
                     tf_transform_output, batch_size, seed),
-          _input_fn(fn_args.eval_files, fn_args.data_accessor,
+          _input_fn(label_key, fn_args.eval_files, fn_args.data_accessor,
                     tf_transform_output, batch_size, seed + 1))
 
 
-def train_positive_rate(fn_args: FnArgs,
-                        tf_transform_output: tft.TFTransformOutput,
-                        seed: int) -> float:
-  """Share of big tips in fn_args' train files (build_keras_model's
+def train_class_shares(problem: problems.Problem, fn_args: FnArgs,
+                       tf_transform_output: tft.TFTransformOutput,
+                       seed: int) -> List[float]:
+  """Each class's share of fn_args' train files (build_keras_model's
   starting bias), in one pass."""
-  return positive_rate(_input_fn(
-      fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-      1024, seed, num_epochs=1))
+  return class_shares(_input_fn(
+      problem.label.transformed, fn_args.train_files, fn_args.data_accessor,
+      tf_transform_output, 1024, seed, num_epochs=1),
+                      len(problem.label.classes))
 
 
-def positive_rate(dataset: tf.data.Dataset) -> float:
-  """Share of positive labels in one pass over a finite dataset."""
-  positives = total = 0
+def class_shares(dataset: tf.data.Dataset, n_classes: int) -> List[float]:
+  """Each class's share of the labels, in one pass over a finite dataset
+  (a label outside 0..n_classes-1 is an error: the problem's rule made it)."""
+  counts = [0] * n_classes
   for _, label in dataset:
-    positives += int(tf.reduce_sum(label))
-    total += int(tf.size(label))
+    values, _, found = tf.unique_with_counts(tf.reshape(label, [-1]))
+    for value, count in zip(values.numpy().tolist(), found.numpy().tolist()):
+      if not 0 <= value < n_classes:
+        raise ValueError(f'label {value} is not a class index in '
+                         f'0..{n_classes - 1}')
+      counts[value] += count
+  total = sum(counts)
   if not total:
     raise ValueError('the training split has no examples')
-  return positives / total
+  return [c / total for c in counts]
 
 
 def _transform_layer(model, tf_transform_output):
@@ -266,11 +291,12 @@ def _transform_layer(model, tf_transform_output):
   return model.tft_layer
 
 
-def _examples_signature(model, tf_transform_output):
-  """serving_default: serialized tf.Example -> {'outputs': probability}."""
+def _examples_signature(problem, model, tf_transform_output):
+  """serving_default: serialized tf.Example -> {'outputs': the answer}."""
   tft_layer = _transform_layer(model, tf_transform_output)
   raw_feature_spec = tf_transform_output.raw_feature_spec()
-  raw_feature_spec.pop(features.LABEL_KEY)
+  for column in problem.label_only_columns:  # the label is never served
+    raw_feature_spec.pop(column)
 
   @tf.function(input_signature=[
       tf.TensorSpec(shape=[None], dtype=tf.string, name='examples')
@@ -282,7 +308,7 @@ def _examples_signature(model, tf_transform_output):
   return serve_tf_examples_fn
 
 
-def _raw_features_signature(model, tf_transform_output):
+def _raw_features_signature(problem, model, tf_transform_output):
   """serving_raw: one [batch] tensor per raw feature -> {'outputs': ...}.
 
   Dense inputs are turned into the same sparse form tf.io.parse_example gives
@@ -292,13 +318,13 @@ def _raw_features_signature(model, tf_transform_output):
   tft_layer = _transform_layer(model, tf_transform_output)
   specs = [
       tf.TensorSpec(shape=[None], dtype=_DTYPES[kind], name=key)
-      for key, kind in features.RAW_FEATURE_TYPES.items()
+      for key, kind in problem.raw_types.items()
   ]
 
   @tf.function(input_signature=specs, autograph=False)
   def serve_raw_fn(*tensors):
     raw = {}
-    for (key, kind), value in zip(features.RAW_FEATURE_TYPES.items(), tensors):
+    for (key, kind), value in zip(problem.raw_types.items(), tensors):
       if kind == 'string':
         present = tf.not_equal(value, '')
       elif kind == 'float':
@@ -330,13 +356,15 @@ def _transform_features_signature(model, tf_transform_output):
   return transform_features_fn
 
 
-def export_serving_model(model: tf.keras.Model,
+def export_serving_model(problem: problems.Problem, model: tf.keras.Model,
                          tf_transform_output: tft.TFTransformOutput,
                          export_dir: str) -> None:
   """Saves `model` with all three signatures (see module docstring)."""
   signatures = {
-      'serving_default': _examples_signature(model, tf_transform_output),
-      RAW_SIGNATURE: _raw_features_signature(model, tf_transform_output),
+      'serving_default': _examples_signature(problem, model,
+                                             tf_transform_output),
+      RAW_SIGNATURE: _raw_features_signature(problem, model,
+                                             tf_transform_output),
       'transform_features': _transform_features_signature(
           model, tf_transform_output),
   }
@@ -351,6 +379,16 @@ def export_serving_model(model: tf.keras.Model,
   model.tf_variables = [v if isinstance(v, tf.Variable) else v.value
                         for v in model.variables]
   tf.saved_model.save(model, export_dir, signatures=signatures)
+
+
+def problem_of(fn_args: FnArgs) -> problems.Problem:
+  """The problem a Trainer or Tuner run is for (its custom_config names
+  it; the pipeline puts it there, pipeline/hyperparameters.py)."""
+  name = (fn_args.custom_config or {}).get('problem')
+  if not name:
+    raise ValueError('Trainer custom_config["problem"] is missing: which '
+                     f'problem is this model for? ({problems.names()})')
+  return problems.load(name)
 
 
 def make_deterministic(seed: int) -> None:
@@ -368,6 +406,7 @@ def make_deterministic(seed: int) -> None:
 def run_fn(fn_args: FnArgs) -> None:
   """TFX Trainer entry point: train on transformed examples, export the model.
 
+  The problem is `fn_args.custom_config['problem']` (models/problem.py).
   Hyperparameters come from `fn_args.custom_config['hparams']` (set in
   pipeline/configs.py), so they are recorded in ML Metadata with the run.
   When the Trainer has a HyperParameters input (the Tuner's best, or the
@@ -375,17 +414,20 @@ def run_fn(fn_args: FnArgs) -> None:
   tuned keys (resolve_hparams). history.json records the hparams used,
   which of them were tuned, and the step budget.
   """
+  problem = problem_of(fn_args)
   hparams, tuned = resolve_hparams(
       (fn_args.custom_config or {}).get('hparams'),
       tuned_values(fn_args.hyperparameters))
   make_deterministic(hparams['seed'])
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   train_dataset, eval_dataset = datasets(
-      fn_args, tf_transform_output, hparams['batch_size'], hparams['seed'])
+      problem, fn_args, tf_transform_output, hparams['batch_size'],
+      hparams['seed'])
 
-  rate = train_positive_rate(fn_args, tf_transform_output, hparams['seed'])
-  model = build_keras_model(hparams['hidden_units'], hparams['learning_rate'],
-                            rate)
+  shares = train_class_shares(problem, fn_args, tf_transform_output,
+                              hparams['seed'])
+  model = build_keras_model(problem, hparams['hidden_units'],
+                            hparams['learning_rate'], shares)
   history = model.fit(
       train_dataset,
       steps_per_epoch=fn_args.train_steps,
@@ -397,7 +439,7 @@ def run_fn(fn_args: FnArgs) -> None:
       'tuned': tuned,
       'train_steps': fn_args.train_steps,
       'eval_steps': fn_args.eval_steps,
-      'train_positive_rate': rate,
+      'train_class_shares': shares,
       'metrics': {k: [float(v) for v in vs]
                   for k, vs in history.history.items()},
   }
@@ -410,4 +452,5 @@ def run_fn(fn_args: FnArgs) -> None:
     # A NaN model must never reach the Evaluator, let alone serving.
     raise ValueError(f'Training diverged (NaN in metrics): {record}')
 
-  export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
+  export_serving_model(problem, model, tf_transform_output,
+                       fn_args.serving_model_dir)

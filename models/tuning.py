@@ -47,7 +47,7 @@ SEARCH_SPACE = {
 }
 DEFAULT_MAX_TRIALS = 4
 OBJECTIVE = 'val_loss'
-PROJECT_NAME = 'taxi_tips'
+PROJECT_NAME = 'tuning'  # KerasTuner's project folder, under the Tuner's working dir
 
 
 def configured_values(configured: Mapping[str, Any]) -> Dict[str, Any]:
@@ -78,7 +78,7 @@ def search_space(configured: Mapping[str, Any]) -> Dict[str, List[Any]]:
   }
 
 
-class TaxiHyperModel(keras_tuner.HyperModel):
+class HyperModel(keras_tuner.HyperModel):
   """models.model's network and datasets, with a trial's hyperparameters.
 
   `build` makes the network (layer sizes, learning rate); `fit` makes the
@@ -87,14 +87,15 @@ class TaxiHyperModel(keras_tuner.HyperModel):
 
   def __init__(self, fn_args: FnArgs, configured: Mapping[str, Any],
                tf_transform_output: tft.TFTransformOutput,
-               positive_rate: float):
+               class_shares: List[float]):
     super().__init__(name=PROJECT_NAME)
+    self._problem = model_lib.problem_of(fn_args)
     self._fn_args = fn_args
     self._configured = dict(configured)
     self._space = search_space(configured)
     self._defaults = configured_values(configured)
     self._tf_transform_output = tf_transform_output
-    self._positive_rate = positive_rate
+    self._class_shares = class_shares
 
   def hparams(self, hp: keras_tuner.HyperParameters) -> Dict[str, Any]:
     """The trial's values (declared on first use) over the configured ones."""
@@ -107,9 +108,10 @@ class TaxiHyperModel(keras_tuner.HyperModel):
     # Seeded at each build, so a trial's weights do not depend on the
     # trials before it.
     model_lib.make_deterministic(hparams['seed'])
-    return model_lib.build_keras_model(hparams['hidden_units'],
+    return model_lib.build_keras_model(self._problem,
+                                       hparams['hidden_units'],
                                        hparams['learning_rate'],
-                                       self._positive_rate)
+                                       self._class_shares)
 
   def fit(self, hp: keras_tuner.HyperParameters, model: tf.keras.Model,
           *args, **kwargs) -> Dict[str, float]:
@@ -117,8 +119,8 @@ class TaxiHyperModel(keras_tuner.HyperModel):
     metrics (KerasTuner 1.4.8 takes only a Keras 3 History as a History)."""
     hparams = self.hparams(hp)
     train, evaluation = model_lib.datasets(
-        self._fn_args, self._tf_transform_output, hparams['batch_size'],
-        hparams['seed'])
+        self._problem, self._fn_args, self._tf_transform_output,
+        hparams['batch_size'], hparams['seed'])
     history = model.fit(train, *args, validation_data=evaluation, **kwargs)
     metrics = {name: float(values[-1])
                for name, values in history.history.items()}
@@ -193,7 +195,8 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
   fn_args is what TFX's Tuner executor gives (fn_args_utils.
   get_common_fn_args): files, data accessor, transform_graph_path, step
   budget, working_dir (the tuner's project goes there, overwritten) and
-  custom_config: 'hparams' as the Trainer gets them, optional 'tuner'.
+  custom_config: 'problem' and 'hparams' as the Trainer gets them,
+  optional 'tuner'.
   """
   custom_config = fn_args.custom_config or {}
   configured, _ = model_lib.resolve_hparams(custom_config.get('hparams'))
@@ -206,8 +209,9 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
     raise ValueError('the Tuner needs transform_graph: trials train on raw '
                      'examples through the tf.Transform graph, as run_fn')
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-  rate = model_lib.train_positive_rate(fn_args, tf_transform_output,
-                                       configured['seed'])
+  shares = model_lib.train_class_shares(model_lib.problem_of(fn_args),
+                                        fn_args, tf_transform_output,
+                                        configured['seed'])
   oracle = _ConfiguredFirstOracle(
       objective=keras_tuner.Objective(OBJECTIVE, direction='min'),
       max_trials=trials,
@@ -215,8 +219,8 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
       seed=configured['seed'] + 1)
   tuner = _Tuner(
       oracle=oracle,
-      hypermodel=TaxiHyperModel(fn_args, configured, tf_transform_output,
-                                rate),
+      hypermodel=HyperModel(fn_args, configured, tf_transform_output,
+                            shares),
       directory=fn_args.working_dir,
       project_name=PROJECT_NAME,
       overwrite=True)

@@ -1,0 +1,1 @@
+"""The penguin problem: which of three species is this bird?"""
