@@ -1,7 +1,7 @@
-# The image every task of the taxi pipeline runs in on Vertex AI Pipelines
+# The image every task of the pipeline (any problem) runs in on Vertex AI Pipelines
 # (vertex_runner.py --image). Build and push it with the tag you compile with:
-#   docker build -t REGION-docker.pkg.dev/PROJECT/tfx-reference/taxi-pipeline:TAG .
-#   docker push REGION-docker.pkg.dev/PROJECT/tfx-reference/taxi-pipeline:TAG
+#   docker build -t REGION-docker.pkg.dev/PROJECT/tfx-reference/pipeline:TAG .
+#   docker push REGION-docker.pkg.dev/PROJECT/tfx-reference/pipeline:TAG
 # vertex_runner.py derives TAG from a digest of the files this build copies
 # (src-...; .dockerignore applied) and prints these two commands: Vertex's
 # cache keys on the image name, not its digest, so a reused tag such as
@@ -27,11 +27,14 @@ RUN pip install --no-cache-dir --no-deps \
       $(grep -E '^(keras|tf-keras)==' requirements.lock) \
  && pip install --no-cache-dir --no-deps .
 
-# The curated schema at its content address, where the compiled pipeline
-# imports it from (pipeline.cache_keys.image_schema_file, same sha256 prefix).
-RUN digest=$(sha256sum schema/schema.pbtxt | cut -c1-16) \
- && mkdir -p schema-snapshots/$digest \
- && cp schema/schema.pbtxt schema-snapshots/$digest/schema.pbtxt
+# Every problem's curated schema at its content address, where the compiled
+# pipeline imports it from (pipeline.cache_keys.image_schema_file, same
+# sha256 prefix).
+RUN for schema in schema/*/schema.pbtxt; do \
+      digest=$(sha256sum "$schema" | cut -c1-16) \
+      && mkdir -p schema-snapshots/$digest \
+      && cp "$schema" schema-snapshots/$digest/schema.pbtxt || exit 1; \
+    done
 
 # Fail the build, not a pipeline run, when the base image's TFX or Keras is
 # not the locked one, or an executor of ours cannot be imported.

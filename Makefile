@@ -21,6 +21,9 @@ TEST_PATHS = $(if $(filter tests/% tests,$(PYTEST_ARGS)),,$(TESTS))
 XDIST ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 SERVE_ARGS ?=
+# The problem `make serve` serves (models/<problem>/; make run takes
+# ARGS='--problem NAME').
+PROBLEM ?= taxi
 
 # Airflow lives in its own venv: its pins differ from requirements.lock in two
 # packages (see requirements-airflow.in), so `make run` never pays for it.
@@ -32,18 +35,18 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
         flink-fetch flink-up flink-down flink-run test-setup
 
 help:
-	@echo "make run    - run the pipeline on the bundled data (ARGS='--train-steps 200 ...')"
+	@echo "make run    - run the pipeline on the bundled data (ARGS='--train-steps 200 ...'; --problem penguin)"
 	@echo "make score  - score a span with the served model: BulkInferrer, PredictionLogs + CSV (ARGS='--span 3 ...')"
 	@echo "make vertex - compile for Vertex AI Pipelines (ARGS='--project P [--submit]')"
-	@echo "make serve  - serve the pushed models over TF Serving's REST (8501) and gRPC (8500) APIs"
-	@echo "make ui     - a read-only web UI over ML Metadata on http://127.0.0.1:8080/ (ARGS='--replay outputs/replay')"
+	@echo "make serve  - serve the pushed models (PROBLEM=penguin for another) over TF Serving's REST (8501) and gRPC (8500) APIs"
+	@echo "make ui     - a read-only web UI over ML Metadata on http://127.0.0.1:8080/ (ARGS='--replay outputs/taxi/replay')"
 	@echo "make ct     - continuous training: decide whether to run (and why), run if so (ARGS='--force ...')"
 	@echo "make replay - replay the 16 spans in time order through the CT controller (ARGS='--spans 1-4 ...')"
 	@echo "make test   - run the test suite (~13 min on 2 cores; TESTS=tests/models for a subset, PYTEST_ARGS='-k ...')"
 	@echo "make unit   - the tests that run no TFX component (423 tests, ~1 min; TESTS=... as for make test)"
 	@echo "make lock   - re-resolve requirements.in into requirements.lock"
 	@echo "make airflow-venv  - build .venv-airflow (the project + Airflow 2.10.3)"
-	@echo "make airflow-test  - load dags/taxi_dag.py in Airflow and run it once (airflow dags test)"
+	@echo "make airflow-test  - load dags/pipeline_dag.py in Airflow and run it once (airflow dags test)"
 	@echo "make airflow-lock  - re-resolve requirements-airflow.in after a change to requirements.lock"
 	@echo "make flink-up    - start a local Flink cluster on 127.0.0.1 (ARGS='--task-managers 2'; fetches jars once)"
 	@echo "make flink-run   - run the pipeline's Beam jobs on it (ARGS='--train-steps 200 ...')"
@@ -70,12 +73,12 @@ $(AIRFLOW_STAMP): requirements-airflow.lock setup.py $(STAMP)
 airflow-venv: $(AIRFLOW_STAMP)
 
 airflow-test: $(STAMP) $(AIRFLOW_STAMP)
-	$(PY) -m pytest tests/dags/test_taxi_dag.py $(PYTEST_ARGS)
+	$(PY) -m pytest tests/dags/test_pipeline_dag.py $(PYTEST_ARGS)
 
 run: $(STAMP)
 	$(PY) local_runner.py $(ARGS)
 
-# Batch scoring with the served model (pipeline/scoring.py) -> outputs/scores/.
+# Batch scoring with the served model (pipeline/scoring.py) -> outputs/<problem>/scores/.
 score: $(STAMP)
 	$(PY) score_runner.py $(ARGS)
 
@@ -87,12 +90,12 @@ vertex: $(STAMP)
 ct: $(STAMP)
 	$(PY) -m continuous_training.controller $(ARGS)
 
-# All spans in time order through the CT controller -> outputs/replay/.
+# All spans in time order through the CT controller -> outputs/<problem>/replay/.
 replay: $(STAMP)
 	$(PY) -m continuous_training.replay $(ARGS)
 
 serve: $(STAMP)
-	$(PY) -m serving --model_name taxi --model_base_path outputs/serving/taxi $(SERVE_ARGS)
+	$(PY) -m serving --model_name $(PROBLEM) --model_base_path outputs/serving/$(PROBLEM) $(SERVE_ARGS)
 
 # The web UI (ui/): runs, data, models, serving, lineage; read-only, loopback.
 ui: $(STAMP)

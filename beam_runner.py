@@ -1,4 +1,5 @@
-"""Run the taxi TFX pipeline with BeamDagRunner, on any Beam runner.
+"""Run the TFX pipeline of a problem (--problem, default taxi) with
+BeamDagRunner, on any Beam runner.
 
 The same pipeline as local_runner.py (pipeline/pipeline.py), orchestrated by
 TFX's BeamDagRunner; the Beam-based components (ExampleGen, StatisticsGen,
@@ -8,7 +9,7 @@ processes), or on Flink, Spark or Dataflow. Every pipeline
 flag overrides one field of pipeline/configs.py. Exit status: 0 when the
 pipeline completed (pushed or not blessed), 1 when it stopped or the served
 model did not answer. After a completed run, the pushed model is served
-(python -m serving) and asked about a sample trip over REST and gRPC, as
+(python -m serving) and asked about the problem's sample instance over REST and gRPC, as
 local_runner.py does (--skip-served-prediction leaves it out).
 
 Beam flags go after `--`; everything there is passed to each component's

@@ -1,11 +1,12 @@
-"""Run the taxi TFX pipeline locally with LocalDagRunner.
+"""Run the TFX pipeline of a problem (--problem, default taxi) locally with
+LocalDagRunner.
 
 Components run one at a time in this process; Beam-based components use
 Beam's in-process DirectRunner. Every flag overrides one field of
 pipeline/configs.py. Exit status: 0 when the pipeline completed (pushed or
 not blessed), 1 when it stopped (data anomalies, a failed component) or
 the served model did not answer. After a completed run, the pushed model is
-served (python -m serving) and asked about a sample trip over REST and gRPC.
+served (python -m serving) and asked about the problem's sample instance over REST and gRPC.
 
 Beam flags go after `--`, as for beam_runner.py (pipeline/beam_args.py):
 everything there goes to each Beam-based component's Beam pipeline, e.g.
@@ -74,7 +75,7 @@ def exit_status(cfg: configs.PipelineConfig, outcome: Any,
 
 
 def served_prediction(cfg: configs.PipelineConfig) -> int:
-  """Serves the pushed versions and asks them about a sample trip.
+  """Serves the pushed versions and asks them about the problem's sample.
 
   A separate process, as a deployment would run it: the runner never
   imports serving/. Its errors go to this process's sys.stderr, the
@@ -82,7 +83,8 @@ def served_prediction(cfg: configs.PipelineConfig) -> int:
   """
   print(flush=True)
   return subprocess.call([
-      sys.executable, '-m', 'serving.demo', '--model_name', cfg.model_name,
+      sys.executable, '-m', 'serving.demo', '--problem', cfg.problem,
+      '--model_name', cfg.model_name,
       '--model_base_path', cfg.serving_model_dir], stderr=sys.stderr)
 
 

@@ -14,6 +14,7 @@ Beam flags go after `--`, as for local_runner.py (pipeline/beam_args.py).
 
   score_runner.py --span 3
   score_runner.py --model-config-file outputs/serving/models.config
+  score_runner.py --problem penguin --span 2
 """
 
 import argparse
@@ -31,10 +32,14 @@ from project import paths
 START = time.time()  # only light modules above: the summary counts the rest
 
 # The PipelineConfig fields scoring reads (training's knobs do not matter).
-FIELDS = ('span', 'data_root', 'pipeline_root', 'serving_dir', 'model_name',
+FIELDS = ('problem', 'span', 'data_root', 'pipeline_root', 'serving_dir', 'model_name',
           'model_config_file', 'pipeline_name', 'enable_cache',
           *configs.METADATA_FIELDS)
-SCORES_DIR = os.path.join(paths.OUTPUT_DIR, 'scores')
+
+
+def scores_dir_of(problem: str) -> str:
+  """outputs/<problem>/scores: the scored spans' CSVs."""
+  return os.path.join(paths.problem_outputs(problem), 'scores')
 
 
 def main(argv=None) -> int:
@@ -46,11 +51,12 @@ def main(argv=None) -> int:
       epilog=__doc__.split('\n\n', 1)[1],
       formatter_class=argparse.RawDescriptionHelpFormatter)
   configs.add_flags(parser, fields=FIELDS)
-  parser.add_argument('--scores-dir', default=SCORES_DIR,
+  parser.add_argument('--scores-dir',
                       help='where the CSV is copied to, as span-N.csv '
-                      '(default: %(default)s)')
+                      '(default: outputs/<problem>/scores)')
   args = parser.parse_args(ours)
   cfg = configs.from_flags(args)
+  scores_dir = args.scores_dir or scores_dir_of(cfg.problem)
   pipeline_args = beam_flags.local_run_args(beam_args)
 
   # Heavy imports (TensorFlow, TFX) only after --help had its chance.
@@ -58,7 +64,7 @@ def main(argv=None) -> int:
   console.quiet_imports()
   from pipeline import scoring  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
-  outcome = scoring.run_scoring(cfg, LocalDagRunner, args.scores_dir,
+  outcome = scoring.run_scoring(cfg, LocalDagRunner, scores_dir,
                                 span=cfg.span,
                                 beam_pipeline_args=pipeline_args,
                                 started_at=START)

@@ -1,4 +1,4 @@
-"""tfx-reference: the Chicago taxi TFX pipeline, end to end.
+"""tfx-reference: a TFX pipeline, end to end, for every problem under models/.
 
 Install from the lock (`make venv`), not from install_requires alone: an
 unpinned TFX resolve takes many minutes. install_requires names only the
@@ -10,11 +10,14 @@ import setuptools
 setuptools.setup(
     name='tfx-reference',
     version='0.1.0',
-    description='End-to-end TFX reference pipeline on Chicago taxi data',
+    description='End-to-end TFX reference pipeline (MLOps level 2)',
     python_requires='>=3.10,<3.11',
-    packages=['project', 'models', 'data', 'ops', 'components', 'pipeline',
-              'lineage', 'continuous_training', 'monitoring', 'serving',
-              'delivery', 'ui'],
+    # Every package, problem folders (models/<name>/) included: TFX's
+    # executors and Beam's workers import them by module path.
+    packages=setuptools.find_packages(
+        include=['project', 'models', 'models.*', 'data', 'ops',
+                 'components', 'pipeline', 'lineage', 'continuous_training',
+                 'monitoring', 'serving', 'delivery', 'ui']),
     package_data={'ui': ['templates/*.j2'],
                   'components': ['model_card_templates/*.j2']},
     py_modules=['local_runner', 'beam_runner'],
@@ -28,8 +31,8 @@ setuptools.setup(
     ],
     entry_points={
         'console_scripts': [
-            'taxi-local-run = local_runner:main',
-            'taxi-beam-run = beam_runner:main',
+            'tfx-reference-run = local_runner:main',
+            'tfx-reference-beam-run = beam_runner:main',
         ],
     },
 )

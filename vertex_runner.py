@@ -1,12 +1,13 @@
-"""Compile the taxi TFX pipeline for Vertex AI Pipelines; --submit starts it.
+"""Compile a problem's TFX pipeline for Vertex AI Pipelines; --submit starts it.
 
 KubeflowV2DagRunner compiles the same create_pipeline that local_runner.py
 runs, with Vertex's choices (`vertex_pipeline`), into a Vertex AI PipelineJob
-JSON (--pipeline-spec, default outputs/vertex/taxi_pipeline.json). Every task
+JSON (--pipeline-spec, default outputs/<problem>/vertex/pipeline.json). Every task
 runs in --image, built from ./Dockerfile (by default tagged src-DIGEST, a
 digest of the files the Dockerfile copies: `image_tag`, printed with the
 docker commands that build it); artifacts, data and pushed models live in
---bucket (gs://BUCKET/pipeline, gs://BUCKET/data/taxi, gs://BUCKET/serving)
+--bucket (gs://BUCKET/<problem>/pipeline, gs://BUCKET/data/<problem>,
+gs://BUCKET/serving)
 unless --pipeline-root, --data-root or --serving-dir say otherwise. Span,
 train and eval steps are runtime parameters of the job (range_config,
 train_args, eval_args): the flags set their defaults, and each run may
@@ -33,6 +34,7 @@ from typing import Any, Dict, Iterator, List, Optional, Pattern, Tuple
 from pipeline import configs
 from ops import console
 from project import cli
+from project import paths
 
 PIPELINE_FIELDS = [f.name for f in dataclasses.fields(configs.PipelineConfig)
                    if f.name not in configs.NOT_ON_VERTEX]
@@ -44,8 +46,8 @@ PIPELINE_FIELDS = [f.name for f in dataclasses.fields(configs.PipelineConfig)
 # `COPY . .` takes from the build context (all but .dockerignore's): the
 # same files give the same tag (cache hits stay), a changed file a new one.
 # It needs no git: an uncommitted change counts, as it does in `docker build`.
-IMAGE_REPOSITORY = ('{region}-docker.pkg.dev/{project}/tfx-reference/'
-                    'taxi-pipeline')
+# One image for every problem: it holds the whole project.
+IMAGE_REPOSITORY = '{region}-docker.pkg.dev/{project}/tfx-reference/pipeline'
 IMAGE_TAG_PREFIX = 'src-'
 IMAGE_TAG_HEX_DIGITS = 16
 
@@ -119,7 +121,7 @@ def context_files(context: str) -> Iterator[str]:
         yield relative(name)
 
 
-def image_tag(context: str = configs.REPO_ROOT) -> str:
+def image_tag(context: str = paths.REPO_ROOT) -> str:
   """src-<sha256 of every copied file's path, executable bit and content>."""
   digest = hashlib.sha256()
   for relative in sorted(context_files(context)):
@@ -137,7 +139,7 @@ def image_tag(context: str = configs.REPO_ROOT) -> str:
 
 
 def with_image(vertex_cfg: configs.VertexConfig,
-               context: str = configs.REPO_ROOT) -> configs.VertexConfig:
+               context: str = paths.REPO_ROOT) -> configs.VertexConfig:
   """vertex_cfg, with the default image unless --image named one."""
   if vertex_cfg.image:
     return vertex_cfg
@@ -200,13 +202,13 @@ def vertex_pipeline(cfg: configs.PipelineConfig) -> Any:
   baseline is TFX's latest blessed model.
   """
   from pipeline import cache_keys  # pylint: disable=g-import-not-at-top
-  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
-  return taxi_pipeline.create_pipeline(
+  from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+  return pipeline_lib.create_pipeline(
       cfg,
       schema_file=cache_keys.image_schema_file(cfg),
-      knobs=taxi_pipeline.runtime_parameters(cfg),
+      knobs=pipeline_lib.runtime_parameters(cfg),
       window_spans=None,
-      baseline_model=taxi_pipeline.LATEST_BLESSED_MODEL,
+      baseline_model=pipeline_lib.LATEST_BLESSED_MODEL,
       tuned_hparams=False)
 
 
@@ -286,6 +288,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   cfg = vertex_cfg.pipeline_config(**{
       name: getattr(args, name) for name in PIPELINE_FIELDS
       if getattr(args, name) is not None})
+  vertex_cfg = dataclasses.replace(
+      vertex_cfg, pipeline_spec=vertex_cfg.spec_path(cfg.problem))
 
   # Heavy imports (TensorFlow, TFX) only after --help had its chance.
   print(console.LOADING, flush=True)

@@ -1,11 +1,13 @@
 """Model server latency and throughput vs. the in-process SavedModel call.
 
-    .venv/bin/python bench/serving_latency.py [--model_base_path outputs/serving/taxi]
+    .venv/bin/python bench/serving_latency.py [--problem taxi]
+        [--model_base_path outputs/serving/taxi]
 
 Starts `python -m serving` on free loopback ports, then for REST and gRPC
 measures single-instance latency (p50/p99) at concurrency 1 and 8 and the
-throughput of 100-instance batches, next to the same calls made in-process
-on the loaded SavedModel (the floor). Request counts are fixed and bounded;
+throughput of 100-instance batches of the problem's sample instance
+(models/<problem>/problem.py), next to the same calls made in-process on
+the loaded SavedModel (the floor). Request counts are fixed and bounded;
 all traffic stays on 127.0.0.1. Prints a Markdown table; never fails on time.
 
 Every path is measured --rounds times (default 3), the paths interleaved,
@@ -36,11 +38,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from project import cli  # pylint: disable=wrong-import-position
 from project import display  # pylint: disable=wrong-import-position
+from project import paths  # pylint: disable=wrong-import-position
 from models import features  # pylint: disable=wrong-import-position
+from models import problem as problems  # pylint: disable=wrong-import-position
 from serving import client  # pylint: disable=wrong-import-position
 from serving import server_process  # pylint: disable=wrong-import-position
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUESTS = 400
 BATCH = 100
 BATCH_REQUESTS = 100
@@ -70,52 +73,61 @@ def run_load(call, concurrency, requests):
 
 def main():
   parser = cli.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--model_base_path',
-                      default=os.path.join(REPO, 'outputs', 'serving', 'taxi'))
+  problems.add_flag(parser, 'whose model and sample instance')
+  parser.add_argument('--model_name', default=None,
+                      help="served model (default: the problem's name)")
+  parser.add_argument('--model_base_path', default=None,
+                      help='directory holding <version>/ SavedModels '
+                      '(default: <serving dir>/<model name>, e.g. '
+                      'outputs/serving/taxi)')
   parser.add_argument('--rounds', type=int, default=3,
                       help='measure every path this many times, interleaved; '
                       'each cell is the median of its rounds')
   args = parser.parse_args()
+  problem = problems.load(args.problem)
+  model_name = args.model_name or problem.name
+  base_path = args.model_base_path or os.path.join(paths.SERVING_DIR,
+                                                   model_name)
   display.quiet_imports()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  versions = sorted(int(v) for v in os.listdir(args.model_base_path) if v.isdigit())
-  model = tf.saved_model.load(os.path.join(args.model_base_path, str(versions[-1])))
+  versions = sorted(int(v) for v in os.listdir(base_path) if v.isdigit())
+  model = tf.saved_model.load(os.path.join(base_path, str(versions[-1])))
   fn = model.signatures[features.RAW_SIGNATURE]
-  one = client.raw_instance(client.SAMPLE_TRIP)
+  one = client.raw_instance(problem, problem.sample)
   dtypes = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
 
   def tensors(n):
     return {k: tf.constant([one[k]] * n, dtype=dtypes[kind])
-            for k, kind in features.RAW_FEATURE_TYPES.items()}
+            for k, kind in problem.raw_types.items()}
 
   one_row = json.dumps({'signature_name': features.RAW_SIGNATURE,
                         'instances': [one]})
   batch_rows = json.dumps({'signature_name': features.RAW_SIGNATURE,
                            'instances': [one] * BATCH})
   single, batch = tensors(1), tensors(BATCH)
-  paths = [('in-process', lambda: fn(**single), lambda: fn(**batch), None)]
+  routes = [('in-process', lambda: fn(**single), lambda: fn(**batch), None)]
   servers, closers = [], []
   try:
     for mode, extra in (('', []), (' +batching', ['--enable_batching'])):
       server = server_process.start(
-          ['--model_name', 'taxi', '--model_base_path', args.model_base_path,
+          ['--model_name', model_name, '--model_base_path', base_path,
            *extra])
       servers.append(server)
-      rest = RestCaller(server.rest_port)
-      grpc_call = GrpcCaller(server.grpc_address)
+      rest = RestCaller(server.rest_port, model_name)
+      grpc_call = GrpcCaller(server.grpc_address, model_name, problem)
       closers.append(grpc_call.close)
-      paths.append(('REST' + mode, functools.partial(rest, one_row),
-                    functools.partial(rest, batch_rows), server.proc.pid))
-      paths.append(('gRPC' + mode, functools.partial(grpc_call, 1),
-                    functools.partial(grpc_call, BATCH), server.proc.pid))
+      routes.append(('REST' + mode, functools.partial(rest, one_row),
+                     functools.partial(rest, batch_rows), server.proc.pid))
+      routes.append(('gRPC' + mode, functools.partial(grpc_call, 1),
+                     functools.partial(grpc_call, BATCH), server.proc.pid))
     print(f'load average {" ".join(f"{x:.2f}" for x in os.getloadavg())} '
           f'({os.cpu_count()} CPUs); {args.rounds} rounds, each cell the '
           'median\n')
     # Rounds interleave the paths, so a change of load during the run
     # (another process taking a core) weighs on every path alike.
-    rounds = {name: [] for name, *_ in paths}
+    rounds = {name: [] for name, *_ in routes}
     for _ in range(args.rounds):
-      for name, single_call, batch_call, pid in paths:
+      for name, single_call, batch_call, pid in routes:
         rounds[name].append(measure(single_call, batch_call, pid))
   finally:
     for close in closers:
@@ -197,20 +209,22 @@ def _cpu(cell, which):
 class RestCaller:
   """POSTs a prepared JSON body on a kept-alive connection per thread."""
 
-  def __init__(self, port):
+  def __init__(self, port, model_name):
     self.port, self.local = port, threading.local()
+    self.path = f'/v1/models/{model_name}:predict'
 
   def __call__(self, body):
     if not hasattr(self.local, 'conn'):
       self.local.conn = http.client.HTTPConnection('127.0.0.1', self.port)
-    self.local.conn.request('POST', '/v1/models/taxi:predict', body=body)
+    self.local.conn.request('POST', self.path, body=body)
     response = self.local.conn.getresponse()
     data = response.read()
     assert response.status == 200, data
 
 
 class GrpcCaller:
-  """Sends a prepared, serialized PredictRequest of 1 or BATCH sample trips.
+  """Sends a prepared, serialized PredictRequest of 1 or BATCH copies of the
+  problem's sample instance.
 
   As RestCaller posts a prepared body and reads the answer's bytes, this
   sends the request's bytes (serving.client builds it, once) and reads the
@@ -219,14 +233,14 @@ class GrpcCaller:
   (de)serialization. The first call's answer is checked as a response.
   """
 
-  def __init__(self, address):
+  def __init__(self, address, model_name, problem):
     import grpc  # pylint: disable=g-import-not-at-top
     from serving import protos  # pylint: disable=g-import-not-at-top
     self.channel = grpc.insecure_channel(address)
     self.predict = self.channel.unary_unary(
         '/tensorflow.serving.PredictionService/Predict')
-    builder = client.GrpcClient(address)
-    self.requests = {n: builder.request([client.SAMPLE_TRIP] * n)
+    builder = client.GrpcClient(address, model_name, problem)
+    self.requests = {n: builder.request([problem.sample] * n)
                      .SerializeToString() for n in (1, BATCH)}
     builder.close()
     response = protos.load('tensorflow_serving.apis.predict_pb2')\

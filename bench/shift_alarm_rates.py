@@ -3,27 +3,32 @@
     .venv/bin/python bench/shift_alarm_rates.py              # ~5 min, 2 cores
     .venv/bin/python bench/shift_alarm_rates.py --trials 50  # quicker, coarser
     .venv/bin/python bench/shift_alarm_rates.py --json /tmp/rates.json
+    .venv/bin/python bench/shift_alarm_rates.py --problem penguin
 
 The rule is monitoring/distribution.py with its thresholds (DRIFT_*), the
 one both continuous_training/drift.py and
 monitoring/skew.py use; the flags override them, to see what a change would
-do. Each cell is the share of `--trials` seeded random samples on which the
+do. The data, the compared features (distribution.kinds_of) and the known
+shifts are the --problem's (default taxi; models/<problem>/problem.py).
+Each cell is the share of `--trials` seeded random samples on which the
 rule raised any alarm:
 
   (a) in-distribution: samples of one real span compared with a training
       window that contains it: the 16-span window (all bundled spans) and
       the 4-span window ending at that span (fewer for spans 1-3). A sample
-      is drawn without replacement while the span has enough rows; spans
-      13-16 have ~200 rows, so their larger samples (and every span's 2000)
-      are drawn *with* replacement (marked `r`): they then repeat that
-      span's ~200 trips, i.e. test that span's empirical distribution;
+      is drawn without replacement while the span has enough rows; a
+      sample larger than its span (taxi: spans 13-16 have ~200 rows, so
+      their larger samples and every span's 2000) is drawn *with*
+      replacement (marked `r`): it then repeats that span's rows, i.e.
+      tests that span's empirical distribution;
   (b) in-distribution: samples (without replacement) of the 16-span
       window's own rows against the window (the sample is part of the
       reference), and held out: a sample against all the window's *other*
       rows, re-drawn each trial (the test's null hypothesis exactly: two
       independent samples of one distribution);
   (c) detection: samples of the 16-span window's rows with a known shift
-      applied (monitoring/replay_traffic.py SHIFTS, their one definition).
+      applied (the problem's traffic_shifts, their one definition; all of
+      them unless --shifts names some).
   (d) the drift trigger's own question on the real data, once per span:
       whole span N against whole span N-1 (deterministic, no sampling).
 
@@ -44,22 +49,22 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from project import cli
+from project import cli  # pylint: disable=wrong-import-position
+from project import paths  # pylint: disable=wrong-import-position
 from data import spans as span_rules  # pylint: disable=wrong-import-position
+from models import problem as problems  # pylint: disable=wrong-import-position
 from monitoring import distribution  # pylint: disable=wrong-import-position
 from monitoring import replay_traffic  # pylint: disable=wrong-import-position
-from pipeline import configs  # pylint: disable=wrong-import-position
-
-DETECTION_SHIFTS = ('fare-x3', 'cash-half-to-card', 'credit-card-only',
-                    'night-only', 'trip-length-x2')
 
 
-def read_spans(data_root: str) -> Dict[int, List[Dict[str, str]]]:
-  """Span number -> its trips (raw features as CSV text, label dropped)."""
+def read_spans(problem: problems.Problem, data_root: str
+              ) -> Dict[int, List[Dict[str, str]]]:
+  """Span number -> its instances (raw features as CSV text, label
+  dropped)."""
   found = {}
   for span in span_rules.spans_on_disk(data_root):
-    found[span] = [trip for path in span_rules.span_files(data_root, span)
-                   for trip in replay_traffic.read_trips(path)]
+    found[span] = [row for path in span_rules.span_files(data_root, span)
+                   for row in replay_traffic.read_instances(problem, path)]
   if not found:
     raise SystemExit(f'no span-N/ directory under {data_root}')
   return found
@@ -98,8 +103,8 @@ def alarm_rate(reference: distribution.Reference,
   return alarms / trials
 
 
-def held_out_rate(columns: Dict[str, np.ndarray], rows: int, size: int,
-                  trials: int, rule: distribution.Rule,
+def held_out_rate(columns: Dict[str, np.ndarray], kinds: Dict[str, str],
+                  rows: int, size: int, trials: int, rule: distribution.Rule,
                   rng: np.random.Generator, counts: Dict[str, int]) -> float:
   """Like alarm_rate, but each trial compares `size` random rows with all
   the *other* rows: two independent samples of one distribution (the null
@@ -107,7 +112,7 @@ def held_out_rate(columns: Dict[str, np.ndarray], rows: int, size: int,
   alarms = 0
   for _ in range(trials):
     order = rng.permutation(rows)
-    reference = distribution.Reference(_take(columns, order[size:]),
+    reference = distribution.Reference(_take(columns, order[size:]), kinds,
                                        bins=rule.bins)
     found = distribution.compare(reference, _take(columns, order[:size]),
                                  rule)
@@ -140,8 +145,12 @@ def main(argv=None) -> int:
       prog='bench/shift_alarm_rates.py', description=__doc__.split('\n\n')[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=__doc__.split('\n\n', 1)[1])
-  parser.add_argument('--data-root', default=configs.PipelineConfig().data_root,
-                      help='directory of span-N/ (default: %(default)s)')
+  problems.add_flag(parser, 'whose data, features and shifts')
+  parser.add_argument('--data-root', default=None,
+                      help='directory of span-N/ (default: data/<problem>)')
+  parser.add_argument('--shifts', default=None,
+                      help="comma-separated known shifts to measure (default: "
+                      "all of the problem's traffic_shifts)")
   parser.add_argument('--trials', type=int, default=200,
                       help='samples per cell (default: %(default)s)')
   parser.add_argument('--seed', type=int, default=0,
@@ -167,6 +176,15 @@ def main(argv=None) -> int:
   parser.add_argument('--json', default=None,
                       help='also write every rate to this JSON file')
   args = parser.parse_args(argv)
+  problem = problems.load(args.problem)
+  data_root = args.data_root or paths.data_root(problem.name)
+  kinds = distribution.kinds_of(problem)
+  shifts = (args.shifts.split(',') if args.shifts
+            else sorted(problem.traffic_shifts))
+  unknown = sorted(set(shifts) - set(problem.traffic_shifts))
+  if unknown:
+    parser.error(f'--shifts {",".join(unknown)}: the {problem.name} problem '
+                 f'knows {sorted(problem.traffic_shifts) or "no shifts"}')
   rule = distribution.Rule(alpha=args.alpha,
                            categorical_floor=args.categorical_floor,
                            numeric_floor=args.numeric_floor, bins=args.bins,
@@ -175,21 +193,23 @@ def main(argv=None) -> int:
   shift_sizes = [int(s) for s in args.shift_sizes.split(',')]
   started = time.time()
 
-  rows_of = read_spans(args.data_root)
+  rows_of = read_spans(problem, data_root)
   spans = sorted(rows_of)
-  values = {s: distribution.values_from_rows(r) for s, r in rows_of.items()}
+  values = {s: distribution.values_from_rows(r, kinds)
+            for s, r in rows_of.items()}
   columns = {s: _columns(v) for s, v in values.items()}
   every = distribution.concatenate([values[s] for s in spans])
   print(f'Rule: chi-square test of homogeneity, alpha {rule.alpha:g} '
-        f'family-wise (Bonferroni over {len(distribution.FEATURE_KINDS)} '
+        f'family-wise (Bonferroni over {len(kinds)} '
         f'features), AND effect > floor (L-inf {rule.categorical_floor:g} '
         f'categorical, JSD {rule.numeric_floor:g} numeric); {rule.bins} '
         f'quantile bins, pool below {rule.min_expected:g} expected. '
         f'{args.trials} trials per cell, seed {args.seed}.')
-  print(f'Data: {args.data_root}, spans {spans[0]}-{spans[-1]}, '
+  print(f'Data: {problem.name}, {data_root}, spans {spans[0]}-{spans[-1]}, '
         f'{distribution.size(every)} rows. Cells: % of trials with any '
         'alarm; r = drawn with replacement (sample larger than the span).\n')
-  results: Dict[str, object] = {'rule': rule.__dict__, 'trials': args.trials,
+  results: Dict[str, object] = {'problem': problem.name,
+                                'rule': rule.__dict__, 'trials': args.trials,
                                 'seed': args.seed}
 
   # (a) each real span against windows that contain it.
@@ -205,7 +225,7 @@ def main(argv=None) -> int:
       key = tuple(members(s))
       if key not in cache:
         cache[key] = distribution.Reference(distribution.concatenate(
-            [values[x] for x in key]), bins=rule.bins)
+            [values[x] for x in key]), kinds, bins=rule.bins)
       for n in sizes:
         rate = alarm_rate(cache[key], columns[s], len(rows_of[s]), n,
                           args.trials, rule, _rng(args.seed, 'a', name, s, n),
@@ -224,7 +244,7 @@ def main(argv=None) -> int:
   # (b) resamples of the training data itself, and held-out samples.
   all_columns = _columns(every)
   total = distribution.size(every)
-  whole = distribution.Reference(every, bins=rule.bins)
+  whole = distribution.Reference(every, kinds, bins=rule.bins)
   table, blame = [], {}
   cells = ['resample of the 16-span window vs itself']
   for n in sizes:
@@ -235,7 +255,7 @@ def main(argv=None) -> int:
   table.append(cells)
   cells = ['held out: n rows vs the window\'s other rows']
   for n in sizes:
-    rate = held_out_rate(all_columns, total, n, args.trials, rule,
+    rate = held_out_rate(all_columns, kinds, total, n, args.trials, rule,
                          _rng(args.seed, 'b', 'held-out', n), blame)
     results[f'b/held-out/{n}'] = rate
     cells.append(_pct(rate))
@@ -246,9 +266,10 @@ def main(argv=None) -> int:
 
   # (c) known shifts.
   table = []
-  for shift in DETECTION_SHIFTS:
+  for shift in shifts:
     shifted = _columns(distribution.values_from_rows(
-        [replay_traffic.SHIFTS[shift](r) for s in spans for r in rows_of[s]]))
+        [problem.traffic_shifts[shift](r) for s in spans for r in rows_of[s]],
+        kinds))
     cells, blame = [shift], {}
     for n in shift_sizes:
       rate = alarm_rate(whole, shifted, total, n, args.trials, rule,
@@ -265,7 +286,7 @@ def main(argv=None) -> int:
   # (d) the drift trigger on the real data.
   table = []
   for previous, s in zip(spans, spans[1:]):
-    found = distribution.compare(values[previous], values[s], rule)
+    found = distribution.compare(values[previous], values[s], rule, kinds)
     worst_feature = max(found.features,
                         key=lambda f: f.effect / max(f.threshold, 1e-12))
     results[f'd/{s}'] = [f.feature for f in found.alarms]

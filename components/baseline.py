@@ -45,7 +45,6 @@ from tfx import types
 from tfx.dsl.components.common import resolver
 
 from ml_metadata.proto import metadata_store_pb2
-from project import paths
 from lineage import graph
 from lineage import metadata_store
 from serving import model_config
@@ -86,13 +85,21 @@ def stable_version(model_config_file: Optional[str],
   return entry.labels.get(STABLE_LABEL) if entry else None
 
 
+def model_name_of(model_base: str) -> str:
+  """The model a base path serves: its last folder (<serving dir>/<model>),
+  the name its TF Serving config entry has."""
+  return os.path.basename(os.path.normpath(model_base))
+
+
 def baseline_versions(model_base: str, model_config_file: Optional[str] = None,
-                      model_name: str = paths.MODEL_NAME) -> List[int]:
-  """Served versions in the order they qualify as baseline (see docstring)."""
+                      model_name: Optional[str] = None) -> List[int]:
+  """Served versions in the order they qualify as baseline (see docstring).
+  `model_name`: the config entry's name (default: model_name_of)."""
   on_disk = model_config.versions_on_disk(model_base)
   rejected = set(rejected_by_cd(model_base))
   order = list(reversed(on_disk))
-  stable = stable_version(model_config_file, model_name)
+  stable = stable_version(model_config_file,
+                          model_name or model_name_of(model_base))
   if stable in on_disk:
     order.remove(stable)
     order.insert(0, stable)
@@ -100,7 +107,7 @@ def baseline_versions(model_base: str, model_config_file: Optional[str] = None,
 
 
 def served_version(model_base: str, model_config_file: Optional[str] = None,
-                   model_name: str = paths.MODEL_NAME) -> Optional[int]:
+                   model_name: Optional[str] = None) -> Optional[int]:
   """The version users are served: the first in `baseline_versions`' order
   (None: nothing is served)."""
   order = baseline_versions(model_base, model_config_file, model_name)
@@ -122,7 +129,7 @@ class ServedModel:
 
 def served_model(store: mlmd.MetadataStore, model_base: str,
                  model_config_file: Optional[str] = None,
-                 model_name: str = paths.MODEL_NAME) -> ServedModel:
+                 model_name: Optional[str] = None) -> ServedModel:
   """The served version's Model and ModelBlessing, from ML Metadata.
 
   The blessing is the Evaluator's verdict on that very Model (its
@@ -176,7 +183,7 @@ class ServedModelStrategy(resolver.ResolverStrategy):
   """
 
   def __init__(self, base_path: str, model_config_file: Optional[str] = None,
-               model_name: str = paths.MODEL_NAME):
+               model_name: Optional[str] = None):
     self._base_path = base_path
     self._model_config_file = model_config_file or None
     self._model_name = model_name

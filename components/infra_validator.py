@@ -23,8 +23,10 @@ loopback ports:
      each one to each signature of `tensorflow_serving.signature_names`
      (default serving_default) as a REST predict, {"instances": [{"b64":
      ...}]}, and as a gRPC PredictRequest on the signature's one string
-     input (what the stock request builder sends); every answer must be one
-     finite probability in [0, 1] (the project's clients read the `outputs`
+     input (what the stock request builder sends); every answer must be a
+     valid answer of the problem's task (models/tasks.py `fault`: one
+     probability for a binary task, one per class for a multi-class one,
+     each finite and in [0, 1]; the project's clients read the `outputs`
      tensor: serving.client.GrpcClient);
   4. stops the server in any case (also on SIGTERM, as the stock executor
      does, when it runs in the main thread) and keeps its log.
@@ -75,7 +77,6 @@ import base64
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import signal
 import tempfile
@@ -104,6 +105,7 @@ from tfx.utils import io_utils
 from tfx.utils import path_utils
 from tfx.utils import proto_utils
 
+from models import problem as problems
 from project import paths
 from serving import client
 from serving import server_process
@@ -123,6 +125,7 @@ DEFAULT_SIGNATURE = 'serving_default'
 SERVING_TAG = 'serve'  # the one tag set `python -m serving` loads
 
 MODEL_NAME_KEY = 'model_name'
+PROBLEM_KEY = 'problem'  # models/<problem>/: what a valid answer is
 REASON_KEY = 'not_blessed_reason'  # string custom property, when not blessed
 REPORT_FILE = 'infra_validation.json'
 SERVER_LOG_FILE = 'model_server.log'
@@ -270,21 +273,21 @@ def _serialized_input(signature: str, signature_defs: Dict[str, Any]) -> str:
   return next(iter(inputs))
 
 
-def _probability(answers: List[Any], what: str) -> float:
-  """The one probability a one-example request must get."""
+def _answer(answers: List[Any], what: str,
+            problem: problems.Problem) -> List[float]:
+  """The one answer a one-example request must get, valid for the
+  problem's task (models/tasks.py): its class probabilities."""
   if not isinstance(answers, list) or len(answers) != 1:
     raise ModelFault(f'{what}: answered {answers!r}, not one answer to its '
                      'one example')
   value = answers[0]
   if isinstance(value, dict):
     value = value.get('outputs')
-  if isinstance(value, list) and len(value) == 1:
-    value = value[0]
-  if (isinstance(value, bool) or not isinstance(value, (int, float)) or
-      not math.isfinite(value) or not 0.0 <= value <= 1.0):
-    raise ModelFault(f'{what}: answered {value!r}, not a probability in '
-                     '[0, 1]')
-  return float(value)
+  n_classes = len(problem.label.classes)
+  why = problem.task.fault(value, n_classes)
+  if why:
+    raise ModelFault(f'{what}: answered {value!r}: {why}')
+  return problem.task.probabilities(value, n_classes)
 
 
 def _grpc_predict(grpc: client.GrpcClient, model_name: str, signature: str,
@@ -308,13 +311,14 @@ def _grpc_predict(grpc: client.GrpcClient, model_name: str, signature: str,
 
 
 def _query(server: server_process.ServerProcess, model_name: str,
-           records: List[bytes], signatures: List[str], attempt: Try) -> None:
+           records: List[bytes], signatures: List[str], attempt: Try,
+           problem: problems.Problem) -> None:
   """Each example to each signature over REST and gRPC; ModelFault at the
   first wrong or failed answer."""
   model_url = f'{server.rest_url}/v1/models/{model_name}'
   metadata = _get_json(model_url + '/metadata', what='REST metadata')
   signature_defs = metadata['metadata']['signature_def']['signature_def']
-  grpc = client.GrpcClient(server.grpc_address, model_name,
+  grpc = client.GrpcClient(server.grpc_address, model_name, problem,
                            timeout=REQUEST_TIMEOUT_SECONDS)
   try:
     for signature in signatures:
@@ -326,19 +330,20 @@ def _query(server: server_process.ServerProcess, model_name: str,
             'signature_name': signature,
             'instances': [{'b64': base64.b64encode(record).decode('ascii')}]
         }, what)
-        _probability(answer.get('predictions'), what)
+        _answer(answer.get('predictions'), what, problem)
         attempt.requests_answered += 1
         what = f'gRPC Predict on {signature!r}, example {i}'
         attempt.requests_sent += 1
-        _probability(_grpc_predict(grpc, model_name, signature, input_key,
-                                   record, what), what)
+        _answer(_grpc_predict(grpc, model_name, signature, input_key,
+                              record, what), what, problem)
         attempt.requests_answered += 1
   finally:
     grpc.close()
 
 
 def validate_once(base_path: str, model_name: str, records: List[bytes],
-                  signatures: List[str], max_seconds: int) -> Try:
+                  signatures: List[str], max_seconds: int,
+                  problem: problems.Problem) -> Try:
   """Starts the server on `base_path`, waits for the model, asks it; the
   server is stopped whatever happens."""
   attempt = Try()
@@ -355,7 +360,7 @@ def validate_once(base_path: str, model_name: str, records: List[bytes],
     logging.info('Model %s AVAILABLE after %.1f s.', model_name,
                  attempt.load_seconds)
     if records:
-      _query(server, model_name, records, signatures, attempt)
+      _query(server, model_name, records, signatures, attempt, problem)
   except ModelFault as e:
     attempt.failure, attempt.model_fault = str(e), True
   except Exception as e:  # pylint: disable=broad-except
@@ -420,7 +425,8 @@ class Executor(base_executor.BaseExecutor):
     examples = (artifact_utils.get_single_instance(
         input_dict[keys.EXAMPLES_KEY])
                 if input_dict.get(keys.EXAMPLES_KEY) else None)
-    model_name = exec_properties.get(MODEL_NAME_KEY) or paths.MODEL_NAME
+    problem = problems.load(exec_properties[PROBLEM_KEY])
+    model_name = exec_properties.get(MODEL_NAME_KEY) or problem.name
     validation = infra_validator_pb2.ValidationSpec()
     if exec_properties.get(keys.VALIDATION_SPEC_KEY):
       proto_utils.json_to_proto(exec_properties[keys.VALIDATION_SPEC_KEY],
@@ -461,7 +467,7 @@ class Executor(base_executor.BaseExecutor):
           logging.info('Starting infra validation (attempt %d/%d).',
                        len(tries) + 1, num_tries)
           tries.append(validate_once(base_path, model_name, records,
-                                     signatures, max_seconds))
+                                     signatures, max_seconds, problem))
           if not tries[-1].failure or tries[-1].model_fault:
             break
     finally:
@@ -498,10 +504,12 @@ class Executor(base_executor.BaseExecutor):
 
 
 class InfraValidatorSpec(ComponentSpec):
-  """The stock InfraValidatorSpec without serving_spec, with model_name."""
+  """The stock InfraValidatorSpec without serving_spec, with model_name and
+  the problem (what a valid answer is)."""
 
   PARAMETERS = {
       MODEL_NAME_KEY: ExecutionParameter(type=str),
+      PROBLEM_KEY: ExecutionParameter(type=str),
       keys.VALIDATION_SPEC_KEY: ExecutionParameter(
           type=infra_validator_pb2.ValidationSpec, optional=True),
       keys.REQUEST_SPEC_KEY: ExecutionParameter(
@@ -534,11 +542,13 @@ class InfraValidator(base_component.BaseComponent):
       examples: Optional[types.BaseChannel] = None,
       request_spec: Optional[infra_validator_pb2.RequestSpec] = None,
       validation_spec: Optional[infra_validator_pb2.ValidationSpec] = None,
-      model_name: str = paths.MODEL_NAME):
+      problem: str = paths.DEFAULT_PROBLEM,
+      model_name: Optional[str] = None):
     if request_spec is not None:
       check_request_spec(request_spec)
     super().__init__(spec=InfraValidatorSpec(
         model=model, examples=examples,
         blessing=types.Channel(type=standard_artifacts.InfraBlessing),
-        model_name=model_name, validation_spec=validation_spec,
+        model_name=model_name or problem, problem=problem,
+        validation_spec=validation_spec,
         request_spec=request_spec))

@@ -47,7 +47,8 @@ from tfx.types.component_spec import ComponentSpec
 from tfx.types.component_spec import ExecutionParameter
 
 from lineage import readers
-from models import model as taxi_model
+from models import model as model_lib
+from models import problem as problems
 from components import infra_validator
 from serving import base_path
 
@@ -56,24 +57,8 @@ TEMPLATES = os.path.join(os.path.dirname(__file__), 'model_card_templates')
 # Slices with fewer evaluation examples are listed, but their metrics are
 # not compared: a 30-example slice's AUC is mostly noise.
 MIN_SLICE_EXAMPLES = 100
-SLICE_METRICS = ('example_count', 'auc', 'balanced_accuracy',
-                 'binary_accuracy', 'calibration', 'mean_label',
-                 'mean_prediction')
-INTENDED_USE = (
-    'Ranks Chicago taxi trips by the chance that the tip exceeds 20% of the '
-    'fare, from what is known when the trip ends (fare, distance, time, '
-    'place, payment type, company). A teaching model of the tfx-reference '
-    'pipeline: for demonstrating an MLOps level-2 loop, not for decisions '
-    'about drivers or riders.')
+# What every card says, whatever the problem (the problem adds its own).
 LIMITATIONS = (
-    'Trained on the Chicago taxi sample bundled with TFX (2013-2016 trips), '
-    'in quarterly spans: trips of other cities or years are outside what it '
-    'has seen.',
-    'Cash trips record (almost) no tips, so their label is ~always 0: the '
-    'model is judged on them only overall; calibration is guarded on the '
-    'card-paying slices (pipeline/configs.py GUARDED_SLICES).',
-    'Accuracy rewards the majority class (~78% of trips have no big tip); '
-    'read AUC, balanced accuracy and calibration instead.',
     f'Slices with fewer than {MIN_SLICE_EXAMPLES} evaluation examples, or '
     'with one class only, are listed but not compared.',
 )
@@ -91,6 +76,7 @@ class ModelCardGeneratorSpec(ComponentSpec):
   """Inputs: what the card describes; `blessing_rule`: blessing.describe()
   of the Evaluator's EvalConfig, as JSON."""
   PARAMETERS = {
+      'problem': ExecutionParameter(type=str),
       'model_name': ExecutionParameter(type=str),
       'blessing_rule': ExecutionParameter(type=str),  # JSON list of lines
       'code_version': ExecutionParameter(type=str),
@@ -158,7 +144,7 @@ def training_section(model_run: types.Artifact,
                      hyperparameters: Optional[types.Artifact],
                      code_version: str) -> Dict[str, Any]:
   """What run_fn used (history.json), and where tuned values came from."""
-  with fileio.open(os.path.join(model_run.uri, taxi_model.HISTORY_FILE)) as f:
+  with fileio.open(os.path.join(model_run.uri, model_lib.HISTORY_FILE)) as f:
     history = json.load(f)
   hparams = history.get('hparams', {})
   final = {name: values[-1] for name, values in history.get(
@@ -171,7 +157,7 @@ def training_section(model_run: types.Artifact,
                              if hyperparameters is not None else None),
       'train_steps': history.get('train_steps'),
       'eval_steps': history.get('eval_steps'),
-      'train_positive_rate': history.get('train_positive_rate'),
+      'train_class_shares': history.get('train_class_shares'),
       'final_training_metrics': final,
       'code_version': code_version,
   }
@@ -181,8 +167,11 @@ def _finite(value: Optional[float]) -> Optional[float]:
   return value if value is not None and math.isfinite(value) else None
 
 
-def evaluation_section(evaluation: types.Artifact) -> Dict[str, Any]:
-  """Every slice, candidate and baseline, as the Evaluator wrote them."""
+def evaluation_section(evaluation: types.Artifact,
+                       problem: problems.Problem) -> Dict[str, Any]:
+  """Every slice, candidate and baseline, as the Evaluator wrote them (the
+  task's card metrics, and the mean label where the task has one)."""
+  metrics = problem.task.card + ('mean_label', 'mean_prediction')
   slices = []
   for name, per_model in sorted(
       readers.sliced_metrics(evaluation.uri).items(),
@@ -191,9 +180,9 @@ def evaluation_section(evaluation: types.Artifact) -> Dict[str, Any]:
     baseline = per_model.get('baseline', {})
     slices.append({
         'slice': name,
-        'candidate': {k: _finite(candidate.get(k)) for k in SLICE_METRICS
+        'candidate': {k: _finite(candidate.get(k)) for k in metrics
                       if k in candidate},
-        'baseline': {k: _finite(baseline.get(k)) for k in SLICE_METRICS
+        'baseline': {k: _finite(baseline.get(k)) for k in metrics
                      if k in baseline},
         'not_compared': None if name == 'overall' else _why_not(candidate),
     })
@@ -209,13 +198,14 @@ def _why_not(metrics: Dict[str, float]) -> Optional[str]:
   return None
 
 
-def slice_differences(slices: List[Dict[str, Any]]) -> List[str]:
+def slice_differences(slices: List[Dict[str, Any]],
+                      problem: problems.Problem) -> List[str]:
   """Sentences on how the compared slices differ (best vs worst)."""
   compared = [s for s in slices
               if s['slice'] != 'overall' and not s['not_compared']]
   lines = []
-  for metric, label in (('auc', 'AUC'), ('calibration', 'calibration'),
-                        ('balanced_accuracy', 'balanced accuracy')):
+  for metric in problem.task.headline:
+    label = problem.task.labels[metric]
     scored = [(s['candidate'][metric], s['slice']) for s in compared
               if s['candidate'].get(metric) is not None]
     if len(scored) >= 2:
@@ -270,12 +260,23 @@ def decision_section(blessing: types.Artifact, evaluation: types.Artifact,
 def build(input_dict: Dict[str, List[types.Artifact]],
           exec_properties: Dict[str, Any]) -> Dict[str, Any]:
   """The card, as a JSON-able dict (module docstring: where each part is read)."""
+  problem = problems.load(exec_properties['problem'])
   model = _single(input_dict, 'model')
   evaluation = _single(input_dict, 'evaluation')
   commit, dirty = readers.git_revision()
-  evaluated = evaluation_section(evaluation)
+  evaluated = evaluation_section(evaluation, problem)
+  task = problem.task
   return {
       'schema': CARD_SCHEMA,
+      'problem': {
+          'name': problem.name, 'title': problem.title,
+          'question': problem.question, 'task': task.name,
+          'label': problem.label.name, 'classes': list(problem.label.classes),
+          # The table's columns: (metric key, how people read it).
+          'columns': [[k, task.labels[k]] for k in task.card],
+          'baseline_columns': [[k, task.labels[k]]
+                               for k in task.card_baseline],
+      },
       'model_details': {
           'name': exec_properties['model_name'],
           'model_id': model.id or None,
@@ -292,13 +293,14 @@ def build(input_dict: Dict[str, List[types.Artifact]],
                                    _single(input_dict, 'hyperparameters'),
                                    exec_properties['code_version']),
       'evaluation': evaluated,
-      'slice_differences': slice_differences(evaluated['slices']),
+      'slice_differences': slice_differences(evaluated['slices'], problem),
       'decision': decision_section(
           _single(input_dict, 'blessing'), evaluation,
           _single(input_dict, 'infra_blessing'),
           json.loads(exec_properties['blessing_rule'])),
-      'considerations': {'intended_use': INTENDED_USE,
-                         'limitations': list(LIMITATIONS)},
+      'considerations': {
+          'intended_use': problem.intended_use,
+          'limitations': list(problem.limitations) + list(LIMITATIONS)},
   }
 
 
@@ -366,12 +368,14 @@ class ModelCardGenerator(base_component.BaseComponent):
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
   def __init__(self, *, model, model_run, evaluation, blessing, examples,
-               schema, model_name: str, blessing_rule: List[str],
-               code_version: str, infra_blessing=None, hyperparameters=None):
+               schema, problem: str, model_name: str,
+               blessing_rule: List[str], code_version: str,
+               infra_blessing=None, hyperparameters=None):
     super().__init__(spec=ModelCardGeneratorSpec(
         model=model, model_run=model_run, evaluation=evaluation,
         blessing=blessing, examples=examples, schema=schema,
         infra_blessing=infra_blessing, hyperparameters=hyperparameters,
-        model_name=model_name, blessing_rule=json.dumps(blessing_rule),
+        problem=problem, model_name=model_name,
+        blessing_rule=json.dumps(blessing_rule),
         code_version=code_version,
         model_card=types.Channel(type=ModelCard)))

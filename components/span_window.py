@@ -38,7 +38,7 @@ def _gate_executions(store: mlmd.MetadataStore, gate_context: str
   `component_id` property within the `pipeline` context, and one whose
   executor raised is never marked failed (it stays RUNNING), so there
   anything but COMPLETE or CACHED counts as rejected. Airflow runs one DAG run
-  at a time (dags/taxi_dag.py), so no gate of another run is still running.
+  at a time (dags/pipeline_dag.py), so no gate of another run is still running.
   """
   context = store.get_context_by_type_and_name('node', gate_context)
   if context is not None:

@@ -5,13 +5,13 @@ replay's.
 them flags of `python -m continuous_training.controller` and of the replay.
 The drift thresholds are the drift/skew rule's (monitoring/distribution.py
 DRIFT_*), the monitor's report path is the monitor's (monitoring/config.py
-REPORT_PATH): the controller reads them, it does not own them.
+default_report): the controller reads them, it does not own them.
 """
 
 import argparse
 import dataclasses
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 from monitoring import config as monitor_config
 from monitoring import distribution
@@ -23,7 +23,11 @@ TRIGGERS = ('on_demand', 'new_span', 'schedule', 'drift', 'degraded')
 SCHEDULE_DAYS = 180
 # Replay of the spans through the controller: its own outputs and knobs
 # (fewer train steps than `make run`, so 16 runs fit in a learner's wait).
-REPLAY_DIR = os.path.join(paths.OUTPUT_DIR, 'replay')
+def replay_dir(problem: str = paths.DEFAULT_PROBLEM) -> str:
+  """outputs/<problem>/replay: a replay's own outputs."""
+  return os.path.join(paths.problem_outputs(problem), 'replay')
+
+
 REPLAY_DEFAULTS = dict(window_spans=4, train_steps=300, eval_steps=50)
 
 
@@ -36,9 +40,14 @@ class CTConfig:
   drift_alpha: float = distribution.DRIFT_ALPHA
   drift_linf_threshold: float = distribution.DRIFT_LINF_THRESHOLD
   drift_jsd_threshold: float = distribution.DRIFT_JSD_THRESHOLD
-  # The monitor's report.json; missing file = no signal.
-  monitoring_report: str = monitor_config.REPORT_PATH
+  # The monitor's report.json; missing file = no signal. None: the
+  # problem's (monitoring/config.py default_report).
+  monitoring_report: Optional[str] = None
   triggers: Sequence[str] = TRIGGERS  # enabled; on_demand always is
+
+  def report_of(self, problem: str) -> str:
+    """The monitor report the controller reads for `problem`."""
+    return self.monitoring_report or monitor_config.default_report(problem)
 
   def thresholds(self):
     return distribution.Rule(alpha=self.drift_alpha,
@@ -71,7 +80,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                      'previous span\'s deciles (default: %(default)s)')
   group.add_argument('--monitoring-report', default=d.monitoring_report,
                      help='the monitor\'s report.json; missing = no signal '
-                     '(default: %(default)s)')
+                     '(default: outputs/<problem>/monitoring/report.json)')
   group.add_argument('--triggers', default=','.join(TRIGGERS[1:]),
                      help='enabled triggers, comma-separated, of '
                      f'{",".join(TRIGGERS[1:])} (on_demand always is; '

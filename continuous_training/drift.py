@@ -30,7 +30,7 @@ import dataclasses
 import glob
 import json
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import ml_metadata as mlmd
 from data import spans
@@ -108,19 +108,20 @@ class DriftReport:
                          for name, f in sorted(data['features'].items())])
 
 
-def values_from_csv(data_root: str, span: int
+def values_from_csv(data_root: str, span: int, kinds: Mapping[str, str]
                    ) -> Tuple[distribution.Values, str]:
   """Raw values of a span's CSV files, and where they came from."""
   pattern = spans.span_glob(data_root, span)
   paths = spans.span_files(data_root, span)
   if not paths:
     raise FileNotFoundError(f'no CSV file matches {pattern}')
-  values = distribution.values_from_csv(paths)
+  values = distribution.values_from_csv(paths, kinds)
   return values, f'CSV {pattern} ({distribution.size(values)} rows)'
 
 
 def values_from_store(store: mlmd.MetadataStore, pipeline_name: str,
-                      span: int, data_root: Optional[str] = None
+                      span: int, data_root: Optional[str],
+                      kinds: Mapping[str, str]
                      ) -> Optional[Tuple[distribution.Values, str]]:
   """Raw values of the newest Examples ExampleGen made of `span` from
   `data_root` (every split: the whole span, as its CSV), or None when ML
@@ -132,7 +133,7 @@ def values_from_store(store: mlmd.MetadataStore, pipeline_name: str,
     if not splits:
       continue
     values = distribution.concatenate([
-        distribution.values_from_examples_dir(artifact.uri, split)
+        distribution.values_from_examples_dir(artifact.uri, split, kinds)
         for split in splits])
     return values, (f'Examples artifact {artifact.id} (splits '
                     f'{", ".join(splits)}; {distribution.size(values)} rows)')
@@ -140,10 +141,11 @@ def values_from_store(store: mlmd.MetadataStore, pipeline_name: str,
 
 
 def compare(current: distribution.Values, previous: distribution.Values,
-            thresholds: distribution.Rule) -> List[FeatureDrift]:
+            thresholds: distribution.Rule,
+            kinds: Mapping[str, str]) -> List[FeatureDrift]:
   """The rule on every compared feature, sorted by name; the previous span
   is the reference (its quantiles make the bins)."""
-  found = distribution.compare(previous, current, thresholds)
+  found = distribution.compare(previous, current, thresholds, kinds)
   return [FeatureDrift(f.feature, f.measure, f.effect, f.threshold,
                        f.p_value, f.alpha) for f in found.features]
 
@@ -157,12 +159,13 @@ def detect(store: Optional[mlmd.MetadataStore], cfg: configs.PipelineConfig,
   Metadata has them, else read from its CSV like the new span's.
   """
   thresholds = thresholds or distribution.Rule()
-  current, source = values_from_csv(cfg.data_root, span)
+  kinds = distribution.kinds_of(cfg.problem_spec)
+  current, source = values_from_csv(cfg.data_root, span, kinds)
   sources = {'span': source}
   recorded = values_from_store(store, cfg.pipeline_name, previous_span,
-                               cfg.data_root) if store else None
+                               cfg.data_root, kinds) if store else None
   previous, sources['previous_span'] = recorded or values_from_csv(
-      cfg.data_root, previous_span)
+      cfg.data_root, previous_span, kinds)
   return DriftReport(span=span, previous_span=previous_span,
-                     features=compare(current, previous, thresholds),
+                     features=compare(current, previous, thresholds, kinds),
                      sources=sources)

@@ -5,17 +5,18 @@ One command shows continuous training on history: spans arrive one at a time
 day its quarter ends) the controller decides whether to run and why, then
 the pipeline ingests, validates, trains on the rolling window, evaluates
 against the served model and pushes if blessed. Everything goes to its own
-outputs directory (default outputs/replay: pipeline root, ML Metadata,
-serving dir), restarted from empty on each replay unless --resume.
+outputs directory (default outputs/<problem>/replay: pipeline root, ML
+Metadata, serving dir), restarted from empty on each replay unless --resume.
 
     python -m continuous_training.replay                       # all bundled spans
     python -m continuous_training.replay --spans 1-4           # a short range
+    python -m continuous_training.replay --problem penguin     # another problem
     python -m continuous_training.replay --data-root /tmp/ct   # generated spans
         (python data/generate_spans.py --out /tmp/ct --rows 1000 --spans 8 \\
              --drift payment_type=0.6 --drift-spans 6)
 
-Prints one table row per span (trigger, drift found, candidate AUC vs the
-baseline's, blessed, pushed) and writes <out>/report.html: data statistics
+Prints one table row per span (trigger, drift found, the candidate's
+headline metric vs the baseline's, blessed, pushed) and writes <out>/report.html: data statistics
 and anomalies per span, drift distances, evaluation metrics, push
 decisions, and the lineage of every pushed version, read from ML Metadata.
 Train steps and window are smaller than `make run`'s so the 16 runs fit in
@@ -35,15 +36,16 @@ from continuous_training import config as ct_config
 from continuous_training import controller
 from continuous_training import report
 from data import spans as span_rules
+from models import problem as problems
 from monitoring import config as monitor_config
 from pipeline import configs
 from ops import console
 from ops import reproducible
 from project import cli
+from project import paths
 
 START = time.time()
 MARKER = '.replay'  # only a directory holding it is ever wiped
-PipelineDefaults = configs.PipelineConfig()
 
 
 def parse_spans(text: Optional[str], available: List[int]) -> List[int]:
@@ -106,7 +108,7 @@ def replay_span(cfg: configs.PipelineConfig, ct: ct_config.CTConfig,
     row.blessed, row.pushed = outcome.blessed, outcome.pushed_version
     row.failures = outcome.blessing_failures
     row.baseline_versions = outcome.baseline_versions
-    row.statistics = report.span_statistics(outcome)
+    row.statistics = report.span_statistics(outcome, cfg.problem_spec)
     row.anomalies = report.span_anomalies(outcome)
   row.seconds = time.time() - start
   return row
@@ -118,14 +120,16 @@ def main(argv: Optional[List[str]] = None) -> int:
       description=__doc__.split('\n\n')[0],
       epilog=__doc__.split('\n\n', 1)[1],
       formatter_class=argparse.RawDescriptionHelpFormatter)
+  problems.add_flag(parser, 'the problem replayed')
   parser.add_argument('--spans', default=None,
                       help='spans to replay, e.g. 1-4 or 1,3,5 (default: all '
                       'under --data-root)')
-  parser.add_argument('--data-root', default=PipelineDefaults.data_root,
-                      help='source span-N/ directories (default: %(default)s)')
-  parser.add_argument('--out', default=ct_config.REPLAY_DIR,
+  parser.add_argument('--data-root',
+                      help='source span-N/ directories (default: '
+                      'data/<problem>)')
+  parser.add_argument('--out',
                       help='replay outputs: pipeline root, metadata, serving '
-                      'dir, report.html (default: %(default)s)')
+                      'dir, report.html (default: outputs/<problem>/replay)')
   parser.add_argument('--resume', action='store_true',
                       help='keep what an earlier replay left in --out')
   helps = {f.name: f.metadata['help']
@@ -138,19 +142,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help='do not reuse cached component executions')
   for name in configs.BLESSING_FIELDS:
     parser.add_argument('--' + name.replace('_', '-'), type=float,
-                        default=getattr(PipelineDefaults, name),
-                        help=f'{helps[name]} (default: %(default)s)')
+                        help=f"{helps[name]} (default: the problem's rule)")
   ct_config.add_flags(parser)
   parser.set_defaults(monitoring_report=None)
   args = parser.parse_args(argv)
 
   console.quiet_imports()  # before TensorFlow loads (run_pipeline imports it)
+  args.data_root = args.data_root or paths.data_root(args.problem)
+  args.out = args.out or ct_config.replay_dir(args.problem)
   spans = parse_spans(args.spans, span_rules.spans_on_disk(args.data_root))
   if not spans:
     raise SystemExit(f'No span-N/ directories under {args.data_root}')
   out = os.path.abspath(args.out)
   prepare_out(out, args.resume)
   cfg = configs.PipelineConfig(
+      problem=args.problem,
       data_root=os.path.join(out, 'data'),
       pipeline_root=os.path.join(out, 'pipeline'),
       serving_dir=os.path.join(out, 'serving'),
@@ -181,7 +187,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   print(f'\nReplay of spans {spans[0]}..{spans[-1]} '
         f'({seconds:.0f} s wall time, window {cfg.window_spans}, '
         f'{cfg.train_steps} train steps):\n', flush=True)
-  print(report.format_table(rows))
+  print(report.format_table(rows, cfg.problem_spec.task))
   drifted = [r.span for r in rows if r.drift is not None and r.drift.drifted]
   not_blessed = [r.span for r in rows if r.ran and r.blessed is False]
   stopped = [r.span for r in rows if r.ran and r.ok is False]

@@ -20,6 +20,8 @@ from data import spans
 from lineage import graph
 from lineage import metadata_store
 from lineage import readers
+from models import problem as problems
+from models import tasks
 from pipeline import configs
 from project import charts
 
@@ -47,12 +49,26 @@ class Row:
   baseline_versions: Optional[List[str]] = None
 
 
-def span_statistics(outcome) -> Optional[Dict[str, Any]]:
-  """A few figures of the span the run ingested, from StatisticsGen."""
+def statistics_keys(problem: problems.Problem) -> List[str]:
+  """The figures span_statistics gives for a problem: examples, the mean
+  of its first two z-scored features, the share of the most common value
+  of its first string feature."""
+  numeric = [f.name for f in problem.features
+             if f.encoding == problems.Z_SCORE][:2]
+  text = [f.name for f in problem.features if f.dtype == 'string'][:1]
+  return (['examples'] + [f'mean {n}' for n in numeric] +
+          [f'top {n}' for n in text])
+
+
+def span_statistics(outcome, problem: problems.Problem
+                    ) -> Optional[Dict[str, Any]]:
+  """A few figures of the span the run ingested, from StatisticsGen
+  (statistics_keys)."""
   from tensorflow_metadata.proto.v0 import statistics_pb2  # pylint: disable=g-import-not-at-top
   node = outcome.nodes.get('StatisticsGen')
   if not node or not node.outputs.get('statistics'):
     return None
+  wanted = set(statistics_keys(problem))
   figures: Dict[str, Any] = {'examples': 0}
   protos = readers.split_protos(node.outputs['statistics'][0], 'FeatureStats.pb',
                          statistics_pb2.DatasetFeatureStatisticsList)
@@ -63,17 +79,13 @@ def span_statistics(outcome) -> Optional[Dict[str, Any]]:
         continue
       for feature in dataset.features:
         name = feature.path.step[0] if feature.path.step else feature.name
-        if name in ('fare', 'trip_miles') and feature.HasField('num_stats'):
+        if f'mean {name}' in wanted and feature.HasField('num_stats'):
           figures[f'mean {name}'] = feature.num_stats.mean
-        if name == 'company' and feature.HasField('string_stats'):
-          # An empty CSV cell is an empty list, not a missing feature.
-          values = feature.string_stats.common_stats.tot_num_values
-          figures['company missing'] = 1 - values / max(dataset.num_examples, 1)
-        if name == 'payment_type' and feature.HasField('string_stats'):
+        if f'top {name}' in wanted and feature.HasField('string_stats'):
           top = feature.string_stats.top_values
           common = feature.string_stats.common_stats
           if top:
-            figures['top payment'] = (
+            figures[f'top {name}'] = (
                 f'{top[0].value} {top[0].frequency / max(common.num_non_missing, 1):.0%}')
   return figures
 
@@ -91,10 +103,6 @@ def span_anomalies(outcome) -> List[str]:
     for feature, info in sorted(proto.anomaly_info.items()):
       lines.append(f'{split}: {feature}: {info.short_description}')
   return lines
-
-
-def _auc(metrics: Optional[Dict[str, float]]) -> str:
-  return f'{metrics["auc"]:.3f}' if metrics and 'auc' in metrics else '-'
 
 
 def _drift_cell(row: Row) -> str:
@@ -120,28 +128,37 @@ def _result(row: Row) -> Dict[str, str]:
           'pushed': row.pushed or 'no'}
 
 
-TABLE_COLUMNS = ('span', 'quarter', 'trigger', 'drift found', 'window',
-                 'AUC', 'bal. acc.', 'baseline AUC', 'blessed', 'pushed',
-                 'time')
-BLESSED_COLUMN = TABLE_COLUMNS.index('blessed')
+def table_columns(task: tasks.Task) -> List[str]:
+  """The printed table's columns: the task's first headline metric, its
+  balanced accuracy, the baseline's first headline metric (for taxi: AUC,
+  bal. acc., baseline AUC)."""
+  first = task.labels[task.headline[0]]
+  return ['span', 'quarter', 'trigger', 'drift found', 'window', first,
+          'bal. acc.', f'baseline {first}', 'blessed', 'pushed', 'time']
+
+
+BLESSED_COLUMN = 8  # table_columns' 'blessed'
 
 
 def _metric(metrics: Optional[Dict[str, float]], key: str) -> str:
   return f'{metrics[key]:.3f}' if metrics and key in metrics else '-'
 
 
-def table_rows(rows: List[Row]) -> List[List[str]]:
+def table_rows(rows: List[Row], task: tasks.Task) -> List[List[str]]:
+  first = task.headline[0]
   return [[str(r.span), spans.quarter(r.span), r.trigger, _drift_cell(r),
-           _window(r), _auc(r.metrics),
-           _metric(r.metrics, 'balanced_accuracy'), _auc(r.baseline),
+           _window(r), _metric(r.metrics, first),
+           _metric(r.metrics, task.balanced_metric),
+           _metric(r.baseline, first),
            _result(r)['blessed'], _result(r)['pushed'],
            f'{r.seconds:.0f} s']
           for r in rows]
 
 
-def format_table(rows: List[Row]) -> str:
-  cells = [list(TABLE_COLUMNS)] + table_rows(rows)
-  widths = [max(len(c[i]) for c in cells) for i in range(len(TABLE_COLUMNS))]
+def format_table(rows: List[Row], task: tasks.Task) -> str:
+  columns = table_columns(task)
+  cells = [columns] + table_rows(rows, task)
+  widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
   lines = ['  '.join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
            for line in cells]
   lines.insert(1, '  '.join('-' * w for w in widths))
@@ -222,12 +239,16 @@ def _drift_points(rows: List[Row]) -> Dict[str, Dict[str, Any]]:
 
 
 def _metric_charts(cfg: configs.PipelineConfig, rows: List[Row]) -> List[str]:
-  """AUC and balanced accuracy per span, candidate and baseline, with the
-  blessing's bounds dashed."""
+  """The task's first headline metric and its balanced accuracy per span
+  (for taxi: AUC and balanced accuracy), candidate and baseline, with the
+  blessing's overall lower bounds dashed."""
+  task, rule = cfg.problem_spec.task, cfg.rule
+  lower = {task.metric_keys[c.metric]: rule[c.lower] for c in task.checks
+           if c.where == 'overall' and c.lower}
   out = []
-  for key, label, bound in (('auc', 'AUC', cfg.min_auc),
-                            ('balanced_accuracy', 'balanced accuracy',
-                             cfg.min_balanced_accuracy)):
+  for key in (task.headline[0], task.balanced_metric):
+    label = task.labels[key]
+    bound = lower.get(key)
     series = [charts.Series(name, [(r.span, (metrics or {}).get(key))
                                    for r, metrics in pairs])
               for name, pairs in (
@@ -235,7 +256,8 @@ def _metric_charts(cfg: configs.PipelineConfig, rows: List[Row]) -> List[str]:
                   ('baseline', [(r, r.baseline) for r in rows]))]
     out.append(charts.line_chart(
         f'{label} per span: the candidate and the served baseline', series,
-        [charts.Threshold('bound', bound)], x_title='span'))
+        [charts.Threshold('bound', bound)] if bound is not None else [],
+        x_title='span'))
   return out
 
 
@@ -244,6 +266,9 @@ def write_report(path: str, cfg: configs.PipelineConfig,
                  lineage: List[PushedLineage], command: str,
                  seconds: float, source: str) -> None:
   """Self-contained HTML: no scripts, no external files."""
+  # TFMA (and with it Beam and TensorFlow) only when a report is written:
+  # the replay's --help stays fast and quiet.
+  from pipeline import blessing  # pylint: disable=g-import-not-at-top
   parts = [f'<!doctype html><html><head><meta charset="utf-8">'
            f'<title>CT replay</title><style>{_CSS}</style></head><body>',
            '<h1>Continuous-training replay</h1>',
@@ -251,18 +276,16 @@ def write_report(path: str, cfg: configs.PipelineConfig,
            f'Data: <code>{html.escape(os.path.abspath(source))}</code> '
            f'spans {rows[0].span if rows else ""}-{rows[-1].span if rows else ""}; '
            f'window {cfg.window_spans} spans, {cfg.train_steps} train steps; '
-           f'drift thresholds L-inf {ct.drift_linf_threshold:g} (string '
-           f'features), JSD {ct.drift_jsd_threshold:g} (numeric); blessing: '
-           f'AUC &ge; {cfg.min_auc:g}, balanced accuracy &ge; '
-           f'{cfg.min_balanced_accuracy:g}, calibration in '
-           f'[{cfg.min_calibration:g}, {cfg.max_calibration:g}] (card trips '
-           f'[{cfg.min_slice_calibration:g}, {cfg.max_slice_calibration:g}]), '
-           f'AUC &ge; baseline &minus; {cfg.max_auc_drop:g}. '
-           f'Wall time {seconds:.0f} s.</p>']
+           f'drift thresholds L-inf {ct.drift_linf_threshold:g} '
+           f'(categorical features), JSD {ct.drift_jsd_threshold:g} '
+           f'(numeric); blessing: '
+           + html.escape('; '.join(blessing.describe(blessing.eval_config(
+               cfg)))) + f'. Wall time {seconds:.0f} s.</p>']
 
   parts.append('<h2>Per span</h2>')
   summary = []
-  for r, cells in zip(rows, table_rows(rows)):
+  task = cfg.problem_spec.task
+  for r, cells in zip(rows, table_rows(rows, task)):
     styled = list(cells)
     if r.drift is not None and r.drift.drifted:
       styled[3] = (cells[3], 'bad')
@@ -272,21 +295,19 @@ def write_report(path: str, cfg: configs.PipelineConfig,
     elif blessed == 'yes':
       styled[BLESSED_COLUMN] = (blessed, 'good')
     summary.append(styled)
-  parts.append(_html_table(list(TABLE_COLUMNS), summary))
+  parts.append(_html_table(table_columns(task), summary))
 
   parts.append('<h2>Data statistics and anomalies</h2><p>From the '
                'StatisticsGen and ExampleValidator artifacts of each run '
                '(train split for means and shares).</p>')
-  stat_keys = ['examples', 'mean fare', 'mean trip_miles', 'company missing',
-               'top payment']
+  stat_keys = statistics_keys(cfg.problem_spec)
   stat_rows = []
   for r in rows:
     s = r.statistics or {}
     values = []
     for k in stat_keys:
       v = s.get(k, '-')
-      values.append(f'{v:.1%}' if k == 'company missing' and v != '-' else
-                    f'{v:.2f}' if isinstance(v, float) else v)
+      values.append(f'{v:.2f}' if isinstance(v, float) else v)
     problems = r.anomalies or ([r.error] if r.ran and not r.ok else [])
     stat_rows.append([r.span, spans.quarter(r.span)] + values + [
         ('; '.join(problems), 'bad') if problems else 'none'])
@@ -324,30 +345,34 @@ def write_report(path: str, cfg: configs.PipelineConfig,
   parts.extend(charts.drift_charts(_drift_points(rows)))
 
   parts.append('<h2>Evaluation and push decisions</h2>')
+  headline = list(task.headline)
+  first = headline[0]
   eval_rows = []
   for r in rows:
     m, b = r.metrics or {}, r.baseline or {}
     fmt = lambda d, k: f'{d[k]:.4f}' if k in d else '-'
-    majority = (f'{1 - m["mean_label"]:.4f}' if 'mean_label' in m else '-')
+    # What always saying the majority class scores (a binary task's mean
+    # label gives it).
+    majority = (f'{max(m["mean_label"], 1 - m["mean_label"]):.4f}'
+                if 'mean_label' in m else '-')
     blessed = _result(r)['blessed']
     if r.failures:
       blessed = (f'{blessed}: ' + '; '.join(r.failures), 'bad')
-    eval_rows.append([r.span, r.trigger, _window(r), fmt(m, 'auc'),
-                      fmt(b, 'auc'), fmt(m, 'balanced_accuracy'),
-                      fmt(b, 'balanced_accuracy'), fmt(m, 'binary_accuracy'),
-                      majority, fmt(m, 'calibration'),
+    eval_rows.append([r.span, r.trigger, _window(r)] +
+                     [fmt(m, k) for k in headline] +
+                     [fmt(b, first), majority,
                       int(m['example_count']) if 'example_count' in m else '-',
                       ', '.join(r.baseline_versions or []) or '-', blessed,
                       _result(r)['pushed'], r.decision_id or '-'])
   parts.append('<p>The baseline is the version being served '
                '(components/baseline.py). Accuracy is shown next to the '
-               'majority class\'s (saying "no big tip" to every trip): it '
-               'has no threshold, balanced accuracy has.</p>')
+               'majority class\'s (saying the most common class every '
+               'time): it has no threshold, balanced accuracy has.</p>')
   parts.append(_html_table(
-      ['span', 'trigger', 'window', 'AUC', 'baseline AUC',
-       'balanced accuracy', 'baseline balanced accuracy', 'accuracy',
-       'majority class', 'calibration', 'eval examples', 'baseline version',
-       'blessed', 'pushed', 'CTDecision execution'], eval_rows))
+      ['span', 'trigger', 'window'] + [task.labels[k] for k in headline] +
+      [f'baseline {task.labels[first]}', 'majority class', 'eval examples',
+       'baseline version', 'blessed', 'pushed', 'CTDecision execution'],
+      eval_rows))
 
   parts.extend(_metric_charts(cfg, rows))
 

@@ -114,7 +114,7 @@ def decide(cfg: configs.PipelineConfig, ct: ct_config.CTConfig,
 
   monitor = None
   try:
-    monitor = read_monitor_report(ct.monitoring_report)
+    monitor = read_monitor_report(ct.report_of(cfg.problem))
   except ValueError as e:
     notes.append(f'monitor: report ignored ({e})')
   if monitor is None:

@@ -1,4 +1,4 @@
-"""The taxi pipeline as an Airflow DAG (TFX's AirflowDagRunner, Airflow 2.10).
+"""A problem's pipeline as an Airflow DAG (TFX's AirflowDagRunner, Airflow 2.10).
 
 The same `pipeline.pipeline.create_pipeline` every runner uses, with the
 choices of a local run (`pipeline_for`); only the runner differs. Each TFX
@@ -8,8 +8,8 @@ the component in the worker), with the pipeline's dependencies as edges.
 Configuration: the same flags as local_runner.py, in one variable read when
 Airflow parses this file (the scheduler, and every worker before a task):
 
-  TAXI_PIPELINE_FLAGS='--pipeline-root /srv/tfx/taxi --serving-dir /srv/models'
-  TAXI_AIRFLOW_SCHEDULE='@daily'   # cron or preset; 'none': triggered runs only
+  PIPELINE_FLAGS='--pipeline-root /srv/tfx/taxi --serving-dir /srv/models'
+  AIRFLOW_SCHEDULE='@daily'   # cron or preset; 'none': triggered runs only
 
 What a deployment does, and what differs from `make run`:
   * Every scheduled run ingests the latest span on disk (or `--span`) and
@@ -19,7 +19,7 @@ What a deployment does, and what differs from `make run`:
     this DAG does not. On an empty metadata store the window starts with the
     first span the DAG ingests and grows by one span per run that finds new
     data. To seed history, trigger one run per earlier span with
-    `--span N` in TAXI_PIPELINE_FLAGS.
+    `--span N` in PIPELINE_FLAGS.
   * AirflowDagRunner drives TFX's pre-IR launcher, which records lineage in ML
     Metadata under other context types than LocalDagRunner's: give the DAG its
     own pipeline root / metadata store, do not share one with `make run`.
@@ -52,15 +52,15 @@ from pipeline import configs
 from ops import console
 from project import cli
 
-FLAGS_ENV = 'TAXI_PIPELINE_FLAGS'
-SCHEDULE_ENV = 'TAXI_AIRFLOW_SCHEDULE'
+FLAGS_ENV = 'PIPELINE_FLAGS'
+SCHEDULE_ENV = 'AIRFLOW_SCHEDULE'
 DEFAULT_SCHEDULE = '@daily'
 # Fixed: a start date that moves (e.g. "yesterday") makes Airflow reschedule.
 START_DATE = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 def pipeline_config() -> configs.PipelineConfig:
-  """PipelineConfig from $TAXI_PIPELINE_FLAGS (local_runner.py's flags)."""
+  """PipelineConfig from $PIPELINE_FLAGS (local_runner.py's flags)."""
   parser = cli.ArgumentParser(prog=f'${FLAGS_ENV}')
   configs.add_flags(parser)
   return configs.from_flags(
@@ -68,7 +68,7 @@ def pipeline_config() -> configs.PipelineConfig:
 
 
 def schedule() -> Optional[str]:
-  """$TAXI_AIRFLOW_SCHEDULE; 'none' means triggered runs only."""
+  """$AIRFLOW_SCHEDULE; 'none' means triggered runs only."""
   value = os.environ.get(SCHEDULE_ENV, DEFAULT_SCHEDULE).strip()
   return None if value.lower() in ('', 'none') else value
 
@@ -96,7 +96,7 @@ def pipeline_for(cfg: configs.PipelineConfig, connection: Any) -> Any:
 
   Airflow's tasks run where the scheduler's files and ML Metadata are, so
   the schema is a snapshot under the pipeline root, the knobs are constants
-  (from $TAXI_PIPELINE_FLAGS), and the span window Resolver and the
+  (from $PIPELINE_FLAGS), and the span window Resolver and the
   served-model baseline work as in a local run (pipeline/pipeline.py lists
   the choices). Unlike run_pipeline, the span is not pinned: each run
   ingests the latest on disk unless `--span` says otherwise.
@@ -118,7 +118,7 @@ def build_dag():
       'start_date': START_DATE,
       'catchup': False,
       'max_active_runs': 1,
-      'description': 'TFX taxi pipeline: ingest the latest span, validate, '
+      'description': 'TFX pipeline: ingest the latest span, validate, '
                      'train on the span window, evaluate, push if blessed',
       'tags': ['tfx', cfg.pipeline_name],
   }

@@ -22,7 +22,8 @@ a check set too small to bound the accuracy shortfall by the margin even
 with no disagreement at all (fewer than 3 / margin rows, the rule of three)
 or with too few rows of either class for an AUC is inconclusive outright.
 
-Metrics (decision: p > 0.5, as everywhere in this project):
+Metrics: accuracy for every task (models/tasks.py: the predicted class is
+the label); a binary task adds the two that read its probability:
   accuracy           share of right decisions; higher is better.
   auc                ROC AUC, ties counted half; higher is better.
   calibration_error  |sum(p) / sum(label) - 1|: how far the Evaluator's TFMA
@@ -36,8 +37,8 @@ Metrics (decision: p > 0.5, as everywhere in this project):
                      an absolute value, its bootstrap is lopsided when a
                      version is near 1.0; the 0.1 margin is wide next to it.
 
-No TensorFlow (NumPy, and models/features.py for the label rule), so it is
-cheap to import and to test.
+No TensorFlow (NumPy, and the problem for the label rule and the task), so
+it is cheap to import and to test.
 """
 
 import csv
@@ -48,13 +49,21 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from data import spans as spans_lib
-from models import features
+from models import problem as problems
+from models import tasks
 
 ACCURACY, AUC, CALIBRATION = 'accuracy', 'auc', 'calibration_error'
-METRICS = (ACCURACY, AUC, CALIBRATION)
+METRICS = (ACCURACY, AUC, CALIBRATION)  # every metric a margin is a flag of
 LOWER_IS_BETTER = frozenset({CALIBRATION})
-DEFINITIONS = {ACCURACY: 'share of right decisions (p > 0.5)',
+DEFINITIONS = {ACCURACY: 'share of right decisions (the predicted class is '
+                         'the label)',
                AUC: 'ROC AUC', CALIBRATION: '|sum(p) / sum(label) - 1|'}
+
+
+def metrics_of(task: tasks.Task) -> Tuple[str, ...]:
+  """The metrics the gate judges for a task: AUC and calibration read one
+  probability, which only a binary task's answer is."""
+  return METRICS if task is tasks.BINARY else (ACCURACY,)
 PASS, FAIL, INCONCLUSIVE = 'pass', 'fail', 'inconclusive'
 
 # Non-inferiority margins: how much worse than stable a canary may be.
@@ -125,40 +134,46 @@ def check_csvs(data_root: str) -> List[str]:
   return [spans_lib.csv_path(data_root, s) for s in spans]
 
 
-def read_rows(paths: List[str], limit: int) -> Tuple[List[Dict], List[int]]:
-  """Up to `limit` trips (raw features) and their labels (models/features.py's
-  rule) from `paths` in order; rows without a label (tips or fare missing)
-  are left out, as the monitor does."""
+def read_rows(problem: problems.Problem, paths: List[str],
+              limit: int) -> Tuple[List[Dict], List[int]]:
+  """Up to `limit` instances (raw features) and their labels (the
+  problem's rule) from `paths` in order; rows without a label (a column it
+  needs missing) are left out, as the monitor does."""
   rows = []
   for path in paths:
     with open(path, newline='') as f:
       rows += [r for r in csv.DictReader(f)
-               if features.label_of(r) is not None][:limit - len(rows)]
+               if problem.label_of(r) is not None][:limit - len(rows)]
     if len(rows) >= limit:
       break
   if not rows:
     raise ValueError(f'{paths} have no labelled rows')
-  missing = sorted(set(features.RAW_FEATURE_TYPES) - set(rows[0]))
+  missing = sorted(set(problem.raw_types) - set(rows[0]))
   if missing:
     raise ValueError(f'{paths[0]} lacks columns {missing}')
-  trips = [{k: r[k] for k in features.RAW_FEATURE_TYPES} for r in rows]
-  return trips, [features.label_of(r) for r in rows]
+  trips = [{k: r[k] for k in problem.raw_types} for r in rows]
+  return trips, [problem.label_of(r) for r in rows]
 
 
-def _weighted_metrics(weights: np.ndarray, scores: np.ndarray,
+def _weighted_metrics(weights: np.ndarray, right: np.ndarray,
+                      scores: Optional[np.ndarray],
                       labels: np.ndarray) -> Dict[str, np.ndarray]:
-  """Each metric under each row of `weights` (a count per row: a resample).
+  """Each metric under each row of `weights` (a count per row: a resample):
+  accuracy from `right` (each row's answer right or not), AUC and
+  calibration from `scores` (a binary task's probability; None otherwise).
 
   One pass for all resamples: rows are sorted by score once, and the AUC
   is the weighted count of (positive, negative) pairs in order, ties half.
   """
-  positive = labels == 1
-  decisions = scores > 0.5
   total = weights.sum(axis=1)
+  with np.errstate(divide='ignore', invalid='ignore'):
+    accuracy = (weights * right).sum(axis=1) / total
+  if scores is None:
+    return {ACCURACY: accuracy}
+  positive = labels == 1
   pos = weights[:, positive].sum(axis=1)
   neg = total - pos
   with np.errstate(divide='ignore', invalid='ignore'):
-    accuracy = (weights * (decisions == positive)).sum(axis=1) / total
     calibration = np.abs((weights * scores).sum(axis=1) / pos - 1.0)
     order = np.argsort(scores, kind='stable')
     sorted_scores = scores[order]
@@ -177,38 +192,56 @@ def _shortfall(metric: str, canary, stable):
   return canary - stable if metric in LOWER_IS_BETTER else stable - canary
 
 
-def compare(canary: Sequence[float], stable: Sequence[float],
-            labels: Sequence[int],
+def _read(task: tasks.Task, answers: Sequence[Sequence[float]],
+          labels: np.ndarray, n_classes: int
+          ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+  """(each row right or not, each row's score for a binary task or None)."""
+  right = np.array([task.predicted(list(a), n_classes) == y
+                    for a, y in zip(answers, labels)], dtype=np.float64)
+  scores = (np.array([task.score(list(a), n_classes) for a in answers])
+            if task is tasks.BINARY else None)
+  return right, scores
+
+
+def compare(canary: Sequence[Sequence[float]],
+            stable: Sequence[Sequence[float]], labels: Sequence[int],
             margins: Optional[Dict[str, float]] = None,
-            resamples: int = RESAMPLES, seed: int = SEED) -> List[Comparison]:
-  """Paired non-inferiority of `canary` vs `stable` answers on `labels`."""
+            resamples: int = RESAMPLES, seed: int = SEED,
+            task: tasks.Task = tasks.BINARY,
+            n_classes: int = 2) -> List[Comparison]:
+  """Paired non-inferiority of `canary` vs `stable` answers (each row an
+  answer of `task`, serving.client's rows) on `labels`."""
   margins = {**DEFAULT_MARGINS, **(margins or {})}
-  canary, stable = (np.asarray(x, dtype=np.float64) for x in (canary, stable))
   labels = np.asarray(labels, dtype=np.int64)
   if not len(canary) == len(stable) == len(labels) > 0:
     raise ValueError('canary, stable and labels need the same rows (>= 1)')
+  metrics = metrics_of(task)
+  right_c, scores_c = _read(task, canary, labels, n_classes)
+  right_s, scores_s = _read(task, stable, labels, n_classes)
   n = len(labels)
   ones = np.ones((1, n))
-  point_c = _weighted_metrics(ones, canary, labels)
-  point_s = _weighted_metrics(ones, stable, labels)
+  point_c = _weighted_metrics(ones, right_c, scores_c, labels)
+  point_s = _weighted_metrics(ones, right_s, scores_s, labels)
   # Too small to judge whatever the rows say (module docstring).
   min_rows = math.ceil(3 / margins[ACCURACY])
-  smaller_class = int(min(labels.sum(), n - labels.sum()))
-  if smaller_class:
-    min_rows = max(min_rows, math.ceil(n * MIN_CLASS_ROWS / smaller_class))
-  too_few = n < min_rows or smaller_class < MIN_CLASS_ROWS
+  too_few = n < min_rows
+  if AUC in metrics:
+    smaller_class = int(min(labels.sum(), n - labels.sum()))
+    if smaller_class:
+      min_rows = max(min_rows, math.ceil(n * MIN_CLASS_ROWS / smaller_class))
+    too_few = n < min_rows or smaller_class < MIN_CLASS_ROWS
   rng = np.random.default_rng(seed)
-  draws = {m: [] for m in METRICS}
+  draws = {m: [] for m in metrics}
   for done in range(0, resamples, _CHUNK):
     size = min(_CHUNK, resamples - done)
     weights = rng.multinomial(n, np.full(n, 1.0 / n), size=size)
-    by_c = _weighted_metrics(weights, canary, labels)
-    by_s = _weighted_metrics(weights, stable, labels)
+    by_c = _weighted_metrics(weights, right_c, scores_c, labels)
+    by_s = _weighted_metrics(weights, right_s, scores_s, labels)
     with np.errstate(invalid='ignore'):  # inf - inf: NaN, left out below
-      for m in METRICS:
+      for m in metrics:
         draws[m].append(_shortfall(m, by_c[m], by_s[m]))
   results = []
-  for m in METRICS:
+  for m in metrics:
     shortfall = float(_shortfall(m, point_c[m][0], point_s[m][0]))
     # A resample without one class has no AUC / calibration: NaN, left out.
     sample = np.concatenate(draws[m])
@@ -241,7 +274,10 @@ def compare(canary: Sequence[float], stable: Sequence[float],
   return results
 
 
-def disagreement(canary: Sequence[float], stable: Sequence[float]) -> float:
-  """Share of rows whose decision (p > 0.5) differs: reported, not judged."""
-  return float(np.mean((np.asarray(canary) > 0.5) !=
-                       (np.asarray(stable) > 0.5)))
+def disagreement(canary: Sequence[Sequence[float]],
+                 stable: Sequence[Sequence[float]],
+                 task: tasks.Task = tasks.BINARY, n_classes: int = 2) -> float:
+  """Share of rows whose predicted class differs: reported, not judged."""
+  return float(np.mean([task.predicted(list(c), n_classes) !=
+                        task.predicted(list(s), n_classes)
+                        for c, s in zip(canary, stable)]))

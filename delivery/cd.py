@@ -64,6 +64,7 @@ from delivery import config_file
 from delivery import load_test
 from delivery import rollout
 from delivery import versions
+from models import problem as problems
 from project import cli
 from project import display
 from project import paths
@@ -85,8 +86,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--model_config_file', required=True,
                       help='TF Serving model config the server reads; CD '
                       'edits its labels and policy')
-  parser.add_argument('--model_name', default=paths.MODEL_NAME,
-                      help='model in the config file')
+  problems.add_flag(parser, 'the problem the model answers (its instances, '
+                    'label and task)')
+  parser.add_argument('--model_name', default=None,
+                      help="model in the config file (None: the problem's "
+                      'name)')
   parser.add_argument('--model_base_path', default=None,
                       help='where Pusher writes versions; checked against '
                       'the config\'s base_path (None: take that)')
@@ -97,9 +101,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                       'file (with --grpc); None: start one for the run')
   parser.add_argument('--grpc', default=None,
                       help='gRPC host:port of the same running server')
+  parser.add_argument('--data_root', default=None,
+                      help='directory of span-N/ whose newest spans are the '
+                      'check rows (None: data/<problem>)')
   parser.add_argument('--check_data', default=None,
                       help='CSV of labelled rows (None: the newest spans '
-                      f'under {paths.DATA_ROOT}, newest first)')
+                      'under --data_root, newest first)')
   parser.add_argument('--check_rows', type=int,
                       default=canary_stats.DEFAULT_ROWS,
                       help='how many labelled rows to check')
@@ -181,6 +188,7 @@ def deliver(args: argparse.Namespace) -> int:
 
 def _deliver(args: argparse.Namespace, config: model_config.ModelConfig
             ) -> int:
+  problem = problems.load(args.problem)
   done: List[cd_run.Check] = []
   base = config.base_path
   on_disk = model_config.versions_on_disk(base)
@@ -199,13 +207,15 @@ def _deliver(args: argparse.Namespace, config: model_config.ModelConfig
         f'(remove that version_labels entry to retry)')
   try:
     trips, labels = canary_stats.read_rows(
-        [args.check_data] if args.check_data else
-        canary_stats.check_csvs(paths.DATA_ROOT),
+        problem, [args.check_data] if args.check_data else
+        canary_stats.check_csvs(args.data_root or
+                                paths.data_root(problem.name)),
         args.check_rows)
   except (OSError, ValueError) as e:
     raise InfraError(f'check rows: {e}') from e
   run = cd_run.Delivery(args.model_config_file, args.model_name, base,
-                        version, args.server, args.grpc, args.wait_seconds)
+                        version, args.server, args.grpc, args.wait_seconds,
+                        problem)
   if stable == version:
     run.log('cd_skip', reason=f'already {STABLE}')
     _print_summary(run, done, f'nothing to do: already {STABLE}',
@@ -213,7 +223,8 @@ def _deliver(args: argparse.Namespace, config: model_config.ModelConfig
     return EXIT_PROMOTED
   run.log('cd_start', stable=stable, config=args.model_config_file,
           server=args.server or 'own')
-  check, loaded = checks.check_version(os.path.join(base, str(version)))
+  check, loaded = checks.check_version(os.path.join(base, str(version)),
+                                       problem)
   _record(run, done, check)
   if not check.passed:
     decision = rollout.roll_back(run, stable, check.failures)
@@ -300,6 +311,7 @@ def main(argv=None) -> int:
   """Exit 2 for anything but a verdict, with one line on stderr (and the
   traceback too for an exception no step expects: a bug)."""
   args = parse_args(argv)
+  args.model_name = args.model_name or args.problem
   display.quiet_imports()
   try:
     return deliver(args)

@@ -45,9 +45,10 @@ class Delivery:
 
   def __init__(self, config_file_path: str, model_name: str, base: str,
                version: int, rest_url: str, grpc_address: str,
-               wait_seconds: float):
+               wait_seconds: float, problem):
     self.config_file, self.model_name, self.base = (config_file_path,
                                                     model_name, base)
+    self.problem = problem  # models.problem.Problem: instances and answers
     self.version, self.wait_seconds = version, wait_seconds
     self.rest_url, self.grpc_address = rest_url, grpc_address
     self.run_id = f'{int(time.time())}-{os.getpid()}'

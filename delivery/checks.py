@@ -2,14 +2,14 @@
 
 Step 1 (infra): the model config names the model with a policy that can
 serve `stable` and `canary` side by side; the SavedModel is complete, has
-the signatures clients call with the inputs and dtypes of
-models/features.py, and loads in-process. Step 3 (predictions): the
-canary's answers are probabilities, the same over REST, gRPC and
-in-process, and not worse than stable's on the same rows (canary_stats).
+the signatures clients call with the inputs and dtypes of the problem's
+raw features (models/<problem>/problem.py), and loads in-process. Step 3
+(predictions): the canary's answers are valid answers of the problem's task
+(models/tasks.py), the same over REST, gRPC and in-process, and not worse
+than stable's on the same rows (canary_stats).
 """
 
 import argparse
-import math
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -18,6 +18,7 @@ from delivery import cd_infra
 from delivery import cd_run
 from delivery import config_file
 from models import features
+from models import problem as problems_lib
 from serving import client
 from serving import model_config
 
@@ -46,7 +47,8 @@ def check_config(path: str, model_name: str,
   return config
 
 
-def _signature_problems(version_dir: str) -> List[str]:
+def _signature_problems(version_dir: str,
+                        problem: problems_lib.Problem) -> List[str]:
   """What keeps clients from calling this SavedModel, read from the proto."""
   from tensorflow.core.framework import types_pb2  # pylint: disable=g-import-not-at-top
   from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
@@ -74,25 +76,26 @@ def _signature_problems(version_dir: str) -> List[str]:
                       'as a string input "examples"')
   if features.RAW_SIGNATURE in signatures:
     inputs = signatures[features.RAW_SIGNATURE].inputs
-    for key, kind in features.RAW_FEATURE_TYPES.items():
+    for key, kind in problem.raw_types.items():
       if key not in inputs:
         problems.append(f'{features.RAW_SIGNATURE} lacks input {key!r}')
       elif (types_pb2.DataType.Name(inputs[key].dtype) !=
             features.DATATYPE_NAMES[kind]):
         problems.append(
             f'{features.RAW_SIGNATURE} input {key!r} is '
-            f'{types_pb2.DataType.Name(inputs[key].dtype)}, models/features.py '
-            f'says {features.DATATYPE_NAMES[kind]}')
-    extra = sorted(set(inputs) - set(features.RAW_FEATURE_TYPES))
+            f'{types_pb2.DataType.Name(inputs[key].dtype)}, the '
+            f'{problem.name} problem says {features.DATATYPE_NAMES[kind]}')
+    extra = sorted(set(inputs) - set(problem.raw_types))
     if extra:
       problems.append(f'{features.RAW_SIGNATURE} has inputs clients do not '
                       f'send: {extra}')
   return problems
 
 
-def check_version(version_dir: str) -> Tuple[cd_run.Check, Optional[object]]:
+def check_version(version_dir: str, problem: problems_lib.Problem
+                  ) -> Tuple[cd_run.Check, Optional[object]]:
   """Step 1 for the version itself; returns the loaded SavedModel too."""
-  problems = _signature_problems(version_dir)
+  problems = _signature_problems(version_dir, problem)
   loaded = None
   if not problems:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -103,23 +106,29 @@ def check_version(version_dir: str) -> Tuple[cd_run.Check, Optional[object]]:
                       f'{str(e).splitlines()[0][:200]}')
   summary = '; '.join(problems) or (
       f'SavedModel complete; signatures {", ".join(REQUIRED_SIGNATURES)}; '
-      f'{len(features.RAW_FEATURE_TYPES)} raw inputs as in models/features.py; '
-      'loads in-process')
+      f'{len(problem.raw_types)} raw inputs as the {problem.name} problem '
+      'declares; loads in-process')
   return cd_run.Check('infra', not problems, summary, problems), loaded
 
 
 # --- step 3: prediction checks ---------------------------------------------
-def in_process(loaded, trips: List[Dict]) -> List[float]:
+def in_process(problem: problems_lib.Problem, loaded,
+               trips: List[Dict]) -> List[List[float]]:
   """The SavedModel's own answers: what the server must reproduce."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorflow.core.framework import types_pb2  # pylint: disable=g-import-not-at-top
-  instances = [client.raw_instance(t) for t in trips]
+  instances = [client.raw_instance(problem, t) for t in trips]
   dtypes = {kind: tf.as_dtype(types_pb2.DataType.Value(name))
             for kind, name in features.DATATYPE_NAMES.items()}
   inputs = {k: tf.constant([i[k] for i in instances], dtype=dtypes[kind])
-            for k, kind in features.RAW_FEATURE_TYPES.items()}
+            for k, kind in problem.raw_types.items()}
   outputs = loaded.signatures[features.RAW_SIGNATURE](**inputs)['outputs']
-  return [float(p[0]) for p in outputs.numpy()]
+  return [[float(v) for v in p.reshape(-1)] for p in outputs.numpy()]
+
+
+def _max_diff(a: List[List[float]], b: List[List[float]]) -> float:
+  """The largest difference between two lists of answers, value by value."""
+  return max(abs(x - y) for p, q in zip(a, b) for x, y in zip(p, q))
 
 
 def check_predictions(run: cd_run.Delivery, loaded, trips: List[Dict],
@@ -127,9 +136,13 @@ def check_predictions(run: cd_run.Delivery, loaded, trips: List[Dict],
                       args: argparse.Namespace) -> cd_run.Check:
   """Canary answers: sane, the same over both APIs and in-process, and not
   worse than `stable` on the same rows (canary_stats)."""
-  failures, figures = [], {'rows': len(trips), 'positives': sum(labels)}
-  rest = client.RestClient(run.rest_url, run.model_name, label=CANARY)
-  grpc_client = client.GrpcClient(run.grpc_address, run.model_name,
+  problem = run.problem
+  task, n_classes = problem.task, len(problem.label.classes)
+  failures, figures = [], {'rows': len(trips), 'classes': {
+      name: labels.count(i) for i, name in enumerate(problem.label.classes)}}
+  rest = client.RestClient(run.rest_url, run.model_name, problem,
+                           label=CANARY)
+  grpc_client = client.GrpcClient(run.grpc_address, run.model_name, problem,
                                   label=CANARY)
   try:
     by_rest, error = cd_infra.ask(f'labels/{CANARY} over REST', rest.predict,
@@ -142,17 +155,15 @@ def check_predictions(run: cd_run.Delivery, loaded, trips: List[Dict],
     return cd_run.Check('predictions', False,
                         f'canary answered an error: {error}',
                         [f'canary answered an error: {error}'], figures)
-  expected = in_process(loaded, trips)
-  bad = [p for p in by_rest + by_grpc if not (math.isfinite(p) and
-                                              0.0 <= p <= 1.0)]
+  expected = in_process(problem, loaded, trips)
+  bad = [(a, why) for a in by_rest + by_grpc
+         for why in [task.fault(a if len(a) > 1 else a[0], n_classes)] if why]
   if bad or len(by_rest) != len(trips) or len(by_grpc) != len(trips):
-    failures.append(f'{len(bad)} answers are not probabilities in [0, 1] '
+    failures.append(f'{len(bad)} answers are no valid {task.name} answers '
                     f'(e.g. {bad[:3]}), or rows are missing')
     return cd_run.Check('predictions', False, failures[0], failures, figures)
-  figures['max_rest_grpc_diff'] = max(abs(a - b) for a, b in
-                                      zip(by_rest, by_grpc))
-  figures['max_served_in_process_diff'] = max(
-      abs(a - b) for a, b in zip(by_rest, expected))
+  figures['max_rest_grpc_diff'] = _max_diff(by_rest, by_grpc)
+  figures['max_served_in_process_diff'] = _max_diff(by_rest, expected)
   if figures['max_rest_grpc_diff'] > args.tolerance:
     failures.append(f'REST and gRPC differ by up to '
                     f'{figures["max_rest_grpc_diff"]:.2g} (> {args.tolerance})')
@@ -162,26 +173,33 @@ def check_predictions(run: cd_run.Delivery, loaded, trips: List[Dict],
                     f'(> {args.tolerance})')
   max_diff = max(figures['max_rest_grpc_diff'],
                  figures['max_served_in_process_diff'])
-  summary = (f'{len(trips)} rows ({sum(labels)} positive): probabilities in '
-             f'[0, 1]; REST = gRPC = in-process (max diff {max_diff:.1g})')
+  shares = ', '.join(f'{n} {c}' for c, n in figures['classes'].items())
+  summary = (f'{len(trips)} rows ({shares}): valid {task.name} answers; '
+             f'REST = gRPC = in-process (max diff {max_diff:.1g})')
   undecided = []
   if stable is None:
     summary += '; no stable version to compare with'
   else:
     by_stable, error = cd_infra.ask(
         f'labels/{STABLE} over REST', client.RestClient(
-            run.rest_url, run.model_name, label=STABLE).predict,
+            run.rest_url, run.model_name, problem, label=STABLE).predict,
         trips, CHUNK_ROWS)
     if error:
       raise InfraError(f'stable (version {stable}) answered an error, so '
                        f'there is nothing to compare with: {error}')
     comparisons = canary_stats.compare(
         by_rest, by_stable, labels,
-        {m: getattr(args, f'{m}_margin') for m in canary_stats.METRICS})
+        {m: getattr(args, f'{m}_margin') for m in canary_stats.METRICS},
+        task=task, n_classes=n_classes)
     figures.update(
         stable_version=stable,
-        disagreement=round(canary_stats.disagreement(by_rest, by_stable), 4),
-        mean_shift=round((sum(by_rest) - sum(by_stable)) / len(trips), 4),
+        disagreement=round(canary_stats.disagreement(
+            by_rest, by_stable, task, n_classes), 4),
+        # The mean answer's move: of P(class 1) for a binary task, of the
+        # predicted class's probability otherwise.
+        mean_shift=round(sum(task.score(a, n_classes) - task.score(
+            b, n_classes) for a, b in zip(by_rest, by_stable)) / len(trips),
+                         4),
         **{c.metric: c.figures() for c in comparisons})
     failures += [c.describe() for c in comparisons
                  if c.verdict == canary_stats.FAIL]

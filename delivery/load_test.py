@@ -120,7 +120,7 @@ def check_load(run: cd_run.Delivery, trips: List[Dict],
   few answers to judge latency, is InfraError, not a verdict."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   bodies = [json.dumps({'signature_name': features.RAW_SIGNATURE,
-                        'instances': [client.raw_instance(t)]})
+                        'instances': [client.raw_instance(run.problem, t)]})
             for t in trips]
   result = run_load(
       run.rest_url, f'/v1/models/{run.model_name}/labels/{CANARY}:predict',

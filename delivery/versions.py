@@ -382,10 +382,12 @@ def parser() -> cli.ArgumentParser:
                  '%(default)s)')
   p.add_argument('--force', action='store_true',
                  help=f'{WRITE_CONFIG}: replace an existing file')
-  p.add_argument('--model_name', default=paths.MODEL_NAME)
-  p.add_argument('--model_base_path',
-                 default=os.path.join(paths.SERVING_DIR, paths.MODEL_NAME),
-                 help='TF Serving model base path (default: %(default)s)')
+  p.add_argument('--model_name', default=None,
+                 help="model in the config file (default: the problem's "
+                 'name, --problem)')
+  p.add_argument('--model_base_path', default=None,
+                 help='TF Serving model base path (default: '
+                 f'{os.path.join(paths.SERVING_DIR, "<model_name>")})')
   p.add_argument('--lock_timeout', type=float, default=LOCK_TIMEOUT_S,
                  help='rollback, restore, write-config, promote: seconds to '
                  'wait for another rollback, promote, CD run or push on the '
@@ -398,6 +400,9 @@ def parser() -> cli.ArgumentParser:
 def main(argv=None) -> int:
   p = parser()
   args = p.parse_args(argv)
+  args.model_name = args.model_name or metadata_store.from_flags(args).problem
+  args.model_base_path = args.model_base_path or os.path.join(
+      paths.SERVING_DIR, args.model_name)
   try:
     return _run(p, args)
   except Error as e:

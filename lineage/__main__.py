@@ -23,7 +23,6 @@ from lineage import graph
 from lineage import metadata_store
 from lineage import report
 from project import cli
-from project import paths
 from serving import base_path
 
 
@@ -46,17 +45,13 @@ def _version_or_exit(store, version: int,
 def parse_args(argv=None) -> argparse.Namespace:
   parser = cli.ArgumentParser(prog='python -m lineage',
                               description=__doc__.split('\n\n')[0])
-  # Every command reads the store the runners wrote: their flags, variables.
+  # Every command reads the store the runners wrote, and where they pushed:
+  # their flags (--problem picks the defaults), their variables.
   store = argparse.ArgumentParser(add_help=False)
-  metadata_store.add_flags(store)
+  metadata_store.add_flags(store, metadata_store.ServedConfig)
   served = argparse.ArgumentParser(add_help=False)
   served.add_argument('--json', action='store_true',
                       help='print JSON instead of text')
-  served.add_argument('--serving-dir', default=paths.SERVING_DIR,
-                      help='TF Serving model base path root (default: '
-                      '%(default)s)')
-  served.add_argument('--model-name', default=paths.MODEL_NAME,
-                      help='model name under it (default: %(default)s)')
   commands = parser.add_subparsers(dest='command', required=True)
   version = commands.add_parser(
       'version', parents=[served, store],
@@ -74,11 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help='the older version')
   compare.add_argument('version_b', type=int, metavar='V2',
                        help='the newer version')
-  run = commands.add_parser(
+  commands.add_parser(
       'run', parents=[store],
       help="the newest run's nodes, their states and output artifacts")
-  run.add_argument('--pipeline-name', default=paths.PIPELINE_NAME,
-                   help='TFX pipeline name (default: %(default)s)')
   scores = commands.add_parser(
       'scores', parents=[store],
       help='which model and version scored a span (score_runner.py), its '
@@ -89,9 +82,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help='every scoring of the span, newest first')
   scores.add_argument('--json', action='store_true',
                       help='print JSON instead of text')
-  scores.add_argument('--pipeline-name', default=paths.PIPELINE_NAME,
-                      help='TFX pipeline name of the models (default: '
-                      '%(default)s)')
   return parser.parse_args(argv)
 
 
@@ -126,17 +116,18 @@ def format_scoring(s: graph.Scoring) -> str:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  connection = metadata_store.store_config(metadata_store.from_flags(args))
+  cfg = cli.from_flags(args, metadata_store.ServedConfig)
+  connection = metadata_store.store_config(cfg)
   if (connection.HasField('sqlite') and
       not os.path.exists(connection.sqlite.filename_uri)):
     raise SystemExit(f'No ML Metadata store at {connection.sqlite.filename_uri}'
                      ' (run the pipeline first, or pass --metadata-path)')
   store = metadata_store.open_store(connection)
   if args.command == 'run':
-    print(report.format_run(store, args.pipeline_name))
+    print(report.format_run(store, cfg.pipeline_name))
     return 0
   if args.command == 'scores':
-    found = graph.scorings(store, args.pipeline_name, args.span)
+    found = graph.scorings(store, cfg.pipeline_name, args.span)
     if not found:
       what = 'any span' if args.span is None else f'span {args.span}'
       raise SystemExit(f'No scoring of {what} in this ML Metadata store '
@@ -146,7 +137,7 @@ def main(argv=None) -> int:
                      sort_keys=True) if args.json else
           '\n\n'.join(format_scoring(s) for s in found))
     return 0
-  model_base_path = os.path.join(args.serving_dir, args.model_name)
+  model_base_path = cfg.serving_model_dir
   if args.command == 'version':
     found = _version_or_exit(store, args.version, model_base_path)
     data, text = dataclasses.asdict(found), report.format_version(found)

@@ -43,10 +43,16 @@ class StoreConfig:
   """Which ML Metadata store: the runners write it, every tool reads it.
 
   The pipeline's config (pipeline/configs.py) extends it, so a run and the
-  lineage tools take the same flags and open the same store.
+  lineage tools take the same flags and open the same store. The problem
+  picks the default store: outputs/<problem>/pipeline/metadata.sqlite.
   """
+  problem: str = cli.field(
+      paths.DEFAULT_PROBLEM, 'the problem (a folder of models/ with a '
+      'problem.py): its data, schema, model and the paths below follow it')
   metadata_path: Optional[str] = cli.field(
-      None, 'SQLite ML Metadata file (default: <pipeline-root>/metadata.sqlite)')
+      None, 'SQLite ML Metadata file',
+      derived='<pipeline root>/metadata.sqlite, the pipeline root being '
+      'outputs/<problem>/pipeline')
   metadata_config: Optional[str] = cli.field(
       None, 'text-format ml_metadata ConnectionConfig file (e.g. MySQL); '
       'overrides --metadata-path')
@@ -67,10 +73,40 @@ class StoreConfig:
   def __post_init__(self):
     cli.apply_env(self)
     if self.metadata_path is None:
-      self.metadata_path = paths.metadata_path()
+      self.metadata_path = paths.metadata_path(
+          getattr(self, 'pipeline_root', None) or
+          paths.pipeline_root(self.problem))
 
 
-FIELDS = tuple(f.name for f in dataclasses.fields(StoreConfig))
+# The store's own fields (the problem only picks their defaults).
+FIELDS = tuple(f.name for f in dataclasses.fields(StoreConfig)
+               if f.name != 'problem')
+
+
+@dataclasses.dataclass
+class ServedConfig(StoreConfig):
+  """A problem's store and where its models are served: the flags of the
+  tools that read what runs recorded (lineage, the web UI, the replay)."""
+  serving_dir: str = cli.field(
+      paths.SERVING_DIR,
+      'TF Serving model base path root: pushes go to <dir>/<model>/<version>/')
+  model_name: Optional[str] = cli.field(
+      None, 'model name under the serving dir', derived="the problem's name")
+  pipeline_name: Optional[str] = cli.field(
+      None, 'TFX pipeline name', derived="the problem's name")
+
+  def __post_init__(self):
+    self.model_name = self.model_name or self.problem
+    self.pipeline_name = self.pipeline_name or self.problem
+    super().__post_init__()
+
+  @property
+  def serving_model_dir(self) -> str:
+    """The TF Serving model base path: <serving_dir>/<model_name>."""
+    return os.path.join(self.serving_dir, self.model_name)
+
+
+SERVED_FIELDS = tuple(f.name for f in dataclasses.fields(ServedConfig))
 
 
 class _RefusePassword(argparse.Action):

@@ -1,13 +1,14 @@
 """Live accuracy: logged predictions joined to labels that arrive later.
 
-The data has no trip id, so a logged instance is matched to a labelled CSV
-row by a fingerprint of its raw feature values, in the form the
+The data has no instance id, so a logged instance is matched to a labelled
+CSV row by a fingerprint of its raw feature values, in the form the
 `serving_raw` signature receives them (serving/client.py: '' for a missing
 string, NaN for a missing float, 0 for a missing integer; floats rounded to
-float32 as they travel). Trips with identical features but different labels
-cannot be told apart: such fingerprints are counted as `ambiguous` and left
-out. The label is the model's: tips > TIP_FRACTION * fare
-(models/features.py); rows without tips or fare have none.
+float32 as they travel). Instances with identical features but different
+labels cannot be told apart: such fingerprints are counted as `ambiguous`
+and left out. The label is the problem's one rule (Problem.label_of); a row
+missing a column it needs has none. Right or wrong is the task's
+(models/tasks.py: the predicted class is the label).
 """
 
 import csv
@@ -18,14 +19,16 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from models import features
+from models import problem as problems
+from models import tasks
 from monitoring.prediction_logs import ServedRow
 
 
-def fingerprint(values: Mapping[str, object]) -> str:
-  """A stable id of one trip's raw feature values (None/'' = missing)."""
+def fingerprint(problem: problems.Problem,
+                values: Mapping[str, object]) -> str:
+  """A stable id of one instance's raw feature values (None/'' = missing)."""
   parts = []
-  for key, kind in sorted(features.RAW_FEATURE_TYPES.items()):
+  for key, kind in sorted(problem.raw_types.items()):
     value = values.get(key)
     missing = value is None or value == '' or (
         isinstance(value, float) and math.isnan(value))
@@ -39,11 +42,9 @@ def fingerprint(values: Mapping[str, object]) -> str:
   return hashlib.sha1('\x1f'.join(parts).encode('utf-8')).hexdigest()
 
 
-label_of = features.label_of  # the one label rule (None: no label)
-
-
-def read_labels(paths: Sequence[str]) -> Dict[str, Optional[int]]:
-  """Fingerprint -> label from CSV files of trips (a span's data.csv).
+def read_labels(problem: problems.Problem,
+                paths: Sequence[str]) -> Dict[str, Optional[int]]:
+  """Fingerprint -> label from CSV files of instances (a span's data.csv).
 
   A fingerprint seen with two different labels maps to None (ambiguous).
   """
@@ -51,10 +52,10 @@ def read_labels(paths: Sequence[str]) -> Dict[str, Optional[int]]:
   for path in paths:
     with open(path, newline='') as f:
       for row in csv.DictReader(f):
-        label = label_of(row)
+        label = problem.label_of(row)
         if label is None:
           continue
-        key = fingerprint(row)
+        key = fingerprint(problem, row)
         labels[key] = label if labels.get(key, label) == label else None
   return labels
 
@@ -88,14 +89,15 @@ def auc(labels: Sequence[int], scores: Sequence[float]) -> Optional[float]:
   return float(u / (positives * negatives))
 
 
-def measure(rows: Sequence[ServedRow], labels: Mapping[str, Optional[int]],
-            threshold: float = 0.5) -> LiveAccuracy:
-  """Accuracy (prediction > threshold vs label) and AUC of the joined rows."""
+def measure(problem: problems.Problem, rows: Sequence[ServedRow],
+            labels: Mapping[str, Optional[int]]) -> LiveAccuracy:
+  """Accuracy (the predicted class is the label) of the joined rows, and,
+  for a binary task, the AUC of its score."""
   y: List[int] = []
-  p: List[float] = []
+  p: List[List[float]] = []
   ambiguous = 0
   for row in rows:
-    key = fingerprint(row.features)
+    key = fingerprint(problem, row.features)
     if key not in labels:
       continue
     if labels[key] is None:
@@ -105,5 +107,7 @@ def measure(rows: Sequence[ServedRow], labels: Mapping[str, Optional[int]],
     p.append(row.prediction)
   if not y:
     return LiveAccuracy(0, ambiguous, None, None)
-  correct = sum(int(pi > threshold) == yi for yi, pi in zip(y, p))
-  return LiveAccuracy(len(y), ambiguous, correct / len(y), auc(y, p))
+  task, n = problem.task, len(problem.label.classes)
+  live_auc = (auc(y, [task.score(pi, n) for pi in p])
+              if task is tasks.BINARY else None)
+  return LiveAccuracy(len(y), ambiguous, task.accuracy(p, y, n), live_auc)

@@ -11,22 +11,29 @@ from monitoring import distribution
 from project import paths
 
 
-def monitoring_dir(output_dir: str = paths.OUTPUT_DIR) -> str:
+def monitoring_dir(output_dir: str) -> str:
   """Where the monitor of an outputs directory keeps its logs and report."""
   return os.path.join(output_dir, 'monitoring')
 
 
-def report_path(output_dir: str = paths.OUTPUT_DIR) -> str:
+def report_path(output_dir: str) -> str:
   """The monitor's report.json under an outputs directory: the contract file
-  the CT controller (continuous_training/controller.py) reads; a replay has
-  its own outputs directory, so its own report path."""
+  the CT controller (continuous_training/controller.py) reads; a problem
+  (outputs/<problem>/) and a replay have their own outputs directory, so
+  their own report path."""
   return os.path.join(monitoring_dir(output_dir), 'report.json')
 
 
-MONITORING_DIR = monitoring_dir()
-# Where serving/deploy/models-logging.config points the server's logs.
-LOG_PREFIX = os.path.join(MONITORING_DIR, 'prediction_logs', paths.MODEL_NAME)
-REPORT_PATH = report_path()
+def default_report(problem: str = paths.DEFAULT_PROBLEM) -> str:
+  """A problem's report: outputs/<problem>/monitoring/report.json."""
+  return report_path(paths.problem_outputs(problem))
+
+
+def log_prefix(problem: str = paths.DEFAULT_PROBLEM) -> str:
+  """Where a problem's served model logs its predictions (the filename
+  prefix serving/deploy/models-logging.config gives the taxi model)."""
+  return os.path.join(monitoring_dir(paths.problem_outputs(problem)),
+                      'prediction_logs', problem)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +55,6 @@ class Thresholds:
   confidence: float = 0.95
   # Fewer labelled predictions than this: no accuracy verdict (too noisy).
   min_labelled: int = 100
-  # A prediction above this is a "big tip" (Keras BinaryAccuracy's rule).
-  decision_threshold: float = 0.5
 
   def rule(self):
     """The skew rule (a monitoring.distribution.Rule) these thresholds make."""

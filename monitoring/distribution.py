@@ -60,11 +60,13 @@ from typing import (Dict, Iterable, Iterator, List, Mapping, Optional,
 import numpy as np
 from scipy import stats
 
-from models import features as model_features
+from models import problem as problems
 
 NUMERIC = 'numeric'
-CATEGORICAL = 'categorical'
-MEASURES = {NUMERIC: 'JSD', CATEGORICAL: 'L-inf'}
+CATEGORICAL = 'categorical'  # integer categories (a string that is no
+                             # number is taken as it is)
+TEXT = 'text'  # string categories, compared as categorical ones
+MEASURES = {NUMERIC: 'JSD', CATEGORICAL: 'L-inf', TEXT: 'L-inf'}
 MISSING = '(missing)'  # bin label of missing values
 POOLED = '(pooled)'  # bin label of rare and unseen categories / bins
 
@@ -78,18 +80,10 @@ POOLED = '(pooled)'  # bin label of rare and unseen categories / bins
 # effect size on those bins. Alarm iff p < DRIFT_ALPHA / (features compared)
 # AND the effect is above the floor. Measured false-alarm and detection
 # rates: docs/continuous-training.md (bench/shift_alarm_rates.py).
-DRIFT_CATEGORICAL_FEATURES = (
-    'payment_type', 'company', 'trip_start_hour', 'trip_start_day',
-    'pickup_community_area', 'dropoff_community_area')
-DRIFT_NUMERIC_FEATURES = (
-    'trip_miles', 'fare', 'trip_seconds', 'pickup_latitude',
-    'pickup_longitude', 'dropoff_latitude', 'dropoff_longitude')
-# Model features not compared because they shift by design: a span is a
-# quarter, three months of twelve, so trip_start_month differs between
-# consecutive spans and between a span (or a quarter's traffic) and any
-# longer training window. (Not model features, so never compared:
-# trip_start_timestamp, the census tracts, the label.)
-DRIFT_EXCLUDED_FEATURES = ('trip_start_month',)
+# Which features are compared is the problem's: every model feature but the
+# ones its problem.py excludes, with why (kinds_of below); for taxi, the
+# month (a span is a quarter: it moves by design). Never compared: columns
+# the model does not read, and the label (its own check is the label's).
 # Family-wise: the chance that a sample from the reference's own
 # distribution alarms on any feature (Bonferroni over the features).
 DRIFT_ALPHA = 0.01
@@ -108,11 +102,20 @@ DRIFT_NUMERIC_BINS = 10
 # pooled (the chi-square approximation needs about 5).
 DRIFT_MIN_EXPECTED = 5.0
 
-# Feature -> kind, for every compared feature (DRIFT_* above).
-FEATURE_KINDS: Dict[str, str] = {
-    **{name: CATEGORICAL for name in DRIFT_CATEGORICAL_FEATURES},
-    **{name: NUMERIC for name in DRIFT_NUMERIC_FEATURES},
-}
+
+
+def kinds_of(problem: problems.Problem) -> Dict[str, str]:
+  """Feature -> kind, for every feature drift and skew compare: numbers
+  (z-scored or bucketized) NUMERIC, string categories TEXT, integer
+  categories CATEGORICAL; the problem's drift_excluded left out."""
+  kinds = {}
+  for feature in problem.features:
+    if feature.name in problem.drift_excluded:
+      continue
+    kinds[feature.name] = (NUMERIC if feature.numeric else
+                           TEXT if feature.dtype == 'string' else CATEGORICAL)
+  return kinds
+
 
 Values = Dict[str, List[object]]  # feature -> raw values, None = missing
 
@@ -226,9 +229,7 @@ class Reference:
   """
 
   def __init__(self, values: Mapping[str, Sequence[object]],
-               kinds: Optional[Mapping[str, str]] = None,
-               bins: int = DRIFT_NUMERIC_BINS):
-    kinds = kinds if kinds is not None else FEATURE_KINDS
+               kinds: Mapping[str, str], bins: int = DRIFT_NUMERIC_BINS):
     self.bins = bins
     self.features = {name: _FeatureReference.build(values[name], kind, bins)
                      for name, kind in sorted(kinds.items())
@@ -352,13 +353,16 @@ def compare(reference: Union[Reference, Mapping[str, Sequence[object]]],
             current: Mapping[str, Sequence[object]],
             rule: Optional[Rule] = None,
             kinds: Optional[Mapping[str, str]] = None) -> Comparison:
-  """Every feature of `kinds` (default: FEATURE_KINDS) on both sides.
+  """Every feature of `kinds` on both sides (every feature of `reference`
+  when it is a Reference and `kinds` is None).
 
   `reference`: raw values (feature -> values, None = missing, as the readers
   below return them) or a `Reference` made from them; `current`: raw values.
   """
   rule = rule or Rule()
   if not isinstance(reference, Reference):
+    if kinds is None:
+      raise ValueError('compare raw values: which kinds? (kinds_of)')
     reference = Reference(reference, kinds, rule.bins)
   elif reference.bins != rule.bins:
     raise ValueError(f'reference binned in {reference.bins} quantiles, the '
@@ -373,7 +377,7 @@ def compare(reference: Union[Reference, Mapping[str, Sequence[object]]],
 # --- Readers: raw values, one notion of missing -----------------------------
 
 
-def _value(value: object, name: str, kind: str) -> object:
+def _value(value: object, kind: str) -> object:
   """A raw value as compared: a float (numeric) or a str (categorical), or
   None when missing: None, '' or NaN, whatever the source."""
   if isinstance(value, bytes):
@@ -382,8 +386,13 @@ def _value(value: object, name: str, kind: str) -> object:
     value = value.strip()
   if value is None or value == '':
     return None
-  if kind == NUMERIC or model_features.RAW_FEATURE_TYPES.get(name) != 'string':
-    number = float(value)
+  if kind != TEXT:
+    try:
+      number = float(value)
+    except ValueError:
+      if kind == NUMERIC:
+        raise
+      return str(value)  # a category that is no number
     if math.isnan(number):
       return None
     if kind == NUMERIC:
@@ -397,18 +406,16 @@ def _value(value: object, name: str, kind: str) -> object:
 
 
 def values_from_rows(rows: Iterable[Mapping[str, object]],
-                     kinds: Optional[Mapping[str, str]] = None) -> Values:
+                     kinds: Mapping[str, str]) -> Values:
   """Raw values of dict rows: CSV rows (text) or served rows' features."""
-  kinds = kinds if kinds is not None else FEATURE_KINDS
   out: Values = {name: [] for name in kinds}
   for row in rows:
     for name, kind in kinds.items():
-      out[name].append(_value(row.get(name), name, kind))
+      out[name].append(_value(row.get(name), kind))
   return out
 
 
-def values_from_csv(paths: Sequence[str],
-                    kinds: Optional[Mapping[str, str]] = None) -> Values:
+def values_from_csv(paths: Sequence[str], kinds: Mapping[str, str]) -> Values:
   """Raw values of CSV files (a span's), an empty cell being missing."""
   rows: List[Dict[str, str]] = []
   for path in paths:
@@ -418,20 +425,19 @@ def values_from_csv(paths: Sequence[str],
 
 
 def values_from_served(rows: Sequence[object],
-                       kinds: Optional[Mapping[str, str]] = None) -> Values:
+                       kinds: Mapping[str, str]) -> Values:
   """Raw values of prediction_logs.ServedRow's (None already = missing)."""
   return values_from_rows([r.features for r in rows], kinds)
 
 
 def values_from_examples(serialized: Sequence[bytes],
-                         kinds: Optional[Mapping[str, str]] = None) -> Values:
+                         kinds: Mapping[str, str]) -> Values:
   """Raw values of serialized tf.Examples; an empty feature is missing.
 
   Decoded with tfx_bsl's Example decoder (what TFDV uses), which needs no
   TensorFlow import.
   """
   from tfx_bsl.coders import example_coder  # pylint: disable=g-import-not-at-top
-  kinds = kinds if kinds is not None else FEATURE_KINDS
   out: Values = {name: [] for name in kinds}
   if not serialized:
     return out
@@ -443,7 +449,7 @@ def values_from_examples(serialized: Sequence[bytes],
       out[name] = [None] * batch.num_rows
       continue
     for cell in batch.column(index).to_pylist():
-      out[name].append(_value(cell[0], name, kind) if cell else None)
+      out[name].append(_value(cell[0], kind) if cell else None)
   return out
 
 
@@ -464,9 +470,8 @@ def gzip_tfrecords(path: str) -> Iterator[bytes]:
       yield data
 
 
-def values_from_examples_dir(uri: str, split: str = 'train',
-                             kinds: Optional[Mapping[str, str]] = None
-                            ) -> Values:
+def values_from_examples_dir(uri: str, split: str,
+                             kinds: Mapping[str, str]) -> Values:
   """Raw values of one split of an Examples artifact (`<uri>/Split-<split>`)."""
   files = sorted(glob.glob(os.path.join(uri, f'Split-{split}', '*')))
   if not files:

@@ -2,6 +2,7 @@
 
     python -m monitoring                                  # defaults below
     python -m monitoring --labels data/taxi/span-16/data.csv
+    python -m monitoring --problem penguin --labels data/penguin/span-4/data.csv
     python -m monitoring --logs /srv/logs/taxi --training-data train.csv \\
         --baseline-accuracy 0.79 --report /srv/monitoring/report.json
 
@@ -15,11 +16,12 @@ model version (default: the newest logged), and
      training data, significant at --alpha over all features, and an effect
      above --categorical-threshold (L-infinity) / --numeric-threshold
      (Jensen-Shannon);
-  2. with --labels (CSV files of the same trips, tips included, e.g. the
-     span the traffic came from), joins labels to predictions by a
-     fingerprint of the raw features and measures live accuracy and AUC
-     (monitoring/accuracy.py), compared with the Evaluator's accuracy for
-     that version (ML Metadata, or --baseline-accuracy);
+  2. with --labels (CSV files of the same instances, the label's columns
+     included, e.g. the span the traffic came from), joins labels to
+     predictions by a fingerprint of the raw features and measures live
+     accuracy (and, for a binary task, AUC: monitoring/accuracy.py),
+     compared with the Evaluator's accuracy for that version (ML Metadata,
+     or --baseline-accuracy);
   3. prints a report and writes it as JSON, atomically, for the CT
      controller: {"model_version", "live_accuracy", "baseline_accuracy",
      "degraded", "reason", "skew": {feature: {"distance", "threshold",
@@ -42,7 +44,9 @@ import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from lineage import metadata_store
+from models import problem as problems
 from monitoring import config as monitor_config
+from monitoring import distribution
 from project import cli
 from project import display
 
@@ -59,11 +63,13 @@ def _metadata_store(cfg: metadata_store.StoreConfig):
   return metadata_store.open_store(connection)
 
 
-def evaluation_accuracy(store, version: str) -> Tuple[Optional[float], str]:
-  """The Evaluator's overall binary accuracy for the model pushed as
-  `version`: its lineage (lineage/graph.py: Pusher -> model_blessing ->
-  the Evaluator that made it -> its `evaluation` output) and that output's
-  metrics, read without TFMA's Python package."""
+def evaluation_accuracy(store, version: str,
+                        metric: str) -> Tuple[Optional[float], str]:
+  """The Evaluator's overall accuracy (`metric`: the task's accuracy
+  metric) for the model pushed as `version`: its lineage (lineage/graph.py:
+  Pusher -> model_blessing -> the Evaluator that made it -> its
+  `evaluation` output) and that output's metrics, read without TFMA's
+  Python package."""
   from lineage import graph  # pylint: disable=g-import-not-at-top
   from lineage import readers  # pylint: disable=g-import-not-at-top
   found = graph.version_lineage(store, version, read_files=False)
@@ -72,10 +78,9 @@ def evaluation_accuracy(store, version: str) -> Tuple[Optional[float], str]:
   if found.evaluation is None:
     return None, 'no Evaluator output for it in ML Metadata'
   uri = found.evaluation.uri
-  accuracy = readers.evaluation_metrics(uri).get('candidate', {}).get(
-      'binary_accuracy')
+  accuracy = readers.evaluation_metrics(uri).get('candidate', {}).get(metric)
   if accuracy is None:
-    return None, f'no binary_accuracy in {uri}'
+    return None, f'no {metric} in {uri}'
   return accuracy, f'Evaluator metrics {uri}'
 
 
@@ -135,22 +140,26 @@ def verdict(live: Optional[float], baseline: Optional[float], labelled: int,
                  f'{thresholds.max_accuracy_drop} below it')
 
 
-def run(log_prefix: str, thresholds: monitor_config.Thresholds,
+def run(problem: problems.Problem, log_prefix: str,
+        thresholds: monitor_config.Thresholds,
         model_version: Optional[str] = None,
         label_files: Optional[List[str]] = None,
         training_data: Optional[Sequence[str]] = None,
         baseline_accuracy: Optional[float] = None,
         store=None) -> Dict[str, Any]:
-  """The monitoring report (a JSON-able dict) of one model version."""
+  """The monitoring report (a JSON-able dict) of one model version of the
+  problem's model."""
   from monitoring import accuracy  # pylint: disable=g-import-not-at-top
   from monitoring import prediction_logs  # pylint: disable=g-import-not-at-top
   from monitoring import skew  # pylint: disable=g-import-not-at-top
-  rows = prediction_logs.read(log_prefix)
+  kinds = distribution.kinds_of(problem)
+  rows = prediction_logs.read(problem, log_prefix)
   versions = prediction_logs.versions(rows)
   if model_version is None and versions:
     model_version = max(versions, key=int)
   rows = [r for r in rows if r.model_version == str(model_version)]
   report: Dict[str, Any] = {
+      'problem': problem.name,
       'model_version': str(model_version) if model_version else None,
       'live_accuracy': None, 'live_auc': None,
       'baseline_accuracy': baseline_accuracy,
@@ -170,16 +179,16 @@ def run(log_prefix: str, thresholds: monitor_config.Thresholds,
 
   training = None
   if training_data:
-    training = skew.training_data_from_files(training_data)
+    training = skew.training_data_from_files(training_data, kinds)
   elif store is not None:
-    training = skew.training_data(store, str(model_version))
+    training = skew.training_data(store, str(model_version), kinds)
   notes = []
   if training is None:
     notes.append('no training data (none in ML Metadata for version '
                  f'{model_version}; give --training-data): skew not checked')
   else:
     report['training_data'] = training.source
-    found = skew.detect(training, rows, thresholds)
+    found = skew.detect(training, rows, thresholds, kinds)
     report['skew'] = {f.feature: {
         'distance': f.effect, 'threshold': f.threshold,
         'p_value': f.p_value, 'alpha': f.alpha, 'anomalous': f.alarm,
@@ -192,12 +201,13 @@ def run(log_prefix: str, thresholds: monitor_config.Thresholds,
                  'effect floor)')
 
   if baseline_accuracy is None and store is not None:
-    baseline_accuracy, source = evaluation_accuracy(store, str(model_version))
+    baseline_accuracy, source = evaluation_accuracy(
+        store, str(model_version), problem.task.accuracy_metric)
     report['baseline_accuracy'] = baseline_accuracy
     report['baseline_source'] = source
   if label_files:
-    live = accuracy.measure(rows, accuracy.read_labels(label_files),
-                            thresholds.decision_threshold)
+    live = accuracy.measure(problem, rows,
+                            accuracy.read_labels(problem, label_files))
     report.update(live_accuracy=live.accuracy, live_auc=live.auc,
                   labelled=live.labelled, ambiguous=live.ambiguous)
     degraded, why = verdict(live.accuracy, baseline_accuracy, live.labelled,
@@ -229,9 +239,10 @@ def format_report(report: Dict[str, Any]) -> str:
                    + ('  SKEW' if s['anomalous'] else ''))
     lines.append('')
   lines += [
-      f'Live accuracy      {fmt(report["live_accuracy"])} (AUC '
-      f'{fmt(report["live_auc"])}) on {report["labelled"]} labelled, '
-      f'{report["ambiguous"]} ambiguous',
+      f'Live accuracy      {fmt(report["live_accuracy"])}'
+      + (f' (AUC {fmt(report["live_auc"])})' if report['live_auc'] is not None
+         else '')
+      + f' on {report["labelled"]} labelled, {report["ambiguous"]} ambiguous',
       f'Baseline accuracy  {fmt(report["baseline_accuracy"])} '
       f'({report["baseline_source"] or "none"})',
       f'Skew detected      {"yes" if report["skew_detected"] else "no"}',
@@ -247,15 +258,16 @@ def parse_args(argv=None) -> argparse.Namespace:
       prog='python -m monitoring', description=__doc__.split('\n\n')[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=__doc__.split('\n\n', 1)[1])
-  parser.add_argument('--logs', default=monitor_config.LOG_PREFIX,
+  parser.add_argument('--logs', default=None,
                       help='the logging_config filename_prefix (or a '
-                      'directory of log files) (default: %(default)s)')
+                      'directory of log files) (default: '
+                      f'{monitor_config.log_prefix("<problem>")})')
   parser.add_argument('--model-version', default=None,
                       help='model version to report on (default: the newest '
                       'one in the logs)')
   parser.add_argument('--labels', nargs='+', default=None, metavar='CSV',
-                      help='CSV files of the served trips with their tips '
-                      '(e.g. data/taxi/span-16/data.csv)')
+                      help="CSV files of the served instances with the "
+                      "label's columns (e.g. data/<problem>/span-N/data.csv)")
   parser.add_argument('--training-data', nargs='+', default=None,
                       metavar='PATH',
                       help='training data to compare with instead of the '
@@ -265,8 +277,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--baseline-accuracy', type=float, default=None,
                       help='evaluation accuracy to compare with instead of '
                       'the Evaluator\'s in ML Metadata')
-  parser.add_argument('--report', default=monitor_config.REPORT_PATH,
-                      help='JSON report path (default: %(default)s)')
+  parser.add_argument('--report', default=None,
+                      help='JSON report path (default: '
+                      f'{monitor_config.default_report("<problem>")})')
   parser.add_argument('--alpha', type=float, default=t.alpha,
                       help='skew: chi-square test level over all compared '
                       'features (Bonferroni); a feature is skewed only if '
@@ -300,14 +313,18 @@ def main(argv=None) -> int:
       numeric_js=args.numeric_threshold,
       max_accuracy_drop=args.max_accuracy_drop,
       min_labelled=args.min_labelled)
+  store_cfg = metadata_store.from_flags(args)
+  problem = problems.load(store_cfg.problem)
+  logs = args.logs or monitor_config.log_prefix(problem.name)
+  report_path = args.report or monitor_config.default_report(problem.name)
   store = None
   if not (args.training_data and args.baseline_accuracy is not None):
-    store = _metadata_store(metadata_store.from_flags(args))
-  report = run(args.logs, thresholds, args.model_version, args.labels,
+    store = _metadata_store(store_cfg)
+  report = run(problem, logs, thresholds, args.model_version, args.labels,
                args.training_data, args.baseline_accuracy, store)
-  write_json_atomically(args.report, report)
+  write_json_atomically(report_path, report)
   print(format_report(report))
-  print(f'Report             {args.report}')
+  print(f'Report             {report_path}')
   return 0
 
 

@@ -30,7 +30,7 @@ Training data, in order of preference:
 
 import dataclasses
 import os
-from typing import List, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from monitoring import config as monitor_config
 from monitoring import distribution
@@ -46,24 +46,26 @@ class TrainingData:
   spans: List[int] = dataclasses.field(default_factory=list)
 
 
-def _read(path: str) -> distribution.Values:
+def _read(path: str, kinds: Mapping[str, str]) -> distribution.Values:
   if os.path.isdir(path):
-    return distribution.values_from_examples_dir(path, TRAIN_SPLIT)
+    return distribution.values_from_examples_dir(path, TRAIN_SPLIT, kinds)
   if path.endswith('.csv'):
-    return distribution.values_from_csv([path])
+    return distribution.values_from_csv([path], kinds)
   return distribution.values_from_examples(
-      list(distribution.gzip_tfrecords(path)))
+      list(distribution.gzip_tfrecords(path)), kinds)
 
 
-def training_data_from_files(paths: Sequence[str]) -> TrainingData:
+def training_data_from_files(paths: Sequence[str],
+                             kinds: Mapping[str, str]) -> TrainingData:
   """Training values from files: *.csv, Examples artifact directories
   (Split-train), else GZIP TFRecords of tf.Examples."""
-  values = distribution.concatenate([_read(p) for p in paths])
+  values = distribution.concatenate([_read(p, kinds) for p in paths])
   return TrainingData(values, f'files {", ".join(paths)} '
                       f'({distribution.size(values)} rows)')
 
 
-def training_data(store, version: str) -> Optional[TrainingData]:
+def training_data(store, version: str,
+                  kinds: Mapping[str, str]) -> Optional[TrainingData]:
   """The train split of the Examples the served version was trained on,
   found through ML Metadata (lineage/graph.py), or None."""
   from lineage import graph  # pylint: disable=g-import-not-at-top
@@ -72,7 +74,7 @@ def training_data(store, version: str) -> Optional[TrainingData]:
   if found is None or not found.spans:
     return None
   values = distribution.concatenate([
-      distribution.values_from_examples_dir(s.uri, TRAIN_SPLIT)
+      distribution.values_from_examples_dir(s.uri, TRAIN_SPLIT, kinds)
       for s in found.spans])
   spans = sorted(s.span for s in found.spans if s.span is not None)
   return TrainingData(
@@ -82,11 +84,12 @@ def training_data(store, version: str) -> Optional[TrainingData]:
 
 
 def detect(training: TrainingData, rows: Sequence[object],
-           thresholds: monitor_config.Thresholds) -> distribution.Comparison:
+           thresholds: monitor_config.Thresholds,
+           kinds: Mapping[str, str]) -> distribution.Comparison:
   """Skew of the served rows (prediction_logs.ServedRow) per feature."""
   return distribution.compare(training.values,
-                              distribution.values_from_served(rows),
-                              thresholds.rule())
+                              distribution.values_from_served(rows, kinds),
+                              thresholds.rule(), kinds)
 
 
 def describe(result: distribution.FeatureResult) -> str:

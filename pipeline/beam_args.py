@@ -13,8 +13,9 @@ from typing import List, Optional, Tuple
 
 from pipeline import configs
 from ops import tfx_private
+from project import paths
 
-SETUP_FILE = os.path.join(configs.REPO_ROOT, 'setup.py')
+SETUP_FILE = os.path.join(paths.REPO_ROOT, 'setup.py')
 # Any of these tells TFX the Beam workers already get their Python
 # dependencies, so it does not package tfx itself into a temporary sdist for
 # each component (a TFX internal: ops/tfx_private.py).

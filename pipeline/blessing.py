@@ -1,84 +1,75 @@
 """The blessing rule: the TFMA config whose thresholds decide a push.
 
-One owner for what a model must reach to be pushed; the values are knobs of
-pipeline/configs.py (docs/decisions.md says why each is what it is). The
-Evaluator applies it to the candidate and the baseline (components/baseline.py).
+One owner for what a model must reach to be pushed: the problem's task
+(models/tasks.py) says which metrics and which thresholds, and why each is
+what it is for that task; the values are knobs of pipeline/configs.py, their
+defaults the problem's (docs/decisions.md). The Evaluator applies it to the
+candidate and the baseline (components/baseline.py).
 """
 
 import tensorflow_model_analysis as tfma
 
-from models import features
+from models import tasks
 from pipeline import configs
+from pipeline import tfma_metrics
+
+# TFMA metrics this project defines, by class name -> their module.
+CUSTOM_METRICS = {'MulticlassBalancedAccuracy': tfma_metrics.__name__}
 
 
 def eval_config(cfg: configs.PipelineConfig) -> tfma.EvalConfig:
   """TFMA config: metrics, slices, and the thresholds that decide blessing.
 
-  A model is blessed when all of these hold (docs/decisions.md says why
-  each threshold is what it is):
-    overall slice   AUC >= min_auc, balanced accuracy >= min_balanced_accuracy,
-                    min_calibration <= calibration <= max_calibration,
-                    AUC >= baseline AUC - max_auc_drop (once there is one);
-    guarded slices  min/max_slice_calibration (configs.GUARDED_SLICES).
-  Plain accuracy is reported but no threshold: it rewards the majority
-  class (78% of trips have no big tip), so a model that never says "big
-  tip" scores 0.78 with no skill at all.
+  A model is blessed when every check of the problem's task holds
+  (models/tasks.py), with cfg's values of its knobs: on the overall slice,
+  and, for 'guarded' checks, on each of the problem's guarded slices. A
+  change threshold (the candidate against the baseline) is skipped by TFMA
+  when there is no baseline.
   """
+  problem = cfg.problem_spec
+  knobs = cfg.rule
   overall = [tfma.SlicingSpec()]
   guarded = [tfma.SlicingSpec(feature_values={key: value})
-             for key, values in configs.GUARDED_SLICES.items()
+             for key, values in problem.guarded_slices.items()
              for value in values]
 
-  def threshold(slices, lower=None, upper=None, max_drop=None):
+  def threshold(check: tasks.Check):
     bounds = {}
-    if lower is not None:
-      bounds['lower_bound'] = {'value': lower}
-    if upper is not None:
-      bounds['upper_bound'] = {'value': upper}
+    if check.lower is not None:
+      bounds['lower_bound'] = {'value': knobs[check.lower]}
+    if check.upper is not None:
+      bounds['upper_bound'] = {'value': knobs[check.upper]}
     change = None
-    if max_drop is not None:  # skipped by TFMA when there is no baseline
+    if check.drop is not None:
       change = tfma.GenericChangeThreshold(
           direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-          absolute={'value': -max_drop})
+          absolute={'value': -knobs[check.drop]})
+    slices = overall if check.where == 'overall' else guarded
+    if not slices:  # a guarded check, and the problem guards no slice
+      return []
     return [tfma.PerSliceMetricThreshold(
         slicing_specs=slices, threshold=tfma.MetricThreshold(
             value_threshold=tfma.GenericValueThreshold(**bounds),
             change_threshold=change))]
 
+  metrics = []
+  for name in problem.task.metrics:
+    per_slice = [t for check in problem.task.checks if check.metric == name
+                 for t in threshold(check)]
+    metrics.append(tfma.MetricConfig(class_name=name,
+                                     module=CUSTOM_METRICS.get(name, ''),
+                                     per_slice_thresholds=per_slice))
   return tfma.EvalConfig(
       model_specs=[
           tfma.ModelSpec(
               signature_name='serving_default',
-              label_key=features.LABEL_XF,
+              label_key=problem.label.transformed,
               preprocessing_function_names=['transform_features'])
       ],
       slicing_specs=overall + [
-          tfma.SlicingSpec(feature_keys=[key]) for key in configs.SLICE_FEATURES
+          tfma.SlicingSpec(feature_keys=[key]) for key in problem.slices
       ],
-      metrics_specs=[
-          tfma.MetricsSpec(metrics=[
-              tfma.MetricConfig(class_name='ExampleCount'),
-              tfma.MetricConfig(
-                  class_name='AUC', per_slice_thresholds=threshold(
-                      overall, lower=cfg.min_auc,
-                      max_drop=cfg.max_auc_drop)),
-              tfma.MetricConfig(
-                  class_name='BalancedAccuracy',
-                  per_slice_thresholds=threshold(
-                      overall, lower=cfg.min_balanced_accuracy)),
-              tfma.MetricConfig(
-                  class_name='Calibration',
-                  per_slice_thresholds=threshold(
-                      overall, cfg.min_calibration, cfg.max_calibration)
-                  + threshold(guarded, cfg.min_slice_calibration,
-                              cfg.max_slice_calibration)),
-              tfma.MetricConfig(class_name='BinaryAccuracy'),
-              tfma.MetricConfig(class_name='Precision'),
-              tfma.MetricConfig(class_name='Recall'),
-              tfma.MetricConfig(class_name='MeanLabel'),
-              tfma.MetricConfig(class_name='MeanPrediction'),
-          ])
-      ])
+      metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
 
 
 def _where(slicing_spec) -> str:

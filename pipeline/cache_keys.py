@@ -11,12 +11,22 @@ artifact.
 import hashlib
 import os
 import posixpath
+from typing import Tuple
 
 from lineage import readers
+from models import problem as problems
 from pipeline import configs
 
-def code_version(*modules: str) -> str:
-  """Fingerprint of model code files (`models/<module>.py`).
+# The generic model code every problem's Transform, Trainer and Tuner run
+# (models/<module>.py), beside the problem's own folder.
+TRANSFORM_CODE = ('features', 'problem', 'tasks', 'transform')
+TRAINER_CODE = TRANSFORM_CODE + ('model',)
+TUNER_CODE = TRAINER_CODE + ('tuning',)
+
+
+def code_version(problem: str, modules: Tuple[str, ...]) -> str:
+  """Fingerprint of the model code a component runs: every .py file of the
+  problem's folder (models/<problem>/) and the generic `modules`.
 
   TFX loads `preprocessing_fn` / `run_fn` by module path, and a module path
   alone would let the cache reuse a Transform or Trainer run made with older
@@ -24,10 +34,15 @@ def code_version(*modules: str) -> str:
   code they run a cache miss, and records which code made each artifact in
   ML Metadata.
   """
+  folder = os.path.join(problems.MODELS_DIR, problem)
+  files = [os.path.join(problems.MODELS_DIR, m + '.py') for m in modules]
+  files += [os.path.join(folder, name) for name in os.listdir(folder)
+            if name.endswith('.py')]
   digest = hashlib.sha256()
-  for module in sorted(modules):
-    with open(os.path.join(configs.MODELS_DIR, module + '.py'), 'rb') as f:
-      digest.update(module.encode() + b'\0' + f.read())
+  for path in sorted(files):
+    with open(path, 'rb') as f:
+      name = os.path.relpath(path, problems.MODELS_DIR)
+      digest.update(name.encode() + b'\0' + f.read())
   return digest.hexdigest()[:16]
 
 

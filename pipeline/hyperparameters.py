@@ -70,10 +70,11 @@ def source(cfg: configs.PipelineConfig, examples: Channel,
         train_args=train_args,
         eval_args=eval_args,
         custom_config={
+            'problem': cfg.problem,
             'hparams': cfg.hparams,
             'tuner': {'max_trials': cfg.tuner_trials},
-            'code_version': cache_keys.code_version(
-                'features', 'preprocessing', 'model', 'tuning'),
+            'code_version': cache_keys.code_version(cfg.problem,
+                                                    cache_keys.TUNER_CODE),
         })
   if not from_tuning:
     return None

@@ -1,4 +1,4 @@
-"""The taxi TFX pipeline: `create_pipeline` reads top to bottom like the DAG.
+"""The TFX pipeline: `create_pipeline` reads top to bottom like the DAG.
 
   CsvExampleGen (one span per run)
     -> StatisticsGen -> ExampleValidator (vs. the curated, imported schema)
@@ -207,14 +207,17 @@ def create_pipeline(
   """The full pipeline: ingest and validate one span, train on the window.
 
   The keyword arguments are what the orchestrator decides (module
-  docstring): the runner computes them.
+  docstring): the runner computes them. The problem (cfg.problem) gives
+  the preprocessing, the model's head and the blessing rule.
   """
+  problem = cfg.problem_spec
   ingest = example_gen(cfg, range_config=knobs.range_config)
 
   statistics_gen = StatisticsGen(examples=ingest.outputs['examples'])
 
-  # The curated, version-controlled schema (schema/schema.pbtxt), imported
-  # from a content-addressed copy (pipeline/cache_keys.py).
+  # The problem's curated, version-controlled schema
+  # (schema/<problem>/schema.pbtxt), imported from a content-addressed copy
+  # (pipeline/cache_keys.py).
   schema_gen = ImportSchemaGen(schema_file=schema_file)
 
   example_validator = ExampleValidator(
@@ -237,12 +240,13 @@ def create_pipeline(
   transform = Transform(
       examples=training_examples,
       schema=schema_gen.outputs['schema'],
-      preprocessing_fn=configs.PREPROCESSING_FN,
+      preprocessing_fn=problem.preprocessing_fn,
       disable_statistics=True,
       materialize=False,
       disable_analyzer_cache=True,
       custom_config={
-          'code_version': cache_keys.code_version('features', 'preprocessing')
+          'code_version': cache_keys.code_version(
+              problem.name, cache_keys.TRANSFORM_CODE)
       })
   if window is None:  # no resolver between: the gate orders Transform itself
     transform.add_upstream_node(validation_gate)
@@ -262,9 +266,10 @@ def create_pipeline(
       train_args=knobs.train_args,
       eval_args=knobs.eval_args,
       custom_config={
+          'problem': problem.name,
           'hparams': cfg.hparams,
-          'code_version': cache_keys.code_version('features', 'preprocessing',
-                                                  'model'),
+          'code_version': cache_keys.code_version(problem.name,
+                                                  cache_keys.TRAINER_CODE),
       })
 
   model_resolver = baseline_resolver(cfg, baseline_model, trainer)
@@ -287,7 +292,7 @@ def create_pipeline(
           split_name='eval', num_examples=5),
       validation_spec=infra_validator_pb2.ValidationSpec(
           max_loading_time_seconds=120, num_tries=2),
-      model_name=cfg.model_name)
+      problem=problem.name, model_name=cfg.model_name)
 
   card = ModelCardGenerator(
       model=trainer.outputs['model'],
@@ -298,10 +303,10 @@ def create_pipeline(
       examples=training_examples,
       schema=schema_gen.outputs['schema'],
       hyperparameters=hyperparameters.channel(hparams_source),
-      model_name=cfg.model_name,
+      problem=problem.name, model_name=cfg.model_name,
       blessing_rule=blessing.describe(eval_config),
-      code_version=cache_keys.code_version('features', 'preprocessing',
-                                           'model'))
+      code_version=cache_keys.code_version(problem.name,
+                                           cache_keys.TRAINER_CODE))
 
   # Pushes only if the Evaluator and the InfraValidator blessed the model,
   # to <base>/<version>/ with its model card; never the same model twice,

@@ -1,4 +1,4 @@
-"""Run the taxi pipeline with any TFX DAG runner, then summarize the outcome.
+"""Run the pipeline with any TFX DAG runner, then summarize the outcome.
 
 Shared by every local runner so that they differ only in the runner object:
   0. take the pipeline root's run lock (a second concurrent run is refused,
@@ -182,12 +182,11 @@ def format_summary(cfg: configs.PipelineConfig,
     add('training window', _span_ranges(outcome.window)
         + f' ({len(outcome.window)} spans)')
 
+  task = cfg.problem_spec.task
+
   def fmt(m: Dict[str, float]) -> str:
-    parts = [f'{label} {m[k]:.4g}' for k, label in (
-        ('auc', 'AUC'), ('balanced_accuracy', 'balanced accuracy'),
-        ('binary_accuracy', 'accuracy'), ('calibration', 'calibration'))
-             if k in m]
-    if 'mean_label' in m:  # what saying "no" to every trip would score
+    parts = [f'{task.labels[k]} {m[k]:.4g}' for k in task.headline if k in m]
+    if 'mean_label' in m:  # what always saying the majority class scores
       parts.append(f'majority class {max(m["mean_label"], 1 - m["mean_label"]):.4g}')
     if 'example_count' in m:
       parts.append(f'examples {console.figure(m["example_count"])}')
@@ -259,13 +258,13 @@ def local_pipeline(cfg: configs.PipelineConfig,
   window Resolver's and the baseline the served model.
   """
   from pipeline import cache_keys  # pylint: disable=g-import-not-at-top
-  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
-  return taxi_pipeline.create_pipeline(
+  from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+  return pipeline_lib.create_pipeline(
       cfg,
       schema_file=cache_keys.schema_snapshot(cfg),
-      knobs=taxi_pipeline.fixed_knobs(cfg),
+      knobs=pipeline_lib.fixed_knobs(cfg),
       window_spans=cfg.window_spans,
-      baseline_model=taxi_pipeline.SERVED_MODEL,
+      baseline_model=pipeline_lib.SERVED_MODEL,
       metadata_connection_config=connection,
       beam_pipeline_args=beam_pipeline_args)
 
@@ -445,7 +444,7 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
   ingested = set(graph.ingested_spans(
       store, cfg.pipeline_name, cfg.data_root))
   # TFX only once the store answered: a wrong MySQL setting fails fast.
-  from pipeline import pipeline as taxi_pipeline  # pylint: disable=g-import-not-at-top
+  from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   missing = [s for s in spans if s != target and s not in ingested]
   # Before any span is ingested: CsvExampleGen's own errors name no span,
   # file or line. The target is always checked: a changed file is a cache
@@ -476,7 +475,7 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
   ok, error = True, None
   try:
     for span in missing:
-      run(taxi_pipeline.create_ingest_pipeline(
+      run(pipeline_lib.create_ingest_pipeline(
           cfg, span, connection, beam_pipeline_args))
       record_revision()
     print(f'Running pipeline {cfg.pipeline_name!r} on span {target}, '

@@ -3,7 +3,8 @@
   CsvExampleGen (the span, split as the training runs split it)
   served model Resolver (the served version's Model and its ModelBlessing)
     -> BulkInferrer (TFX's own: PredictionLogs, TFRecord)
-    -> PredictionsToCsv (a CSV people read, an artifact with lineage)
+    -> PredictionsToCsv (a CSV people read, an artifact with lineage:
+       components/predictions_to_csv.py)
 
 Which model scores is the served one, decided as the baseline is
 (components/baseline.py `served_model`): the `stable` label of
@@ -32,23 +33,14 @@ lock (pipeline/run_pipeline.py `holding_run_lock`): one run at a time, and
 the next run of either pipeline recovers a dead one.
 """
 
-import collections
-import csv
 import dataclasses
-import io
 import os
 import shutil
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
-import numpy as np
-import tensorflow as tf
 from tfx import types
 from tfx.components import BulkInferrer
-from tfx.dsl.component.experimental.annotations import InputArtifact
-from tfx.dsl.component.experimental.annotations import OutputArtifact
-from tfx.dsl.component.experimental.annotations import Parameter
-from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.io import fileio
 from tfx.orchestration import pipeline as tfx_pipeline
@@ -64,27 +56,20 @@ from lineage import graph
 from lineage import metadata_store
 from lineage import readers
 from ml_metadata.proto import metadata_store_pb2
-from models import features
 from components import baseline
+from components import predictions_to_csv
 from pipeline import configs
 from ops import console
 from ops import csv_check
-from pipeline import pipeline as taxi_pipeline
+from pipeline import pipeline as pipeline_lib
 from ops import run_lock
 from pipeline import run_pipeline as runs
 from project import paths
-from tensorflow_serving.apis import prediction_log_pb2
 
 RESOLVER_ID = 'served_model_resolver'
 # The signature TF Serving's predict on tf.Examples uses (models/model.py):
-# serialized tf.Examples in (`examples`), the probability of a big tip out.
+# serialized tf.Examples in (`examples`), the task's answer out.
 SIGNATURE = 'serving_default'
-INPUT_ALIAS, OUTPUT_ALIAS = 'examples', 'outputs'
-PREDICTION_LOGS_PATTERN = 'prediction_logs-*'  # what BulkInferrer writes
-# Raw features that identify a trip for people, when the data has them.
-ID_FEATURES = ('trip_start_timestamp', 'fare', 'trip_miles', 'payment_type',
-               'company')
-LABEL_COLUMN = 'big_tip'  # features.label_of: tips > 20% of the fare
 
 
 def pipeline_name(cfg: configs.PipelineConfig) -> str:
@@ -128,145 +113,6 @@ class ServedModelAndBlessingStrategy(baseline.ServedModelStrategy):
 # --- PredictionLogs -> CSV --------------------------------------------------
 
 
-class PredictionsCsv(types.Artifact):
-  """The scored rows as CSV (graph.SCORES_FILE in the artifact's URI)."""
-  TYPE_NAME = graph.SCORES_TYPE
-
-
-class ScoringError(RuntimeError):
-  """The predictions do not cover the rows, or the served model changed."""
-
-
-def prediction_logs(uri: str) -> Iterator[Tuple[bytes, float]]:
-  """(serialized tf.Example, probability) of each of BulkInferrer's logs."""
-  files = sorted(fileio.glob(os.path.join(uri, PREDICTION_LOGS_PATTERN)))
-  if not files:
-    return
-  for record in tf.data.TFRecordDataset(
-      files, compression_type='GZIP').as_numpy_iterator():
-    log = prediction_log_pb2.PredictionLog.FromString(record).predict_log
-    yield (log.request.inputs[INPUT_ALIAS].string_val[0],
-           float(log.response.outputs[OUTPUT_ALIAS].float_val[0]))
-
-
-def split_records(examples: types.Artifact) -> Iterator[Tuple[str, int, bytes]]:
-  """(split, row, serialized tf.Example) of an Examples artifact: `row` is
-  the record's place in its split (files in name order)."""
-  for split in sorted(artifact_utils.decode_split_names(
-      examples.split_names)):
-    uri = artifact_utils.get_split_uri([examples], split)
-    files = sorted(fileio.glob(os.path.join(uri, '*')))
-    for row, record in enumerate(tf.data.TFRecordDataset(
-        files, compression_type='GZIP').as_numpy_iterator()):
-      yield split, row, record
-
-
-def _key(serialized: bytes) -> bytes:
-  """An example's identity: BulkInferrer parses and re-serializes it."""
-  return tf.train.Example.FromString(serialized).SerializeToString(
-      deterministic=True)
-
-
-def _text(feature: tf.train.Feature) -> str:
-  """A raw value as people read it ('' when missing): float32 in its
-  shortest exact form."""
-  kind = feature.WhichOneof('kind')
-  values = getattr(feature, kind).value if kind else []
-  if not values:
-    return ''
-  value = values[0]
-  if kind == 'float_list':
-    return str(np.float32(value))
-  return value.decode('utf-8', 'replace') if kind == 'bytes_list' else str(
-      value)
-
-
-def score_rows(examples: types.Artifact,
-               logs: List[Tuple[bytes, float]]) -> List[Dict[str, Any]]:
-  """Every row of `examples` with its prediction, in split and row order.
-
-  BulkInferrer writes its logs in no order and without the split: each is
-  matched to its row by the example it carries. Raises ScoringError when a
-  row has no prediction or a prediction no row.
-  """
-  by_example = collections.defaultdict(list)
-  for serialized, prediction in logs:
-    by_example[_key(serialized)].append(prediction)
-  rows = []
-  for split, row, serialized in split_records(examples):
-    found = by_example.get(_key(serialized))
-    if not found:
-      raise ScoringError(f'{split} row {row} of Examples #{examples.id} has no '
-                         'prediction')
-    example = tf.train.Example.FromString(serialized).features.feature
-    raw = {k: _text(example[k]) for k in example}
-    rows.append({'split': split, 'row': row, 'raw': raw,
-                 'prediction': found.pop()})
-  left = sum(len(v) for v in by_example.values())
-  if left:
-    raise ScoringError(f'{left} prediction(s) match no row of Examples '
-                       f'#{examples.id}')
-  return rows
-
-
-def csv_text(rows: List[Dict[str, Any]], span: int, version: int) -> str:
-  """The CSV: span, split, row, the identifying raw features present, the
-  label if any row has one, the prediction and the served version."""
-  ids = [k for k in ID_FEATURES if any(r['raw'].get(k) for r in rows)]
-  labelled = any(r['raw'].get(features.LABEL_KEY) for r in rows)
-  columns = (['span', 'split', 'row'] + ids +
-             ([LABEL_COLUMN] if labelled else []) + ['prediction', 'version'])
-  out = io.StringIO()
-  writer = csv.writer(out, lineterminator='\n')
-  writer.writerow(columns)
-  for r in rows:
-    label = features.label_of(r['raw'])
-    writer.writerow(
-        [span, r['split'], r['row']] + [r['raw'].get(k, '') for k in ids] +
-        ([('' if label is None else label)] if labelled else []) +
-        [str(np.float32(r['prediction'])), version])
-  return out.getvalue()
-
-
-@component
-def PredictionsToCsv(  # pylint: disable=invalid-name
-    examples: InputArtifact[standard_artifacts.Examples],
-    inference_result: InputArtifact[standard_artifacts.InferenceResult],
-    model: InputArtifact[standard_artifacts.Model],
-    scores: OutputArtifact[PredictionsCsv],
-    served_version: Parameter[int],
-    served_model_id: Parameter[int]) -> None:
-  """Writes graph.SCORES_FILE: every row of `examples` with its prediction.
-
-  `model` is the one BulkInferrer used (an input for lineage); it must be
-  the Model the run was built for (`served_model_id`): the served version
-  did not change in between. Its properties: span, rows, mean_prediction
-  (and mean_label), served_version, model_id.
-  """
-  if model.id != served_model_id:
-    raise ScoringError(f'The served model changed during this run: Model '
-                       f'#{model.id} was resolved, #{served_model_id} '
-                       f'(version {served_version}) was served when it began')
-  logs = list(prediction_logs(inference_result.uri))
-  if not logs:
-    raise ScoringError(f'BulkInferrer wrote no PredictionLogs under '
-                       f'{inference_result.uri} (an unblessed model?)')
-  span = examples.get_int_custom_property('span')
-  rows = score_rows(examples, logs)
-  with fileio.open(os.path.join(scores.uri, graph.SCORES_FILE), 'w') as f:
-    f.write(csv_text(rows, span, served_version))
-  labels = [features.label_of(r['raw']) for r in rows]
-  labels = [label for label in labels if label is not None]
-  scores.set_int_custom_property('span', span)
-  scores.set_int_custom_property('rows', len(rows))
-  scores.set_float_custom_property(
-      'mean_prediction', float(np.mean([r['prediction'] for r in rows])))
-  if labels:
-    scores.set_float_custom_property('mean_label', float(np.mean(labels)))
-  scores.set_int_custom_property('served_version', served_version)
-  scores.set_int_custom_property('model_id', model.id)
-
-
 # --- The pipeline ------------------------------------------------------------
 
 
@@ -285,7 +131,7 @@ def create_scoring_pipeline(
       metadata_store.open_store(connection), cfg.serving_model_dir,
       cfg.model_config_file, cfg.model_name)
   # The same ExampleGen as training's: the same split of every row.
-  ingest = taxi_pipeline.example_gen(cfg, span)
+  ingest = pipeline_lib.example_gen(cfg, span)
   served_model = Resolver(
       strategy_class=ServedModelAndBlessingStrategy,
       config={'base_path': cfg.serving_model_dir,
@@ -301,12 +147,13 @@ def create_scoring_pipeline(
       data_spec=bulk_inferrer_pb2.DataSpec(),  # every split
       model_spec=bulk_inferrer_pb2.ModelSpec(
           model_signature_name=[SIGNATURE]))
-  to_csv = PredictionsToCsv(
+  to_csv = predictions_to_csv.PredictionsToCsv(
       examples=ingest.outputs['examples'],
       inference_result=bulk_inferrer.outputs['inference_result'],
       model=served_model.outputs['model'],
       served_version=served.version,
-      served_model_id=served.model.id)
+      served_model_id=served.model.id,
+      problem=cfg.problem)
   return tfx_pipeline.Pipeline(
       pipeline_name=pipeline_name(cfg),
       pipeline_root=cfg.pipeline_root,
@@ -470,9 +317,13 @@ def format_summary(cfg: configs.PipelineConfig,
         '\n', '\n' + ' ' * 21))
   else:
     add('rows scored', s.rows)
-    mean = f'{s.mean_prediction:.4f} (probability of a tip > 20% of the fare)'
+    problem = cfg.problem_spec
+    mean = f'{s.mean_prediction:.4f} (' + (
+        problem.question if problem.task.name == 'binary' else
+        "the predicted class's probability") + ')'
     if outcome.mean_label is not None:
-      mean += f'; mean label {outcome.mean_label:.4f}'
+      mean += (f'; share of {problem.label.classes[1]} among the labelled '
+               f'rows {outcome.mean_label:.4f}')
     add('mean prediction', mean)
     add('PredictionLogs', f'{console.display_path(s.predictions.uri)} '
         '(TFRecord, BulkInferrer)')
@@ -486,7 +337,8 @@ def format_summary(cfg: configs.PipelineConfig,
     add('', f'python -m lineage scores {outcome.span}' + (
         f' --metadata-path {console.display_path(cfg.metadata_path)}'
         if connection.HasField('sqlite') and
-        cfg.metadata_path != paths.metadata_path() else ''))
+        cfg.metadata_path != paths.metadata_path(
+            paths.pipeline_root(cfg.problem)) else ''))
     if outcome.fully_cached:
       add('cached', 'every component reused its earlier execution: same '
           'span, same model')

@@ -60,13 +60,18 @@ def flag_name(field_name: str, underscores: bool) -> str:
 
 
 def field(default: Any, help_text: str, env: Optional[str] = None,
-          fallback: Any = None, **kwargs) -> Any:
+          fallback: Any = None, derived: Optional[str] = None,
+          **kwargs) -> Any:
   """A config field; `env` names a variable used when no flag is given.
 
   A field with `env` defaults to None so that `apply_env` can tell "not
   given" from "given", then takes the variable's value, else `fallback`.
+  `derived`: the field defaults to None and the config's __post_init__
+  fills it from another field; the words say from what (--help shows them
+  and the value a default config gets).
   """
-  metadata = {'help': help_text, 'env': env, 'fallback': fallback}
+  metadata = {'help': help_text, 'env': env, 'fallback': fallback,
+              'derived': derived}
   return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
@@ -140,13 +145,17 @@ def add_flags(parser: argparse.ArgumentParser, config_class: Type,
     # A bool flag alone means true (`--tune`); `--tune false` also parses.
     boolean = ({'nargs': '?', 'const': True, 'metavar': 'true|false'}
                if kind(f) == 'bool' else {'metavar': f.name.upper()})
+    derived = f.metadata.get('derived')
+    shown = (f'{derived}; {default} for {defaults.problem}'
+             if derived and hasattr(defaults, 'problem') else
+             f'{derived}: {default}' if derived else default)
     target.add_argument(
         flag_name(f.name, underscores),
         dest=f.name,
         default=None,
         type=_parser_for(kind(f)),
         help=f'{f.metadata.get("help", "")}'
-        + (f'; env ${env}' if env else '') + f' (default: {default})',
+        + (f'; env ${env}' if env else '') + f' (default: {shown})',
         **boolean)
 
 

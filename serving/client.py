@@ -1,12 +1,15 @@
-"""Client for the model server (REST or gRPC), from plain trip dicts.
+"""Client for the model server (REST or gRPC), from plain instance dicts.
 
-    python -m serving.client                              # a sample trip, REST
-    python -m serving.client --grpc 127.0.0.1:8500 --trip '{"fare": 12.5, ...}'
-    python -m serving.client --example_b64   # the trip as a b64 tf.Example, for curl
+    python -m serving.client                         # the problem's sample, REST
+    python -m serving.client --grpc 127.0.0.1:8500 --instance '{"fare": 12.5, ...}'
+    python -m serving.client --problem penguin       # another problem's model
+    python -m serving.client --example_b64   # the instance as a b64 tf.Example, for curl
 
-A trip is a dict of raw feature values keyed as in models/features.py;
-missing features are sent as missing ('' for strings, NaN for floats, 0 for
-integer categories), exactly as the `serving_raw` signature expects.
+An instance is a dict of raw feature values keyed as the problem names them
+(models/<problem>/problem.py); missing features are sent as missing ('' for
+strings, NaN for floats, 0 for integers), exactly as the `serving_raw`
+signature expects. An answer is one row of the model's `outputs`: what it
+means is the problem's task's (models/tasks.py).
 """
 
 import json
@@ -17,17 +20,8 @@ import urllib.request
 from typing import Dict, List, Mapping, Optional
 
 from models import features
+from models import problem as problems
 from project import cli
-from project import paths
-
-SAMPLE_TRIP = {
-    'trip_miles': 2.1, 'fare': 9.25, 'trip_seconds': 720,
-    'pickup_latitude': 41.892, 'pickup_longitude': -87.627,
-    'dropoff_latitude': 41.880, 'dropoff_longitude': -87.642,
-    'payment_type': 'Credit Card', 'company': 'Taxi Affiliation Services',
-    'trip_start_hour': 19, 'trip_start_day': 6, 'trip_start_month': 5,
-    'pickup_community_area': 8, 'dropoff_community_area': 28,
-}
 
 
 def _missing(value: object) -> bool:
@@ -35,15 +29,17 @@ def _missing(value: object) -> bool:
   return value is None or value == ''
 
 
-def raw_instance(trip: Mapping[str, object]) -> Dict[str, object]:
-  """A trip dict -> one `serving_raw` instance with every feature typed."""
-  unknown = sorted(set(trip) - set(features.RAW_FEATURE_TYPES) -
-                   {features.LABEL_KEY})
+def raw_instance(problem: problems.Problem,
+                 trip: Mapping[str, object]) -> Dict[str, object]:
+  """An instance dict -> one `serving_raw` instance with every feature
+  typed (the label's own columns, if present, are left out)."""
+  unknown = sorted(set(trip) - set(problem.raw_types) -
+                   set(problem.label.columns))
   if unknown:
     raise ValueError(f'unknown features {unknown}; expected '
-                     f'{sorted(features.RAW_FEATURE_TYPES)}')
+                     f'{sorted(problem.raw_types)}')
   instance = {}
-  for key, kind in features.RAW_FEATURE_TYPES.items():
+  for key, kind in problem.raw_types.items():
     value = trip.get(key)
     missing = _missing(value)
     if kind == 'string':
@@ -55,7 +51,8 @@ def raw_instance(trip: Mapping[str, object]) -> Dict[str, object]:
   return instance
 
 
-def example_b64(trip: Mapping[str, object]) -> str:
+def example_b64(problem: problems.Problem,
+                trip: Mapping[str, object]) -> str:
   """`trip` as a serialized tf.Example, base64: what `serving_default` takes
   over REST as {"b64": ...}. A missing value is an absent feature, as in a
   CSV row ExampleGen read; no TensorFlow import (serving/protos.py).
@@ -63,9 +60,9 @@ def example_b64(trip: Mapping[str, object]) -> str:
   import base64  # pylint: disable=g-import-not-at-top
   from serving import protos  # pylint: disable=g-import-not-at-top
   example_pb2 = protos.load('tensorflow.core.example.example_pb2')
-  instance = raw_instance(trip)  # its checks and typed values
+  instance = raw_instance(problem, trip)  # its checks and typed values
   example = example_pb2.Example()
-  for key, kind in features.RAW_FEATURE_TYPES.items():
+  for key, kind in problem.raw_types.items():
     if _missing(trip.get(key)):
       continue
     feature = example.features.feature[key]
@@ -79,17 +76,27 @@ def example_b64(trip: Mapping[str, object]) -> str:
       example.SerializeToString(deterministic=True)).decode('ascii')
 
 
+def _needed(problem: Optional[problems.Problem]) -> problems.Problem:
+  if problem is None:
+    raise ValueError('a client that sends instances needs the problem '
+                     '(whose raw features they are)')
+  return problem
+
+
 class RestClient:
   """TF Serving REST API client.
 
   With `label` every call addresses `/v1/models/{m}/labels/{label}`: how
   clients ask for `stable` (or `canary`) instead of whichever version is
-  newest (delivery.cd moves the labels).
+  newest (delivery.cd moves the labels). `problem`: whose instances it sends
+  (its raw features); only `predict` needs it.
   """
 
-  def __init__(self, url: str, model_name: str = 'taxi', timeout: float = 30,
-               label: Optional[str] = None):
-    self.url, self.model_name, self.timeout = url.rstrip('/'), model_name, timeout
+  def __init__(self, url: str, model_name: str,
+               problem: Optional[problems.Problem] = None,
+               timeout: float = 30, label: Optional[str] = None):
+    self.url, self.timeout = url.rstrip('/'), timeout
+    self.problem, self.model_name = problem, model_name
     self.label = label
 
   def _call(self, path: str, body=None):
@@ -106,26 +113,33 @@ class RestClient:
   def status(self) -> List[Dict]:
     return self._call('')['model_version_status']
 
-  def predict(self, trips: List[Mapping[str, object]]) -> List[float]:
+  def predict(self, trips: List[Mapping[str, object]]) -> List[List[float]]:
+    """The model's answer per instance: its `outputs` row (a list)."""
     body = {'signature_name': features.RAW_SIGNATURE,
-            'instances': [raw_instance(t) for t in trips]}
-    return [p[0] for p in self._call(':predict', body)['predictions']]
+            'instances': [raw_instance(_needed(self.problem), t)
+                          for t in trips]}
+    return [p if isinstance(p, list) else [p]
+            for p in self._call(':predict', body)['predictions']]
 
 
 class GrpcClient:
-  """TF Serving gRPC PredictionService client (`label`: ModelSpec.version_label)."""
+  """TF Serving gRPC PredictionService client (`label`:
+  ModelSpec.version_label; `problem` as for RestClient)."""
 
-  def __init__(self, address: str, model_name: str = 'taxi', timeout: float = 30,
-               label: Optional[str] = None):
+  def __init__(self, address: str, model_name: str,
+               problem: Optional[problems.Problem] = None,
+               timeout: float = 30, label: Optional[str] = None):
     import grpc  # pylint: disable=g-import-not-at-top
     from serving import protos  # pylint: disable=g-import-not-at-top
     prediction_service_pb2_grpc = protos.load(
         'tensorflow_serving.apis.prediction_service_pb2_grpc')
     self._channel = grpc.insecure_channel(address)
     self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-    self.model_name, self.timeout, self.label = model_name, timeout, label
+    self.problem, self.model_name = problem, model_name
+    self.timeout, self.label = timeout, label
 
-  def predict(self, trips: List[Mapping[str, object]]) -> List[float]:
+  def predict(self, trips: List[Mapping[str, object]]) -> List[List[float]]:
+    """The model's answer per instance: its `outputs` row (a list)."""
     return self.send(self.request(trips))
 
   def request(self, trips: List[Mapping[str, object]]):
@@ -134,23 +148,25 @@ class GrpcClient:
     from serving import tensors  # pylint: disable=g-import-not-at-top
     predict_pb2 = protos.load('tensorflow_serving.apis.predict_pb2')
     types_pb2 = tensors.types_pb2
-    instances = [raw_instance(t) for t in trips]
+    problem = _needed(self.problem)
+    instances = [raw_instance(problem, t) for t in trips]
     request = predict_pb2.PredictRequest()
     request.model_spec.name = self.model_name
     request.model_spec.signature_name = features.RAW_SIGNATURE
     if self.label:
       request.model_spec.version_label = self.label
-    for key, kind in features.RAW_FEATURE_TYPES.items():
+    for key, kind in problem.raw_types.items():
       request.inputs[key].CopyFrom(tensors.to_proto(
           [i[key] for i in instances],
           dtype=types_pb2.DataType.Value(features.DATATYPE_NAMES[kind])))
     return request
 
-  def send(self, request) -> List[float]:
-    """Sends a PredictRequest; the probability of a big tip per row."""
+  def send(self, request) -> List[List[float]]:
+    """Sends a PredictRequest; the `outputs` row of each instance."""
     from serving import tensors  # pylint: disable=g-import-not-at-top
     response = self._stub.Predict(request, timeout=self.timeout)
-    return [float(p[0]) for p in tensors.to_array(response.outputs['outputs'])]
+    return [[float(v) for v in row.reshape(-1)]
+            for row in tensors.to_array(response.outputs['outputs'])]
 
   def close(self) -> None:
     self._channel.close()
@@ -164,22 +180,28 @@ def main(argv=None) -> int:
   target.add_argument('--rest', default='http://127.0.0.1:8501',
                       help='REST base URL (default: %(default)s)')
   target.add_argument('--grpc', default=None, help='gRPC address host:port')
-  parser.add_argument('--model_name', default=paths.MODEL_NAME)
-  parser.add_argument('--trip', default=None,
-                      help='trip as a JSON object (default: a sample trip)')
+  problems.add_flag(parser, 'whose instances and answers')
+  parser.add_argument('--model_name', default=None,
+                      help='served model (default: the problem\'s name)')
+  parser.add_argument('--instance', '--trip', dest='instance', default=None,
+                      help="an instance as a JSON object (default: the "
+                      "problem's sample)")
   parser.add_argument('--example_b64', action='store_true',
-                      help='print the trip as a base64 serialized tf.Example '
-                      '(the serving_default signature\'s input) and exit')
+                      help='print the instance as a base64 serialized '
+                      'tf.Example (the serving_default signature\'s input) '
+                      'and exit')
   args = parser.parse_args(argv)
-  trip = json.loads(args.trip) if args.trip else SAMPLE_TRIP
+  problem = problems.load(args.problem)
+  instance = json.loads(args.instance) if args.instance else problem.sample
   if args.example_b64:
-    print(example_b64(trip))
+    print(example_b64(problem, instance))
     return 0
-  client = (GrpcClient(args.grpc, args.model_name) if args.grpc
-            else RestClient(args.rest, args.model_name))
-  probability = client.predict([trip])[0]
-  print(f'P(tip > {features.TIP_FRACTION:.0%} of fare) = {probability:.4f}  '
-        f'via {"gRPC " + args.grpc if args.grpc else "REST " + args.rest}')
+  model_name = args.model_name or problem.name
+  client = (GrpcClient(args.grpc, model_name, problem) if args.grpc
+            else RestClient(args.rest, model_name, problem))
+  [answer] = client.predict([instance])
+  print(f'{problem.question} = {problem.task.describe(answer, problem.label)}'
+        f'  via {"gRPC " + args.grpc if args.grpc else "REST " + args.rest}')
   return 0
 
 

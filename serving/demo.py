@@ -1,9 +1,10 @@
-"""Ask the served model about a sample trip over REST and gRPC, then stop.
+"""Ask the served model about the problem's sample over REST and gRPC, then stop.
 
     python -m serving.demo --model_base_path outputs/serving/taxi
+    python -m serving.demo --problem penguin --model_base_path outputs/serving/penguin
 
 Starts `python -m serving` on free loopback ports over the pushed versions,
-sends the same trip through both APIs with serving.client, prints both
+sends the same instance through both APIs with serving.client, prints both
 answers and the version that gave them, and stops the server. The pipeline
 runners call it last, so a run ends with a prediction from the model it
 pushed, served the way TF Serving would serve it. Exit status 1 if the
@@ -16,10 +17,9 @@ import sys
 import threading
 import time
 
-from models import features
+from models import problem as problems
 from project import cli
 from project import display
-from project import paths
 from serving import client
 from serving import model_config
 from serving import protos
@@ -32,23 +32,25 @@ def _import_grpc_client() -> None:
   protos.load('tensorflow_serving.apis.prediction_service_pb2_grpc')
 
 
-def describe_trip(trip) -> str:
-  return (f'{trip.get("trip_miles", "?")} mi, ${trip.get("fare", "?")} fare, '
-          f'{trip.get("payment_type", "?")}, '
-          f'{trip.get("trip_start_hour", "?")}:00')
-
-
 def main(argv=None) -> int:
   parser = cli.ArgumentParser(prog='python -m serving.demo',
                               description=__doc__.split('\n\n')[0],
                               underscores=True)
   parser.add_argument('--model_base_path', required=True,
                       help='directory holding <version>/ SavedModels')
-  parser.add_argument('--model_name', default=paths.MODEL_NAME)
-  parser.add_argument('--trip', default=None,
-                      help='trip as a JSON object (default: a sample trip)')
+  problems.add_flag(parser, 'whose sample and answers')
+  parser.add_argument('--model_name', default=None,
+                      help='served model (default: the problem\'s name)')
+  parser.add_argument('--instance', '--trip', dest='instance', default=None,
+                      help="an instance as a JSON object (default: the "
+                      "problem's sample)")
   args = parser.parse_args(argv)
-  trip = json.loads(args.trip) if args.trip else client.SAMPLE_TRIP
+  problem = problems.load(args.problem)
+  model_name = args.model_name or problem.name
+  if args.instance:
+    instance, described = json.loads(args.instance), 'instance'
+  else:
+    instance, described = problem.sample, problem.sample_text
   versions = model_config.versions_on_disk(args.model_base_path)
   if not versions:
     print(f'No model version under {args.model_base_path} to serve yet.')
@@ -59,26 +61,27 @@ def main(argv=None) -> int:
   # run on the other core while the server starts, not after.
   preload = threading.Thread(target=_import_grpc_client, daemon=True)
   preload.start()
-  server = server_process.start(['--model_name', args.model_name,
+  server = server_process.start(['--model_name', model_name,
                                  '--model_base_path', args.model_base_path])
   preload.join()
   try:
-    rest = client.RestClient(server.rest_url, args.model_name)
-    grpc_client = client.GrpcClient(server.grpc_address, args.model_name)
+    rest = client.RestClient(server.rest_url, model_name, problem)
+    grpc_client = client.GrpcClient(server.grpc_address, model_name, problem)
     version = rest.status()[0]['version']
-    by_rest = rest.predict([trip])[0]
-    by_grpc = grpc_client.predict([trip])[0]
+    [by_rest] = rest.predict([instance])
+    [by_grpc] = grpc_client.predict([instance])
     grpc_client.close()
   finally:
     server.stop()
   rest_port, grpc_port = server.rest_port, server.grpc_port
-  question = f'P(tip > {features.TIP_FRACTION:.0%} of fare)'
+  question = problem.question
+  answer = lambda a: problem.task.describe(a, problem.label)  # pylint: disable=unnecessary-lambda-assignment
   print(f'Served prediction (python -m serving, version {version}, '
         f'{time.time() - start:.1f} s including start-up):\n'
-        f'  sample trip   {describe_trip(trip)}\n'
-        f'  REST  :{rest_port:<6} {question} = {by_rest:.4f}\n'
-        f'  gRPC  :{grpc_port:<6} {question} = {by_grpc:.4f}', flush=True)
-  if abs(by_rest - by_grpc) > 1e-5:
+        f'  sample        {described}\n'
+        f'  REST  :{rest_port:<6} {question} = {answer(by_rest)}\n'
+        f'  gRPC  :{grpc_port:<6} {question} = {answer(by_grpc)}', flush=True)
+  if max(abs(a - b) for a, b in zip(by_rest, by_grpc)) > 1e-5:
     print('REST and gRPC answers differ', file=sys.stderr)
     return 1
   return 0

@@ -2,7 +2,7 @@
 monitoring report: runs and CT decisions, data, models, serving, lineage.
 
     python -m ui                          # http://127.0.0.1:8080/
-    python -m ui --replay outputs/replay  # what `make replay` left
+    python -m ui --replay outputs/taxi/replay  # what `make replay` left
     python -m ui --port 0                 # any free port (printed)
 
 Pages: / (overview, the runs' timeline), /runs (every pipeline run and CT
@@ -46,13 +46,6 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--replay', default=None, metavar='DIR',
                       help='show a replay directory (make replay --out DIR):'
                       ' its metadata, serving dir and monitoring report')
-  parser.add_argument('--pipeline-name', default=paths.PIPELINE_NAME,
-                      help='TFX pipeline name (default: %(default)s)')
-  parser.add_argument('--serving-dir', default=paths.SERVING_DIR,
-                      help='TF Serving model base path root (default: '
-                      '%(default)s)')
-  parser.add_argument('--model-name', default=paths.MODEL_NAME,
-                      help='model name under it (default: %(default)s)')
   parser.add_argument('--model-config-file', default=None,
                       help='TF Serving model config file whose version '
                       'labels (stable, canary) to show (default: '
@@ -61,10 +54,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                       'none with --replay)')
   parser.add_argument('--monitoring-report', default=None,
                       help='the monitor\'s report.json (default: '
-                      f'{monitor_config.REPORT_PATH})')
+                      f'{monitor_config.default_report("<problem>")})')
   parser.add_argument('--log-file', default=None,
                       help='request log (default: <outputs>/logs/ui.log)')
-  metadata_store.add_flags(parser)
+  # The store, the problem and where it pushes: the lineage tools' flags.
+  metadata_store.add_flags(parser, metadata_store.ServedConfig)
   args = parser.parse_args(argv)
   if args.replay:
     replay = os.path.abspath(args.replay)
@@ -84,12 +78,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def sources_from_args(args: argparse.Namespace):
   from ui import views  # pylint: disable=g-import-not-at-top
-  connection = metadata_store.store_config(metadata_store.from_flags(args))
+  cfg = cli.from_flags(args, metadata_store.ServedConfig)
   return views.Sources(
-      connection=connection, pipeline_name=args.pipeline_name,
-      model_base_path=os.path.join(args.serving_dir, args.model_name),
-      monitoring_report=args.monitoring_report or monitor_config.REPORT_PATH,
-      model_config_file=args.model_config_file)
+      connection=metadata_store.store_config(cfg),
+      pipeline_name=cfg.pipeline_name,
+      model_base_path=cfg.serving_model_dir,
+      monitoring_report=(args.monitoring_report or
+                         monitor_config.default_report(cfg.problem)),
+      model_config_file=args.model_config_file, problem=cfg.problem)
 
 
 def main(argv=None) -> int:

@@ -15,15 +15,14 @@ import jinja2
 from data import spans as span_rules
 from lineage import report as lineage_report
 from lineage import secrets
+from models import problem as problems
+from models import tasks
 from project import charts
 from ui import lineage_svg
 from ui import views
 
 NAV = (('/', 'Overview'), ('/runs', 'Runs'), ('/data', 'Data'),
        ('/models', 'Models'), ('/serving', 'Serving'))
-# Slice metrics the models page draws per version, and their labels.
-METRIC_LABELS = {'auc': 'AUC', 'balanced_accuracy': 'balanced accuracy',
-                 'binary_accuracy': 'accuracy', 'calibration': 'calibration'}
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(
@@ -177,14 +176,23 @@ def _metric_series(models: List[Dict], where: str, key: str
   return series
 
 
-def metric_charts(models: List[Dict], rule: List[str]) -> List[str]:
-  """Per evaluated model (x: evaluation order), candidate and baseline:
-  AUC, balanced accuracy, accuracy and calibration overall, then every
-  metric the rule bounds on a slice (the card trips' calibration); the
-  rule's bounds dashed. Last, AUC per payment_type slice."""
+def metric_labels(problem: problems.Problem) -> Dict[str, str]:
+  """The metrics the models page shows (the task's headline), and how
+  people read them."""
+  return {k: problem.task.labels[k] for k in problem.task.headline}
+
+
+def metric_charts(models: List[Dict], rule: List[str],
+                  problem: problems.Problem) -> List[str]:
+  """Per evaluated model (x: evaluation order), candidate and baseline: the
+  task's headline metrics overall (for taxi: AUC, balanced accuracy,
+  accuracy and calibration), then every metric the rule bounds on a slice
+  (for taxi, the card trips' calibration); the rule's bounds dashed. Last,
+  the first headline metric per slice."""
   out = []
   labels = _model_labels(models)
-  for key, label in METRIC_LABELS.items():
+  shown = metric_labels(problem)
+  for key, label in shown.items():
     out.append(charts.line_chart(
         f'{label} of each evaluated model (overall)',
         _metric_series(models, 'overall', key),
@@ -195,17 +203,18 @@ def metric_charts(models: List[Dict], rule: List[str]) -> List[str]:
     if where == 'overall':
       continue
     out.append(charts.line_chart(
-        f'{METRIC_LABELS.get(key, key)} on {where}',
+        f'{problem.task.labels.get(key, key)} on {where}',
         _metric_series(models, where, key),
         [charts.Threshold('bound', t) for t in bounds],
         x_labels=labels, x_title='model (version if pushed)'))
-  if models:
+  if models and models[-1]['slices']:
     newest = models[-1]['slices']
     biggest = sorted(newest, key=lambda k: -newest[k].get('candidate', {}).get(
         'example_count', 0))[:4]
+    first = problem.task.headline[0]
     out.append(charts.line_chart(
-        'AUC per slice (the newest model\'s 4 biggest)',
-        [charts.Series(where, _metric_series(models, where, 'auc')[0].points)
+        f'{shown[first]} per slice (the newest model\'s 4 biggest)',
+        [charts.Series(where, _metric_series(models, where, first)[0].points)
          for where in biggest],
         x_labels=labels, x_title='model (version if pushed)'))
   return out
@@ -215,10 +224,10 @@ def metric_charts(models: List[Dict], rule: List[str]) -> List[str]:
 _NUMBER = r'([-+]?(?:[0-9.]+(?:e[-+]?[0-9]+)?|inf))'
 _BOUND = re.compile(rf'^(\w+) (?:>=|<=) {_NUMBER} \((.+)\)$')
 _RANGE = re.compile(rf'^(\w+) in \[{_NUMBER}, {_NUMBER}\] \((.+)\)$')
-# The rule names metrics by their TFMA class; the metrics are keyed by name.
-_CLASS_TO_KEY = {'AUC': 'auc', 'BalancedAccuracy': 'balanced_accuracy',
-                 'BinaryAccuracy': 'binary_accuracy',
-                 'Calibration': 'calibration'}
+# The rule names metrics by their TFMA class; the metrics are keyed by name
+# (every task's classes: a store may hold another problem's evaluations).
+_CLASS_TO_KEY = {c: k for t in tasks.TASKS.values()
+                 for c, k in t.metric_keys.items()}
 
 
 def sliced_rule_bounds(rule: List[str]) -> Dict[Tuple[str, str], List[float]]:
@@ -243,8 +252,11 @@ def rule_bounds(rule: List[str]) -> Dict[str, List[float]]:
 def models_page(sources, store, _match) -> Page:
   found = views.models(store, sources.pipeline_name)
   rule = next((m['rule'] for m in reversed(found) if m['rule']), [])
+  problem = problems.load(sources.problem)
   return _html('models.html.j2', sources, '/models', 'Models', models=found,
-               rule=rule, charts=metric_charts(found, rule))
+               rule=rule, charts=metric_charts(found, rule, problem),
+               columns=list(metric_labels(problem).items()),
+               baseline_metric=problem.task.headline[0])
 
 
 def serving_page(sources, store, _match) -> Page:

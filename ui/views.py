@@ -24,6 +24,7 @@ from continuous_training import decisions as ct_decisions
 from continuous_training import drift as ct_drift
 from lineage import graph
 from lineage import readers
+from project import paths
 from serving import base_path
 
 prop = graph.prop
@@ -47,6 +48,7 @@ class Sources:
   model_base_path: str
   monitoring_report: str
   model_config_file: Optional[str] = None
+  problem: str = paths.DEFAULT_PROBLEM  # models/<problem>/: its metrics
 
   def open_store(self) -> Optional[mlmd.MetadataStore]:
     """A new store per request (MetadataStore is not thread-safe); None
