@@ -1,6 +1,6 @@
 """Screenshots of the web UI's main pages, for docs/ui/ (README "See it").
 
-    .venv/bin/python docs/ui_screenshots.py                    # outputs/replay
+    .venv/bin/python docs/ui_screenshots.py                    # outputs/taxi/replay
     .venv/bin/python docs/ui_screenshots.py --replay /tmp/ct --out docs/ui \
         --model-config-file /tmp/ct/models.config
 
@@ -27,7 +27,7 @@ PAGES = (('overview', '/'), ('runs', '/runs'), ('data', '/data'),
 def main(argv=None) -> int:
   parser = cli.ArgumentParser(description=__doc__.split('\n\n')[0],
                               epilog=__doc__.split('\n\n', 1)[1])
-  parser.add_argument('--replay', default=os.path.join(REPO, 'outputs',
+  parser.add_argument('--replay', default=os.path.join(REPO, 'outputs', 'taxi',
                                                        'replay'),
                       help='a replay directory (default: %(default)s)')
   parser.add_argument('--out', default=os.path.join(REPO, 'docs', 'ui'),

@@ -61,7 +61,8 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def analyze_and_transform(instances, out_dir):
-  """Runs models.preprocessing through tf.Transform on Beam (in memory).
+  """Runs the taxi problem's preprocessing through tf.Transform on Beam (in
+  memory).
 
   Returns the transformed instances; writes the transform graph to out_dir.
   """
@@ -69,7 +70,7 @@ def analyze_and_transform(instances, out_dir):
   import tensorflow_transform.beam as tft_beam  # pylint: disable=g-import-not-at-top
   from tensorflow_transform.tf_metadata import metadata_io  # pylint: disable=g-import-not-at-top
   from tensorflow_transform.tf_metadata import dataset_metadata  # pylint: disable=g-import-not-at-top
-  from models import preprocessing  # pylint: disable=g-import-not-at-top
+  from models.taxi import preprocessing  # pylint: disable=g-import-not-at-top
 
   metadata = dataset_metadata.DatasetMetadata(helpers.load_schema())
   # TFT's in-memory mode: a list in, a list out, on Beam's DirectRunner.
@@ -137,7 +138,7 @@ def fn_args(root, transform_dir, train_steps, hparams, hyperparameters=None):
       train_steps=train_steps,
       eval_steps=5,
       hyperparameters=hyperparameters,
-      custom_config={'hparams': dict(hparams)},
+      custom_config={'hparams': dict(hparams), 'problem': 'taxi'},
       data_accessor=DataAccessor(
           tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
               [examples], []),

@@ -12,11 +12,18 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from tensorflow_metadata.proto.v0 import schema_pb2
 from google.protobuf import text_format
+from models import problem as problems
+from project import paths
 from serving import server_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA_ROOT = os.path.join(REPO, 'data', 'taxi')
-SCHEMA_PATH = os.path.join(REPO, 'schema', 'schema.pbtxt')
+# Most tests exercise the default problem, taxi, on its bundled data; the
+# penguin tests (tests/e2e/test_penguin.py) and the generated problem
+# (tests/e2e/test_adapt.py) name theirs.
+TAXI = problems.load('taxi')
+RAW_TYPES = TAXI.raw_types
+DATA_ROOT = paths.data_root('taxi')
+SCHEMA_PATH = paths.schema_path('taxi')
 
 
 def load_schema() -> schema_pb2.Schema:
@@ -276,7 +283,9 @@ HEAVY_FIRST = [
     'tests/pipeline/test_pipeline_local.py',
     'tests/continuous_training/test_replay.py',
     'tests/e2e/test_readme_commands.py',
-    'tests/dags/test_taxi_dag.py',
+    'tests/e2e/test_adapt.py',
+    'tests/e2e/test_penguin.py',
+    'tests/dags/test_pipeline_dag.py',
     'tests/lineage/test_metadata_mysql.py',
     'tests/ops/test_dead_runs.py',
     'tests/serving/test_model_server.py',
@@ -373,11 +382,10 @@ def wait_for(predicate, seconds: float = 30) -> bool:
 def raw_rows(rows: List[Dict[str, str]]) -> List[Dict]:
   """CSV rows as the raw signature's JSON instances (missing: NaN / 0 / '')."""
   import math  # pylint: disable=g-import-not-at-top
-  from models import features  # pylint: disable=g-import-not-at-top
   out = []
   for row in rows:
     item = {}
-    for key, kind in features.RAW_FEATURE_TYPES.items():
+    for key, kind in RAW_TYPES.items():
       text = row[key]
       if kind == 'string':
         item[key] = text
@@ -392,10 +400,9 @@ def raw_rows(rows: List[Dict[str, str]]) -> List[Dict]:
 def raw_columns(rows: List[Dict[str, str]]) -> Dict:
   """CSV rows as the raw signature's input columns (numpy arrays)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from models import features  # pylint: disable=g-import-not-at-top
   raw = raw_rows(rows)
   columns = {}
-  for key, kind in features.RAW_FEATURE_TYPES.items():
+  for key, kind in RAW_TYPES.items():
     dtype = {'float': np.float32, 'int': np.int64, 'string': object}[kind]
     columns[key] = np.array([r[key] for r in raw], dtype=dtype)
   return columns
@@ -404,11 +411,11 @@ def raw_columns(rows: List[Dict[str, str]]) -> Dict:
 def raw_request(rows: List[Dict[str, str]], name: str = 'taxi',
                 version: Optional[int] = None):
   """A gRPC PredictRequest of `rows` to the raw signature."""
-  from models import model  # pylint: disable=g-import-not-at-top
+  from models import features  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
   request = predict_pb2.PredictRequest()
   request.model_spec.name = name
-  request.model_spec.signature_name = model.RAW_SIGNATURE
+  request.model_spec.signature_name = features.RAW_SIGNATURE
   if version is not None:
     request.model_spec.version.value = version
   for key, values in raw_columns(rows).items():

@@ -235,5 +235,5 @@ def test_every_command_prints_no_library_noise(tmp_path):
   assert missing == [], '\n\n'.join(f'{name}:\n{outputs[name][0]}'
                                     for name in missing)
   vertex = outputs['vertex_runner.py --project p'][0]
-  assert re.search(r'image\s+\S+/taxi-pipeline:src-[0-9a-f]{16}\n', vertex)
+  assert re.search(r'image\s+\S+/pipeline:src-[0-9a-f]{16}\n', vertex)
   assert ':latest' not in vertex

@@ -31,7 +31,8 @@ REPO = helpers.REPO
 # the bottom layer: every role that reads spans may import it.
 ALLOWED = {
     'project': set(),
-    'models': set(),
+    # The problems and what a prediction means: pure Python, for every role.
+    'models': {'project'},
     'data': {'models', 'project'},
     'lineage': {'project', 'serving.base_path'},
     'serving': {'models', 'project'},
@@ -57,8 +58,8 @@ ALLOWED = {
     'runners': {'project', 'pipeline', 'components', 'ops', 'lineage', 'data',
                 'serving'},
     # The web UI (python -m ui) reads what every other role recorded.
-    'ui': {'project', 'data', 'lineage', 'monitoring', 'continuous_training',
-           'delivery', 'serving'},
+    'ui': {'project', 'models', 'data', 'lineage', 'monitoring',
+           'continuous_training', 'delivery', 'serving'},
 }
 RUNNERS = ('local_runner.py', 'beam_runner.py', 'vertex_runner.py',
            'score_runner.py', 'dags')
@@ -78,6 +79,12 @@ FORBIDDEN_EXTERNAL = {
     'ui': _TF_STACK,  # starts in a second: reads artifacts without TF
 }
 ROLES = set(ALLOWED) - {'runners'}
+# Files that may import what their role must not, and why.
+EXCEPTIONS = {
+    # A one-off converter of the tfx wheel's TFRecords into CSV spans; no
+    # process imports it.
+    'data/make_penguin_spans.py': {'tensorflow'},
+}
 
 
 def _role(path: str) -> str:
@@ -131,7 +138,8 @@ def violations():
       if not _allowed(role, name):
         found.append(f'{path}:{line} imports {name} ({role} may import '
                      f'{sorted(ALLOWED[role]) or "no project role"})')
-      if top in FORBIDDEN_EXTERNAL.get(role, ()):
+      if (top in FORBIDDEN_EXTERNAL.get(role, ())
+          and top not in EXCEPTIONS.get(path, ())):
         found.append(f'{path}:{line} imports {top} ({role} must not)')
   return found
 

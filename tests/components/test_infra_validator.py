@@ -65,7 +65,7 @@ def validate(root, model_dir, examples):
                                       num_tries=2)
   infra_validator.Executor(context).Do(
       {'model': [model], 'examples': [examples]}, {'blessing': [blessing]},
-      {'model_name': 'taxi',
+      {'model_name': 'taxi', 'problem': 'taxi',
        'request_spec': proto_utils.proto_to_json(request_spec),
        'validation_spec': proto_utils.proto_to_json(validation_spec)})
   with open(os.path.join(blessing.uri, infra_validator.REPORT_FILE)) as f:
@@ -143,7 +143,7 @@ def test_the_trained_model_is_blessed(good):
 
 @pytest.mark.integration
 @pytest.mark.parametrize('answer, says', [
-    (_nan, 'nan, not a probability'),
+    (_nan, 'nan is not a probability in [0, 1]'),
     (_fails, 'this model fails every request'),
 ])
 def test_a_model_that_answers_wrongly_is_not_blessed(tmp_path, examples,

@@ -299,8 +299,7 @@ def test_drift_found_on_a_shifted_span_and_not_on_an_unshifted_one(generated):
   assert by_name['trip_start_hour'].comparator == 'L-inf'  # a category
   assert [f.feature for f in shifted.drifted] == ['payment_type']
   assert 'payment_type L-inf' in shifted.summary()
-  assert set(by_name) == set(distribution.DRIFT_CATEGORICAL_FEATURES
-                             + distribution.DRIFT_NUMERIC_FEATURES)
+  assert set(by_name) == set(distribution.kinds_of(helpers.TAXI))
   assert 'trip_start_month' not in by_name  # quarters differ by design
   assert shifted.sources['span'].startswith('CSV ')
   assert shifted.sources['previous_span'].startswith('CSV ')  # no store

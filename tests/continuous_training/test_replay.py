@@ -15,6 +15,7 @@ from continuous_training import decisions
 from continuous_training import report
 from lineage import metadata_store
 from pipeline import configs
+from tests import helpers
 
 pytestmark = pytest.mark.integration
 # The replay itself (three real runs, then an on-demand run) is the session's
@@ -40,7 +41,7 @@ def _table(text):
     for w in widths:
       cells.append(line[pos:pos + w].strip())
       pos += w + 2
-    rows[int(cells[0])] = dict(zip(report.TABLE_COLUMNS, cells))
+    rows[int(cells[0])] = dict(zip(report.table_columns(helpers.TAXI.task), cells))
   return rows
 
 

@@ -1,4 +1,4 @@
-"""dags/taxi_dag.py in a real Airflow 2.10 (the .venv-airflow of `make airflow-venv`).
+"""dags/pipeline_dag.py in a real Airflow 2.10 (the .venv-airflow of `make airflow-venv`).
 
 Airflow runs in subprocesses with that venv's python and a throwaway
 AIRFLOW_HOME: a DagBag loads the DAG folder (tests/dags/airflow_probe.py
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 AIRFLOW_PYTHON = os.path.join(helpers.REPO, '.venv-airflow', 'bin', 'python')
 DAGS_FOLDER = os.path.join(helpers.REPO, 'dags')
-DAG_ID = configs.PIPELINE_NAME
+DAG_ID = configs.PipelineConfig().pipeline_name  # the default problem's
 
 
 @pytest.fixture(scope='module')
@@ -62,7 +62,7 @@ def deployment(tmp_path_factory):
       'AIRFLOW__CORE__LOAD_EXAMPLES': 'False',
       # Parsing imports TF and TFX: ~15 s alone, more on a busy machine.
       'AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT': '600',
-      'TAXI_PIPELINE_FLAGS': ' '.join(flags),
+      'PIPELINE_FLAGS': ' '.join(flags),
       'PYTHONWARNINGS': 'ignore',
   }
   return cfg, env

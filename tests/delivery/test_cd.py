@@ -29,6 +29,7 @@ from delivery import checks
 from serving import client
 from serving import model_config
 from delivery import versions
+from models import tasks
 from tests import helpers
 
 
@@ -82,7 +83,8 @@ def built(tmp_path_factory, trained_model):
 @pytest.fixture(scope='module')
 def check_rows():
   """The rows `python -m delivery.cd` checks by default."""
-  return canary_stats.read_rows(canary_stats.check_csvs(helpers.DATA_ROOT),
+  return canary_stats.read_rows(helpers.TAXI,
+                                canary_stats.check_csvs(helpers.DATA_ROOT),
                                 canary_stats.DEFAULT_ROWS)
 
 
@@ -115,8 +117,14 @@ def _steps(records):
            r.get('decision')) for r in records]
 
 
-def _accuracy(predictions, labels):
-  return float(np.mean((np.array(predictions) > 0.5) == np.array(labels)))
+def _accuracy(answers, labels):
+  """Binary answers ([p] per row) against labels."""
+  return float(np.mean((np.array(answers)[:, 0] > 0.5) == np.array(labels)))
+
+
+def _answers(p):
+  """Probabilities of class 1 as a binary task's answer rows ([p])."""
+  return [[float(x)] for x in p]
 
 
 class Traffic:
@@ -124,7 +132,7 @@ class Traffic:
 
   def __init__(self, url):
     body = json.dumps({'signature_name': 'serving_raw', 'instances': [
-        client.raw_instance(client.SAMPLE_TRIP)]}).encode()
+        client.raw_instance(helpers.TAXI, helpers.TAXI.sample)]}).encode()
     self.ok, self.failures = 0, []
     self._stop = threading.Event()
 
@@ -158,6 +166,7 @@ def test_paired_bounds_are_one_sided_seeded_and_need_rows():
   labels = (rng.random(800) < 0.25).astype(int)
   good = np.clip(0.25 + 0.5 * (labels - 0.25) + rng.normal(0, 0.2, 800), 0, 1)
   weaker = np.where(rng.random(800) < 0.25, 1 - good, good)
+  good, weaker = _answers(good), _answers(weaker)
   assert canary_stats.disagreement(good, weaker) > OLD_DISAGREEMENT_VETO
   better = canary_stats.compare(good, weaker, labels)
   assert [c.verdict for c in better] == [canary_stats.PASS] * 3, better
@@ -171,6 +180,30 @@ def test_paired_bounds_are_one_sided_seeded_and_need_rows():
   assert all(c.rows_needed >= 60 for c in few)
 
 
+def test_a_multiclass_canary_is_judged_on_accuracy_alone():
+  """Three classes: the answers are probability rows, the gate judges the
+  share of right classes (AUC and calibration read one probability), and a
+  canary that confuses a class fails where one that is better passes."""
+  rng = np.random.default_rng(5)
+  labels = rng.integers(0, 3, 600)
+  good = np.full((600, 3), 0.1)
+  good[np.arange(600), labels] = 0.8
+  confused = good.copy()
+  swap = (labels == 1) & (rng.random(600) < 0.8)  # class 1 read as 2
+  confused[swap] = good[swap][:, [0, 2, 1]]
+  task = tasks.MULTICLASS
+  better = canary_stats.compare(good.tolist(), confused.tolist(), labels,
+                                task=task, n_classes=3)
+  assert [(c.metric, c.verdict) for c in better] == [
+      (canary_stats.ACCURACY, canary_stats.PASS)]
+  worse = canary_stats.compare(confused.tolist(), good.tolist(), labels,
+                               task=task, n_classes=3)
+  assert [(c.metric, c.verdict) for c in worse] == [
+      (canary_stats.ACCURACY, canary_stats.FAIL)]
+  assert canary_stats.disagreement(confused.tolist(), good.tolist(), task,
+                                   3) == pytest.approx(swap.mean())
+
+
 @pytest.mark.integration
 def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
     tmp_path, trained_model, built, check_rows):
@@ -180,8 +213,9 @@ def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
   checked on too few rows, is not judged at all."""
   good = trained_model.serving_model_dir
   trips, labels = check_rows
-  by_good = checks.in_process(tf.saved_model.load(good), trips)
-  by_weaker = checks.in_process(tf.saved_model.load(built['weaker']), trips)
+  by_good = checks.in_process(helpers.TAXI, tf.saved_model.load(good), trips)
+  by_weaker = checks.in_process(helpers.TAXI,
+                               tf.saved_model.load(built['weaker']), trips)
   # The premises: many flipped decisions, and the canary is the better one.
   disagreement = canary_stats.disagreement(by_good, by_weaker)
   assert disagreement > OLD_DISAGREEMENT_VETO

@@ -10,20 +10,26 @@ import tensorflow as tf
 
 from models import features
 from models import model
+from models import problem as problems
 from tests import helpers
 
 
-def test_model_builds_with_one_input_per_transformed_feature():
-  keras_model = model.build_keras_model([8, 4], 0.01)
-  expected = set(features.transformed_names(features.MODEL_FEATURE_KEYS))
+@pytest.mark.parametrize('name,units', [('taxi', 1), ('penguin', 3)])
+def test_model_builds_with_one_input_per_feature_and_the_tasks_head(name,
+                                                                    units):
+  problem = problems.load(name)
+  keras_model = model.build_keras_model(problem, [8, 4], 0.01)
+  expected = set(features.transformed_names(list(problem.raw_types)))
   assert set(keras_model.input) == expected
-  assert keras_model.output_shape == (None, 1)
+  assert keras_model.output_shape == (None, units)
 
 
 def test_run_fn_without_hparams_fails_clearly(tmp_path):
   from tfx.components.trainer.fn_args_utils import FnArgs  # pylint: disable=g-import-not-at-top
-  with pytest.raises(ValueError, match='hparams'):
+  with pytest.raises(ValueError, match='problem'):
     model.run_fn(FnArgs(custom_config={}))
+  with pytest.raises(ValueError, match='hparams'):
+    model.run_fn(FnArgs(custom_config={'problem': 'taxi'}))
 
 
 def test_run_fn_lowers_the_loss(trained_model):
@@ -38,12 +44,12 @@ def test_run_fn_lowers_the_loss(trained_model):
   hparams = trained_model.custom_config['hparams']
   model.make_deterministic(hparams['seed'])
   transform_output = tft.TFTransformOutput(trained_model.transform_output)
-  untrained = model.build_keras_model(hparams['hidden_units'],
+  untrained = model.build_keras_model(helpers.TAXI, hparams['hidden_units'],
                                       hparams['learning_rate'],
-                                      history['train_positive_rate'])
-  eval_dataset = model._input_fn(  # pylint: disable=protected-access
-      trained_model.eval_files, trained_model.data_accessor,
-      transform_output, hparams['batch_size'], hparams['seed'] + 1)
+                                      history['train_class_shares'])
+  _, eval_dataset = model.datasets(helpers.TAXI, trained_model,
+                                   transform_output, hparams['batch_size'],
+                                   hparams['seed'])
   initial = untrained.evaluate(eval_dataset, steps=trained_model.eval_steps,
                                verbose=0, return_dict=True)['loss']
   final = history['metrics']['val_loss'][-1]
@@ -57,7 +63,7 @@ def _load(trained_model):
 def _raw_inputs(rows):
   """Rows as the serving_raw signature takes them: '' / NaN when missing."""
   inputs = {}
-  for key, kind in features.RAW_FEATURE_TYPES.items():
+  for key, kind in helpers.RAW_TYPES.items():
     values = [row[key] for row in rows]
     if kind == 'string':
       inputs[key] = tf.constant(values)
@@ -119,9 +125,11 @@ import tensorflow_transform as tft
 from models import model
 
 transform_dir, export_dir, examples_file = sys.argv[1:4]
-keras_model = model.build_keras_model([8, 4], 0.01, 0.3)
-model.export_serving_model(keras_model, tft.TFTransformOutput(transform_dir),
-                           export_dir)
+from models import problem
+taxi = problem.load('taxi')
+keras_model = model.build_keras_model(taxi, [8, 4], 0.01, [0.7, 0.3])
+model.export_serving_model(taxi, keras_model,
+                           tft.TFTransformOutput(transform_dir), export_dir)
 examples = list(tf.data.TFRecordDataset(examples_file).as_numpy_iterator())
 tf2 = tf.saved_model.load(export_dir).signatures['serving_default'](
     examples=tf.constant(examples))['outputs'].numpy()

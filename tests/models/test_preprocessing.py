@@ -1,4 +1,5 @@
-"""preprocessing_fn run through tf.Transform on Beam, on real rows."""
+"""The taxi problem's preprocessing_fn (models/transform.py from its declared
+encodings) run through tf.Transform on Beam, on real rows."""
 
 import math
 
@@ -6,6 +7,8 @@ import numpy as np
 import pytest
 
 from models import features
+from models import problem as problems
+from models import transform
 from tests import helpers
 from tests.conftest import analyze_and_transform
 
@@ -43,7 +46,10 @@ def transformed(tmp_path_factory):
 
 def test_numeric_features_are_z_scored(transformed):
   _, rows = transformed
-  for key in features.DENSE_FLOAT_FEATURE_KEYS:
+  z_scored = [f.name for f in helpers.TAXI.features
+              if f.encoding == problems.Z_SCORE]
+  assert z_scored == ['trip_miles', 'fare', 'trip_seconds']
+  for key in z_scored:
     present = rows if key != 'trip_seconds' else rows[:4]
     values = np.array([r[features.transformed_name(key)] for r in present])
     assert values.mean() == pytest.approx(0.0, abs=1e-5), key
@@ -60,7 +66,7 @@ def test_missing_number_gets_the_mean(transformed):
 def test_label_is_tip_above_twenty_percent_of_fare(transformed):
   _, rows = transformed
   # tips 3/10 > 20%, 1/20 no, 0/30 no, 9/40 > 20%
-  assert [int(r[features.LABEL_XF]) for r in rows] == [1, 0, 0, 1, 0]
+  assert [int(r[helpers.TAXI.label.transformed]) for r in rows] == [1, 0, 0, 1, 0]
 
 
 def test_vocabularies_are_built_by_frequency(transformed):
@@ -74,16 +80,17 @@ def test_vocabularies_are_built_by_frequency(transformed):
   assert sorted(company) == ['A', 'B']  # tf.Transform keeps no empty token
   # A missing company lands in an out-of-vocabulary bucket.
   assert len(company) <= int(rows[1]['company_xf']) < (
-      len(company) + features.OOV_SIZE)
+      len(company) + transform.OOV_SIZE)
 
 
 def test_missing_coordinates_get_their_own_bucket(transformed):
   _, rows = transformed
   missing = rows[2]
-  assert int(missing['dropoff_latitude_xf']) == features.FEATURE_BUCKET_COUNT
-  assert int(missing['dropoff_longitude_xf']) == features.FEATURE_BUCKET_COUNT
+  buckets = helpers.TAXI.feature('dropoff_latitude').size
+  assert int(missing['dropoff_latitude_xf']) == buckets
+  assert int(missing['dropoff_longitude_xf']) == buckets
   for r in rows[:2] + rows[3:]:
-    assert 0 <= int(r['dropoff_latitude_xf']) < features.FEATURE_BUCKET_COUNT
+    assert 0 <= int(r['dropoff_latitude_xf']) < buckets
 
 
 def test_categories_out_of_range_or_missing_map_to_zero(transformed):

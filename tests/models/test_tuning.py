@@ -53,7 +53,8 @@ def run_tuner(root, transform_dir, train_rows, eval_rows):
       specs.EVAL_ARGS_KEY: proto_utils.proto_to_json(
           trainer_pb2.EvalArgs(num_steps=EVAL_STEPS)),
       specs.CUSTOM_CONFIG_KEY: json_utils.dumps(
-          {'hparams': TUNER_HPARAMS, 'tuner': {'max_trials': TRIALS}}),
+          {'problem': 'taxi', 'hparams': TUNER_HPARAMS,
+           'tuner': {'max_trials': TRIALS}}),
   }
   context = base_executor.BaseExecutor.Context(
       tmp_dir=os.path.join(root, 'tmp'), unique_id='1')
@@ -131,9 +132,10 @@ def test_trial_batch_size_is_the_batch_size_trained_on(transform_dir,
       data_accessor=DataAccessor(
           tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
               [examples], []),
-          record_batch_factory=None, data_view_decode_fn=None))
-  hypermodel = tuning.TaxiHyperModel(
-      fn_args, TUNER_HPARAMS, tft.TFTransformOutput(transform_dir), 0.2)
+          record_batch_factory=None, data_view_decode_fn=None),
+      custom_config={'problem': 'taxi'})
+  hypermodel = tuning.HyperModel(
+      fn_args, TUNER_HPARAMS, tft.TFTransformOutput(transform_dir), [0.8, 0.2])
 
   def weights_after_one_step(batch_size):
     hp = keras_tuner.HyperParameters()
@@ -200,7 +202,8 @@ def test_bad_tuned_values_fail_before_training(values, message):
   from tfx.components.trainer.fn_args_utils import FnArgs  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match=message):
     model.run_fn(FnArgs(
-        custom_config={'hparams': dict(conftest.TRAINED_MODEL_HPARAMS)},
+        custom_config={'hparams': dict(conftest.TRAINED_MODEL_HPARAMS),
+                       'problem': 'taxi'},
         hyperparameters={'space': [], 'values': values}))
 
 
@@ -208,7 +211,8 @@ def test_hyperparameters_that_are_not_a_keras_tuner_config_fail():
   from tfx.components.trainer.fn_args_utils import FnArgs  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match='KerasTuner HyperParameters config'):
     model.run_fn(FnArgs(
-        custom_config={'hparams': dict(conftest.TRAINED_MODEL_HPARAMS)},
+        custom_config={'hparams': dict(conftest.TRAINED_MODEL_HPARAMS),
+                       'problem': 'taxi'},
         hyperparameters={'batch_size': 64}))
 
 
@@ -222,5 +226,6 @@ def test_bad_tuner_config_fails_clearly(tuner_config, message):
   with pytest.raises(ValueError, match=message):
     tuning.tuner_fn(FnArgs(
         train_steps=STEPS, eval_steps=EVAL_STEPS,
-        custom_config={'hparams': dict(conftest.TRAINED_MODEL_HPARAMS),
+        custom_config={'problem': 'taxi',
+                       'hparams': dict(conftest.TRAINED_MODEL_HPARAMS),
                        'tuner': tuner_config}))

@@ -6,7 +6,8 @@ in-distribution samples alarm at most 5% of the time and every known shift
 is caught in at least 95% of trials at 300 requests. The thresholds are the
 configured ones (DRIFT_* in monitoring/distribution.py), so a change of the rule that
 breaks either promise fails here; bench/shift_alarm_rates.py measures the
-same on more trials and sizes.
+same on more trials and sizes. The data, the compared features and the
+known shifts are the taxi problem's (models/taxi/problem.py).
 """
 
 import math
@@ -15,11 +16,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from models import features
+from models import problem as problems
 from monitoring import distribution
 from monitoring import replay_traffic
-from pipeline import configs
+from tests import helpers
 
+# The taxi problem's compared features and their kinds.
+KINDS = distribution.kinds_of(helpers.TAXI)
 SPANS = range(1, 17)
 KNOWN_SHIFTS = {  # shift -> the feature(s) it must alarm on
     'fare-x3': {'fare'},
@@ -33,16 +36,16 @@ KNOWN_SHIFTS = {  # shift -> the feature(s) it must alarm on
 @pytest.fixture(scope='module')
 def trips():
   """Span -> its trips (CSV text, label dropped)."""
-  return {s: replay_traffic.read_trips(
-      f'{configs.PipelineConfig().data_root}/span-{s}/data.csv') for s in SPANS}
+  return {s: replay_traffic.read_instances(
+      helpers.TAXI, f'{helpers.DATA_ROOT}/span-{s}/data.csv') for s in SPANS}
 
 
 @pytest.fixture(scope='module')
 def window(trips):
   """Every bundled trip: the 16-span training window, and its Reference."""
   rows = [t for s in SPANS for t in trips[s]]
-  values = distribution.values_from_rows(rows)
-  return rows, values, distribution.Reference(values)
+  values = distribution.values_from_rows(rows, KINDS)
+  return rows, values, distribution.Reference(values, KINDS)
 
 
 def _sample(values, index):
@@ -50,25 +53,49 @@ def _sample(values, index):
 
 
 def test_every_model_feature_is_compared_or_excluded_by_design():
-  compared = set(distribution.FEATURE_KINDS)
-  assert compared | set(distribution.DRIFT_EXCLUDED_FEATURES) == set(
-      features.RAW_FEATURE_TYPES)
-  assert not compared & set(distribution.DRIFT_EXCLUDED_FEATURES)
-  assert distribution.DRIFT_EXCLUDED_FEATURES == ('trip_start_month',)
-  for name, kind in features.RAW_FEATURE_TYPES.items():
-    if kind == 'string' or name in features.CATEGORICAL_FEATURE_KEYS:
-      assert distribution.FEATURE_KINDS.get(name, 'excluded') in (
-          distribution.CATEGORICAL, 'excluded'), name
-    else:
-      assert distribution.FEATURE_KINDS[name] == distribution.NUMERIC, name
+  taxi = helpers.TAXI
+  compared, excluded = set(KINDS), set(taxi.drift_excluded)
+  assert compared | excluded == set(helpers.RAW_TYPES)
+  assert not compared & excluded
+  assert excluded == {'trip_start_month'}
+  # Taxi's features by kind, spelled out: a change of an encoding or of
+  # kinds_of that moves one shows here.
+  assert KINDS == {
+      **{name: distribution.TEXT for name in ('payment_type', 'company')},
+      **{name: distribution.CATEGORICAL for name in (
+          'trip_start_hour', 'trip_start_day', 'pickup_community_area',
+          'dropoff_community_area')},
+      **{name: distribution.NUMERIC for name in (
+          'trip_miles', 'fare', 'trip_seconds', 'pickup_latitude',
+          'pickup_longitude', 'dropoff_latitude', 'dropoff_longitude')},
+  }
+  # The rule, on every problem: strings are TEXT, integer categories
+  # CATEGORICAL, z-scored and bucketized numbers NUMERIC; drift_excluded
+  # (each with why) is all that is left out.
+  for name in problems.names():
+    problem = problems.load(name)
+    kinds = distribution.kinds_of(problem)
+    assert set(kinds) == {f.name for f in problem.features} - set(
+        problem.drift_excluded), name
+    assert all(problem.drift_excluded.values()), name
+    for feature in problem.features:
+      if feature.name in problem.drift_excluded:
+        continue
+      if feature.dtype == 'string':
+        expected = distribution.TEXT
+      elif feature.encoding == problems.CATEGORY:
+        expected = distribution.CATEGORICAL
+      else:
+        assert feature.encoding in (problems.Z_SCORE, problems.QUANTILES)
+        expected = distribution.NUMERIC
+      assert kinds[feature.name] == expected, (name, feature.name)
 
 
 def test_identical_samples_do_not_alarm(window):
   _, values, reference = window
   result = distribution.compare(reference, values)
   assert not result.alarm
-  assert [f.feature for f in result.features] == sorted(
-      distribution.FEATURE_KINDS)
+  assert [f.feature for f in result.features] == sorted(KINDS)
   for f in result.features:
     assert f.effect == pytest.approx(0.0, abs=1e-12), f
     assert f.p_value == pytest.approx(1.0), f
@@ -79,9 +106,13 @@ def test_verdict_is_deterministic_and_order_free(window):
   rows, _, reference = window
   sample = rows[:300]
   shuffled = list(reversed(sample))
-  a = distribution.compare(reference, distribution.values_from_rows(sample))
-  b = distribution.compare(reference, distribution.values_from_rows(shuffled))
-  c = distribution.compare(window[1], distribution.values_from_rows(sample))
+  a = distribution.compare(reference,
+                           distribution.values_from_rows(sample, KINDS))
+  b = distribution.compare(reference,
+                           distribution.values_from_rows(shuffled, KINDS))
+  c = distribution.compare(window[1],
+                           distribution.values_from_rows(sample, KINDS),
+                           kinds=KINDS)
   assert a.features == b.features == c.features
 
 
@@ -91,10 +122,10 @@ def test_each_known_shift_alarms_at_300_rows(window, trips, shift):
   # 300 trips of the newest quarters, which the reference contains.
   rows = (trips[16] + trips[15])[:300]
   assert not distribution.compare(
-      reference, distribution.values_from_rows(rows)).alarm
-  shifted = [replay_traffic.SHIFTS[shift](r) for r in rows]
+      reference, distribution.values_from_rows(rows, KINDS)).alarm
+  shifted = [helpers.TAXI.traffic_shifts[shift](r) for r in rows]
   result = distribution.compare(reference,
-                                distribution.values_from_rows(shifted))
+                                distribution.values_from_rows(shifted, KINDS))
   assert KNOWN_SHIFTS[shift] <= {f.feature for f in result.alarms}, [
       (f.feature, f.effect, f.p_value) for f in result.features]
 
@@ -102,11 +133,11 @@ def test_each_known_shift_alarms_at_300_rows(window, trips, shift):
 @pytest.mark.parametrize('span', [13, 14, 15, 16])
 def test_a_small_real_span_is_not_an_alarm_against_its_windows(trips, span):
   """~200 trips of one quarter against a window that contains it."""
-  current = distribution.values_from_rows(trips[span])
+  current = distribution.values_from_rows(trips[span], KINDS)
   for members in (SPANS, range(span - 3, span + 1)):
     reference = distribution.values_from_rows(
-        [t for s in members for t in trips[s]])
-    result = distribution.compare(reference, current)
+        [t for s in members for t in trips[s]], KINDS)
+    result = distribution.compare(reference, current, kinds=KINDS)
     assert not result.alarm, [(f.feature, f.effect, f.p_value)
                               for f in result.alarms]
 
@@ -116,7 +147,7 @@ def test_a_trivial_shift_at_large_n_is_significant_but_below_the_floor(
   """Span 16 (201 trips) repeated 10x: its real company mix differs from the
   window's, significantly at 2010 rows, but by less than the floor."""
   _, _, reference = window
-  current = distribution.values_from_rows(trips[16] * 10)
+  current = distribution.values_from_rows(trips[16] * 10, KINDS)
   company = distribution.compare(reference, current).by_name()['company']
   assert company.significant
   assert 0.05 < company.effect < company.threshold
@@ -124,7 +155,7 @@ def test_a_trivial_shift_at_large_n_is_significant_but_below_the_floor(
 
 
 def test_a_large_effect_on_a_small_sample_is_not_significant(window):
-  kinds = {'payment_type': distribution.CATEGORICAL}
+  kinds = {'payment_type': distribution.TEXT}
   reference = {'payment_type': ['Cash', 'Credit Card'] * 500}
   current = {'payment_type': ['Cash'] * 9 + ['Credit Card'] * 3}
   f = distribution.compare(reference, current, kinds=kinds).features[0]
@@ -134,8 +165,9 @@ def test_a_large_effect_on_a_small_sample_is_not_significant(window):
   # A handful of requests never alarms, however odd: every bin is too
   # small for the test, so all are pooled and nothing is compared.
   rows, _, ref = window
-  night = [replay_traffic.SHIFTS['night-only'](r) for r in rows[:3]]
-  result = distribution.compare(ref, distribution.values_from_rows(night))
+  night = [helpers.TAXI.traffic_shifts['night-only'](r) for r in rows[:3]]
+  result = distribution.compare(ref,
+                                distribution.values_from_rows(night, KINDS))
   assert not result.alarm
   assert result.by_name()['trip_start_hour'].bins == 1
 
@@ -157,7 +189,7 @@ def test_numeric_bins_are_the_reference_quantiles_with_atoms_kept():
 
 
 def test_rare_and_unseen_categories_are_pooled():
-  kinds = {'payment_type': distribution.CATEGORICAL}
+  kinds = {'payment_type': distribution.TEXT}
   reference = {'payment_type': ['Cash'] * 600 + ['Credit Card'] * 390 +
                                ['No Charge'] * 8 + ['Dispute'] * 2}
   current = {'payment_type': ['Cash'] * 55 + ['Credit Card'] * 40 +
@@ -190,10 +222,11 @@ def test_a_shift_in_missing_values_alarms_and_all_missing_does_not(window):
   rows, _, reference = window
   sample = rows[:300]
   gone = [{**r, 'company': ''} for r in sample]  # ~34% missing -> 100%
-  result = distribution.compare(reference, distribution.values_from_rows(gone))
+  result = distribution.compare(reference,
+                                distribution.values_from_rows(gone, KINDS))
   assert {f.feature for f in result.alarms} == {'company'}
   nothing = {'company': [None] * 50}
-  kinds = {'company': distribution.CATEGORICAL}
+  kinds = {'company': distribution.TEXT}
   f = distribution.compare(nothing, nothing, kinds=kinds).features[0]
   assert f.p_value == 1.0 and not f.alarm
 
@@ -204,35 +237,37 @@ def test_missing_values_are_the_same_from_every_source(tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from monitoring import prediction_logs  # pylint: disable=g-import-not-at-top
   from serving import client  # pylint: disable=g-import-not-at-top
-  from tests import helpers  # pylint: disable=g-import-not-at-top
   rows = helpers.read_span(16, 40)
   rows[0].update(company='', dropoff_latitude='', dropoff_community_area='')
   rows[1].update(payment_type='', fare='', trip_start_day='')
   assert sum(r['company'] == '' for r in rows) > 5  # and real missing ones
   csv_path = tmp_path / 'span.csv'
   helpers.write_csv(str(csv_path), rows)
-  from_csv = distribution.values_from_csv([str(csv_path)])
+  from_csv = distribution.values_from_csv([str(csv_path)], KINDS)
 
   schema = helpers.load_schema()
   examples = [helpers.to_example(r, schema).SerializeToString() for r in rows]
-  from_examples = distribution.values_from_examples(examples)
+  from_examples = distribution.values_from_examples(examples, KINDS)
   artifact = tmp_path / 'examples'
   helpers.write_examples(str(artifact / 'Split-train' / 'data.gz'), rows)
-  from_artifact = distribution.values_from_examples_dir(str(artifact))
+  from_artifact = distribution.values_from_examples_dir(str(artifact),
+                                                        'train', KINDS)
 
   # What the server logs: serving_raw tensors as the REST client sends
   # them ('' / NaN / 0), and serving_default's serialized tf.Examples.
   # pylint: disable=protected-access
   instances = [client.raw_instance(
-      {k: r[k] for k in features.RAW_FEATURE_TYPES}) for r in rows]
+      helpers.TAXI, {k: r[k] for k in helpers.RAW_TYPES}) for r in rows]
   dtypes = {'string': tf.string, 'float': tf.float32, 'int': tf.int64}
   tensors = {k: tf.make_tensor_proto([i[k] for i in instances],
                                      dtype=dtypes[kind])
-             for k, kind in features.RAW_FEATURE_TYPES.items()}
+             for k, kind in helpers.RAW_TYPES.items()}
   served_raw = distribution.values_from_rows(prediction_logs._raw_rows(
-      tensors, prediction_logs._int_missing_below()))
+      helpers.TAXI, tensors,
+      prediction_logs._int_missing_below(helpers.TAXI)), KINDS)
   served_default = distribution.values_from_rows(prediction_logs._example_rows(
-      {'examples': tf.make_tensor_proto(examples, dtype=tf.string)}))
+      helpers.TAXI,
+      {'examples': tf.make_tensor_proto(examples, dtype=tf.string)}), KINDS)
   # pylint: enable=protected-access
 
   assert from_csv['company'][0] is None and from_csv['fare'][1] is None
@@ -246,7 +281,8 @@ def test_missing_values_are_the_same_from_every_source(tmp_path):
       # tf.Example and of serving_raw, so a CSV value on a bin edge falls
       # where the same trip's served value does
       assert column == other[name], name
-  result = distribution.compare(from_csv, served_raw)
+  result = distribution.compare(from_csv, served_raw, kinds=KINDS)
+  assert len(result.features) == len(KINDS)
   assert all(f.effect == 0 and not f.alarm for f in result.features)
 
 
@@ -255,12 +291,24 @@ def test_readers_agree_on_types():
          'payment_type': 'Cash', 'company': ' '}
   served = {'trip_start_hour': 3, 'trip_seconds': 300, 'fare': 7.25,
             'payment_type': 'Cash', 'company': None}
-  a = distribution.values_from_rows([row])
-  b = distribution.values_from_rows([served])
+  a = distribution.values_from_rows([row], KINDS)
+  b = distribution.values_from_rows([served], KINDS)
   assert a == b
   assert a['trip_start_hour'] == ['3'] and a['fare'] == [7.25]
   assert a['company'] == [None] and a['pickup_latitude'] == [None]
-  assert distribution.values_from_rows([{'fare': math.nan}])['fare'] == [None]
+  assert distribution.values_from_rows([{'fare': math.nan}],
+                                       KINDS)['fare'] == [None]
+  # An integer category is one label however written; a string category
+  # is its text, even when it reads as a number.
+  kinds = {'hour': distribution.CATEGORICAL, 'code': distribution.TEXT}
+  assert distribution.values_from_rows(
+      [{'hour': '3.0', 'code': '3.0'}, {'hour': 3, 'code': ' 03 '}],
+      kinds) == {'hour': ['3', '3'], 'code': ['3.0', '03']}
+  with pytest.raises(ValueError):
+    distribution.values_from_rows([{'fare': 'seven'}],
+                                  {'fare': distribution.NUMERIC})
+  with pytest.raises(ValueError, match='kinds'):
+    distribution.compare({'fare': [1.0]}, {'fare': [1.0]})
 
 
 # --- Seeded alarm rates ------------------------------------------------------
@@ -276,7 +324,7 @@ def test_alarm_rates_in_distribution_and_on_known_shifts(window, trips):
   # (a) every real span against the 16-span window (which contains it), at
   # 200 and 1000 requests (with replacement where the span is smaller).
   for s in SPANS:
-    span_values = distribution.values_from_rows(trips[s])
+    span_values = distribution.values_from_rows(trips[s], KINDS)
     for size in (200, 1000):
       for _ in range(2):
         index = rng.choice(len(trips[s]), size=size,
@@ -288,14 +336,14 @@ def test_alarm_rates_in_distribution_and_on_known_shifts(window, trips):
     for _ in range(TRIALS // 2):
       order = rng.permutation(len(rows))
       verdicts.append(distribution.compare(
-          distribution.Reference(_sample(values, order[size:])),
+          distribution.Reference(_sample(values, order[size:]), KINDS),
           _sample(values, order[:size])).alarm)
   assert len(verdicts) == 84
   assert sum(verdicts) / len(verdicts) <= 0.05, sum(verdicts)
 
   for shift, expected in KNOWN_SHIFTS.items():
     shifted = distribution.values_from_rows(
-        [replay_traffic.SHIFTS[shift](r) for r in rows])
+        [helpers.TAXI.traffic_shifts[shift](r) for r in rows], KINDS)
     caught = 0
     for _ in range(TRIALS):
       index = rng.choice(len(rows), size=REQUESTS, replace=False)

@@ -6,7 +6,9 @@ with its own TF Serving logging_config: `taxi` (every request), `shifted`
 `sampled` (rate 0.25), `off`
 (rate 0) and `broken` (a prefix that cannot be written). Traffic is sent
 once; the server is stopped (which flushes the logs) before any test reads
-them.
+them. The model, its traffic and its shifts are the taxi problem's
+(helpers.TAXI); an answer is the model's `outputs` row, a list (one
+probability for taxi's binary task).
 """
 
 import base64
@@ -75,15 +77,16 @@ def traffic(tmp_path_factory, trained_model):
   config = root / 'models.config'
   config.write_text(_config(base, root / 'logs', blocker))
   server = helpers.Server(None, ['--model_config_file', str(config)])
-  sent = {'taxi': [], 'shifted': []}  # (trip, probability) per instance
+  sent = {'taxi': [], 'shifted': []}  # (trip, answer) per instance
   try:
     rows = _unshifted_rows()
-    trips = [{k: r[k] for k in features.RAW_FEATURE_TYPES} for r in rows]
-    rest = client.RestClient(server.url, 'taxi')
+    trips = [{k: r[k] for k in helpers.RAW_TYPES} for r in rows]
+    rest = client.RestClient(server.url, 'taxi', helpers.TAXI)
     for start in range(0, len(trips), 50):
       batch = trips[start:start + 50]
       sent['taxi'] += zip(batch, rest.predict(batch))
-    grpc_client = client.GrpcClient(server.grpc_address, 'taxi')
+    grpc_client = client.GrpcClient(server.grpc_address, 'taxi',
+                                    helpers.TAXI)
     try:
       sent['taxi'] += zip(trips[:10], grpc_client.predict(trips[:10]))
     finally:
@@ -94,19 +97,19 @@ def traffic(tmp_path_factory, trained_model):
            for r in rows[10:15]]
     code, body = server.request('/v1/models/taxi:predict', {'instances': b64})
     assert code == 200, body
-    sent['taxi'] += zip(trips[10:15], [p[0] for p in body['predictions']])
+    sent['taxi'] += zip(trips[10:15], body['predictions'])
 
     shifted = trips
     for name in ('credit-card-only', 'night-only', 'fare-x3'):
-      shifted = [replay_traffic.SHIFTS[name](t) for t in shifted]
-    rest_shifted = client.RestClient(server.url, 'shifted')
+      shifted = [helpers.TAXI.traffic_shifts[name](t) for t in shifted]
+    rest_shifted = client.RestClient(server.url, 'shifted', helpers.TAXI)
     assert replay_traffic.send(rest_shifted, shifted, 50) == len(shifted)
 
-    sampled = client.RestClient(server.url, 'sampled')
+    sampled = client.RestClient(server.url, 'sampled', helpers.TAXI)
     for trip in trips[:SAMPLED_REQUESTS]:
       sampled.predict([trip])
-    off = client.RestClient(server.url, 'off')
-    broken = client.RestClient(server.url, 'broken')
+    off = client.RestClient(server.url, 'off', helpers.TAXI)
+    broken = client.RestClient(server.url, 'broken', helpers.TAXI)
     expected = rest.predict(trips[:20])
     sent['taxi'] += zip(trips[:20], expected)
     np.testing.assert_allclose(off.predict(trips[:20]), expected, rtol=1e-6)
@@ -150,9 +153,16 @@ def test_logging_config_is_parsed_and_checked(tmp_path):
                          'models-logging.config')
   (deployed,) = model_config.load(example)
   assert os.path.normpath(deployed.logging.filename_prefix) == \
-      monitor_config.LOG_PREFIX
+      monitor_config.log_prefix('taxi')
+  assert monitor_config.log_prefix('taxi') == os.path.join(
+      helpers.REPO, 'outputs', 'taxi', 'monitoring', 'prediction_logs', 'taxi')
   assert os.path.normpath(deployed.base_path) == os.path.join(
       helpers.REPO, 'outputs', 'serving', 'taxi')
+
+
+def _rounded(answer):
+  """An answer (an `outputs` row) to compare, at 5 decimals."""
+  return tuple(round(v, 5) for v in answer)
 
 
 @pytest.mark.integration
@@ -167,30 +177,37 @@ def test_every_request_is_logged_with_version_and_content(traffic):
   assert first.log_metadata.sampling_config.sampling_rate == 1.0
   assert first.predict_log.request.inputs and first.predict_log.response.outputs
 
-  rows = prediction_logs.read(os.path.join(traffic['logs'], 'taxi'))
+  rows = prediction_logs.read(helpers.TAXI,
+                              os.path.join(traffic['logs'], 'taxi'))
   sent = traffic['sent']['taxi']
   assert len(rows) == len(sent) == 400 + 10 + 5 + 20
   assert {r.model_version for r in rows} == {'1'}
   assert {r.signature for r in rows} == {features.RAW_SIGNATURE,
                                          'serving_default'}
-  logged = sorted((accuracy.fingerprint(r.features), round(r.prediction, 5))
-                  for r in rows)
-  expected = sorted((accuracy.fingerprint(t), round(p, 5)) for t, p in sent)
+  # one probability per instance (taxi's task is binary), as answered
+  assert all(len(r.prediction) == 1 for r in rows)
+  assert all(len(p) == 1 for _, p in sent)
+  logged = sorted((accuracy.fingerprint(helpers.TAXI, r.features),
+                   _rounded(r.prediction)) for r in rows)
+  expected = sorted((accuracy.fingerprint(helpers.TAXI, t), _rounded(p))
+                    for t, p in sent)
   assert logged == expected
   # a raw value survives the trip: the first trip's fare and payment type
   trip, _ = sent[0]
-  match = [r for r in rows if accuracy.fingerprint(r.features) ==
-           accuracy.fingerprint(trip)][0]
+  match = [r for r in rows if accuracy.fingerprint(helpers.TAXI, r.features)
+           == accuracy.fingerprint(helpers.TAXI, trip)][0]
   assert match.features['payment_type'] == trip['payment_type']
   assert match.features['fare'] == pytest.approx(float(trip['fare']), rel=1e-6)
 
 
 @pytest.mark.integration
 def test_sampling_rate_is_honoured(traffic):
-  sampled = prediction_logs.read(os.path.join(traffic['logs'], 'sampled'))
+  sampled = prediction_logs.read(helpers.TAXI,
+                                 os.path.join(traffic['logs'], 'sampled'))
   # Binomial(200, 0.25): mean 50, sd 6.1; these bounds are ~5 sd away.
   assert 20 <= len(sampled) <= 85, len(sampled)
-  assert prediction_logs.read(os.path.join(traffic['logs'], 'off')) == []
+  assert prediction_logs.read(helpers.TAXI,
+                              os.path.join(traffic['logs'], 'off')) == []
   assert prediction_logs.log_files(os.path.join(traffic['logs'], 'off')) == []
 
 
@@ -216,10 +233,11 @@ def training_data(tmp_path_factory):
 
 @pytest.mark.integration
 def test_no_skew_on_traffic_like_the_training_data(traffic, training_data):
-  report = monitor.run(os.path.join(traffic['logs'], 'taxi'),
+  report = monitor.run(helpers.TAXI, os.path.join(traffic['logs'], 'taxi'),
                        monitor_config.THRESHOLDS,
                        training_data=[training_data])
-  assert set(report['skew']) == set(distribution.FEATURE_KINDS)
+  assert report['problem'] == 'taxi'
+  assert set(report['skew']) == set(distribution.kinds_of(helpers.TAXI))
   assert 'trip_start_month' not in report['skew']  # shifts by design
   assert not report['skew_detected'], report['skew']
   assert report['skew_anomalies'] == []
@@ -233,7 +251,7 @@ def test_no_skew_on_traffic_like_the_training_data(traffic, training_data):
 
 @pytest.mark.integration
 def test_skew_found_in_shifted_traffic(traffic, training_data):
-  report = monitor.run(os.path.join(traffic['logs'], 'shifted'),
+  report = monitor.run(helpers.TAXI, os.path.join(traffic['logs'], 'shifted'),
                        monitor_config.THRESHOLDS,
                        training_data=[training_data])
   skewed = {k for k, s in report['skew'].items() if s['anomalous']}
@@ -252,15 +270,16 @@ def _expected_accuracy(traffic):
   """Accuracy and count, computed here from the CSV rows and the answers."""
   by_features = {}
   for row in traffic['rows']:
-    key = tuple(row[k] for k in features.RAW_FEATURE_TYPES)
+    key = tuple(row[k] for k in helpers.RAW_TYPES)
     label = float(row['tips']) > 0.2 * float(row['fare'])
     by_features.setdefault(key, set()).add(label)
   hits = total = 0
-  for trip, probability in traffic['sent']['taxi']:
-    labels = by_features[tuple(trip[k] for k in features.RAW_FEATURE_TYPES)]
+  for trip, answer in traffic['sent']['taxi']:
+    labels = by_features[tuple(trip[k] for k in helpers.RAW_TYPES)]
     if len(labels) != 1:
       continue  # identical trips with different labels: not joinable
     total += 1
+    [probability] = answer  # P(big tip)
     hits += (probability > 0.5) == next(iter(labels))
   return hits / total, total
 
@@ -271,7 +290,7 @@ def test_live_accuracy_against_labels_that_arrive_later(
   labels = tmp_path / 'labels.csv'
   helpers.write_csv(str(labels), traffic['rows'])
   expected, count = _expected_accuracy(traffic)
-  report = monitor.run(os.path.join(traffic['logs'], 'taxi'),
+  report = monitor.run(helpers.TAXI, os.path.join(traffic['logs'], 'taxi'),
                        monitor_config.THRESHOLDS, label_files=[str(labels)],
                        training_data=[training_data], baseline_accuracy=0.0)
   assert report['labelled'] == count > 400

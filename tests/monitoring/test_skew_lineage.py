@@ -21,6 +21,7 @@ from lineage import metadata_store
 from tests import helpers
 
 VERSION = '1700000000'
+KINDS = distribution.kinds_of(helpers.TAXI)
 Event = metadata_store_pb2.Event
 Execution = metadata_store_pb2.Execution
 
@@ -124,18 +125,28 @@ def store(tmp_path_factory):
 
 
 def test_training_data_is_the_train_split_of_the_trainers_examples(store):
-  found = skew.training_data(store, VERSION)
+  found = skew.training_data(store, VERSION, KINDS)
   assert found.spans == [1, 2]
   assert 'spans 1-2' in found.source and '120 rows' in found.source
   expected = distribution.values_from_rows(
-      helpers.read_span(5, 60) + helpers.read_span(6, 60))
+      helpers.read_span(5, 60) + helpers.read_span(6, 60), KINDS)
+  assert set(found.values) == set(KINDS)
   assert found.values == expected
-  assert skew.training_data(store, '1600000000') is None
+  assert skew.training_data(store, '1600000000', KINDS) is None
 
 
 def test_baseline_accuracy_is_the_evaluators_through_a_cached_run(store):
-  accuracy, source = monitor.evaluation_accuracy(store, VERSION)
+  # The taxi task's accuracy metric is the key TFMA writes for
+  # BinaryAccuracy (the fixture's metrics file above).
+  metric = helpers.TAXI.task.accuracy_metric
+  assert metric == 'binary_accuracy'
+  accuracy, source = monitor.evaluation_accuracy(store, VERSION, metric)
   assert accuracy == pytest.approx(0.8125)  # the candidate's, not 0.5
   assert source.startswith('Evaluator metrics ')
-  assert monitor.evaluation_accuracy(store, '1600000000') == (
+  assert monitor.evaluation_accuracy(store, '1600000000', metric) == (
       None, 'no Pusher of version 1600000000 in ML Metadata')
+  # Another task's metric is not there: no accuracy, and why.
+  accuracy, source = monitor.evaluation_accuracy(
+      store, VERSION, 'sparse_categorical_accuracy')
+  assert accuracy is None
+  assert source.startswith('no sparse_categorical_accuracy in ')

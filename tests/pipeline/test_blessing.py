@@ -14,6 +14,7 @@ import shutil
 import pytest
 import tensorflow as tf
 
+from models import problem as problems
 from pipeline import configs
 from lineage import readers
 from pipeline import blessing
@@ -122,12 +123,20 @@ def test_a_constant_model_is_not_blessed(trained_model, eval_examples,
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize('name', configs.BLESSING_FIELDS)
-def test_each_blessing_field_is_a_threshold_of_the_rule(name):
-  # The replay's flags are BLESSING_FIELDS: each must move the rule, and
-  # every knob that moves the rule must be in the list.
-  base = configs.PipelineConfig()
-  moved = configs.PipelineConfig(**{name: getattr(base, name) + 0.0123})
+@pytest.mark.parametrize('problem,name', [
+    (problem, name) for problem in problems.names()
+    for name in configs.BLESSING_FIELDS])
+def test_each_blessing_field_is_a_threshold_of_the_rule(problem, name):
+  # The replay's flags are BLESSING_FIELDS: each knob of the problem's task
+  # must move its rule; a knob of another task is refused, not ignored.
+  base = configs.PipelineConfig(problem=problem)
+  if name not in problems.load(problem).rule():
+    assert getattr(base, name) is None
+    with pytest.raises(SystemExit, match='is no threshold of a'):
+      configs.PipelineConfig(problem=problem, **{name: 0.5})
+    return
+  moved = configs.PipelineConfig(problem=problem,
+                                 **{name: getattr(base, name) + 0.0123})
   assert (blessing.eval_config(moved).SerializeToString()
           != blessing.eval_config(base).SerializeToString())
 

@@ -8,6 +8,7 @@ import socket
 from ml_metadata.proto import metadata_store_pb2
 import pytest
 
+from models import problem as problems
 from pipeline import configs
 from lineage import secrets
 from lineage import metadata_store
@@ -29,8 +30,37 @@ def test_every_field_is_a_flag_and_defaults_hold():
     assert '--' + name.replace('_', '-') in parser._option_string_actions, name  # pylint: disable=protected-access
   cfg = _parse([])
   assert cfg == configs.PipelineConfig()
-  assert cfg.metadata_path.endswith('outputs/pipeline/metadata.sqlite')
+  assert cfg.metadata_path.endswith('outputs/taxi/pipeline/metadata.sqlite')
   assert cfg.serving_model_dir.endswith('outputs/serving/taxi')
+
+
+def test_the_problem_picks_every_default_and_flags_still_win():
+  """--problem penguin: its data, schema, paths, names, budget,
+  hyperparameters and its task's rule; taxi's never leak into it; a flag
+  still overrides one; a threshold of the other task is refused."""
+  cfg = _parse(['--problem', 'penguin'])
+  assert cfg.data_root.endswith('data/penguin')
+  assert cfg.schema_path.endswith('schema/penguin/schema.pbtxt')
+  assert cfg.pipeline_root.endswith('outputs/penguin/pipeline')
+  assert cfg.metadata_path.endswith('outputs/penguin/pipeline/metadata.sqlite')
+  assert cfg.serving_model_dir.endswith('outputs/serving/penguin')
+  assert cfg.pipeline_name == cfg.model_name == 'penguin'
+  penguin = problems.load('penguin')
+  assert (cfg.train_steps, cfg.window_spans) == (penguin.train_steps,
+                                                 penguin.window_spans)
+  assert cfg.hidden_units == penguin.hparams['hidden_units']
+  assert cfg.rule == penguin.rule() == {
+      'min_accuracy': 0.6, 'min_balanced_accuracy': 0.6,
+      'max_accuracy_drop': 0.01}
+  assert cfg.min_auc is None  # a binary knob: not this task's
+  assert _parse(['--problem', 'penguin', '--min-accuracy', '0.8']).rule[
+      'min_accuracy'] == 0.8
+  with pytest.raises(SystemExit, match='no threshold of a multiclass task'):
+    _parse(['--problem', 'penguin', '--min-auc', '0.7'])
+  with pytest.raises(SystemExit, match='no threshold of a binary task'):
+    _parse(['--min-accuracy', '0.7'])
+  with pytest.raises(SystemExit):
+    _parse(['--problem', 'walrus'])
 
 
 def test_flags_override_and_follow_the_pipeline_root(tmp_path):

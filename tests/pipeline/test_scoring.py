@@ -24,7 +24,6 @@ import tensorflow as tf
 
 from lineage import graph
 from lineage import metadata_store
-from models import features
 from components import baseline
 from pipeline import configs
 from pipeline import scoring
@@ -105,7 +104,7 @@ def _value(example, key):
 
 def _trip(example):
   """A logged tf.Example as the model server's clients send a trip."""
-  return {k: _value(example, k) for k in features.RAW_FEATURE_TYPES}
+  return {k: _value(example, k) for k in helpers.RAW_TYPES}
 
 
 def _csv_rows(path):
@@ -128,10 +127,12 @@ def test_bulk_inferrer_predicts_what_the_model_server_serves(cfg, served_run,
   server = server_process.start(['--model_name', cfg.model_name,
                                  '--model_base_path', cfg.serving_model_dir])
   try:
-    rest = client.RestClient(server.rest_url, cfg.model_name)
+    rest = client.RestClient(server.rest_url, cfg.model_name, helpers.TAXI)
     [status] = rest.status()
     assert status['version'] == served_run.pushed_version
-    served = rest.predict([_trip(example) for example, _ in logs])
+    # The task reads each answer ([p] of a binary model) as one score.
+    served = [helpers.TAXI.task.score(answer, 2) for answer in
+              rest.predict([_trip(example) for example, _ in logs])]
   finally:
     server.stop()
   np.testing.assert_allclose([p for _, p in logs], served, rtol=0, atol=1e-6)
@@ -160,7 +161,7 @@ def test_the_csv_rows_are_the_prediction_logs(cfg, served_run, scored):
           logs[example.SerializeToString(deterministic=True)])
       assert np.float32(line['fare']) == _value(example, 'fare')
       assert line['company'] == (_value(example, 'company') or '')
-      label = features.label_of(
+      label = helpers.TAXI.label_of(
           {'tips': _value(example, 'tips'), 'fare': _value(example, 'fare')})
       assert line['big_tip'] == ('' if label is None else str(label))
       assert (line['span'], line['version']) == (str(SPAN),

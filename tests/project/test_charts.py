@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from project import charts
+from tests import helpers
 from ui import pages
 
 # Inline SVG for HTML pages: no xmlns (project/charts.py), so ElementTree's
@@ -257,7 +258,7 @@ def test_rule_bounds_are_the_bounds_describe_states(default_rule):
   assert bounds == {
       'auc': [cfg.min_auc], 'balanced_accuracy': [cfg.min_balanced_accuracy],
       'calibration': [cfg.min_calibration, cfg.max_calibration]}
-  assert set(bounds) <= set(pages.METRIC_LABELS)
+  assert set(bounds) <= set(pages.metric_labels(helpers.TAXI))
   assert pages.sliced_rule_bounds(rule) == {
       ('auc', 'overall'): [0.7], ('balanced_accuracy', 'overall'): [0.7],
       ('calibration', 'overall'): [0.8, 1.25],
@@ -295,7 +296,8 @@ def test_the_models_page_draws_the_rule_on_its_metric_charts(default_rule):
                                    'example_count': 40}}}),
   ]
   roots = {_title(r): r for r in map(_parse,
-                                     pages.metric_charts(models, rule))}
+                                     pages.metric_charts(models, rule,
+                                                        helpers.TAXI))}
   drawn = {title: [t.find(SVG + 'title').text for t in _thresholds(r)]
            for title, r in roots.items()}
   assert drawn == {

@@ -173,7 +173,7 @@ def test_image_and_importable_executor_on_every_container(job):
     path = args[args.index('--executor_class_path') + 1]
     # What the container's entry point does with it; ours must load too.
     assert import_utils.import_class_by_path(path), label
-  assert re.search(r'pipeline\.validation_gate\.',
+  assert re.search(r'components\.validation_gate\.',
                    json.dumps(_executor(job, 'DataValidationGate')))
   assert 'components.pusher.Executor' in _executor(job, 'Pusher')['container'][
       'args']
@@ -182,7 +182,7 @@ def test_image_and_importable_executor_on_every_container(job):
 @pytest.mark.integration
 def test_paths_on_gcs_and_schema_from_the_image(job):
   assert job['runtimeConfig']['gcsOutputDirectory'] == (
-      'gs://test-bucket/pipeline')
+      'gs://test-bucket/taxi/pipeline')
   params = _tasks(job)
   input_base = params['CsvExampleGen']['inputs']['parameters']['input_base']
   assert input_base['runtimeValue']['constant'] == 'gs://test-bucket/data/taxi'
@@ -228,12 +228,12 @@ def test_main_writes_spec_and_prints_submit_command(tmp_path, capsys):
   assert json.loads(job['runtimeConfig']['parameterValues']['train_args']) == {
       'num_steps': 77}
   assert job['runtimeConfig']['gcsOutputDirectory'] == (
-      'gs://p1-tfx-reference/pipeline')
+      'gs://p1-tfx-reference/taxi/pipeline')
   out = capsys.readouterr().out
   assert '--submit' in out and str(spec) in out
   # No --image: every task runs in the image tagged with the build context's
   # digest, which the summary names.
-  image = ('us-central1-docker.pkg.dev/p1/tfx-reference/taxi-pipeline:'
+  image = ('us-central1-docker.pkg.dev/p1/tfx-reference/pipeline:'
            + vertex_runner.image_tag())
   executors = job['pipelineSpec']['deploymentSpec']['executors'].values()
   assert {e['container']['image'] for e in executors
@@ -283,9 +283,9 @@ def test_dockerfile_builds_on_the_configured_image():
 def test_dockerfile_schema_copy_is_where_the_spec_looks(job, tmp_path):
   """Runs the Dockerfile's schema step on a copy of the project dir."""
   step = next(l for l in _dockerfile() if 'sha256sum' in l)
-  (tmp_path / 'schema').mkdir()
+  (tmp_path / 'schema' / 'taxi').mkdir(parents=True)
   with open(helpers.SCHEMA_PATH, 'rb') as f:
-    (tmp_path / 'schema' / 'schema.pbtxt').write_bytes(f.read())
+    (tmp_path / 'schema' / 'taxi' / 'schema.pbtxt').write_bytes(f.read())
   subprocess.run(['bash', '-euc', step[len('RUN '):]], cwd=tmp_path,
                  check=True)
   schema_file = _tasks(job)['ImportSchemaGen']['inputs']['parameters'][
@@ -325,7 +325,7 @@ def context(tmp_path):
 
 
 COPIED = ['models/model.py', 'components/pusher.py', 'data/spans.py',
-          'schema/schema.pbtxt', 'setup.py', 'requirements.lock']
+          'schema/taxi/schema.pbtxt', 'setup.py', 'requirements.lock']
 IGNORED = ['data/taxi/span-1/data.csv', 'tests/test_x.py', 'docs/x.md',
            'ui/pages.py',
            'outputs/pipeline/metadata.sqlite', '.git/HEAD',
@@ -380,7 +380,7 @@ def test_the_repositorys_context_has_what_the_dockerfile_uses():
   import vertex_runner  # pylint: disable=g-import-not-at-top
   files = set(vertex_runner.context_files(helpers.REPO))
   # The Dockerfile's RUN steps read these; the tasks import the packages.
-  assert {'Dockerfile', 'requirements.lock', 'setup.py', 'schema/schema.pbtxt',
+  assert {'Dockerfile', 'requirements.lock', 'setup.py', 'schema/taxi/schema.pbtxt',
           'models/model.py', 'pipeline/pipeline.py', 'data/spans.py'} <= files
   assert not [f for f in files if f.startswith(
       ('.git/', '.venv', 'outputs/', 'tests/', 'data/taxi/'))
@@ -397,6 +397,6 @@ def test_an_image_flag_wins_and_the_default_is_never_latest(context):
   derived = vertex_runner.with_image(
       configs.VertexConfig(project='p', region='europe-west4'), str(context))
   assert derived.image == ('europe-west4-docker.pkg.dev/p/tfx-reference/'
-                           'taxi-pipeline:' + vertex_runner.image_tag(
+                           'pipeline:' + vertex_runner.image_tag(
                                str(context)))
   assert configs.VertexConfig(project='p').image is None  # never `latest`

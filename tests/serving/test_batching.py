@@ -71,7 +71,7 @@ def test_concurrent_requests_share_executions_and_keep_their_rows(
     requests = [raw[i:i + n] for i, n in zip(range(0, 24, 3), [1, 2, 3] * 3)]
 
     def columns(rows):
-      return {k: [r[k] for r in rows] for k in features.RAW_FEATURE_TYPES}
+      return {k: [r[k] for r in rows] for k in helpers.RAW_TYPES}
     expected = [inference.run(loaded, features.RAW_SIGNATURE, columns(rows))
                 for rows in requests]
     answers = _concurrently([
@@ -175,5 +175,5 @@ def test_a_stopped_batcher_refuses_instead_of_hanging(loaded, eval_rows):
   raw = helpers.raw_rows(eval_rows[:1])
   with pytest.raises(Unavailable, match='shutting down'):
     inference.run(loaded, features.RAW_SIGNATURE,
-                  {k: [r[k] for r in raw] for k in features.RAW_FEATURE_TYPES},
+                  {k: [r[k] for r in raw] for k in helpers.RAW_TYPES},
                   batcher)

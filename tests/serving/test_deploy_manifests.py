@@ -5,6 +5,7 @@ import os
 import yaml
 
 from pipeline import configs
+from project import paths
 from serving import __main__ as server_main
 from serving import model_config
 from tests import helpers
@@ -16,10 +17,19 @@ def _flags(args):
   return dict(a.lstrip('-').split('=', 1) for a in args)
 
 
+def _pipeline_model_name() -> str:
+  """The model the pipeline pushes when no flag names another: the default
+  problem's (taxi's). The manifests here are that problem's deployment."""
+  name = configs.PipelineConfig().model_name
+  assert name == paths.DEFAULT_PROBLEM
+  return name
+
+
 def test_model_config_parses_and_names_the_pipeline_model():
   (config,) = model_config.load(os.path.join(DEPLOY, 'models.config'))
-  assert config.name == configs.MODEL_NAME
-  assert config.base_path == f'/models/{configs.MODEL_NAME}'
+  model_name = _pipeline_model_name()
+  assert config.name == model_name
+  assert config.base_path == f'/models/{model_name}'
   assert (config.policy, config.num_versions) == ('latest', 1)
 
 
@@ -54,6 +64,6 @@ def test_kubernetes_manifests_agree_with_the_config_and_ports():
   assert ports == {'grpc': server_main.DEFAULT_GRPC_PORT,
                    'http': server_main.DEFAULT_REST_PORT}
   assert container['readinessProbe']['httpGet']['path'] == \
-      f'/v1/models/{configs.MODEL_NAME}'
+      f'/v1/models/{_pipeline_model_name()}'
   service_ports = {p['name']: p['port'] for p in docs['Service']['spec']['ports']}
   assert service_ports == ports

@@ -102,7 +102,7 @@ class RestCases:
     body = {'signature_name': features.RAW_SIGNATURE, 'instances': rows}
     for _ in range(rng.randint(1, 3)):
       kind = rng.randrange(12)
-      key = rng.choice(list(features.RAW_FEATURE_TYPES))
+      key = rng.choice(list(helpers.RAW_TYPES))
       row = rng.choice(rows)
       if kind == 0:
         row[key] = rng.choice([None, True, [], {}, [1, 2], 'far', 2**70,
@@ -382,7 +382,7 @@ class GrpcCases:
       else:
         request = helpers.raw_request([rng.choice(self.rows) for _ in range(rows)])
     elif kind == 6:  # NaN and infinities
-      for k, t in features.RAW_FEATURE_TYPES.items():
+      for k, t in helpers.RAW_TYPES.items():
         if t == 'float':
           values = tf.make_ndarray(request.inputs[k]).copy()
           values[rng.randrange(values.size)] = rng.choice(

@@ -19,7 +19,7 @@ def loaded(trained_model):
 def _inputs(name, rows):
   if name == features.RAW_SIGNATURE:
     raw = helpers.raw_rows(rows)
-    return {k: [r[k] for r in raw] for k in features.RAW_FEATURE_TYPES}
+    return {k: [r[k] for r in raw] for k in helpers.RAW_TYPES}
   schema = helpers.load_schema()
   return {'examples': [helpers.to_example(r, schema, drop_label=True)
                        .SerializeToString() for r in rows]}

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import features
 from models import model
 from tests import helpers
 
@@ -48,7 +47,7 @@ def test_metadata_lists_the_signatures(server):
   defs = body['metadata']['signature_def']['signature_def']
   assert {'serving_default', model.RAW_SIGNATURE} <= set(defs)
   assert set(defs[model.RAW_SIGNATURE]['inputs']) == set(
-      features.RAW_FEATURE_TYPES)
+      helpers.RAW_TYPES)
 
 
 @pytest.mark.integration
@@ -228,11 +227,12 @@ def test_grpc_errors_carry_tf_serving_status_codes(grpc_stubs, eval_rows):
 def test_client_rest_and_grpc_agree_with_in_process(server, trained_model,
                                                     eval_rows):
   from serving import client  # pylint: disable=g-import-not-at-top
-  trips = [{k: r[k] for k in client.features.RAW_FEATURE_TYPES}
+  trips = [{k: r[k] for k in helpers.RAW_TYPES}
            for r in eval_rows[:5]]
-  expected = helpers.in_process(trained_model.serving_model_dir, eval_rows[:5])[:, 0]
-  rest = client.RestClient(server.url).predict(trips)
-  grpc_client = client.GrpcClient(server.grpc_address)
+  # (5, 1): one answer row, [P(big tip)], per trip, as predict returns them
+  expected = helpers.in_process(trained_model.serving_model_dir, eval_rows[:5])
+  rest = client.RestClient(server.url, 'taxi', helpers.TAXI).predict(trips)
+  grpc_client = client.GrpcClient(server.grpc_address, 'taxi', helpers.TAXI)
   try:
     via_grpc = grpc_client.predict(trips)
   finally:
@@ -246,20 +246,23 @@ def test_b64_example_gets_the_raw_signatures_answer(server):
   """The README's curl of a b64 tf.Example (serving_default) answers as
   serving_raw does for the same trip, missing values included."""
   from serving import client  # pylint: disable=g-import-not-at-top
-  partial = dict(client.SAMPLE_TRIP, company='', trip_seconds=None)
-  for trip in (client.SAMPLE_TRIP, partial):
+  sample = helpers.TAXI.sample
+  partial = dict(sample, company='', trip_seconds=None)
+  for trip in (sample, partial):
     result = subprocess.run(
-        [sys.executable, '-m', 'serving.client', '--example_b64', '--trip',
-         json.dumps(trip)], cwd=helpers.REPO, capture_output=True, text=True,
-        timeout=120, check=True)
+        [sys.executable, '-m', 'serving.client', '--problem', 'taxi',
+         '--example_b64', '--instance', json.dumps(trip)], cwd=helpers.REPO,
+        capture_output=True, text=True, timeout=120, check=True)
     body = json.dumps({'instances': [{'b64': result.stdout.strip()}]})
     request = urllib.request.Request(
         f'{server.url}/v1/models/taxi:predict', data=body.encode())
     with urllib.request.urlopen(request, timeout=30) as response:
-      via_example = json.loads(response.read())['predictions'][0][0]
-    via_raw = client.RestClient(server.url).predict([trip])[0]
-    assert math.isclose(via_example, via_raw, rel_tol=1e-5), (trip, via_example,
-                                                              via_raw)
+      [via_example] = json.loads(response.read())['predictions']
+    [via_raw] = client.RestClient(server.url, 'taxi',
+                                  helpers.TAXI).predict([trip])
+    assert len(via_example) == len(via_raw) == 1, (via_example, via_raw)
+    assert math.isclose(via_example[0], via_raw[0], rel_tol=1e-5), (
+        trip, via_example, via_raw)
 
 
 @pytest.mark.integration
@@ -287,4 +290,4 @@ def test_grpc_client_command_runs_without_tensorflow(server):
 def test_client_rejects_unknown_features():
   from serving import client  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match='tip_percent'):
-    client.raw_instance({'fare': 3.0, 'tip_percent': 20})
+    client.raw_instance(helpers.TAXI, {'fare': 3.0, 'tip_percent': 20})

@@ -21,8 +21,12 @@ def _run(code: str) -> subprocess.CompletedProcess:
 def test_client_protos_load_without_tensorflow_then_tensorflow_works():
   result = _run('''
 import sys
+from models import problem as problems
 from serving import client, tensors
-request = client.GrpcClient('127.0.0.1:1').request([client.SAMPLE_TRIP] * 3)
+taxi = problems.load('taxi')
+request = client.GrpcClient('127.0.0.1:1', taxi.name, taxi).request(
+    [taxi.sample] * 3)
+assert request.model_spec.name == 'taxi'
 assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'
 assert not [m for m in sys.modules if m.startswith('tensorflow.python')]
 tensors.to_array(request.inputs['fare'])

@@ -50,7 +50,7 @@ def world(replay_world, replay_result, tmp_path_factory):
   assert code == 0, printed
   out = tests_world.copy(replay_world,
                          tmp_path_factory.mktemp('replay')) / 'out'
-  base = out / 'serving' / paths.MODEL_NAME
+  base = out / 'serving' / paths.DEFAULT_PROBLEM
   served = model_config.versions_on_disk(str(base))
   assert served, 'the replay pushed nothing'
   config = out / 'models.config'
@@ -59,7 +59,7 @@ def world(replay_world, replay_result, tmp_path_factory):
       'model_platform: "tensorflow" model_version_policy { specific { '
       'versions: %d } } version_labels { key: "stable" value: %d } } }\n'
       % (base, served[-1], served[-1]))
-  report = monitor.run(str(out / 'no-logs-yet' / 'log'),
+  report = monitor.run(helpers.TAXI, str(out / 'no-logs-yet' / 'log'),
                        monitor_config.Thresholds())
   monitor.write_json_atomically(monitor_config.report_path(str(out)), report)
   store = metadata_store.open_store(metadata_store.sqlite_config(
