@@ -65,7 +65,7 @@ def add_served_prediction_flag(parser: argparse.ArgumentParser) -> None:
 
 def exit_status(cfg: configs.PipelineConfig, outcome: Any,
                 skip_served_prediction: bool) -> int:
-  """1 when the run (a run_pipeline.RunOutcome) stopped; after a completed
+  """1 when the run (a summary.RunOutcome) stopped; after a completed
   run, the served prediction's status unless it is skipped."""
   if not outcome.ok:
     return 1

@@ -55,7 +55,7 @@ START = time.time()
 @dataclasses.dataclass
 class Result:
   decision: decisions.Decision
-  outcome: Any = None  # run_pipeline.RunOutcome when a run was started
+  outcome: Any = None  # summary.RunOutcome when a run was started
 
 
 def format_decision(decision: decisions.Decision) -> str:

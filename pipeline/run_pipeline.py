@@ -22,12 +22,13 @@ import logging
 import os
 import time
 import traceback
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from data import spans as span_rules
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 from pipeline import configs
+from pipeline import summary
 from ops import console
 from lineage import secrets
 from ops import csv_check
@@ -37,11 +38,8 @@ from ops import tfx_private
 from lineage import graph
 from lineage import metadata_store
 from lineage import readers
-from lineage import report
 from components import infra_validator
-from components import pusher
 from ops import reproducible
-from serving import base_path
 
 Execution = metadata_store_pb2.Execution
 
@@ -51,50 +49,16 @@ def window(target: int, size: int, available: List[int]) -> List[int]:
   return [s for s in available if target - size < s <= target]
 
 
-@dataclasses.dataclass
-class RunOutcome:
-  """What a run did, read back from ML Metadata."""
-  ok: bool
-  error: Optional[str]
-  span: Optional[int]  # the span ExampleGen ingested (None: none was)
-  window: List[int]
-  nodes: Dict[str, graph.NodeRun]
-  blessed: Optional[bool]
-  pushed_version: Optional[str]
-  pushed_path: Optional[str]
-  already_pushed_version: Optional[str]
-  metrics: Dict[str, float]
-  baseline_metrics: Dict[str, float]
-  seconds: float
-  # Why the Evaluator did not bless (one line per failed threshold).
-  blessing_failures: List[str] = dataclasses.field(default_factory=list)
-  baseline_versions: List[str] = dataclasses.field(default_factory=list)
-  # The span this run was to ingest, ingested or not.
-  target_span: Optional[int] = None
-  # The `pipeline_run` context the outcome was read from (None: none ran).
-  run_id: Optional[str] = None
-  # What this run marked that a dead earlier run had left RUNNING.
-  dead_run_marked: List[dead_runs.Marked] = dataclasses.field(
-      default_factory=list)
-  # The InfraValidator's verdict (None: it did not run) and why not.
-  infra_blessed: Optional[bool] = None
-  infra_reason: Optional[str] = None
-
-  @property
-  def fully_cached(self) -> bool:
-    """Every component reused an earlier execution (resolvers always run)."""
-    components = [n for n in self.nodes.values()
-                  if not n.node_id.endswith('_resolver')]
-    return bool(components) and all(n.state == 'CACHED' for n in components)
-
-
 def read_outcome(cfg: configs.PipelineConfig,
                  connection: metadata_store_pb2.ConnectionConfig, ok: bool,
                  error: Optional[str], window_spans: List[int],
-                 seconds: float, run_id: Optional[str] = None) -> RunOutcome:
+                 seconds: float, run_id: Optional[str] = None,
+                 store: Optional[mlmd.MetadataStore] = None
+                 ) -> summary.RunOutcome:
   """Builds the RunOutcome of run `run_id` (default: the newest run) from
-  ML Metadata."""
-  store = metadata_store.open_store(connection)
+  ML Metadata (`store`, the run's own, or one opened on `connection`)."""
+  if store is None:
+    store = metadata_store.open_store(connection)
   run = (store.get_context_by_type_and_name('pipeline_run', run_id)
          if run_id else None) or graph.latest_run(
              store, cfg.pipeline_name)
@@ -123,7 +87,7 @@ def read_outcome(cfg: configs.PipelineConfig,
     did_push = False
   baseline = (nodes['Evaluator'].inputs.get('baseline_model') or [None])[0] if (
       'Evaluator' in nodes) else None
-  return RunOutcome(
+  return summary.RunOutcome(
       ok=ok, error=error,
       span=int(prop(examples, 'span')) if examples else None,
       target_span=cfg.span,
@@ -146,103 +110,6 @@ def read_outcome(cfg: configs.PipelineConfig,
                          if evaluation else []),
       baseline_versions=(graph.pushed_versions(store, baseline.id)
                          if baseline is not None else []))
-
-
-def _span_ranges(spans: List[int]) -> str:
-  """[1, 2, 3, 5] -> 'spans 1-3, 5'."""
-  return 'spans ' + report.span_ranges(spans)
-
-
-def dead_run_line(marked: dead_runs.Marked) -> str:
-  """A summary's line for what a run marked that a dead run left."""
-  return (f'pipeline run {marked.run} died mid-run: {marked.nodes} marked '
-          f'{marked.state}')
-
-
-def store_line(connection: metadata_store_pb2.ConnectionConfig) -> str:
-  """A summary's line for the ML Metadata store a run wrote."""
-  if connection.HasField('sqlite'):
-    return f'{console.display_path(connection.sqlite.filename_uri)} (SQLite)'
-  return metadata_store.describe(connection)
-
-
-def format_summary(cfg: configs.PipelineConfig,
-                   connection: metadata_store_pb2.ConnectionConfig,
-                   outcome: RunOutcome, log_path: str) -> str:
-  """Human-readable end-of-run summary."""
-  lines = ['', f'Summary ({outcome.seconds:.1f} s wall time)']
-  add = lambda k, v: lines.append(f'  {k:<18} {v}')
-  if outcome.span is not None:
-    add('span ingested', outcome.span)
-  elif outcome.target_span is not None:
-    add('span ingested', f'none (span {outcome.target_span} was not ingested)')
-  else:
-    add('span ingested', 'none')
-  if outcome.window:
-    add('training window', _span_ranges(outcome.window)
-        + f' ({len(outcome.window)} spans)')
-
-  task = cfg.problem_spec.task
-
-  def fmt(m: Dict[str, float]) -> str:
-    parts = [f'{task.labels[k]} {m[k]:.4g}' for k in task.headline if k in m]
-    if 'mean_label' in m:  # what always saying the majority class scores
-      parts.append(f'majority class {max(m["mean_label"], 1 - m["mean_label"]):.4g}')
-    if 'example_count' in m:
-      parts.append(f'examples {console.figure(m["example_count"])}')
-    return ', '.join(parts)
-
-  if not outcome.ok:
-    add('result', 'STOPPED - nothing was pushed')
-    add('reason', (outcome.error or 'unknown').strip().replace('\n', '\n' + ' ' * 21))
-  else:
-    if outcome.metrics:
-      add('candidate', fmt(outcome.metrics))
-    if outcome.baseline_metrics:
-      served = ', '.join(outcome.baseline_versions) or 'not pushed'
-      add('baseline', f'served version {served}: '
-          + fmt(outcome.baseline_metrics))
-    elif outcome.already_pushed_version:
-      add('baseline', 'none (no served version other than this model)')
-    else:
-      add('baseline', 'none (no served version to compare with)')
-    if outcome.blessed is False:
-      add('blessed', 'NO: ' + ('; '.join(outcome.blessing_failures) or
-                               'see the rule in pipeline/blessing.py'))
-    else:
-      add('blessed', {True: 'yes', None: 'n/a'}[outcome.blessed])
-    if outcome.infra_blessed is not None:
-      add('infra validated', 'yes (it loads in python -m serving and '
-          'answers)' if outcome.infra_blessed else
-          f'NO: {outcome.infra_reason or "see the InfraValidator log"}')
-    if outcome.pushed_version:
-      add('pushed', f'version {outcome.pushed_version} -> '
-          f'{console.display_path(outcome.pushed_path)}')
-      card = base_path.model_card_path(outcome.pushed_path)
-      if os.path.exists(card):
-        add('model card', console.display_path(card))
-    elif outcome.already_pushed_version:
-      add('pushed', f'nothing new (this model is version '
-          f'{outcome.already_pushed_version})')
-    elif outcome.blessed is False:
-      add('pushed', 'nothing new (model not blessed)')
-    elif outcome.infra_blessed is False:
-      add('pushed', 'nothing new (the model server could not serve it)')
-    else:
-      add('pushed', 'nothing new')
-    if outcome.fully_cached:
-      add('cached', 'every component reused its earlier execution: same '
-          'inputs, same model, same decision')
-  for marked in outcome.dead_run_marked:
-    add('dead run', dead_run_line(marked))
-  versions = [str(v) for v in pusher.versions(cfg.serving_model_dir)]
-  add('serving', f'{console.display_path(cfg.serving_model_dir)}: '
-      + (f'versions {", ".join(versions)} (latest {versions[-1]} is served)'
-         if versions else 'no version yet'))
-  add('artifacts', console.display_path(cfg.pipeline_root))
-  add('metadata', store_line(connection))
-  add('full log', console.display_path(log_path))
-  return '\n'.join(lines)
 
 
 def local_pipeline(cfg: configs.PipelineConfig,
@@ -272,7 +139,7 @@ def local_pipeline(cfg: configs.PipelineConfig,
 def run_pipeline(cfg: configs.PipelineConfig,
                  make_runner: Callable[[], Any],
                  beam_pipeline_args: Optional[List[str]] = None,
-                 started_at: Optional[float] = None) -> RunOutcome:
+                 started_at: Optional[float] = None) -> summary.RunOutcome:
   """Backfills the window, runs the full pipeline, prints the summary.
 
   `started_at` (time.time() at process start) makes the summary's time
@@ -375,8 +242,8 @@ def record_failure(cfg: configs.PipelineConfig,
                    connection: metadata_store_pb2.ConnectionConfig,
                    lock: run_lock.RunLock,
                    progress: console.ComponentProgress, log_path: str,
-                   error: Exception, pipeline_name: Optional[str] = None
-                  ) -> str:
+                   error: Exception, pipeline_name: Optional[str] = None,
+                   store: Optional[mlmd.MetadataStore] = None) -> str:
   """After a runner raised `error` (call it in the `except`): the failed
   node's console line, the traceback in the log, what the run left
   RUNNING marked FAILED. Returns the error line for the summary."""
@@ -388,7 +255,7 @@ def record_failure(cfg: configs.PipelineConfig,
   # TFX publishes a failed executor, not a failed driver: that execution
   # would stay RUNNING.
   _finish_left_running(cfg, connection, lock, Execution.FAILED, line,
-                       pipeline_name=pipeline_name)
+                       pipeline_name=pipeline_name, store=store)
   return line
 
 
@@ -406,13 +273,16 @@ def _finish_left_running(cfg: configs.PipelineConfig,
                          connection: metadata_store_pb2.ConnectionConfig,
                          lock: run_lock.RunLock, state: int, why: str,
                          echo: bool = False,
-                         pipeline_name: Optional[str] = None) -> None:
-  """Marks what this run's runner left NEW/RUNNING (its runs are over)."""
+                         pipeline_name: Optional[str] = None,
+                         store: Optional[mlmd.MetadataStore] = None) -> None:
+  """Marks what this run's runner left NEW/RUNNING (its runs are over), in
+  `store` (the run's own) or one opened on `connection` (an interrupted
+  run's lock, which holds none)."""
   if not lock.runs:
     return
   try:
     marked = dead_runs.mark_active(
-        metadata_store.open_store(connection),
+        store if store is not None else metadata_store.open_store(connection),
         pipeline_name or cfg.pipeline_name, lock.runs,
         state, secrets.redact(why)[:2000])
   except BaseException:  # pylint: disable=broad-except
@@ -436,8 +306,10 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
                 available: List[int], target: int,
                 connection: metadata_store_pb2.ConnectionConfig,
                 lock: run_lock.RunLock,
-                previous: Optional[run_lock.Holder]) -> RunOutcome:
-  """run_pipeline, holding the pipeline root's lock."""
+                previous: Optional[run_lock.Holder]) -> summary.RunOutcome:
+  """run_pipeline, holding the pipeline root's lock. The run's one
+  ML Metadata store: dead-run recovery, the ingest check, the git revision
+  and the outcome read it (TFX's runner opens its own)."""
   spans = window(target, cfg.window_spans, available)
   store = metadata_store.open_store(connection)
   marked = settle_previous_run(cfg, store, lock, previous)
@@ -453,13 +325,14 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
   if unreadable:
     logging.error('CsvExampleGen cannot read these spans; nothing was '
                   'ingested:\n%s', '\n'.join(unreadable))
-    outcome = RunOutcome(
+    outcome = summary.RunOutcome(
         ok=False, error='\n'.join(unreadable), span=None, window=[],
         nodes={}, blessed=None, pushed_version=None, pushed_path=None,
         already_pushed_version=None, metrics={}, baseline_metrics={},
         seconds=time.time() - start, target_span=target,
         dead_run_marked=marked)
-    print(format_summary(cfg, connection, outcome, log_path), flush=True)
+    print(summary.format_summary(cfg, connection, outcome, log_path),
+          flush=True)
     return outcome
   if missing:
     print(f'Ingesting {len(missing)} earlier span(s) of the training window '
@@ -468,8 +341,7 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
   # properties: a docs-only commit must not be a cache miss that retrains.
   revision = readers.git_revision()
   record_revision = lambda: graph.record_git_revision(
-      metadata_store.open_store(connection), cfg.pipeline_name, revision,
-      not_before=start)
+      store, cfg.pipeline_name, revision, not_before=start)
   run = lambda pipeline: run_pinned(make_runner, lock, pipeline)
 
   ok, error = True, None
@@ -487,13 +359,15 @@ def _run_locked(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
                        beam_pipeline_args))
   except Exception as e:  # pylint: disable=broad-except
     ok = False
-    error = record_failure(cfg, connection, lock, progress, log_path, e)
+    error = record_failure(cfg, connection, lock, progress, log_path, e,
+                           store=store)
   if progress.input_errors:
     ok, error = False, input_error(progress)
   record_revision()
   outcome = read_outcome(dataclasses.replace(cfg, span=target), connection,
                          ok, error, spans, time.time() - start,
-                         run_id=lock.runs[-1] if lock.runs else None)
+                         run_id=lock.runs[-1] if lock.runs else None,
+                         store=store)
   outcome.dead_run_marked = marked
-  print(format_summary(cfg, connection, outcome, log_path), flush=True)
+  print(summary.format_summary(cfg, connection, outcome, log_path), flush=True)
   return outcome

@@ -64,6 +64,7 @@ from ops import csv_check
 from pipeline import pipeline as pipeline_lib
 from ops import run_lock
 from pipeline import run_pipeline as runs
+from pipeline import summary
 from project import paths
 
 RESOLVER_ID = 'served_model_resolver'
@@ -230,8 +231,9 @@ def run_scoring(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
             cfg, target, connection, beam_pipeline_args))
       except Exception as e:  # pylint: disable=broad-except
         outcome.ok = False
-        outcome.error = runs.record_failure(cfg, connection, lock, progress,
-                                            log_path, e, name) + _hint(str(e))
+        outcome.error = runs.record_failure(
+            cfg, connection, lock, progress, log_path, e, name,
+            store=store) + _hint(str(e))
       if progress.input_errors:
         outcome.ok, outcome.error = False, runs.input_error(progress)
       graph.record_git_revision(store, name, readers.git_revision(),
@@ -343,7 +345,7 @@ def format_summary(cfg: configs.PipelineConfig,
       add('cached', 'every component reused its earlier execution: same '
           'span, same model')
   for marked in outcome.dead_run_marked:
-    add('dead run', runs.dead_run_line(marked))
-  add('metadata', runs.store_line(connection))
+    add('dead run', summary.dead_run_line(marked))
+  add('metadata', summary.store_line(connection))
   add('full log', console.display_path(log_path))
   return '\n'.join(lines)
