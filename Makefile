@@ -43,7 +43,7 @@ help:
 	@echo "make ct     - continuous training: decide whether to run (and why), run if so (ARGS='--force ...')"
 	@echo "make replay - replay the 16 spans in time order through the CT controller (ARGS='--spans 1-4 ...')"
 	@echo "make test   - run the test suite (~13 min on 2 cores; TESTS=tests/models for a subset, PYTEST_ARGS='-k ...')"
-	@echo "make unit   - the tests that run no TFX component (423 tests, ~1 min; TESTS=... as for make test)"
+	@echo "make unit   - the tests that run no TFX component (477 tests, ~1.5 min; TESTS=... as for make test)"
 	@echo "make lock   - re-resolve requirements.in into requirements.lock"
 	@echo "make airflow-venv  - build .venv-airflow (the project + Airflow 2.10.3)"
 	@echo "make airflow-test  - load dags/pipeline_dag.py in Airflow and run it once (airflow dags test)"

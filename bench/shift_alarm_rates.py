@@ -54,6 +54,7 @@ from project import paths  # pylint: disable=wrong-import-position
 from data import spans as span_rules  # pylint: disable=wrong-import-position
 from models import problem as problems  # pylint: disable=wrong-import-position
 from monitoring import distribution  # pylint: disable=wrong-import-position
+from monitoring import feature_values  # pylint: disable=wrong-import-position
 from monitoring import replay_traffic  # pylint: disable=wrong-import-position
 
 
@@ -195,10 +196,10 @@ def main(argv=None) -> int:
 
   rows_of = read_spans(problem, data_root)
   spans = sorted(rows_of)
-  values = {s: distribution.values_from_rows(r, kinds)
+  values = {s: feature_values.values_from_rows(r, kinds)
             for s, r in rows_of.items()}
   columns = {s: _columns(v) for s, v in values.items()}
-  every = distribution.concatenate([values[s] for s in spans])
+  every = feature_values.concatenate([values[s] for s in spans])
   print(f'Rule: chi-square test of homogeneity, alpha {rule.alpha:g} '
         f'family-wise (Bonferroni over {len(kinds)} '
         f'features), AND effect > floor (L-inf {rule.categorical_floor:g} '
@@ -206,7 +207,7 @@ def main(argv=None) -> int:
         f'quantile bins, pool below {rule.min_expected:g} expected. '
         f'{args.trials} trials per cell, seed {args.seed}.')
   print(f'Data: {problem.name}, {data_root}, spans {spans[0]}-{spans[-1]}, '
-        f'{distribution.size(every)} rows. Cells: % of trials with any '
+        f'{feature_values.size(every)} rows. Cells: % of trials with any '
         'alarm; r = drawn with replacement (sample larger than the span).\n')
   results: Dict[str, object] = {'problem': problem.name,
                                 'rule': rule.__dict__, 'trials': args.trials,
@@ -224,7 +225,7 @@ def main(argv=None) -> int:
     for name, members in windows.items():
       key = tuple(members(s))
       if key not in cache:
-        cache[key] = distribution.Reference(distribution.concatenate(
+        cache[key] = distribution.Reference(feature_values.concatenate(
             [values[x] for x in key]), kinds, bins=rule.bins)
       for n in sizes:
         rate = alarm_rate(cache[key], columns[s], len(rows_of[s]), n,
@@ -243,7 +244,7 @@ def main(argv=None) -> int:
 
   # (b) resamples of the training data itself, and held-out samples.
   all_columns = _columns(every)
-  total = distribution.size(every)
+  total = feature_values.size(every)
   whole = distribution.Reference(every, kinds, bins=rule.bins)
   table, blame = [], {}
   cells = ['resample of the 16-span window vs itself']
@@ -267,7 +268,7 @@ def main(argv=None) -> int:
   # (c) known shifts.
   table = []
   for shift in shifts:
-    shifted = _columns(distribution.values_from_rows(
+    shifted = _columns(feature_values.values_from_rows(
         [problem.traffic_shifts[shift](r) for s in spans for r in rows_of[s]],
         kinds))
     cells, blame = [shift], {}

@@ -32,7 +32,6 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import urllib.error
 import urllib.request
 from typing import Dict, List, Optional
 
+from cluster import daemons
 from cluster import distribution
 from ops import reproducible
 from project import paths
@@ -245,22 +245,6 @@ def _resource_flags(java_bin: str, conf_dir: str, kind: str,
   return [lines[-2].split(), lines[-1].split()]
 
 
-def _port_free(port: int) -> bool:
-  with socket.socket() as s:
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-      s.bind(('', port))
-      return True
-    except OSError:
-      return False
-
-
-def _listening(port: int) -> bool:
-  with socket.socket() as s:
-    s.settimeout(0.5)
-    return s.connect_ex((HOST, port)) == 0
-
-
 def _state_path(state_dir: str) -> str:
   return os.path.join(state_dir, 'cluster.json')
 
@@ -274,39 +258,6 @@ def read_state(state_dir: str = STATE_DIR) -> Optional[Dict]:
   except (ValueError, OSError) as e:
     raise ClusterError(f'{_state_path(state_dir)} is unreadable ({e}); '
                        'stop its processes by hand and remove it')
-
-
-def _stat(pid: int) -> Optional[List[str]]:
-  """/proc/<pid>/stat after the command name: [0] the state (Z: exited,
-  not reaped yet), [19] the start time; None when there is no such pid."""
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      return f.read().rsplit(')', 1)[1].split()
-  except (FileNotFoundError, ProcessLookupError):
-    return None
-
-
-def _alive(process: Dict) -> bool:
-  """The recorded process still runs (same pid, same start time)."""
-  fields = _stat(process['pid'])
-  return (fields is not None and fields[0] != 'Z' and
-          fields[19] == process.get('started'))
-
-
-def _start(name: str, cmd: List[str], settings: Settings,
-           env: Optional[Dict[str, str]] = None) -> Dict:
-  """Starts cmd in its own session; its stdout and stderr go to
-  log/<name>.out (a Flink process's own log is log/<name>.log)."""
-  out_path = os.path.join(settings.state_dir, 'log', f'{name}.out')
-  log_path = os.path.join(settings.state_dir, 'log', f'{name}.log')
-  if not any(arg.startswith('-Dlog.file=') for arg in cmd):
-    log_path = out_path
-  with open(out_path, 'ab') as log:
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, cwd=settings.state_dir,
-                            env=env, start_new_session=True)
-  return {'name': name, 'pid': proc.pid, 'started': _stat(proc.pid)[19],
-          'log': log_path, 'cmd': cmd}
 
 
 def beam_classpath(cache: str = '') -> List[str]:
@@ -342,33 +293,25 @@ def _overview(settings: Settings) -> Optional[Dict]:
     return None
 
 
-def _tail(path: str, lines: int = 12) -> str:
-  try:
-    with open(path, errors='replace') as f:
-      return ''.join(f.readlines()[-lines:])
-  except FileNotFoundError:
-    return '(no log)'
-
-
 def _wait_ready(processes: List[Dict], settings: Settings,
                 timeout: float) -> None:
   deadline = time.time() + timeout
   waiting = 'the JobManager'
   while time.time() < deadline:
     for process in processes:
-      if not _alive(process):
+      if not daemons.alive(process):
         raise ClusterError(f'{process["name"]} exited during start-up; the '
                            f'end of {process["log"]}:\n'
-                           + _tail(process['log']))
+                           + daemons.tail(process['log']))
     overview = _overview(settings)
     if overview is None:
       waiting = f'the JobManager (http://{HOST}:{settings.rest_port})'
     elif overview.get('taskmanagers', 0) < settings.task_managers:
       waiting = (f'{settings.task_managers} TaskManagers (registered: '
                  f'{overview.get("taskmanagers", 0)})')
-    elif not _listening(settings.job_port):
+    elif not daemons.listening(HOST, settings.job_port):
       waiting = f'the Beam job server (port {settings.job_port})'
-    elif not _listening(settings.worker_pool_port):
+    elif not daemons.listening(HOST, settings.worker_pool_port):
       waiting = f'the worker pool (port {settings.worker_pool_port})'
     else:
       return
@@ -384,11 +327,11 @@ def up(settings: Settings, timeout: float = 120, log=print) -> Dict:
   if settings.task_managers < 1 or settings.slots < 1:
     raise ClusterError('--task-managers and --slots must be at least 1')
   state = read_state(settings.state_dir)
-  if state and any(_alive(p) for p in state['processes']):
+  if state and any(daemons.alive(p) for p in state['processes']):
     raise ClusterError(f'a cluster from {settings.state_dir} is running '
                        '(python -m cluster status; python -m cluster down)')
   busy = [f'{flag} {port}' for flag, port in settings.ports().items()
-          if not _port_free(port)]
+          if not daemons.port_free(port)]
   if busy:
     raise ClusterError('port(s) in use: ' + ', '.join(busy) +
                        ' (another cluster? pick others with these flags)')
@@ -410,21 +353,21 @@ def up(settings: Settings, timeout: float = 120, log=print) -> Dict:
   state = {'settings': dataclasses.asdict(settings), 'processes': processes,
            'beam_flags': beam_flags(settings)}
   try:
-    processes.append(_start('jobmanager', _flink_process(
+    processes.append(daemons.start('jobmanager', _flink_process(
         'jobmanager',
         'org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint',
-        'JM', java_bin, conf_dir, settings), settings))
+        'JM', java_bin, conf_dir, settings), settings.state_dir))
     _write_state(settings.state_dir, state)  # `down` can stop a partial one
     for i in range(1, settings.task_managers + 1):
       name = f'taskmanager-{i}'
       cmd = _flink_process(
           name, 'org.apache.flink.runtime.taskexecutor.TaskManagerRunner',
           'TM', java_bin, conf_dir, settings)
-      processes.append(_start(name, cmd + ['-D',
+      processes.append(daemons.start(name, cmd + ['-D',
                                            f'taskmanager.resource-id={name}'],
-                              settings))
+                              settings.state_dir))
       _write_state(settings.state_dir, state)
-    processes.append(_start('job-server', [
+    processes.append(daemons.start('job-server', [
         java_bin] + JAVA17_FLAGS + JIT_FLAGS[settings.jit] + [
             '-cp', distribution.job_server_classpath(settings.cache),
             distribution.JOB_SERVER_MAIN,
@@ -434,7 +377,7 @@ def up(settings: Settings, timeout: float = 120, log=print) -> Dict:
             f'--artifact-port={settings.artifact_port}',
             f'--expansion-port={settings.expansion_port}',
             f'--artifacts-dir={os.path.join(settings.state_dir, "artifacts")}',
-        ], settings))
+        ], settings.state_dir))
     _write_state(settings.state_dir, state)
     # The harnesses inherit the hash seed the pipeline's own process runs
     # with (ops/reproducible.py): the same grouping on every run.
@@ -442,13 +385,14 @@ def up(settings: Settings, timeout: float = 120, log=print) -> Dict:
                PYTHONPATH=paths.REPO_ROOT + (
                    os.pathsep + os.environ['PYTHONPATH']
                    if os.environ.get('PYTHONPATH') else ''))
-    processes.append(_start('worker-pool', [
+    processes.append(daemons.start('worker-pool', [
         sys.executable, '-m', 'cluster.worker_pool',
-        '--address', f'{HOST}:{settings.worker_pool_port}'], settings, env))
+        '--address', f'{HOST}:{settings.worker_pool_port}'], settings.state_dir,
+        env))
     _write_state(settings.state_dir, state)
     _wait_ready(processes, settings, timeout)
   except BaseException:
-    _stop(processes)
+    daemons.stop(processes)
     _remove_state(settings.state_dir)
     raise
   state['ready_at'] = time.time()
@@ -470,34 +414,13 @@ def _remove_state(state_dir: str) -> None:
     pass
 
 
-def _stop(processes: List[Dict], grace: float = 15) -> List[str]:
-  """SIGTERM to each live process group (a process and what it started,
-  e.g. the pool's harnesses), SIGKILL after `grace` seconds."""
-  live = [p for p in processes if _alive(p)]
-  for process in reversed(live):
-    try:
-      os.killpg(process['pid'], signal.SIGTERM)
-    except ProcessLookupError:
-      pass
-  deadline = time.time() + grace
-  while time.time() < deadline and any(_alive(p) for p in live):
-    time.sleep(0.2)
-  for process in live:
-    if _alive(process):
-      try:
-        os.killpg(process['pid'], signal.SIGKILL)
-      except ProcessLookupError:
-        pass
-  return [p['name'] for p in live]
-
-
 def down(state_dir: str = STATE_DIR) -> List[str]:
   """Stops the cluster recorded in state_dir; the names of what it
   stopped (empty: nothing was running)."""
   state = read_state(state_dir)
   if not state:
     return []
-  stopped = _stop(state['processes'])
+  stopped = daemons.stop(state['processes'])
   _remove_state(state_dir)
   return stopped
 
@@ -508,7 +431,8 @@ def status(state_dir: str = STATE_DIR) -> Optional[Dict]:
   if not state:
     return None
   settings = Settings(**state['settings'])
-  return {'processes': [dict(p, alive=_alive(p)) for p in state['processes']],
+  return {'processes': [dict(p, alive=daemons.alive(p))
+                        for p in state['processes']],
           'overview': _overview(settings),
           'web_ui': f'http://{HOST}:{settings.rest_port}',
           'beam_flags': state['beam_flags']}

@@ -45,7 +45,7 @@ from tfx import types
 from tfx.dsl.components.common import resolver
 
 from ml_metadata.proto import metadata_store_pb2
-from lineage import graph
+from lineage import provenance
 from lineage import metadata_store
 from serving import model_config
 from serving import base_path
@@ -148,7 +148,7 @@ def served_model(store: mlmd.MetadataStore, model_base: str,
   stable = stable_version(model_config_file, model_name)
   why = (f'the {STABLE_LABEL!r} label of {model_config_file}'
          if version == stable else 'the newest version on disk')
-  model, pushed_blessing = graph.version_model(store, str(version))
+  model, pushed_blessing = provenance.version_model(store, str(version))
   if model is None:
     raise NotServedError(
         f'Version {version} is served from {model_base} ({why}), but no '
@@ -156,7 +156,7 @@ def served_model(store: mlmd.MetadataStore, model_base: str,
         'store or pipeline?), so it has no Model here to score with and '
         'trace back. Point --metadata-path (or the MySQL flags) at the '
         'store of the run that pushed it.')
-  blessings = graph.model_blessings(store, model.id)
+  blessings = provenance.model_blessings(store, model.id)
   blessed = lambda b: metadata_store.custom_property(b, 'blessed') == 1
   blessing = (next((b for b in blessings if pushed_blessing is not None and
                     b.id == pushed_blessing.id), None) or
@@ -198,7 +198,7 @@ class ServedModelStrategy(resolver.ResolverStrategy):
     chosen = []
     for version in baseline_versions(self._base_path, self._model_config_file,
                                      self._model_name):
-      found = graph.version_lineage(store, str(version), read_files=False)
+      found = provenance.version_lineage(store, str(version), read_files=False)
       if found is None or found.model is None:
         continue  # pushed by another store or pipeline: no Model to compare
       if found.model.id == candidate or found.model.id not in models:

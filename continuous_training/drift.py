@@ -36,6 +36,7 @@ import ml_metadata as mlmd
 from data import spans
 from lineage import graph
 from monitoring import distribution
+from monitoring import feature_values
 from pipeline import configs
 
 EXAMPLE_GEN = 'CsvExampleGen'
@@ -115,8 +116,8 @@ def values_from_csv(data_root: str, span: int, kinds: Mapping[str, str]
   paths = spans.span_files(data_root, span)
   if not paths:
     raise FileNotFoundError(f'no CSV file matches {pattern}')
-  values = distribution.values_from_csv(paths, kinds)
-  return values, f'CSV {pattern} ({distribution.size(values)} rows)'
+  values = feature_values.values_from_csv(paths, kinds)
+  return values, f'CSV {pattern} ({feature_values.size(values)} rows)'
 
 
 def values_from_store(store: mlmd.MetadataStore, pipeline_name: str,
@@ -132,11 +133,11 @@ def values_from_store(store: mlmd.MetadataStore, pipeline_name: str,
         os.path.join(artifact.uri, 'Split-*')))
     if not splits:
       continue
-    values = distribution.concatenate([
-        distribution.values_from_examples_dir(artifact.uri, split, kinds)
+    values = feature_values.concatenate([
+        feature_values.values_from_examples_dir(artifact.uri, split, kinds)
         for split in splits])
     return values, (f'Examples artifact {artifact.id} (splits '
-                    f'{", ".join(splits)}; {distribution.size(values)} rows)')
+                    f'{", ".join(splits)}; {feature_values.size(values)} rows)')
   return None
 
 

@@ -18,6 +18,7 @@ from continuous_training import config as ct_config
 from continuous_training import decisions
 from data import spans
 from lineage import graph
+from lineage import provenance
 from lineage import metadata_store
 from lineage import readers
 from models import problem as problems
@@ -187,7 +188,7 @@ def pushed_lineage(cfg: configs.PipelineConfig) -> List[PushedLineage]:
     if metadata_store.custom_property(pushed, 'pushed') != 1:
       continue
     version = str(metadata_store.custom_property(pushed, 'pushed_version'))
-    made = graph.version_lineage(store, version, read_files=False)
+    made = provenance.version_lineage(store, version, read_files=False)
     if made is None or made.pusher is None:
       continue
     decision = ''

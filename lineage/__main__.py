@@ -20,6 +20,7 @@ import os
 import sys
 
 from lineage import graph
+from lineage import provenance
 from lineage import metadata_store
 from lineage import report
 from project import cli
@@ -27,13 +28,13 @@ from serving import base_path
 
 
 def _version_or_exit(store, version: int,
-                     model_base_path: str) -> graph.VersionLineage:
+                     model_base_path: str) -> provenance.VersionLineage:
   """From ML Metadata; else from the push record in the version directory
   (served or rolled back), for a run killed before it recorded the push."""
-  found = graph.version_lineage(store, version)
+  found = provenance.version_lineage(store, version)
   for where in ('', base_path.ROLLED_BACK_DIR):
     if found is None:
-      found = graph.version_lineage_from_record(
+      found = provenance.version_lineage_from_record(
           store, os.path.join(model_base_path, where, str(version)))
   if found is None:
     raise SystemExit(f'No Pusher recorded version {version} in this ML '
@@ -142,11 +143,11 @@ def main(argv=None) -> int:
     found = _version_or_exit(store, args.version, model_base_path)
     data, text = dataclasses.asdict(found), report.format_version(found)
   elif args.command == 'span':
-    uses = graph.span_models(store, args.span)
+    uses = provenance.span_models(store, args.span)
     data = {'span': args.span, 'models': [dataclasses.asdict(u) for u in uses]}
     text = report.format_span(args.span, uses)
   else:
-    data = graph.diff(
+    data = provenance.diff(
         _version_or_exit(store, args.version_a, model_base_path),
         _version_or_exit(store, args.version_b, model_base_path))
     text = report.format_diff(data)

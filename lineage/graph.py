@@ -2,31 +2,25 @@
 
 TFX records three context types per pipeline: `pipeline` (name),
 `pipeline_run` (one per run) and `node` (`<pipeline>.<node id>`), and an
-INPUT/OUTPUT event per artifact an execution read or wrote. Everything the
-project asks of that graph is answered here: the runs and their nodes
-(`latest_run`, `run_nodes`, `run_executions`), who made and who read an
-artifact (`producer`, `consumers`), the spans ExampleGen ingested
-(`ingested_examples`), and the lineage of a served version (PushedModel <-
-Pusher <- Model <- Trainer <- Examples, ...: `version_lineage`,
-`span_models`, `diff`), and which model scored a span's rows
-(`scorings`: CSV <- BulkInferrer <- Model, Examples). So it answers for
-any run of this pipeline's runners, on SQLite or MySQL. It reads
-`ml_metadata` directly and never imports TFX or TensorFlow (about a
-second): the serving process, the CT controller and the lineage CLI
-(`python -m lineage`) import it too; files are read by lineage/readers.py,
-text is made by lineage/report.py.
+INPUT/OUTPUT event per artifact an execution read or wrote. The steps of
+every question the project asks of that graph are here: the runs and their
+nodes (`latest_run`, `run_nodes`, `run_executions`), who made and who read
+an artifact (`producer`, `consumers`, `execution_artifacts`), the spans
+ExampleGen ingested (`ingested_examples`), the versions a model was pushed
+to (`pushed_versions`), and which model scored a span's rows (`scorings`:
+CSV <- BulkInferrer <- Model, Examples). The lineage of a served version is
+built of these steps in lineage/provenance.py. So it answers for any run of
+this pipeline's runners, on SQLite or MySQL. It reads `ml_metadata`
+directly and never imports TFX or TensorFlow (about a second): the serving
+process, the CT controller and the lineage CLI (`python -m lineage`) import
+it too; files are read by lineage/readers.py, text is made by
+lineage/report.py.
 
 Each pipeline run's context also carries the git commit of the checkout that
 ran it (`record_git_revision`): on the run, never in a component's
 properties, so a commit that changes no code the components run (docs, tests)
 is not a cache miss and retrains nothing. Which code made a model is told by
 the per-component fingerprints in Transform's and Trainer's custom_config.
-
-Over 400 lines on purpose: it is the one owner of every walk of the graph
-(issue 11), so a caller (the runners' summary, the span window, dead-run
-recovery, CT, delivery, monitoring) never wonders which module holds the
-step it needs, and the version questions are built of the run and artifact
-steps in the same file.
 """
 
 import dataclasses
@@ -38,8 +32,6 @@ from typing import Any, Dict, List, Optional, Tuple
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 from lineage import metadata_store
-from lineage import readers
-from serving import base_path
 
 # Custom properties of a `pipeline_run` context (set by run_pipeline).
 GIT_COMMIT_KEY = 'git_commit'
@@ -245,7 +237,7 @@ def ingested_spans(store: mlmd.MetadataStore, pipeline_name: str,
   return sorted(int(span) for span in spans if span is not None)
 
 
-# --- The lineage of a served version ----------------------------------------
+# --- Executions and artifacts as the lineage reports show them ---------------
 
 
 @dataclasses.dataclass
@@ -268,65 +260,12 @@ class ArtifactInfo:
   uri: str
 
 
-@dataclasses.dataclass
-class SpanInfo:
-  span: Optional[int]
-  version: Optional[int]
-  id: int
-  uri: str
-
-
-@dataclasses.dataclass
-class VersionLineage:
-  """Everything ML Metadata knows about how a served version came to be."""
-  version: str
-  destination: Optional[str]
-  model: Optional[ArtifactInfo] = None
-  pusher: Optional[ExecutionInfo] = None
-  evaluator: Optional[ExecutionInfo] = None
-  trainer: Optional[ExecutionInfo] = None
-  transform: Optional[ExecutionInfo] = None
-  spans: List[SpanInfo] = dataclasses.field(default_factory=list)
-  schema: Optional[ArtifactInfo] = None
-  schema_digest: Optional[str] = None
-  transform_graph: Optional[ArtifactInfo] = None
-  hparams: Optional[Dict[str, Any]] = None
-  train_steps: Optional[int] = None
-  eval_steps: Optional[int] = None
-  trainer_code_version: Optional[str] = None
-  transform_code_version: Optional[str] = None
-  blessed: Optional[bool] = None
-  baseline_model: Optional[ArtifactInfo] = None
-  baseline_versions: List[str] = dataclasses.field(default_factory=list)
-  evaluation: Optional[ArtifactInfo] = None
-  metrics: Dict[str, Dict[str, float]] = dataclasses.field(
-      default_factory=dict)
-  # Which tuning set the hyperparameters: the Trainer's HyperParameters
-  # input and the Tuner execution that wrote it (None: not tuned).
-  hyperparameters: Optional[ArtifactInfo] = None
-  tuner: Optional[ExecutionInfo] = None
-  # The hparams keys whose value came from tuning (the Trainer's history).
-  tuned: List[str] = dataclasses.field(default_factory=list)
-  # The version's model card (serving.base_path.model_card_path), if any.
-  model_card: Optional[str] = None
-
-
-@dataclasses.dataclass
-class ModelUse:
-  """A model trained on a span: its Trainer, whole window, blessing, pushes."""
-  model: ArtifactInfo
-  trainer: ExecutionInfo
-  spans: List[int]
-  blessed: Optional[bool]
-  versions: List[str]
-
-
-def _time(ms: int) -> str:
+def iso_time(ms: int) -> str:
   return datetime.datetime.fromtimestamp(
       ms / 1000, datetime.timezone.utc).isoformat(timespec='seconds')
 
 
-def _artifact(a: metadata_store_pb2.Artifact) -> ArtifactInfo:
+def artifact_info(a: metadata_store_pb2.Artifact) -> ArtifactInfo:
   return ArtifactInfo(id=a.id, type=a.type, uri=a.uri)
 
 
@@ -342,8 +281,8 @@ def execution_info(store: mlmd.MetadataStore,
       state=metadata_store_pb2.Execution.State.Name(
           execution.last_known_state),
       run=run.name if run else None,
-      started=_time(execution.create_time_since_epoch),
-      finished=_time(execution.last_update_time_since_epoch),
+      started=iso_time(execution.create_time_since_epoch),
+      finished=iso_time(execution.last_update_time_since_epoch),
       git_commit=prop(run, GIT_COMMIT_KEY) if run else None,
       git_dirty=None if dirty is None else bool(dirty))
 
@@ -356,14 +295,6 @@ def custom_config(execution: metadata_store_pb2.Execution) -> Dict[str, Any]:
   return {}
 
 
-def _steps(execution: metadata_store_pb2.Execution, key: str) -> Optional[int]:
-  text = prop(execution, key)
-  try:
-    return json.loads(text).get('num_steps') if text else None
-  except (ValueError, AttributeError):
-    return None
-
-
 def pushed_versions(store: mlmd.MetadataStore, model_id: int) -> List[str]:
   """Versions a Pusher wrote this model to (not its no-op re-pushes)."""
   found = set()
@@ -373,252 +304,6 @@ def pushed_versions(store: mlmd.MetadataStore, model_id: int) -> List[str]:
       if prop(pushed, 'pushed') == 1 and prop(pushed, 'pushed_version'):
         found.add(str(prop(pushed, 'pushed_version')))
   return sorted(found)
-
-
-def pushed_model(store: mlmd.MetadataStore, version: str
-                ) -> Optional[metadata_store_pb2.Artifact]:
-  """The PushedModel artifact of a served version number, if recorded."""
-  query = ("type = 'PushedModel' AND "
-           f"custom_properties.pushed_version.string_value = '{int(version)}'")
-  found = store.get_artifacts(list_options=mlmd.ListOptions(
-      filter_query=query))
-  return max(found, key=lambda a: a.id, default=None)
-
-
-def version_model(store: mlmd.MetadataStore, version: str
-                 ) -> Tuple[Optional[metadata_store_pb2.Artifact],
-                            Optional[metadata_store_pb2.Artifact]]:
-  """(Model, ModelBlessing) the Pusher of version `version` read; (None,
-  None) when no Pusher of this store recorded that version."""
-  pushed = pushed_model(store, version)
-  pusher = producer(store, pushed.id) if pushed is not None else None
-  if pusher is None:
-    return None, None
-  inputs, _ = execution_artifacts(store, pusher.id)
-  return ((inputs.get('model') or [None])[0],
-          (inputs.get('model_blessing') or [None])[0])
-
-
-def model_blessings(store: mlmd.MetadataStore, model_id: int
-                   ) -> List[metadata_store_pb2.Artifact]:
-  """The LIVE ModelBlessings an Evaluator gave Model `model_id` (its
-  `current_model_id`; not those naming it as the baseline), newest first."""
-  query = ("type = 'ModelBlessing' AND "
-           f'custom_properties.current_model_id.int_value = {int(model_id)}')
-  found = store.get_artifacts(list_options=mlmd.ListOptions(
-      filter_query=query))
-  return sorted((a for a in found
-                 if a.state == metadata_store_pb2.Artifact.LIVE),
-                key=lambda a: a.id, reverse=True)
-
-
-def _model_card(version_dir: Optional[str]) -> Optional[str]:
-  path = version_dir and base_path.model_card_path(version_dir)
-  return path if path and os.path.exists(path) else None
-
-
-def version_lineage(store: mlmd.MetadataStore, version: str,
-                    read_files: bool = True) -> Optional[VersionLineage]:
-  """How version `version` was made; None if no Pusher recorded it.
-
-  `read_files` also reads the schema (for its digest) and the Evaluator's
-  metrics from the artifacts' URIs; without it only ML Metadata is read.
-  """
-  pushed = pushed_model(store, version)
-  if pushed is None:
-    return None
-  found = VersionLineage(version=str(int(version)),
-                         destination=prop(pushed, 'pushed_destination'))
-  found.model_card = _model_card(found.destination)
-  pusher = producer(store, pushed.id)
-  if pusher is None:
-    return found
-  found.pusher = execution_info(store, pusher)
-  inputs, _ = execution_artifacts(store, pusher.id)
-  model = (inputs.get('model') or [None])[0]
-  blessing = (inputs.get('model_blessing') or [None])[0]
-  _fill_from_pusher_inputs(store, found, model, blessing, read_files)
-  return found
-
-
-def _fill_from_pusher_inputs(store: mlmd.MetadataStore, found: VersionLineage,
-                             model, blessing, read_files: bool) -> None:
-  """Blessing, Evaluator, Trainer, spans, schema, Transform: from the Model
-  and ModelBlessing a Pusher read."""
-  if blessing is not None:
-    found.blessed = bool(prop(blessing, 'blessed'))
-    evaluator = producer(store, blessing.id)
-    if evaluator is not None:
-      found.evaluator = execution_info(store, evaluator)
-      ins, outs = execution_artifacts(store, evaluator.id)
-      baseline = (ins.get('baseline_model') or [None])[0]
-      if baseline is not None:
-        found.baseline_model = _artifact(baseline)
-        found.baseline_versions = pushed_versions(store, baseline.id)
-      evaluation = (outs.get('evaluation') or [None])[0]
-      if evaluation is not None:
-        found.evaluation = _artifact(evaluation)
-        if read_files:
-          found.metrics = readers.evaluation_metrics(evaluation.uri)
-  if model is None:
-    return
-  found.model = _artifact(model)
-  trainer = producer(store, model.id)
-  if trainer is None:
-    return
-  found.trainer = execution_info(store, trainer)
-  config = custom_config(trainer)
-  found.hparams = config.get('hparams')
-  found.trainer_code_version = config.get('code_version')
-  found.train_steps = _steps(trainer, 'train_args')
-  found.eval_steps = _steps(trainer, 'eval_args')
-  inputs, outputs = execution_artifacts(store, trainer.id)
-  hyperparameters = (inputs.get('hyperparameters') or [None])[0]
-  if hyperparameters is not None:
-    found.hyperparameters = _artifact(hyperparameters)
-    tuner = producer(store, hyperparameters.id)
-    if tuner is not None:
-      found.tuner = execution_info(store, tuner)
-  model_run = (outputs.get('model_run') or [None])[0]
-  history = (readers.training_history(model_run.uri)
-             if read_files and model_run is not None else None)
-  if history:  # what run_fn used: the configured values, tuned ones applied
-    found.hparams = history.get('hparams', found.hparams)
-    found.tuned = list(history.get('tuned', []))
-  found.spans = sorted(
-      (SpanInfo(span=property_value(a, 'span'),
-                version=property_value(a, 'version'), id=a.id, uri=a.uri)
-       for a in inputs.get('examples', [])),
-      key=lambda s: (s.span is None, s.span, s.id))
-  schema = (inputs.get('schema') or [None])[0]
-  if schema is not None:
-    found.schema = _artifact(schema)
-    if read_files:
-      try:
-        with open(os.path.join(schema.uri, 'schema.pbtxt'), 'rb') as f:
-          found.schema_digest = readers.schema_digest(f.read())
-      except OSError:
-        pass
-  graph = (inputs.get('transform_graph') or [None])[0]
-  if graph is not None:
-    found.transform_graph = _artifact(graph)
-    transform = producer(store, graph.id)
-    if transform is not None:
-      found.transform = execution_info(store, transform)
-      found.transform_code_version = custom_config(transform).get(
-          'code_version')
-
-
-def version_lineage_from_record(store: mlmd.MetadataStore, version_dir: str,
-                                read_files: bool = True
-                               ) -> Optional[VersionLineage]:
-  """Lineage of a version no PushedModel records, from the Pusher's record
-  in the version directory (serving.base_path.PUSH_RECORD): a run killed
-  after the Pusher's rename and before ML Metadata recorded the push. The
-  Model and ModelBlessing it names were published before the Pusher ran;
-  its Pusher execution is RUNNING (or CANCELED once a later run marked it).
-  None if the directory has no record or the store knows neither artifact."""
-  record = base_path.read_push_record(version_dir)
-  if record is None:
-    return None
-  found = VersionLineage(version=str(int(record['version'])),
-                         destination=record.get('destination'))
-  found.model_card = _model_card(version_dir)
-  if record.get('execution_id'):
-    executions = store.get_executions_by_id([int(record['execution_id'])])
-    if executions:
-      found.pusher = execution_info(store, executions[0])
-  ids = [int(record[k]) for k in ('model_id', 'blessing_id') if record.get(k)]
-  by_id = {a.id: a for a in store.get_artifacts_by_id(ids)} if ids else {}
-  model = by_id.get(record.get('model_id'))
-  blessing = by_id.get(record.get('blessing_id'))
-  if model is None and blessing is None:
-    return None
-  _fill_from_pusher_inputs(store, found, model, blessing, read_files)
-  return found
-
-
-def span_models(store: mlmd.MetadataStore, span: int) -> List[ModelUse]:
-  """The models trained on any Examples artifact of `span`, oldest first."""
-  examples = [a.id for a in store.get_artifacts_by_type('Examples')
-              if property_value(a, 'span') == span]
-  models: Dict[int, metadata_store_pb2.Artifact] = {}
-  for execution_id in consumers(store, examples):
-    _, outputs = execution_artifacts(store, execution_id)
-    for artifact in outputs.get('model', []):
-      if artifact.type == 'Model':
-        models[artifact.id] = artifact
-  uses = []
-  for model_id, model in sorted(models.items()):
-    trainer = producer(store, model_id)
-    if trainer is None:
-      continue
-    inputs, _ = execution_artifacts(store, trainer.id)
-    blessings = []
-    for execution_id in consumers(store, [model_id]):
-      _, outputs = execution_artifacts(store, execution_id)
-      blessings += [bool(prop(b, 'blessed'))
-                    for b in outputs.get('blessing', [])
-                    if prop(b, 'current_model_id') == model_id]
-    uses.append(ModelUse(
-        model=_artifact(model),
-        trainer=execution_info(store, trainer),
-        spans=sorted(property_value(a, 'span')
-                     for a in inputs.get('examples', [])),
-        blessed=any(blessings) if blessings else None,
-        versions=pushed_versions(store, model_id)))
-  return uses
-
-
-def _id(artifact: Optional[ArtifactInfo]) -> Optional[int]:
-  return artifact.id if artifact else None
-
-
-def _schema_key(v: VersionLineage):
-  """The schema's content digest, else (files unreadable) its artifact id."""
-  return v.schema_digest or _id(v.schema)
-
-
-def diff(a: VersionLineage, b: VersionLineage) -> Dict[str, Any]:
-  """What changed from version `a` to version `b`: data, schema, config, code,
-  metrics. Unchanged things are left out, except the headline booleans."""
-  spans_a = {s.span: s.id for s in a.spans}
-  spans_b = {s.span: s.id for s in b.spans}
-  out: Dict[str, Any] = {
-      'from': a.version, 'to': b.version,
-      'spans_added': sorted(set(spans_b) - set(spans_a)),
-      'spans_removed': sorted(set(spans_a) - set(spans_b)),
-      # The same span, ingested again (another Examples artifact).
-      'spans_reingested': sorted(s for s in set(spans_a) & set(spans_b)
-                                 if spans_a[s] != spans_b[s]),
-      'schema_changed': _schema_key(a) != _schema_key(b),
-      'transform_graph_changed': _id(a.transform_graph) != _id(
-          b.transform_graph),
-  }
-  if out['schema_changed']:
-    out['schema'] = [a.schema_digest, b.schema_digest]
-  hparams_a, hparams_b = a.hparams or {}, b.hparams or {}
-  out['hparams'] = {k: [hparams_a.get(k), hparams_b.get(k)]
-                    for k in sorted(set(hparams_a) | set(hparams_b))
-                    if hparams_a.get(k) != hparams_b.get(k)}
-  for key in ('train_steps', 'eval_steps'):
-    if getattr(a, key) != getattr(b, key):
-      out['hparams'][key] = [getattr(a, key), getattr(b, key)]
-  code = {
-      'trainer_code_version': [a.trainer_code_version, b.trainer_code_version],
-      'transform_code_version': [a.transform_code_version,
-                                 b.transform_code_version],
-      'git_commit': [a.trainer and a.trainer.git_commit,
-                     b.trainer and b.trainer.git_commit],
-  }
-  out['code'] = {k: v for k, v in code.items() if v[0] != v[1]}
-  candidate_a = a.metrics.get('candidate', {})
-  candidate_b = b.metrics.get('candidate', {})
-  out['metrics'] = {k: {'from': candidate_a[k], 'to': candidate_b[k],
-                        'delta': candidate_b[k] - candidate_a[k]}
-                    for k in sorted(set(candidate_a) & set(candidate_b))}
-  out['blessed'] = [a.blessed, b.blessed]
-  return out
 
 
 # --- Batch scoring (pipeline/scoring.py) -------------------------------------
@@ -703,17 +388,17 @@ def scorings(store: mlmd.MetadataStore, pipeline_name: str,
     run = run_context(store, last.id)
     version = prop(csv, 'served_version')
     found.append((last.id, Scoring(
-        span=scored_span, csv=_artifact(csv),
+        span=scored_span, csv=artifact_info(csv),
         csv_path=os.path.join(csv.uri, SCORES_FILE),
         rows=prop(csv, 'rows'), mean_prediction=prop(csv, 'mean_prediction'),
         served_version=None if version is None else str(version),
         versions=pushed_versions(store, model.id) if model else [],
         scorer=execution_info(store, writer),
         last_run=run.name if run else None,
-        examples=_artifact(examples) if examples else None,
-        predictions=_artifact(predictions) if predictions else None,
-        model=_artifact(model) if model else None,
-        blessing=_artifact(blessing) if blessing else None,
+        examples=artifact_info(examples) if examples else None,
+        predictions=artifact_info(predictions) if predictions else None,
+        model=artifact_info(model) if model else None,
+        blessing=artifact_info(blessing) if blessing else None,
         bulk_inferrer=execution_info(store, bulk) if bulk else None,
         trainer=execution_info(store, trainer) if trainer else None)))
   return [s for _, s in sorted(found, key=lambda x: x[0], reverse=True)]

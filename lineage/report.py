@@ -8,6 +8,7 @@ import json
 from typing import Any, Dict, List, Optional
 
 from lineage import graph
+from lineage import provenance
 from lineage import metadata_store
 from lineage import readers
 
@@ -67,7 +68,7 @@ def _execution_line(label: str, e: Optional[graph.ExecutionInfo]) -> str:
           f'{e.started} .. {e.finished}')
 
 
-def format_version(v: graph.VersionLineage) -> str:
+def format_version(v: provenance.VersionLineage) -> str:
   """Readable lineage of one version."""
   lines = [f'Model version {v.version}'
            + (f' -> {v.destination}' if v.destination else '')]
@@ -117,7 +118,7 @@ def format_version(v: graph.VersionLineage) -> str:
   return '\n'.join(lines)
 
 
-def format_span(span: int, uses: List[graph.ModelUse]) -> str:
+def format_span(span: int, uses: List[provenance.ModelUse]) -> str:
   if not uses:
     return f'No model was trained on span {span} (in this store).'
   lines = [f'Models trained on span {span}:']

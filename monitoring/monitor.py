@@ -66,13 +66,13 @@ def _metadata_store(cfg: metadata_store.StoreConfig):
 def evaluation_accuracy(store, version: str,
                         metric: str) -> Tuple[Optional[float], str]:
   """The Evaluator's overall accuracy (`metric`: the task's accuracy
-  metric) for the model pushed as `version`: its lineage (lineage/graph.py:
+  metric) for the model pushed as `version`: its lineage (lineage/provenance.py:
   Pusher -> model_blessing -> the Evaluator that made it -> its
   `evaluation` output) and that output's metrics, read without TFMA's
   Python package."""
-  from lineage import graph  # pylint: disable=g-import-not-at-top
+  from lineage import provenance  # pylint: disable=g-import-not-at-top
   from lineage import readers  # pylint: disable=g-import-not-at-top
-  found = graph.version_lineage(store, version, read_files=False)
+  found = provenance.version_lineage(store, version, read_files=False)
   if found is None or found.pusher is None:
     return None, f'no Pusher of version {version} in ML Metadata'
   if found.evaluation is None:

@@ -19,7 +19,7 @@ Training data, in order of preference:
   1. files given on the command line (--training-data): CSV files, Examples
      artifact directories (their Split-train), or GZIP TFRecord files of
      tf.Examples;
-  2. from ML Metadata, for the served version: lineage/graph.py's walk
+  2. from ML Metadata, for the served version: lineage/provenance.py's walk
      (PushedModel <- Pusher <- Model <- Trainer <- its Examples; a CACHED
      execution is followed to the one that made the artifact) gives the
      Examples the Trainer read, and their `train` split is what it trained
@@ -34,6 +34,7 @@ from typing import List, Mapping, Optional, Sequence
 
 from monitoring import config as monitor_config
 from monitoring import distribution
+from monitoring import feature_values
 
 TRAIN_SPLIT = 'train'
 
@@ -48,39 +49,39 @@ class TrainingData:
 
 def _read(path: str, kinds: Mapping[str, str]) -> distribution.Values:
   if os.path.isdir(path):
-    return distribution.values_from_examples_dir(path, TRAIN_SPLIT, kinds)
+    return feature_values.values_from_examples_dir(path, TRAIN_SPLIT, kinds)
   if path.endswith('.csv'):
-    return distribution.values_from_csv([path], kinds)
-  return distribution.values_from_examples(
-      list(distribution.gzip_tfrecords(path)), kinds)
+    return feature_values.values_from_csv([path], kinds)
+  return feature_values.values_from_examples(
+      list(feature_values.gzip_tfrecords(path)), kinds)
 
 
 def training_data_from_files(paths: Sequence[str],
                              kinds: Mapping[str, str]) -> TrainingData:
   """Training values from files: *.csv, Examples artifact directories
   (Split-train), else GZIP TFRecords of tf.Examples."""
-  values = distribution.concatenate([_read(p, kinds) for p in paths])
+  values = feature_values.concatenate([_read(p, kinds) for p in paths])
   return TrainingData(values, f'files {", ".join(paths)} '
-                      f'({distribution.size(values)} rows)')
+                      f'({feature_values.size(values)} rows)')
 
 
 def training_data(store, version: str,
                   kinds: Mapping[str, str]) -> Optional[TrainingData]:
   """The train split of the Examples the served version was trained on,
-  found through ML Metadata (lineage/graph.py), or None."""
-  from lineage import graph  # pylint: disable=g-import-not-at-top
+  found through ML Metadata (lineage/provenance.py), or None."""
+  from lineage import provenance  # pylint: disable=g-import-not-at-top
   from lineage import report  # pylint: disable=g-import-not-at-top
-  found = graph.version_lineage(store, str(version), read_files=False)
+  found = provenance.version_lineage(store, str(version), read_files=False)
   if found is None or not found.spans:
     return None
-  values = distribution.concatenate([
-      distribution.values_from_examples_dir(s.uri, TRAIN_SPLIT, kinds)
+  values = feature_values.concatenate([
+      feature_values.values_from_examples_dir(s.uri, TRAIN_SPLIT, kinds)
       for s in found.spans])
   spans = sorted(s.span for s in found.spans if s.span is not None)
   return TrainingData(
       values, f'{TRAIN_SPLIT} split of the Trainer\'s {len(found.spans)} '
       f'Examples artifact(s) (spans {report.span_ranges(spans)}, '
-      f'{distribution.size(values)} rows), via ML Metadata', spans)
+      f'{feature_values.size(values)} rows), via ML Metadata', spans)
 
 
 def detect(training: TrainingData, rows: Sequence[object],
@@ -88,7 +89,7 @@ def detect(training: TrainingData, rows: Sequence[object],
            kinds: Mapping[str, str]) -> distribution.Comparison:
   """Skew of the served rows (prediction_logs.ServedRow) per feature."""
   return distribution.compare(training.values,
-                              distribution.values_from_served(rows, kinds),
+                              feature_values.values_from_served(rows, kinds),
                               thresholds.rule(), kinds)
 
 

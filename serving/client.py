@@ -172,6 +172,18 @@ class GrpcClient:
     self._channel.close()
 
 
+def add_instance_flags(parser, what: str) -> None:
+  """--problem, --model_name and --instance, as the client and the demo
+  take them: the model is the problem's unless named, the instance its
+  sample unless given."""
+  problems.add_flag(parser, what)
+  parser.add_argument('--model_name', default=None,
+                      help='served model (default: the problem\'s name)')
+  parser.add_argument('--instance', '--trip', dest='instance', default=None,
+                      help="an instance as a JSON object (default: the "
+                      "problem's sample)")
+
+
 def main(argv=None) -> int:
   parser = cli.ArgumentParser(prog='python -m serving.client',
                               description=__doc__.split('\n\n')[0],
@@ -180,12 +192,7 @@ def main(argv=None) -> int:
   target.add_argument('--rest', default='http://127.0.0.1:8501',
                       help='REST base URL (default: %(default)s)')
   target.add_argument('--grpc', default=None, help='gRPC address host:port')
-  problems.add_flag(parser, 'whose instances and answers')
-  parser.add_argument('--model_name', default=None,
-                      help='served model (default: the problem\'s name)')
-  parser.add_argument('--instance', '--trip', dest='instance', default=None,
-                      help="an instance as a JSON object (default: the "
-                      "problem's sample)")
+  add_instance_flags(parser, 'whose instances and answers')
   parser.add_argument('--example_b64', action='store_true',
                       help='print the instance as a base64 serialized '
                       'tf.Example (the serving_default signature\'s input) '

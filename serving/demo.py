@@ -38,12 +38,7 @@ def main(argv=None) -> int:
                               underscores=True)
   parser.add_argument('--model_base_path', required=True,
                       help='directory holding <version>/ SavedModels')
-  problems.add_flag(parser, 'whose sample and answers')
-  parser.add_argument('--model_name', default=None,
-                      help='served model (default: the problem\'s name)')
-  parser.add_argument('--instance', '--trip', dest='instance', default=None,
-                      help="an instance as a JSON object (default: the "
-                      "problem's sample)")
+  client.add_instance_flags(parser, 'whose sample and answers')
   args = parser.parse_args(argv)
   problem = problems.load(args.problem)
   model_name = args.model_name or problem.name

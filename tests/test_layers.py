@@ -297,3 +297,17 @@ def test_tests_mirror_the_packages():
              if not os.path.isfile(os.path.join(REPO, 'tests', role,
                                                 '__init__.py'))]
   assert missing == []
+
+
+# One concept per module: over this many lines, a module is usually two.
+MAX_MODULE_LINES = 450
+
+
+def test_no_module_is_over_the_line_budget():
+  long = []
+  for path in _sources():
+    with open(os.path.join(REPO, path)) as f:
+      lines = sum(1 for _ in f)
+    if lines > MAX_MODULE_LINES:
+      long.append(f'{path}: {lines} lines')
+  assert long == []

@@ -1,4 +1,4 @@
-"""A version's provenance graph (ui/views.version_graph) drawn as SVG.
+"""A version's provenance graph (ui/lineage_view.version_graph) drawn as SVG.
 
 Layered left to right by depth: the spans' Examples on the left, the
 pushed model on the right, each execution between the artifacts it read and

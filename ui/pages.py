@@ -19,6 +19,8 @@ from models import problem as problems
 from models import tasks
 from project import charts
 from ui import lineage_svg
+from ui import lineage_view
+from ui import serving_view
 from ui import views
 
 NAV = (('/', 'Overview'), ('/runs', 'Runs'), ('/data', 'Data'),
@@ -101,7 +103,7 @@ def _timeline(runs, decisions) -> str:
 
 
 def overview(sources, store, _match) -> Page:
-  served = views.serving(sources, store)  # the base path: with or without
+  served = serving_view.serving(sources, store)  # the base path: with or without
   newest = next((v['version'] for v in served['versions']
                  if not v['rolled_back']), None)
   if store is None:
@@ -260,7 +262,7 @@ def models_page(sources, store, _match) -> Page:
 
 
 def serving_page(sources, store, _match) -> Page:
-  s = views.serving(sources, store)
+  s = serving_view.serving(sources, store)
   skew = (s['monitoring'] or {}).get('skew') or {}
   skew_chart = charts.bar_chart(
       'training/serving skew: effect size per feature',
@@ -272,13 +274,13 @@ def serving_page(sources, store, _match) -> Page:
 
 def version_page(sources, store, match) -> Page:
   version = match.group(1)
-  g = views.version_graph(store, version)
+  g = lineage_view.version_graph(store, version)
   if g is None:
     raise NotFound(f'version {version} was never pushed (ML Metadata has no '
                    'PushedModel for it)')
   return _html('version.html.j2', sources, '/serving',
                f'Lineage of version {version}', g=g,
-               svg=lineage_svg.draw(g), max_nodes=views.MAX_GRAPH_NODES,
+               svg=lineage_svg.draw(g), max_nodes=lineage_view.MAX_GRAPH_NODES,
                model_card=_model_card_file(sources, version) is not None)
 
 
@@ -299,7 +301,7 @@ def model_card_page(sources, _store, match) -> Page:
 
 
 def artifact_page(sources, store, match) -> Page:
-  a = views.artifact(store, int(match.group(1)))
+  a = lineage_view.artifact(store, int(match.group(1)))
   if a is None:
     raise NotFound(f'no artifact {match.group(1)} in ML Metadata')
   made = a['producer']
@@ -321,7 +323,7 @@ def _execution_link(e) -> str:
 
 
 def execution_page(sources, store, match) -> Page:
-  e = views.execution(store, int(match.group(1)))
+  e = lineage_view.execution(store, int(match.group(1)))
   if e is None:
     raise NotFound(f'no execution {match.group(1)} in ML Metadata')
   summary = [('node', e['node']), ('type', e['type']), ('state', e['state']),

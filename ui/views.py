@@ -1,14 +1,15 @@
-"""What each page shows, read from ML Metadata, the serving base path and the
-monitoring report: plain dicts and lists, no HTML (ui/pages.py renders).
+"""What the runs, data and models pages show, read from ML Metadata and the
+files it points to: plain dicts and lists, no HTML (ui/pages.py renders).
+The serving page's data is ui/serving_view.py's, the lineage pages'
+ui/lineage_view.py's.
 
 Every figure comes from where the pipeline recorded it: run and component
 states and times from ML Metadata executions, row counts and feature
 distributions from StatisticsGen's FeatureStats.pb, anomalies from
 ExampleValidator's SchemaDiff.pb, the gate's verdict from its execution's
 state, drift from the CT controller's CTDecision executions, metrics and
-blessings from the Evaluator's files (lineage/readers.py), versions and
-their history from the base path (delivery/versions.py, .versions.log).
-Nothing here writes anywhere.
+blessings from the Evaluator's files (lineage/readers.py). Nothing here
+writes anywhere.
 """
 
 import collections
@@ -25,7 +26,6 @@ from continuous_training import drift as ct_drift
 from lineage import graph
 from lineage import readers
 from project import paths
-from serving import base_path
 
 prop = graph.prop
 State = metadata_store_pb2.Execution.State
@@ -60,17 +60,17 @@ class Sources:
     return metadata_store.open_store(self.connection)
 
 
-def _ms(ms: int) -> str:
-  return graph._time(ms) if ms else ''  # pylint: disable=protected-access
+def iso_time_ms(ms: int) -> str:
+  return graph.iso_time(ms) if ms else ''  # pylint: disable=protected-access
 
 
-def _seconds(e: metadata_store_pb2.Execution) -> Optional[float]:
+def seconds_taken(e: metadata_store_pb2.Execution) -> Optional[float]:
   if not e.create_time_since_epoch or not e.last_update_time_since_epoch:
     return None
   return (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000
 
 
-def _artifact_ref(a: metadata_store_pb2.Artifact) -> Dict[str, Any]:
+def artifact_ref(a: metadata_store_pb2.Artifact) -> Dict[str, Any]:
   return {'id': a.id, 'type': a.type,
           'span': prop(a, 'span'), 'uri': a.uri}
 
@@ -95,7 +95,7 @@ def _run_contexts(store, pipeline_name: str
 
 def _decision(e: metadata_store_pb2.Execution) -> Dict[str, Any]:
   p = lambda k: graph.property_value(e, k)  # pylint: disable=unnecessary-lambda-assignment
-  return {'id': e.id, 'time': _ms(e.create_time_since_epoch),
+  return {'id': e.id, 'time': iso_time_ms(e.create_time_since_epoch),
           'time_ms': e.create_time_since_epoch,
           'trigger': p('trigger') or 'none', 'reason': p('reason') or '',
           'span': p('span'), 'logical_date': p('logical_date'),
@@ -128,7 +128,7 @@ def runs(store, pipeline_name: str) -> List[Dict[str, Any]]:
               for a in graph.execution_artifacts(store, e.id)[1].get(
                   'pushed_model', []) if prop(a, 'pushed') == 1]
     out.append({
-        'name': context.name, 'started': _ms(start), 'started_ms': start,
+        'name': context.name, 'started': iso_time_ms(start), 'started_ms': start,
         'seconds': (end - start) / 1000 if start and end else None,
         'states': dict(sorted(states.items())),
         'failed': states.get('failed', 0) > 0,
@@ -155,10 +155,10 @@ def run_detail(store, run_name: str, pipeline_name: str
         'node': graph.node_id(store.get_contexts_by_execution(e.id),
                               pipeline_name) or e.type,
         'type': e.type, 'state': STATE_WORDS.get(e.last_known_state, '?'),
-        'started': _ms(e.create_time_since_epoch), 'seconds': _seconds(e),
-        'inputs': {k: [_artifact_ref(a) for a in v]
+        'started': iso_time_ms(e.create_time_since_epoch), 'seconds': seconds_taken(e),
+        'inputs': {k: [artifact_ref(a) for a in v]
                    for k, v in sorted(inputs.items())},
-        'outputs': {k: [_artifact_ref(a) for a in v]
+        'outputs': {k: [artifact_ref(a) for a in v]
                     for k, v in sorted(outputs.items())},
     })
   return {'name': run_name, 'components': components}
@@ -357,211 +357,3 @@ def models(store, pipeline_name: str) -> List[Dict[str, Any]]:
                    if k != 'overall'},
     }
   return sorted(evaluations.values(), key=lambda m: m['evaluation_id'])
-
-
-# --- Serving ------------------------------------------------------------------
-
-
-def version_log(base: str) -> List[Dict[str, Any]]:
-  """<base>/.versions.log, oldest first; unreadable lines are shown as
-  such, not dropped."""
-  path = os.path.join(base, base_path.ACTION_LOG)
-  if not os.path.exists(path):
-    return []
-  out = []
-  with open(path, encoding='utf-8', errors='replace') as f:
-    for line in f:
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except ValueError:
-        record = {'action': '(unreadable line)', 'line': line.strip()}
-      if not isinstance(record, dict):
-        record = {'action': '(unreadable line)', 'line': line.strip()}
-      out.append(record)
-  return out
-
-
-def labels(path: Optional[str], model_name: str) -> Dict[int, List[str]]:
-  """version -> the labels a TF Serving model config file points at it
-  (delivery/config_file.py reads it); {} without a readable file."""
-  from delivery import config_file  # pylint: disable=g-import-not-at-top
-  if not path or not os.path.exists(path):
-    return {}
-  try:
-    return config_file.version_labels(path, model_name)
-  except (config_file.Error, OSError):
-    return {}
-
-
-def monitoring_report(path: str) -> Optional[Dict[str, Any]]:
-  """The monitor's report.json, or None when there is none (or it is not
-  a report)."""
-  try:
-    with open(path) as f:
-      report = json.load(f)
-  except (OSError, ValueError):
-    return None
-  return report if _is_report(report) else None
-
-
-def _is_number(value) -> bool:
-  return value is None or (isinstance(value, (int, float)) and
-                           not isinstance(value, bool))
-
-
-def _is_report(report) -> bool:
-  """Has the keys and types the pages read (monitoring/monitor.py `run`)."""
-  if not isinstance(report, dict):
-    return False
-  skew = report.get('skew', {})
-  return (isinstance(report.get('degraded'), bool) and
-          isinstance(report.get('reason'), str) and
-          isinstance(skew, dict) and
-          all(isinstance(f, dict) and all(_is_number(f.get(k)) for k in
-                                          ('distance', 'threshold', 'p_value'))
-              for f in skew.values()) and
-          all(_is_number(report.get(k)) for k in
-              ('live_accuracy', 'baseline_accuracy')))
-
-
-def serving(sources: Sources, store) -> Dict[str, Any]:
-  from delivery import versions as served  # pylint: disable=g-import-not-at-top
-  base = sources.model_base_path
-  model_name = os.path.basename(os.path.normpath(base))
-  infos = (served.list_versions(base, store) if os.path.isdir(base) else [])
-  labelled = labels(sources.model_config_file, model_name)
-  newest_served = next((i.version for i in infos if not i.rolled_back), None)
-  return {
-      'base': base,
-      'versions': [{
-          'version': i.version, 'rolled_back': i.rolled_back,
-          'state': ('rolled back' if i.rolled_back else 'served (latest)'
-                    if i.version == newest_served else 'on disk'),
-          'labels': labelled.get(i.version, []), 'run': i.run,
-          'blessed': i.blessed, 'hparams': i.hparams,
-          'train_steps': i.train_steps, 'tuned': i.tuned,
-          'model_card': os.path.exists(
-              base_path.model_card_path(i.path)) and not i.rolled_back,
-      } for i in infos],
-      'log': version_log(base) if os.path.isdir(base) else [],
-      'monitoring': monitoring_report(sources.monitoring_report),
-      'monitoring_path': sources.monitoring_report,
-      'model_config_file': sources.model_config_file,
-  }
-
-
-# --- Lineage ------------------------------------------------------------------
-
-# The lineage graph stops after this many nodes (a long chain of windows
-# must not make a page without end).
-MAX_GRAPH_NODES = 200
-
-
-def version_graph(store, version: str) -> Optional[Dict[str, Any]]:
-  """The provenance of a pushed version: every artifact and execution
-  upstream of its PushedModel, the edges between them (upstream ->
-  downstream) and each node's depth: the longest path from it to the pushed
-  model (0), so every node sits left of everything it fed."""
-  pushed = graph.pushed_model(store, version)
-  if pushed is None:
-    return None
-  nodes: Dict[str, Dict[str, Any]] = {
-      f'a{pushed.id}': {'kind': 'artifact', 'id': pushed.id,
-                        'label': pushed.type, 'detail': f'version {version}'}}
-  edges = set()
-  frontier = [(f'a{pushed.id}', pushed)]
-  while frontier and len(nodes) < MAX_GRAPH_NODES:
-    key, artifact = frontier.pop(0)
-    made = graph.producer(store, artifact.id)
-    if made is None:
-      continue
-    e_key = f'e{made.id}'
-    edges.add((e_key, key))
-    if e_key in nodes:
-      continue
-    nodes[e_key] = {
-        'kind': 'execution', 'id': made.id,
-        'label': graph.node_id(store.get_contexts_by_execution(made.id))
-                 or made.type,
-        'detail': STATE_WORDS.get(made.last_known_state, '?')}
-    inputs, _ = graph.execution_artifacts(store, made.id)
-    for _, artifacts in sorted(inputs.items()):
-      for a in artifacts:
-        a_key = f'a{a.id}'
-        edges.add((a_key, e_key))
-        if a_key not in nodes:
-          span = prop(a, 'span')
-          nodes[a_key] = {'kind': 'artifact', 'id': a.id, 'label': a.type,
-                          'detail': f'span {span}' if span is not None
-                          else f'#{a.id}'}
-          frontier.append((a_key, a))
-  downstream: Dict[str, List[str]] = {}
-  for source, target in edges:
-    downstream.setdefault(source, []).append(target)
-  depth: Dict[str, int] = {}
-
-  def depth_of(key: str) -> int:  # provenance is acyclic
-    if key not in depth:
-      depth[key] = 1 + max((depth_of(t) for t in downstream.get(key, [])
-                            if t in nodes), default=-1)
-    return depth[key]
-
-  for key, node in nodes.items():
-    node['depth'] = depth_of(key)
-  return {'version': version, 'nodes': nodes,
-          'edges': sorted(e for e in edges if e[0] in nodes and e[1] in nodes),
-          'truncated': len(nodes) >= MAX_GRAPH_NODES}
-
-
-def artifact(store, artifact_id: int) -> Optional[Dict[str, Any]]:
-  [a] = store.get_artifacts_by_id([artifact_id]) or [None]
-  if a is None:
-    return None
-  made = graph.producer(store, a.id)
-  used = store.get_executions_by_id(graph.consumers(store, [a.id]))
-  return {
-      'id': a.id, 'type': a.type, 'uri': a.uri,
-      'state': metadata_store_pb2.Artifact.State.Name(a.state),
-      'created': _ms(a.create_time_since_epoch),
-      'properties': _properties(a),
-      'producer': _execution_ref(store, made) if made is not None else None,
-      'consumers': [_execution_ref(store, e)
-                    for e in sorted(used, key=lambda e: e.id)],
-  }
-
-
-def _properties(entity) -> Dict[str, Any]:
-  """Properties and custom properties, as text (long values shortened)."""
-  out = {}
-  for source in (entity.properties, entity.custom_properties):
-    for key in sorted(source):
-      value = graph.property_value(entity, key)
-      text = value if isinstance(value, str) else json.dumps(value)
-      out[key] = text if len(text) <= 2000 else text[:2000] + ' ...'
-  return out
-
-
-def _execution_ref(store, e) -> Dict[str, Any]:
-  run = graph.run_context(store, e.id)
-  return {'id': e.id, 'node': graph.node_id(
-      store.get_contexts_by_execution(e.id)) or e.type,
-          'state': STATE_WORDS.get(e.last_known_state, '?'),
-          'run': run.name if run else None}
-
-
-def execution(store, execution_id: int) -> Optional[Dict[str, Any]]:
-  [e] = store.get_executions_by_id([execution_id]) or [None]
-  if e is None:
-    return None
-  inputs, outputs = graph.execution_artifacts(store, e.id)
-  return {
-      **_execution_ref(store, e), 'type': e.type,
-      'started': _ms(e.create_time_since_epoch), 'seconds': _seconds(e),
-      'properties': _properties(e),
-      'inputs': {k: [_artifact_ref(a) for a in v]
-                 for k, v in sorted(inputs.items())},
-      'outputs': {k: [_artifact_ref(a) for a in v]
-                  for k, v in sorted(outputs.items())},
-  }

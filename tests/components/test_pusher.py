@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from components import pusher
+from delivery import version_list
 from serving import base_path
 from tests import helpers
 
@@ -81,11 +82,11 @@ def test_a_push_records_its_lineage_in_the_version(tmp_path, trained_model):
   store = metadata_store.open_store(metadata_store.sqlite_config(
       str(tmp_path / 'metadata.sqlite')))
   for store_or_none in (None, store):
-    (info,) = versions.list_versions(str(base), store_or_none)
+    (info,) = version_list.list_versions(str(base), store_or_none)
     assert (info.run, info.blessed, info.lineage_source) == (
         'run-7', True, 'push record')
   versions.rollback(str(base), version)  # still known where it went
-  (info,) = versions.list_versions(str(base), store)
+  (info,) = version_list.list_versions(str(base), store)
   assert info.rolled_back and info.run == 'run-7'
   with open(base / versions.ACTION_LOG) as f:
     logged = [json.loads(line) for line in f]
@@ -121,6 +122,7 @@ def test_a_push_waits_for_the_lock(tmp_path, trained_model, monkeypatch):
 _KILLED_PUSH = '''
 import sys, time
 from components import pusher
+from delivery import version_list
 from tests import helpers
 copy = pusher.io_utils.copy_dir
 

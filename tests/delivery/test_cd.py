@@ -28,6 +28,7 @@ from delivery import cd
 from delivery import checks
 from serving import client
 from serving import model_config
+from delivery import version_list
 from delivery import versions
 from models import tasks
 from tests import helpers
@@ -268,7 +269,7 @@ def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
     helpers.copy_version(built['inverted'], base, 3)
     assert cd.main(target) == cd.EXIT_ROLLED_BACK
     assert _config(config) == ({'stable': 2}, [2])
-    assert versions.rolled_back_versions(base) == [3]
+    assert version_list.rolled_back_versions(base) == [3]
     assert model_config.versions_on_disk(base) == [1, 2]
     assert label('canary')[0] == 404
     assert label('stable')[1]['model_version_status'][0]['version'] == '2'
@@ -297,7 +298,7 @@ def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
     with open(config, 'rb') as f:
       assert f.read() == before
     assert model_config.versions_on_disk(base) == [1, 2, 4]
-    assert versions.rolled_back_versions(base) == [3]
+    assert version_list.rolled_back_versions(base) == [3]
     undecided = _log(base)[before_log:]
     assert [s for s in _steps(undecided)][-2:] == [('cd_undo', None),
                                                     ('cd_abort', None)]
@@ -312,7 +313,7 @@ def test_promotes_a_good_version_then_rejects_a_bad_one_while_serving(
     # requests would get those errors too while it is the newest loaded.)
     helpers.copy_version(built['failing'], base, 5)
     assert cd.main(target) == cd.EXIT_ROLLED_BACK
-    assert versions.rolled_back_versions(base) == [3, 5]
+    assert version_list.rolled_back_versions(base) == [3, 5]
     failing = next(r for r in reversed(_log(base))
                    if r.get('check') == 'predictions')
     assert 'canary answered an error' in failing['failures'][0]
@@ -370,7 +371,7 @@ def test_server_killed_during_the_load_step_judges_nothing(tmp_path,
   assert 'ABORTED: nothing judged' in output
   with open(config, 'rb') as f:
     assert f.read() == before
-  assert versions.rolled_back_versions(base) == []
+  assert version_list.rolled_back_versions(base) == []
   assert model_config.versions_on_disk(base) == [1, 2]
   records = _log(base)
   assert _steps(records)[-2:] == [('cd_undo', None), ('cd_abort', None)]
@@ -398,7 +399,7 @@ def test_rolls_back_when_a_performance_target_is_missed(tmp_path,
   assert 'load         FAIL' in out and 'predictions  PASS' in out
   assert 'ROLLED BACK: stable stays 1' in out
   assert _config(config) == ({'stable': 1}, [1])
-  assert versions.rolled_back_versions(base) == [2]
+  assert version_list.rolled_back_versions(base) == [2]
   done = _log(base)[-1]
   assert done['action'] == 'cd_done' and done['failed'] == ['load']
   load = next(r for r in _log(base) if r.get('check') == 'load')
@@ -423,7 +424,7 @@ def test_rejects_a_version_without_the_raw_signature(tmp_path, trained_model,
   assert "infra        FAIL  no 'serving_raw' signature" in out
   with open(config) as f:
     assert f.read() == before  # never rewritten
-  assert versions.rolled_back_versions(base) == [2]
+  assert version_list.rolled_back_versions(base) == [2]
   assert _steps(_log(base)) == [('cd_start', None), ('cd_check', 'infra'),
                                 ('rollback', None), ('cd_done', 'rolled_back')]
 

@@ -16,6 +16,7 @@ from lineage import metadata_store
 from project import paths
 from serving import base_path as base_path_lib
 from serving import model_config
+from delivery import version_list
 from delivery import versions
 from tests import helpers
 
@@ -41,14 +42,14 @@ def test_rollback_while_serving(tmp_path, trained_model):
     assert helpers.wait_for(lambda: served() == '1')
     code, body = server.request('/v1/models/taxi/versions/2')
     assert code == 404
-    listed = {i.version: i.rolled_back for i in versions.list_versions(base)}
+    listed = {i.version: i.rolled_back for i in version_list.list_versions(base)}
     assert listed == {2: True, 1: False}
     # restore undoes it: 2 is back under the base path and served again.
     result = helpers.versions_cli('restore', '2', '--model-base-path', base)
     assert result.returncode == 0, result.stderr
     assert 'restored=2' in result.stdout and 'now_serving=2' in result.stdout
     assert model_config.versions_on_disk(base) == [1, 2]
-    assert versions.rolled_back_versions(base) == []
+    assert version_list.rolled_back_versions(base) == []
     assert helpers.wait_for(lambda: served() == '2')
   finally:
     server.stop()
@@ -177,7 +178,7 @@ def test_concurrent_rollbacks_in_two_processes_act_one_after_the_other(
   results = _race(tmp_path, base, ('rollback', '-', 50), ('rollback', '-', 50))
   assert all(isinstance(r, int) for rs in results for r in rs), results
   assert model_config.versions_on_disk(base) == [1]
-  assert versions.rolled_back_versions(base) == list(range(2, 102))
+  assert version_list.rolled_back_versions(base) == list(range(2, 102))
   logged = _rollbacks_logged(base)
   assert [r['rolled_back'] for r in logged] == list(range(101, 1, -1))
   assert [r['now_serving'] for r in logged] == list(range(100, 0, -1))
@@ -230,7 +231,7 @@ def test_threads_rolling_back_and_listing_never_see_a_missing_version(
           if kind == 'rollback':
             versions.rollback(base)
           else:
-            listed = [i.version for i in versions.list_versions(base)]
+            listed = [i.version for i in version_list.list_versions(base)]
             seen.append(len(listed) == len(set(listed)) == 39)
         except BaseException as e:  # pylint: disable=broad-except
           errors.append(f'{kind}: {type(e).__name__}: {e}')
@@ -243,7 +244,7 @@ def test_threads_rolling_back_and_listing_never_see_a_missing_version(
     assert not errors, errors
     assert all(seen)  # each version listed once, served or rolled back
     assert model_config.versions_on_disk(base) == list(range(1, 10))
-    assert versions.rolled_back_versions(base) == list(range(10, 40))
+    assert version_list.rolled_back_versions(base) == list(range(10, 40))
   capsys.readouterr()
 
 
@@ -352,7 +353,7 @@ def test_restore_is_idempotent_and_refuses_to_replace_a_version(tmp_path):
   assert refused.returncode == 1
   assert 'already exists beside' in helpers.one_error_line(refused)
   assert model_config.versions_on_disk(base) == [1, 2, 3]
-  assert versions.rolled_back_versions(base) == [2]
+  assert version_list.rolled_back_versions(base) == [2]
   assert _actions(base) == ['rollback', 'restore', 'rollback']
 
 
@@ -366,7 +367,7 @@ def test_concurrent_rollback_and_restore_of_one_version(tmp_path):
   results = _race(tmp_path, base, ('rollback', '3', 50), ('restore', '3', 50))
   assert all(r in (2, 3) for rs in results for r in rs), results
   served = 3 in model_config.versions_on_disk(base)
-  rolled_back = 3 in versions.rolled_back_versions(base)
+  rolled_back = 3 in version_list.rolled_back_versions(base)
   assert served != rolled_back
   moves = _actions(base)
   assert moves, 'no rollback happened'

@@ -21,6 +21,7 @@ import pytest
 
 from pipeline import configs
 from lineage import graph
+from lineage import provenance
 from lineage import metadata_store
 from lineage import readers
 from lineage import report
@@ -44,7 +45,7 @@ def _git(*args: str) -> str:
 class Runs:
   cfg_a: configs.PipelineConfig
   cfg_b: configs.PipelineConfig
-  a: object  # run_pipeline.RunOutcome
+  a: object  # summary.RunOutcome
   b: object
   run_b: str  # B's pipeline_run context name
   world: object  # tests.world.PipelineWorld
@@ -66,7 +67,7 @@ def runs(pipeline_world):
 
 @pytest.mark.integration
 def test_version_lineage_names_executions_spans_and_config(runs):
-  found = graph.version_lineage(runs.store(), runs.b.pushed_version)
+  found = provenance.version_lineage(runs.store(), runs.b.pushed_version)
   nodes = runs.b.nodes
   assert found.destination == runs.b.pushed_path
   assert found.model.id == nodes['Trainer'].outputs['model'][0].id
@@ -97,7 +98,7 @@ def test_version_lineage_names_executions_spans_and_config(runs):
 def test_metrics_match_tfma(runs):
   """The TF-free reader agrees with TFMA's own loader, candidate and baseline."""
   import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
-  found = graph.version_lineage(runs.store(), runs.b.pushed_version)
+  found = provenance.version_lineage(runs.store(), runs.b.pushed_version)
   expected = {}
   for metrics in tfma.load_metrics(found.evaluation.uri):
     if metrics.slice_key.single_slice_keys:
@@ -126,7 +127,7 @@ def _slice_name(slice_key) -> str:
 def test_a_pushed_versions_model_card_has_the_evaluators_figures(runs):
   """The card inside version B equals what ML Metadata and TFMA say."""
   import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
-  found = graph.version_lineage(runs.store(), runs.b.pushed_version)
+  found = provenance.version_lineage(runs.store(), runs.b.pushed_version)
   assert found.model_card == base_path.model_card_path(runs.b.pushed_path)
   with open(base_path.model_card_path(runs.b.pushed_path, 'json')) as f:
     card = json.load(f)
@@ -192,7 +193,7 @@ def test_span_lists_the_models_trained_on_it(runs):
   model_b = runs.b.nodes['Trainer'].outputs['model'][0].id
   one_step = runs.world.outcome('one-step').nodes['Trainer'].outputs[
       'model'][0].id
-  by_span = {span: graph.span_models(store, span) for span in (1, 2, 3)}
+  by_span = {span: provenance.span_models(store, span) for span in (1, 2, 3)}
   assert [u.model.id for u in by_span[1]] == [model_a, one_step]
   assert [u.model.id for u in by_span[2]] == [model_a, one_step, model_b]
   assert [u.model.id for u in by_span[3]] == [model_b]
@@ -201,15 +202,15 @@ def test_span_lists_the_models_trained_on_it(runs):
   assert b.versions == [runs.b.pushed_version] and b.spans == [2, 3]
   assert a.blessed is True and a.trainer.node == 'Trainer'
   assert refused.versions == [] and refused.blessed is False
-  assert graph.span_models(store, 7) == []
+  assert provenance.span_models(store, 7) == []
 
 
 @pytest.mark.integration
 def test_diff_shows_spans_hparams_and_metrics(runs):
   store = runs.store()
-  a = graph.version_lineage(store, runs.a.pushed_version)
-  b = graph.version_lineage(store, runs.b.pushed_version)
-  d = graph.diff(a, b)
+  a = provenance.version_lineage(store, runs.a.pushed_version)
+  b = provenance.version_lineage(store, runs.b.pushed_version)
+  d = provenance.diff(a, b)
   assert d['spans_added'] == [3] and d['spans_removed'] == [1]
   assert d['spans_reingested'] == []
   assert d['hparams'] == {'learning_rate': [0.02, 0.05]}
@@ -228,7 +229,7 @@ def test_git_commit_is_recorded_per_run_and_in_no_cache_key(runs):
   store = runs.store()
   head = _git('rev-parse', 'HEAD')
   dirty = bool(_git('status', '--porcelain'))
-  found = graph.version_lineage(store, runs.b.pushed_version)
+  found = provenance.version_lineage(store, runs.b.pushed_version)
   assert (found.trainer.git_commit, found.trainer.git_dirty) == (head, dirty)
   # Every run, the one-span ingest runs included.
   for run in store.get_contexts_by_type('pipeline_run'):
@@ -380,7 +381,7 @@ def test_tuned_hyperparameters_train_the_model_and_lineage_names_the_tuner(
   assert (used['learning_rate'], used['hidden_units']) != (0.0003, [4])
 
   assert tuned_run.pushed_version, tuned_run
-  found = graph.version_lineage(store, tuned_run.pushed_version)
+  found = provenance.version_lineage(store, tuned_run.pushed_version)
   assert found.hyperparameters.id == best.id
   assert found.tuner.node == 'Tuner' and found.tuner.run == tuned_run.run_id
   assert found.hparams == used and found.tuned == history['tuned']

@@ -122,14 +122,15 @@ import tensorflow as tf
 assert tf.keras.__name__ == 'keras._tf_keras.keras', tf.keras.__name__
 import numpy as np
 import tensorflow_transform as tft
+from models import export
 from models import model
 
 transform_dir, export_dir, examples_file = sys.argv[1:4]
 from models import problem
 taxi = problem.load('taxi')
 keras_model = model.build_keras_model(taxi, [8, 4], 0.01, [0.7, 0.3])
-model.export_serving_model(taxi, keras_model,
-                           tft.TFTransformOutput(transform_dir), export_dir)
+export.export_serving_model(taxi, keras_model,
+                            tft.TFTransformOutput(transform_dir), export_dir)
 examples = list(tf.data.TFRecordDataset(examples_file).as_numpy_iterator())
 tf2 = tf.saved_model.load(export_dir).signatures['serving_default'](
     examples=tf.constant(examples))['outputs'].numpy()

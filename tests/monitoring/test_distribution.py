@@ -18,6 +18,7 @@ from scipy import stats
 
 from models import problem as problems
 from monitoring import distribution
+from monitoring import feature_values
 from monitoring import replay_traffic
 from tests import helpers
 
@@ -44,7 +45,7 @@ def trips():
 def window(trips):
   """Every bundled trip: the 16-span training window, and its Reference."""
   rows = [t for s in SPANS for t in trips[s]]
-  values = distribution.values_from_rows(rows, KINDS)
+  values = feature_values.values_from_rows(rows, KINDS)
   return rows, values, distribution.Reference(values, KINDS)
 
 
@@ -107,11 +108,11 @@ def test_verdict_is_deterministic_and_order_free(window):
   sample = rows[:300]
   shuffled = list(reversed(sample))
   a = distribution.compare(reference,
-                           distribution.values_from_rows(sample, KINDS))
+                           feature_values.values_from_rows(sample, KINDS))
   b = distribution.compare(reference,
-                           distribution.values_from_rows(shuffled, KINDS))
+                           feature_values.values_from_rows(shuffled, KINDS))
   c = distribution.compare(window[1],
-                           distribution.values_from_rows(sample, KINDS),
+                           feature_values.values_from_rows(sample, KINDS),
                            kinds=KINDS)
   assert a.features == b.features == c.features
 
@@ -122,10 +123,10 @@ def test_each_known_shift_alarms_at_300_rows(window, trips, shift):
   # 300 trips of the newest quarters, which the reference contains.
   rows = (trips[16] + trips[15])[:300]
   assert not distribution.compare(
-      reference, distribution.values_from_rows(rows, KINDS)).alarm
+      reference, feature_values.values_from_rows(rows, KINDS)).alarm
   shifted = [helpers.TAXI.traffic_shifts[shift](r) for r in rows]
   result = distribution.compare(reference,
-                                distribution.values_from_rows(shifted, KINDS))
+                                feature_values.values_from_rows(shifted, KINDS))
   assert KNOWN_SHIFTS[shift] <= {f.feature for f in result.alarms}, [
       (f.feature, f.effect, f.p_value) for f in result.features]
 
@@ -133,9 +134,9 @@ def test_each_known_shift_alarms_at_300_rows(window, trips, shift):
 @pytest.mark.parametrize('span', [13, 14, 15, 16])
 def test_a_small_real_span_is_not_an_alarm_against_its_windows(trips, span):
   """~200 trips of one quarter against a window that contains it."""
-  current = distribution.values_from_rows(trips[span], KINDS)
+  current = feature_values.values_from_rows(trips[span], KINDS)
   for members in (SPANS, range(span - 3, span + 1)):
-    reference = distribution.values_from_rows(
+    reference = feature_values.values_from_rows(
         [t for s in members for t in trips[s]], KINDS)
     result = distribution.compare(reference, current, kinds=KINDS)
     assert not result.alarm, [(f.feature, f.effect, f.p_value)
@@ -147,7 +148,7 @@ def test_a_trivial_shift_at_large_n_is_significant_but_below_the_floor(
   """Span 16 (201 trips) repeated 10x: its real company mix differs from the
   window's, significantly at 2010 rows, but by less than the floor."""
   _, _, reference = window
-  current = distribution.values_from_rows(trips[16] * 10, KINDS)
+  current = feature_values.values_from_rows(trips[16] * 10, KINDS)
   company = distribution.compare(reference, current).by_name()['company']
   assert company.significant
   assert 0.05 < company.effect < company.threshold
@@ -167,7 +168,7 @@ def test_a_large_effect_on_a_small_sample_is_not_significant(window):
   rows, _, ref = window
   night = [helpers.TAXI.traffic_shifts['night-only'](r) for r in rows[:3]]
   result = distribution.compare(ref,
-                                distribution.values_from_rows(night, KINDS))
+                                feature_values.values_from_rows(night, KINDS))
   assert not result.alarm
   assert result.by_name()['trip_start_hour'].bins == 1
 
@@ -223,7 +224,7 @@ def test_a_shift_in_missing_values_alarms_and_all_missing_does_not(window):
   sample = rows[:300]
   gone = [{**r, 'company': ''} for r in sample]  # ~34% missing -> 100%
   result = distribution.compare(reference,
-                                distribution.values_from_rows(gone, KINDS))
+                                feature_values.values_from_rows(gone, KINDS))
   assert {f.feature for f in result.alarms} == {'company'}
   nothing = {'company': [None] * 50}
   kinds = {'company': distribution.TEXT}
@@ -243,14 +244,14 @@ def test_missing_values_are_the_same_from_every_source(tmp_path):
   assert sum(r['company'] == '' for r in rows) > 5  # and real missing ones
   csv_path = tmp_path / 'span.csv'
   helpers.write_csv(str(csv_path), rows)
-  from_csv = distribution.values_from_csv([str(csv_path)], KINDS)
+  from_csv = feature_values.values_from_csv([str(csv_path)], KINDS)
 
   schema = helpers.load_schema()
   examples = [helpers.to_example(r, schema).SerializeToString() for r in rows]
-  from_examples = distribution.values_from_examples(examples, KINDS)
+  from_examples = feature_values.values_from_examples(examples, KINDS)
   artifact = tmp_path / 'examples'
   helpers.write_examples(str(artifact / 'Split-train' / 'data.gz'), rows)
-  from_artifact = distribution.values_from_examples_dir(str(artifact),
+  from_artifact = feature_values.values_from_examples_dir(str(artifact),
                                                         'train', KINDS)
 
   # What the server logs: serving_raw tensors as the REST client sends
@@ -262,10 +263,10 @@ def test_missing_values_are_the_same_from_every_source(tmp_path):
   tensors = {k: tf.make_tensor_proto([i[k] for i in instances],
                                      dtype=dtypes[kind])
              for k, kind in helpers.RAW_TYPES.items()}
-  served_raw = distribution.values_from_rows(prediction_logs._raw_rows(
+  served_raw = feature_values.values_from_rows(prediction_logs._raw_rows(
       helpers.TAXI, tensors,
       prediction_logs._int_missing_below(helpers.TAXI)), KINDS)
-  served_default = distribution.values_from_rows(prediction_logs._example_rows(
+  served_default = feature_values.values_from_rows(prediction_logs._example_rows(
       helpers.TAXI,
       {'examples': tf.make_tensor_proto(examples, dtype=tf.string)}), KINDS)
   # pylint: enable=protected-access
@@ -291,21 +292,21 @@ def test_readers_agree_on_types():
          'payment_type': 'Cash', 'company': ' '}
   served = {'trip_start_hour': 3, 'trip_seconds': 300, 'fare': 7.25,
             'payment_type': 'Cash', 'company': None}
-  a = distribution.values_from_rows([row], KINDS)
-  b = distribution.values_from_rows([served], KINDS)
+  a = feature_values.values_from_rows([row], KINDS)
+  b = feature_values.values_from_rows([served], KINDS)
   assert a == b
   assert a['trip_start_hour'] == ['3'] and a['fare'] == [7.25]
   assert a['company'] == [None] and a['pickup_latitude'] == [None]
-  assert distribution.values_from_rows([{'fare': math.nan}],
+  assert feature_values.values_from_rows([{'fare': math.nan}],
                                        KINDS)['fare'] == [None]
   # An integer category is one label however written; a string category
   # is its text, even when it reads as a number.
   kinds = {'hour': distribution.CATEGORICAL, 'code': distribution.TEXT}
-  assert distribution.values_from_rows(
+  assert feature_values.values_from_rows(
       [{'hour': '3.0', 'code': '3.0'}, {'hour': 3, 'code': ' 03 '}],
       kinds) == {'hour': ['3', '3'], 'code': ['3.0', '03']}
   with pytest.raises(ValueError):
-    distribution.values_from_rows([{'fare': 'seven'}],
+    feature_values.values_from_rows([{'fare': 'seven'}],
                                   {'fare': distribution.NUMERIC})
   with pytest.raises(ValueError, match='kinds'):
     distribution.compare({'fare': [1.0]}, {'fare': [1.0]})
@@ -324,7 +325,7 @@ def test_alarm_rates_in_distribution_and_on_known_shifts(window, trips):
   # (a) every real span against the 16-span window (which contains it), at
   # 200 and 1000 requests (with replacement where the span is smaller).
   for s in SPANS:
-    span_values = distribution.values_from_rows(trips[s], KINDS)
+    span_values = feature_values.values_from_rows(trips[s], KINDS)
     for size in (200, 1000):
       for _ in range(2):
         index = rng.choice(len(trips[s]), size=size,
@@ -342,7 +343,7 @@ def test_alarm_rates_in_distribution_and_on_known_shifts(window, trips):
   assert sum(verdicts) / len(verdicts) <= 0.05, sum(verdicts)
 
   for shift, expected in KNOWN_SHIFTS.items():
-    shifted = distribution.values_from_rows(
+    shifted = feature_values.values_from_rows(
         [helpers.TAXI.traffic_shifts[shift](r) for r in rows], KINDS)
     caught = 0
     for _ in range(TRIALS):

@@ -14,6 +14,7 @@ import pytest
 
 from ml_metadata.proto import metadata_store_pb2
 from monitoring import distribution
+from monitoring import feature_values
 from monitoring import monitor
 from monitoring import skew
 from lineage import readers
@@ -128,7 +129,7 @@ def test_training_data_is_the_train_split_of_the_trainers_examples(store):
   found = skew.training_data(store, VERSION, KINDS)
   assert found.spans == [1, 2]
   assert 'spans 1-2' in found.source and '120 rows' in found.source
-  expected = distribution.values_from_rows(
+  expected = feature_values.values_from_rows(
       helpers.read_span(5, 60) + helpers.read_span(6, 60), KINDS)
   assert set(found.values) == set(KINDS)
   assert found.values == expected

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from pipeline import configs
 from lineage import graph
+from lineage import provenance
 from lineage import metadata_store
 from pipeline.run_pipeline import run_pipeline
 from tests import helpers
@@ -267,8 +268,8 @@ def test_rejected_spans_never_enter_the_training_window(pipeline_world):
 
 
 def test_versions_cli_reports_lineage_of_pushed_versions(cfg, first_run):
-  from delivery import versions  # pylint: disable=g-import-not-at-top
-  infos = versions.list_versions(cfg.serving_model_dir, _store(cfg))
+  from delivery import version_list  # pylint: disable=g-import-not-at-top
+  infos = version_list.list_versions(cfg.serving_model_dir, _store(cfg))
   by_version = {str(i.version): i for i in infos}
   info = by_version[first_run.pushed_version]
   assert info.blessed is True and not info.rolled_back
@@ -276,7 +277,7 @@ def test_versions_cli_reports_lineage_of_pushed_versions(cfg, first_run):
   assert info.hparams == cfg.hparams
   assert info.code_version
   # The seed is recorded with the hparams (and shown by the lineage CLI).
-  found = graph.version_lineage(_store(cfg), first_run.pushed_version)
+  found = provenance.version_lineage(_store(cfg), first_run.pushed_version)
   assert found.hparams['seed'] == cfg.seed
 
 
@@ -308,7 +309,7 @@ def test_baseline_is_the_served_model_after_rollback_and_cd(pipeline_world,
   assert str(c.pushed_version) in _versions(cfg)
   assert d.baseline_versions == [a]  # not C: rejected
   # The Evaluator read the Model artifact that version was pushed from.
-  served = graph.version_lineage(history.store(), a, read_files=False)
+  served = provenance.version_lineage(history.store(), a, read_files=False)
   assert [x.id for x in d.nodes['Evaluator'].inputs['baseline_model']] == [
       served.model.id]
 

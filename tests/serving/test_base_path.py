@@ -16,6 +16,7 @@ import pytest
 
 from serving import base_path
 from delivery import cd
+from delivery import version_list
 from delivery import versions
 from tests import helpers
 
@@ -112,7 +113,7 @@ def test_busy_names_the_holder_and_kill_9_releases_it(tmp_path):
                        '--lock-timeout', str(BOUND_S))
   assert done.returncode == 0, done.stderr
   assert 'rolled_back=3' in done.stdout
-  assert versions.rolled_back_versions(base) == [3]
+  assert version_list.rolled_back_versions(base) == [3]
 
 
 def test_cd_waits_for_nothing_it_cannot_have(tmp_path, capsys):

@@ -21,6 +21,7 @@ import pytest
 
 from continuous_training import decisions
 from lineage import graph
+from lineage import provenance
 from lineage import metadata_store
 from monitoring import config as monitor_config
 from monitoring import monitor
@@ -222,7 +223,7 @@ def test_serving_shows_the_versions_labels_history_and_monitor(page, ui_url,
 def test_a_versions_lineage_graph_shows_its_spans_and_links_to_artifacts(
     page, ui_url, world):
   version = str(world['served'][-1])
-  lineage = graph.version_lineage(world['store'], version)
+  lineage = provenance.version_lineage(world['store'], version)
   _open(page, ui_url + f'/versions/{version}')
   labels = page.eval_on_selector_all(
       'svg.lineage a.node', 'nodes => nodes.map(n => n.textContent)')
