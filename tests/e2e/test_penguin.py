@@ -8,16 +8,22 @@ it works on a copy. Then what reads a run: scoring, lineage, a model one
 step trained (refused), all with --problem penguin and nothing else.
 """
 
+import http.client
 import os
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 
+from lineage import metadata_store
 from models import problem as problems
+from monitoring import config as monitor_config
 from tests import helpers
 from tests import world
+from ui import server as ui_server
+from ui import views
 
 PENGUIN = problems.load('penguin')
 pytestmark = pytest.mark.e2e
@@ -128,6 +134,61 @@ def test_lineage_names_the_penguin_run(penguin_world):
   assert shown.returncode == 0, shown.stdout + shown.stderr
   assert 'span-3' in shown.stdout or 'span 3' in shown.stdout
   assert 'taxi' not in shown.stdout
+
+
+def test_versions_list_names_the_run_and_its_blessing(penguin_world):
+  out = (penguin_world / 'run.txt').read_text()
+  listed = _run([sys.executable, '-m', 'delivery.versions', 'list',
+                 '--model_base_path', f'{penguin_world}/serving/penguin',
+                 '--metadata_path',
+                 f'{penguin_world}/pipeline/metadata.sqlite'], timeout=300)
+  assert listed.returncode == 0, listed.stdout + listed.stderr
+  [line] = [l for l in listed.stdout.splitlines()
+            if l.startswith(_pushed(out))]
+  assert 'SERVED (latest)' in line and 'blessed=True' in line
+  assert f'steps={PENGUIN.train_steps}' in line
+
+
+def _get(port, path):
+  conn = http.client.HTTPConnection('127.0.0.1', port, timeout=60)
+  try:
+    conn.request('GET', path)
+    response = conn.getresponse()
+    return response.status, response.read().decode('utf-8')
+  finally:
+    conn.close()
+
+
+def test_the_ui_shows_the_penguin_run_with_its_task_metrics(penguin_world):
+  """The read-only UI over the penguin run's store and base path: every
+  page answers, the models page leads with the multi-class metrics."""
+  version = _pushed((penguin_world / 'run.txt').read_text())
+  sources = views.Sources(
+      connection=metadata_store.sqlite_config(
+          str(penguin_world / 'pipeline' / 'metadata.sqlite')),
+      pipeline_name='penguin',
+      model_base_path=str(penguin_world / 'serving' / 'penguin'),
+      monitoring_report=monitor_config.report_path(str(penguin_world)),
+      problem='penguin')
+  httpd = ui_server.Server(('127.0.0.1', 0), sources)
+  thread = threading.Thread(target=httpd.serve_forever, args=(0.1,),
+                            daemon=True)
+  thread.start()
+  try:
+    port = httpd.server_address[1]
+    pages = {path: _get(port, path) for path in (
+        '/', '/runs', '/data', '/models', '/serving', f'/versions/{version}',
+        '/data/spans/3')}
+  finally:
+    httpd.shutdown()
+    httpd.server_close()
+  for path, (status, _) in pages.items():
+    assert status == 200, path
+  models = pages['/models'][1]
+  assert 'balanced accuracy' in models and 'AUC' not in models
+  assert version in pages['/serving'][1]
+  for _, text in pages.values():
+    assert 'big tip' not in text and 'payment_type' not in text
 
 
 def test_a_one_step_model_is_refused_and_nothing_is_pushed(penguin_world,
