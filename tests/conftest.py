@@ -8,6 +8,8 @@
   replay_world     three spans through the CT controller (span 3 with a
                    payment-type shift), then an on-demand run: the
                    replay's store and what it printed
+  penguin_world    the penguin problem's `make run` (blessed, pushed,
+                   served): its pipeline root, serving dir and summary
 
 Read a world in place; change a copy (`world.copy`, or
 `world.PipelineWorld.copy`). tests/README.md says which to use for what.
@@ -335,3 +337,27 @@ def replay_result(replay_world):
   """(exit code, what the replay printed)."""
   recorded = json.loads((replay_world / 'replay.json').read_text())
   return recorded['code'], recorded['printed']
+
+
+# --- penguin_world: the second problem's `make run` -------------------------
+
+
+def _build_penguin(root):
+  """`make run ARGS='--problem penguin'` with its outputs under `root`;
+  what it printed in run.txt."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  result = subprocess.run(
+      ['make', '--no-print-directory', 'run',
+       f'ARGS=--problem penguin --pipeline-root {root}/pipeline '
+       f'--serving-dir {root}/serving'],
+      cwd=helpers.REPO, capture_output=True, text=True, timeout=900)
+  (root / 'run.txt').write_text(result.stdout)
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+
+
+@pytest.fixture(scope='session')
+def penguin_world(tmp_path_factory) -> pathlib.Path:
+  """The penguin problem run once, as the README runs it: pipeline/ (its
+  artifacts and ML Metadata), serving/penguin/<version>/, run.txt."""
+  return world.once(tmp_path_factory, 'penguin', _build_penguin)
+

@@ -3,8 +3,8 @@
 `make run ARGS='--problem penguin'` on the bundled penguin spans (TFX's
 penguin example data): ingested, validated, trained, infra-validated,
 evaluated, pushed, carded and served (REST and gRPC answer a probability
-per species). One run is the session's penguin world; a test that changes
-it works on a copy. Then what reads a run: scoring, lineage, a model one
+per species). One run is the session's penguin world (tests/conftest.py
+`penguin_world`); a test that changes it works on a copy. Then what reads a run: scoring, lineage, a model one
 step trained (refused), all with --problem penguin and nothing else.
 """
 
@@ -37,19 +37,6 @@ def _run(args, timeout=900):
 def _paths(root):
   return ['--pipeline-root', f'{root}/pipeline',
           '--serving-dir', f'{root}/serving']
-
-
-def _build(root):
-  result = _run(['make', '--no-print-directory', 'run',
-                 'ARGS=--problem penguin ' + ' '.join(_paths(root))])
-  (root / 'run.txt').write_text(result.stdout)
-  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-
-
-@pytest.fixture(scope='session')
-def penguin_world(tmp_path_factory):
-  """One `make run ARGS='--problem penguin'` in a temporary folder."""
-  return world.once(tmp_path_factory, 'penguin', _build)
 
 
 def _pushed(out):
