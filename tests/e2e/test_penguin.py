@@ -178,6 +178,26 @@ def test_the_ui_shows_the_penguin_run_with_its_task_metrics(penguin_world):
     assert 'big tip' not in text and 'payment_type' not in text
 
 
+def test_ct_finds_drift_in_a_new_penguin_span(penguin_world, tmp_path):
+  """The CT controller on the penguin run (dry run: decides, runs nothing):
+  a fourth span with the problem's known `mass-x2` shift is new data with
+  drift on body_mass_g, by the same rule as taxi's, on penguin's features."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  data = tmp_path / 'data'
+  shutil.copytree(helpers.REPO + '/data/penguin', data)
+  rows = helpers.read_span(3, data_root=str(data))
+  helpers.write_csv(str(data / 'span-4' / 'data.csv'),
+                    [PENGUIN.traffic_shifts['mass-x2'](r) for r in rows])
+  decided = _run([sys.executable, '-m', 'continuous_training.controller',
+                  '--problem', 'penguin', '--dry-run', '--data-root',
+                  str(data), *_paths(penguin_world)], timeout=300)
+  assert decided.returncode == 0, decided.stdout + decided.stderr
+  out = decided.stdout
+  assert re.search(r'RUN on span 4 \(trigger \S*drift', out), out
+  assert re.search(r'drift: span 4 vs 3: body_mass_g JSD', out), out
+  assert not re.search(r'drift: .*(culmen|flipper)', out), out
+
+
 def test_a_one_step_model_is_refused_and_nothing_is_pushed(penguin_world,
                                                            tmp_path):
   """The degenerate-model refusal, on the multi-class task: a model
