@@ -11,7 +11,6 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-from pipeline import configs
 from ops import tfx_private
 from project import paths
 

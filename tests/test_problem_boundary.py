@@ -82,7 +82,7 @@ def _identifier_pattern(names):
   return re.compile(rf'(?:^|_)({alternatives})(?:_|$)', re.I)
 
 
-def _python_hits(path, text, pattern):
+def _python_hits(text, pattern):
   tree = ast.parse(text)
   docs = _docstring_lines(tree)
   for node in ast.walk(tree):
@@ -116,7 +116,7 @@ def scan():
   for path in _files():
     with open(os.path.join(paths.REPO_ROOT, path)) as f:
       text = f.read()
-    hits = (_python_hits(path, text, pattern) if path.endswith('.py') else
+    hits = (_python_hits(text, pattern) if path.endswith('.py') else
             _template_hits(text, pattern))
     for lineno, name, context in hits:
       if (path, name.lower()) not in ALLOWED:
@@ -133,7 +133,7 @@ def test_the_scan_finds_a_name_where_one_is_written(tmp_path):
   pattern = _pattern(_names())
   code = ("'''A docstring may say fare.'''\n"
           "x = row['payment_type']\nbig_tip_rate = 1\nf'{species}'\n")
-  hits = [name for _, name, _ in _python_hits('x.py', code, pattern)]
+  hits = [name for _, name, _ in _python_hits(code, pattern)]
   assert 'payment_type' in hits and 'big_tip_rate' in hits
   assert 'species' in hits and 'fare' not in hits
   template = '{# a comment on tips #}\n<td>{{ row.Adelie }}</td>\n'

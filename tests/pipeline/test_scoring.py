@@ -25,7 +25,6 @@ import tensorflow as tf
 from lineage import graph
 from lineage import metadata_store
 from components import baseline
-from pipeline import configs
 from pipeline import scoring
 from serving import base_path
 from serving import client
