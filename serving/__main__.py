@@ -68,9 +68,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help='larger requests are refused: 400 (REST) or '
                       'RESOURCE_EXHAUSTED (gRPC)')
   parser.add_argument('--rest_api_timeout_in_ms', type=int, default=30000,
-                      help='REST: a request body must arrive within this '
-                      '(else 408), and a kept-alive connection idle this long '
-                      'is closed')
+                      help='REST: a request\'s headers and body must arrive '
+                      'within this from its first byte (else 408), and a '
+                      'kept-alive connection idle this long is closed')
+  parser.add_argument('--rest_api_num_threads', type=int, default=64,
+                      help='REST: connections served at once, a thread each '
+                      '(TF Serving multiplexes connections on this many '
+                      'threads; here a kept-alive connection holds one, hence '
+                      'the larger default). Past it, the connection waiting '
+                      'longest for a request is closed; if none waits: 503')
   args = parser.parse_args(argv)
   if bool(args.model_config_file) == bool(args.model_base_path):
     parser.error('give either --model_config_file or --model_base_path')
@@ -78,9 +84,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.error('--model_base_path needs --model_name')
   if args.batching_parameters_file and not args.enable_batching:
     parser.error('--batching_parameters_file needs --enable_batching')
-  if args.max_request_bytes <= 0 or args.rest_api_timeout_in_ms <= 0:
-    parser.error('--max_request_bytes and --rest_api_timeout_in_ms must be '
-                 'positive')
+  if min(args.max_request_bytes, args.rest_api_timeout_in_ms,
+         args.rest_api_num_threads) <= 0:
+    parser.error('--max_request_bytes, --rest_api_timeout_in_ms and '
+                 '--rest_api_num_threads must be positive')
   return args
 
 
@@ -139,7 +146,8 @@ def main(argv=None) -> int:
   server = rest_api.make_server(
       registry, (args.bind_address, args.rest_api_port),
       args.max_request_bytes, batcher, request_logger,
-      timeout_seconds=args.rest_api_timeout_in_ms / 1000)
+      timeout_seconds=args.rest_api_timeout_in_ms / 1000,
+      max_connections=args.rest_api_num_threads)
   grpc_server, grpc_port = grpc_api.make_server(
       registry, f'{args.bind_address}:{args.port}', args.max_request_bytes,
       batcher, request_logger=request_logger)

@@ -1,15 +1,14 @@
 """HTTP for the REST API: framing, limits and errors (RFC 9110 / 9112).
 
-The server is http.server's, kept (no new dependency; a round trip of an
-empty answer costs ~0.2 ms of server and ~0.2 ms of client CPU here, a
-third of grpcio's), with
-what it lacks for a network added in `make_handler` / `HTTPServer`: GET,
-HEAD, POST only (405 with Allow); a body needs a plain decimal
-Content-Length (RFC 9110 8.6) of at most --max_request_bytes (411 without,
-501 for Transfer-Encoding); the body must arrive within
---rest_api_timeout_in_ms (408); every error, http.server's own included,
-is JSON {"error": ...}; the listen backlog fits a burst of clients; a
-refused connection is closed without resetting its answer away.
+The server is http.server's under project/http_base.py's hardened base
+(shared with the UI: a connection cap, one deadline for a request's head
+and body, a bounded head, Host rules, SOMAXCONN backlog, lingering close).
+This module adds the REST API's own rules in `make_handler`: GET, HEAD,
+POST only (405 with Allow); a body needs a plain decimal Content-Length
+(RFC 9110 8.6) of at most --max_request_bytes (411 without, 501 for
+Transfer-Encoding); the body must arrive by the request's deadline,
+--rest_api_timeout_in_ms from its first byte (408); every error,
+http.server's and the base's included, is JSON {"error": ...}.
 
 What a request means is serving/rest_api.py's: it hands `make_server` an
 `answer(method, path, body)` that returns the response body or raises a
@@ -17,17 +16,15 @@ ServingError (its HTTP status is the answer's).
 """
 
 import http
-import http.server
 import json
 import logging
 import re
 import socket
-import sys
-import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import orjson
 
+from project import http_base
 from serving.errors import BadRequest
 from serving.errors import ServingError
 
@@ -37,10 +34,12 @@ log = logging.getLogger('serving')
 Answer = Callable[[str, str, Optional[bytes]], Dict[str, Any]]
 
 ALLOWED_METHODS = ('GET', 'HEAD', 'POST')  # HEAD: GET's headers, no body
-# socketserver listens with a backlog of 5: a burst of connection-per-request
-# clients overflows it and the kernel drops their SYNs (retried after 1 s,
-# then 3 s). The kernel caps this at net.core.somaxconn.
-LISTEN_BACKLOG = socket.SOMAXCONN
+# A JSON API: nothing in an answer is for a browser to run, frame or sniff.
+SECURITY_HEADERS = (
+    ('Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'"),
+    ('X-Content-Type-Options', 'nosniff'),
+)
+DEFAULT_MAX_CONNECTIONS = 64
 _DECIMAL = re.compile(r'[0-9]+')  # not int(): it takes '+5', '1_0', ' 1'
 
 
@@ -78,24 +77,27 @@ def dumps(body: Dict[str, Any]) -> bytes:
   return data if b'null' not in data else json.dumps(body).encode()
 
 
-def make_handler(answer: Answer, max_request_bytes: int,
-                 timeout_seconds: float = 30.0):
+def make_handler(answer: Answer, max_request_bytes: int):
   """A BaseHTTPRequestHandler class whose requests `answer` answers.
 
   http.server parses the request line and headers; this class adds what it
   lacks for a server on a network: methods other than GET/HEAD/POST are
   405, a body needs a plain decimal Content-Length (Transfer-Encoding is
   501, a POST without a length 411) of at most `max_request_bytes`, the
-  body must arrive within `timeout_seconds`, and every error, including
+  body must arrive by the request's deadline, and every error, including
   http.server's own, is JSON {"error": ...}.
   """
 
-  class Handler(http.server.BaseHTTPRequestHandler):
+  class Handler(http_base.Handler):
     protocol_version = 'HTTP/1.1'
     server_version = 'tfx-reference-model-server'
-    # StreamRequestHandler sets this on the socket: a kept-alive connection
-    # idle this long, or a client that stops sending, is closed.
-    timeout = timeout_seconds
+    security_headers = SECURITY_HEADERS
+    default_request_version = 'HTTP/0.9'  # so parse_request can refuse it
+
+    @classmethod
+    def busy_answer(cls):
+      return 'application/json', dumps({
+          'error': 'Too many connections: try again (--rest_api_num_threads)'})
 
     def setup(self):
       super().setup()
@@ -174,34 +176,17 @@ def make_handler(answer: Answer, max_request_bytes: int,
       return True
 
     def _body(self) -> Optional[bytes]:
-      """The body, all of it within `timeout_seconds`; None: answered.
-
-      The socket timeout alone bounds each read, not the whole body: a
-      client sending a byte every few seconds would hold the thread for
-      good. So the reads share one deadline.
-      """
-      length, got, chunks = self._length or 0, 0, []
-      deadline = time.monotonic() + timeout_seconds
+      """The body, all of it by the request's deadline; None: answered."""
       try:
-        while got < length:
-          remaining = deadline - time.monotonic()
-          if remaining <= 0:
-            raise TimeoutError
-          self.connection.settimeout(remaining)
-          chunk = self.rfile.read1(length - got)
-          if not chunk:  # the client closed before sending it all
-            self.close_connection = True
-            return None
-          chunks.append(chunk)
-          got += len(chunk)
+        data = self.read_body(self._length or 0)
       except TimeoutError:
-        self.send_error(408, f'The request body did not arrive within '
-                        f'{timeout_seconds:g} s (--rest_api_timeout_in_ms)')
+        self.send_error(408, 'The request did not arrive within '
+                        f'{self.server.limits.request_timeout_s:g} s '
+                        '(--rest_api_timeout_in_ms)')
         return None
-      finally:
-        if length:
-          self.connection.settimeout(timeout_seconds)
-      return b''.join(chunks)
+      if data is None:  # the client closed before sending it all
+        self.close_connection = True
+      return data
 
     def _handle(self, action):
       try:
@@ -229,50 +214,15 @@ def make_handler(answer: Answer, max_request_bytes: int,
   return Handler
 
 
-class HTTPServer(http.server.ThreadingHTTPServer):
-  """A thread per connection (daemon: stopping never waits for clients),
-  listening with a backlog sized for real clients; a client that goes away
-  mid-request is a debug line, not a traceback on stderr."""
-  request_queue_size = LISTEN_BACKLOG
-  daemon_threads = True
-  linger_seconds = 2.0
-
-  def shutdown_request(self, request):
-    """A lingering close, as Apache and nginx do: the answer is sent (FIN),
-    then what the client still sends is read and dropped, for at most
-    `linger_seconds`, before closing.
-
-    Closing a socket with unread input makes the kernel send a reset, and a
-    reset can destroy the answer before the client reads it: a client whose
-    oversized body was refused saw "connection reset", not the 400 saying
-    why. A client that closes first (the usual case) costs one recv.
-    """
-    try:
-      request.shutdown(socket.SHUT_WR)
-      deadline = time.monotonic() + self.linger_seconds
-      buffer = bytearray(1 << 16)
-      while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-          break
-        request.settimeout(remaining)
-        if not request.recv_into(buffer):
-          break
-    except OSError:
-      pass
-    self.close_request(request)
-
-  def handle_error(self, request, client_address):
-    error = sys.exc_info()[1]
-    if isinstance(error, OSError):
-      log.debug('connection from %s ended: %r', client_address, error)
-    else:
-      log.exception('error serving %s', client_address)
+class HTTPServer(http_base.Server):
+  """The base's server; its limits come from the REST flags."""
 
 
 def make_server(answer: Answer, address: Tuple[str, int],
-                max_request_bytes: int,
-                timeout_seconds: float = 30.0) -> HTTPServer:
+                max_request_bytes: int, timeout_seconds: float = 30.0,
+                max_connections: int = DEFAULT_MAX_CONNECTIONS
+                ) -> HTTPServer:
   """An HTTP server for `answer`, bound to `address` (port 0: a free one)."""
-  return HTTPServer(address, make_handler(answer, max_request_bytes,
-                                          timeout_seconds))
+  return HTTPServer(address, make_handler(answer, max_request_bytes),
+                    http_base.Limits(max_connections=max_connections,
+                                     request_timeout_s=timeout_seconds))

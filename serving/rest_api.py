@@ -249,8 +249,10 @@ def make_server(registry: ModelRegistry, address: Tuple[str, int],
                 batcher: Optional[batching.Batcher] = None,
                 request_logger: Optional[
                     'request_logging.RequestLogger'] = None,
-                timeout_seconds: float = 30.0) -> http_server.HTTPServer:
+                timeout_seconds: float = 30.0,
+                max_connections: int = http_server.DEFAULT_MAX_CONNECTIONS
+                ) -> http_server.HTTPServer:
   """The REST API server, bound to `address` (port 0: a free one)."""
   return http_server.make_server(
       make_answer(registry, batcher, request_logger), address,
-      max_request_bytes, timeout_seconds)
+      max_request_bytes, timeout_seconds, max_connections)

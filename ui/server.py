@@ -7,26 +7,31 @@ is needed. Every response forbids scripts and outside resources
 and a name or property value from ML Metadata cannot run as code. When it
 listens on a loopback address it answers only requests whose Host header is
 a loopback name (a web page elsewhere cannot read it through DNS
-rebinding). A request body is never read into memory: a refused one of
-at most MAX_DISCARDED bytes is read in small chunks and dropped (so the
-client gets its 405, not a reset connection), a larger one is left unread.
-Connections are capped (MAX_CONNECTIONS, a thread each), and so are pages
-rendered at once (MAX_CONCURRENT); past either, 503.
+rebinding); an absolute-form target's host counts as the Host. A request
+body is never read into memory: a refused one of at most MAX_DISCARDED
+bytes is read in small chunks and dropped (so the client gets its 405, not
+a reset connection), a larger one is left unread. Pages rendered at once
+are capped (MAX_CONCURRENT; past it, 503). Connections, the request
+deadline, the head's size and the Host rules are project/http_base.py's,
+shared with the model server (limits: MAX_CONNECTIONS, REQUEST_TIMEOUT_S,
+MAX_HEAD_BYTES).
 """
 
-import http.server
 import logging
 import threading
 import urllib.parse
 from typing import Tuple
 
+from project import http_base
 from ui import pages
 from ui import views
 
 LOG = logging.getLogger('ui')
 MAX_PATH = 2048  # longer request targets get 414
 MAX_CONCURRENT = 16  # requests rendered at once; more get 503
-MAX_CONNECTIONS = 64  # connections open at once (a thread each); more: 503
+MAX_CONNECTIONS = 64  # connections open at once (a thread each)
+REQUEST_TIMEOUT_S = 10.0  # idle wait; then a request's whole head
+MAX_HEAD_BYTES = 32768  # request line and headers together
 MAX_DISCARDED = 65536  # the largest refused body read (and dropped)
 LOOPBACK_NAMES = ('127.0.0.1', 'localhost', '[::1]')
 SECURITY_HEADERS = (
@@ -43,12 +48,9 @@ def is_loopback(host: str) -> bool:
   return host in ('127.0.0.1', 'localhost', '::1') or host.startswith('127.')
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
+class Handler(http_base.Handler):
   server_version = 'tfx-reference-ui'
-  timeout = 30  # seconds a client may take to send its request line/headers
-  # A request line without a version (HTTP/0.9) is answered as HTTP/1.0:
-  # with a status line and headers (http.server's default sends neither).
-  default_request_version = 'HTTP/1.0'
+  security_headers = SECURITY_HEADERS
 
   def log_message(self, format, *args):  # pylint: disable=redefined-builtin
     LOG.info('%s %s', self.address_string(), format % args)
@@ -64,24 +66,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
     if body:
       self.wfile.write(page.body)
 
-  def end_headers(self):
-    # Here, not in _send: http.server's own errors (send_error: 400, 414,
-    # 501, 505) carry them too.
-    for name, value in SECURITY_HEADERS:
-      self.send_header(name, value)
-    super().end_headers()
-
   def _plain(self, status: int, text: str, body: bool = True,
              extra: Tuple[Tuple[str, str], ...] = ()) -> None:
     self._send(pages.Page(status, (text + '\n').encode('utf-8'),
                           'text/plain; charset=utf-8'), body, extra)
 
   def _host_allowed(self) -> bool:
-    if not self.server.loopback_only:
-      return True
-    host = (self.headers.get('Host') or '').strip().lower()
-    name = host.rsplit(':', 1)[0] if not host.endswith(']') else host
-    return name in LOOPBACK_NAMES
+    return (not self.server.loopback_only or
+            self.effective_host in LOOPBACK_NAMES)
 
   def _serve(self, body: bool) -> None:
     if len(self.path) > MAX_PATH:
@@ -124,54 +116,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 (('Allow', 'GET, HEAD'),))
 
   def _discard_small_body(self) -> None:
-    """Reads and drops a body of at most MAX_DISCARDED bytes, in small
-    chunks, so the client reads the 405 instead of a reset connection; a
-    larger or unstated one is left unread (the connection closes)."""
+    """Reads and drops a body of at most MAX_DISCARDED bytes, by the
+    request's deadline, so the client reads the 405 instead of a reset
+    connection; a larger or unstated one is left unread (the connection
+    closes)."""
     try:
       left = int(self.headers.get('Content-Length', '0'))
     except ValueError:
       return
-    if not 0 < left <= MAX_DISCARDED:
-      return
-    try:
-      while left > 0:
-        chunk = self.rfile.read(min(left, 4096))
-        if not chunk:
-          return
-        left -= len(chunk)
-    except OSError:
-      return
+    if 0 < left <= MAX_DISCARDED:
+      try:
+        self.read_body(left, keep=False)
+      except OSError:  # TimeoutError included: answer the 405 anyway
+        pass
 
   do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _read_only  # pylint: disable=invalid-name
 
 
-class Server(http.server.ThreadingHTTPServer):
-  daemon_threads = True
+class Server(http_base.Server):
 
   def __init__(self, address, sources: views.Sources):
-    super().__init__(address, Handler)
+    super().__init__(address, Handler, http_base.Limits(
+        max_connections=MAX_CONNECTIONS, request_timeout_s=REQUEST_TIMEOUT_S,
+        max_head_bytes=MAX_HEAD_BYTES))
     self.sources = sources
     self.loopback_only = is_loopback(address[0])
     self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
-    self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
-
-  def process_request(self, request, client_address):
-    """A thread per connection, MAX_CONNECTIONS at most: slow clients
-    cannot make it start threads without end."""
-    if not self.connections.acquire(blocking=False):
-      try:
-        request.sendall(b'HTTP/1.0 503 Service Unavailable\r\n'
-                        b'Retry-After: 1\r\nContent-Length: 0\r\n\r\n')
-      except OSError:
-        pass
-      self.shutdown_request(request)
-      return
-    super().process_request(request, client_address)
-
-  def process_request_thread(self, request, client_address):
-    try:
-      super().process_request_thread(request, client_address)
-    finally:
-      self.connections.release()
-
-

@@ -373,29 +373,119 @@ def test_a_small_refused_body_is_drained_so_the_client_reads_the_405(
     conn.close()
 
 
-def test_connections_past_the_cap_get_503_and_the_server_recovers(
+def _open(world, n: int, send: bytes = b''):
+  conns = [socket.create_connection(('127.0.0.1', world.port), timeout=TIMEOUT)
+           for _ in range(n)]
+  for c in conns:
+    c.sendall(send)
+  return conns
+
+
+def test_idle_connections_at_the_cap_make_room_for_a_request(
     make_world, monkeypatch):
-  """Idle connections hold a thread each (until the handler's timeout):
-  past MAX_CONNECTIONS a new one is answered 503 at once, and once they
-  close the server serves again."""
+  """Connections that send nothing, or their headers a byte at a time,
+  hold a thread each: at the cap, a new connection closes the one waiting
+  longest and is served at once (no 503 while slow clients stay)."""
   monkeypatch.setattr(ui_server, 'MAX_CONNECTIONS', 3)
   world = make_world()
-  idle = [socket.create_connection(('127.0.0.1', world.port), timeout=TIMEOUT)
-          for _ in range(3)]
+  idle = _open(world, 2) + _open(world, 2, b'GET / HTTP/1.1\r\nHo')
   try:
-    deadline = time.monotonic() + TIMEOUT
-    answer = world.raw(b'GET / HTTP/1.1\r\nHost: ' + world.host + b'\r\n\r\n')
-    while answer.status != 503 and time.monotonic() < deadline:
-      answer = world.raw(b'GET / HTTP/1.1\r\nHost: ' + world.host +
-                         b'\r\n\r\n')  # the idle ones may not be accepted yet
-    assert answer.status == 503
+    for _ in range(5):
+      started = time.monotonic()
+      assert world.get('/')[0] == 200
+      assert time.monotonic() - started < TIMEOUT / 2
   finally:
     for s in idle:
+      s.close()
+
+
+def test_busy_connections_at_the_cap_get_503_with_csp_and_then_recover(
+    make_world, monkeypatch):
+  """Connections past their headers (a refused POST whose body is still
+  coming) are not evicted: a new one gets 503 with Retry-After and the
+  security headers, from the accepting thread; once the busy ones reach
+  the request deadline, requests are served again."""
+  monkeypatch.setattr(ui_server, 'MAX_CONNECTIONS', 3)
+  monkeypatch.setattr(ui_server, 'REQUEST_TIMEOUT_S', 2.0)
+  world = make_world()
+  busy = _open(world, 3, b'POST / HTTP/1.1\r\nHost: ' + world.host +
+               b'\r\nContent-Length: 1000\r\n\r\nx')
+  try:
+    time.sleep(0.3)  # accepted, past their heads
+    answer = world.request(b'/')
+    assert answer.status == 503, answer.raw[:300]
+    assert answer.headers['retry-after'] == '1'
+    _assert_no_scripts(answer, '503 at the connection cap')
+  finally:
+    for s in busy:
       s.close()
   deadline = time.monotonic() + TIMEOUT
   while world.get('/')[0] != 200 and time.monotonic() < deadline:
     time.sleep(0.05)
   assert world.get('/')[0] == 200
+
+
+def test_headers_trickling_in_are_cut_at_the_request_deadline(
+    make_world, monkeypatch):
+  """The deadline is for the whole head, not for each read: a byte every
+  0.3 s gets 408 after REQUEST_TIMEOUT_S, not never."""
+  monkeypatch.setattr(ui_server, 'REQUEST_TIMEOUT_S', 1.5)
+  world = make_world()
+  with socket.create_connection(('127.0.0.1', world.port),
+                                timeout=TIMEOUT) as s:
+    started = time.monotonic()
+    chunks = []
+    for byte in b'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ' + b'a' * 40:
+      try:
+        s.sendall(bytes([byte]))
+      except OSError:
+        break
+      time.sleep(0.3)
+      if time.monotonic() - started > 4:
+        break
+    s.settimeout(TIMEOUT)
+    while True:
+      try:
+        chunk = s.recv(65536)
+      except OSError:
+        break
+      if not chunk:
+        break
+      chunks.append(chunk)
+    answer = _parse(b''.join(chunks))
+  assert answer.status == 408, answer.raw[:200]
+  assert time.monotonic() - started < 6
+
+
+@pytest.mark.parametrize('headers, status', [
+    (b'X: ' + b'a' * 20000 + b'\r\nY: ' + b'b' * 20000 + b'\r\n', 431),
+    (b''.join(b'X-%d: %s\r\n' % (i, b'c' * 1000) for i in range(40)), 431),
+], ids=['two 20 KB headers', '40 headers of 1 KB'])
+def test_a_head_over_max_head_bytes_gets_431(make_world, headers, status):
+  """The head is bounded in total, not only per line (http.server takes
+  100 lines of 64 KB each)."""
+  world = make_world()
+  answer = world.request(b'/', extra=headers)
+  assert answer.status == status, answer.raw[:200]
+  _assert_no_scripts(answer, status)
+  assert world.get('/')[0] == 200
+
+
+@pytest.mark.parametrize('request_bytes, status', [
+    (b'GET / HTTP/1.1\r\nHost: {host}\r\nHost: {host}\r\n\r\n', 400),
+    (b'GET / HTTP/1.1\r\n\r\n', 400),
+    (b'GET http://evil.example/ HTTP/1.1\r\nHost: {host}\r\n\r\n', 421),
+    (b'GET http://{host}/ HTTP/1.1\r\nHost: evil.example\r\n\r\n', 200),
+], ids=['two Hosts', 'HTTP/1.1 without Host', 'absolute-form foreign host',
+        'absolute-form names the host'])
+def test_host_rules_of_rfc_9112(make_world, request_bytes, status):
+  """RFC 9112 3.2: two Host headers, or none in HTTP/1.1, are 400; 3.2.2:
+  an absolute-form target's authority is the host (a foreign one: 421, as
+  a foreign Host is)."""
+  world = make_world()
+  answer = world.raw(request_bytes.replace(b'{host}', world.host))
+  assert answer.status == status, answer.raw[:300]
+  _assert_no_scripts(answer, status)
 
 
 def test_head_has_headers_and_no_body(world):
