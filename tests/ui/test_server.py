@@ -8,6 +8,7 @@ without reading a body, the Host and length checks hold, hostile paths get
 escaped. No pipeline runs; sockets get timeouts only as hang guards.
 """
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import html
@@ -15,6 +16,7 @@ import http.client
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -486,6 +488,20 @@ def test_host_rules_of_rfc_9112(make_world, request_bytes, status):
   answer = world.raw(request_bytes.replace(b'{host}', world.host))
   assert answer.status == status, answer.raw[:300]
   _assert_no_scripts(answer, status)
+
+
+def test_the_listen_backlog_fits_a_burst_of_clients(make_world):
+  """socketserver's default backlog is 5 (100 simultaneous requests: 16
+  timed out); `ss` shows the listening socket's backlog as Send-Q."""
+  if not shutil.which('ss'):
+    pytest.skip('needs ss (iproute2)')
+  world = make_world()
+  out = subprocess.run(['ss', '-ltnH', f'sport = :{world.port}'],
+                       capture_output=True, text=True, check=True).stdout
+  assert int(out.split()[2]) >= 128, out
+  with concurrent.futures.ThreadPoolExecutor(50) as pool:
+    statuses = list(pool.map(lambda _: world.get('/')[0], range(100)))
+  assert set(statuses) <= {200, 503} and statuses.count(200) >= 16
 
 
 def test_head_has_headers_and_no_body(world):
