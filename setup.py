@@ -28,6 +28,15 @@ setuptools.setup(
         'tf-keras==2.16.0',
         'apache-beam[gcp]==2.59.0',
         'protobuf==3.20.3',
+        # Imported directly by the project's code (requirements.in says
+        # where); the lock's pins.
+        'jinja2==3.1.6',
+        'orjson==3.13.0',
+        'scipy==1.12.0',
+        'numpy==1.26.4',
+        'grpcio==1.85.3',
+        'psutil==7.2.2',
+        'tenacity==9.1.4',
     ],
     entry_points={
         'console_scripts': [

@@ -15,7 +15,7 @@ and each cell is the median of its rounds: a load that comes and goes
 weighs on all paths alike. Client, server and model share the machine's
 cores, so each cell also says what a request cost in CPU time: the bench
 process's (the client's; for in-process, the whole call) from
-time.process_time, and the server's from /proc/<pid>/stat (utime + stime,
+time.process_time, and the server's from psutil (user + system time,
 in 10 ms ticks: each cell runs 100 requests or more). The sum bounds the
 throughput: N cores cannot answer more than N / (client + server CPU)
 requests a second. The last lines compare each path with the targets'
@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from project import cli  # pylint: disable=wrong-import-position
 from project import display  # pylint: disable=wrong-import-position
 from project import paths  # pylint: disable=wrong-import-position
+from project import processes  # pylint: disable=wrong-import-position
 from models import features  # pylint: disable=wrong-import-position
 from models import problem as problems  # pylint: disable=wrong-import-position
 from serving import client  # pylint: disable=wrong-import-position
@@ -160,10 +161,8 @@ def main():
 
 
 def process_cpu(pid):
-  """CPU seconds (user + system) process `pid` has used, from /proc."""
-  with open(f'/proc/{pid}/stat') as f:
-    fields = f.read().rsplit(')', 1)[1].split()  # after the command name
-  return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+  """CPU seconds (user + system) process `pid` has used (psutil)."""
+  return processes.cpu_seconds(pid)
 
 
 def measured(load, pid, requests):

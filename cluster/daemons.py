@@ -2,9 +2,10 @@
 
 Each is started in its own session (so stopping its process group stops what
 it started, e.g. the worker pool's harnesses), with its output in
-<state dir>/log/<name>.out, and recorded by pid *and* start time (from
-/proc/<pid>/stat): a recorded pid that a new process reused is not "alive".
-Linux only (/proc), as the cluster is. cluster/flink.py starts and stops the
+<state dir>/log/<name>.out, and recorded by pid *and* start time (psutil,
+through project/processes.py): a recorded pid that a new process reused is
+not "alive", nor is a zombie. Waiting for them to exit is
+project/waiting.py's (tenacity). Linux only, as the cluster is. cluster/flink.py starts and stops the
 cluster with these.
 """
 
@@ -12,8 +13,10 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from typing import Dict, List, Optional
+
+from project import processes
+from project import waiting
 
 
 def port_free(port: int) -> bool:
@@ -32,21 +35,11 @@ def listening(host: str, port: int) -> bool:
     return s.connect_ex((host, port)) == 0
 
 
-def stat(pid: int) -> Optional[List[str]]:
-  """/proc/<pid>/stat after the command name: [0] the state (Z: exited,
-  not reaped yet), [19] the start time; None when there is no such pid."""
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      return f.read().rsplit(')', 1)[1].split()
-  except (FileNotFoundError, ProcessLookupError):
-    return None
-
-
 def alive(process: Dict) -> bool:
-  """The recorded process still runs (same pid, same start time)."""
-  fields = stat(process['pid'])
-  return (fields is not None and fields[0] != 'Z' and
-          fields[19] == process.get('started'))
+  """The recorded process still runs: same pid, same start time, no zombie
+  (psutil, through project/processes)."""
+  return processes.status(process['pid'],
+                          process.get('started')) == processes.RUNNING
 
 
 def start(name: str, cmd: List[str], state_dir: str,
@@ -61,7 +54,8 @@ def start(name: str, cmd: List[str], state_dir: str,
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, cwd=state_dir,
                             env=env, start_new_session=True)
-  return {'name': name, 'pid': proc.pid, 'started': stat(proc.pid)[19],
+  return {'name': name, 'pid': proc.pid,
+          'started': processes.start_time(proc.pid),
           'log': log_path, 'cmd': cmd}
 
 
@@ -74,9 +68,11 @@ def stop(processes: List[Dict], grace: float = 15) -> List[str]:
       os.killpg(process['pid'], signal.SIGTERM)
     except ProcessLookupError:
       pass
-  deadline = time.time() + grace
-  while time.time() < deadline and any(alive(p) for p in live):
-    time.sleep(0.2)
+  try:
+    waiting.wait_until(lambda: not any(alive(p) for p in live), grace,
+                       interval=0.2, what='the cluster processes to exit')
+  except waiting.WaitTimeout:
+    pass  # SIGKILL below
   for process in live:
     if alive(process):
       try:

@@ -44,6 +44,7 @@ from cluster import daemons
 from cluster import distribution
 from ops import reproducible
 from project import paths
+from project import waiting
 
 STATE_DIR = os.path.join(paths.OUTPUT_DIR, 'flink')
 HOST = '127.0.0.1'
@@ -295,9 +296,11 @@ def _overview(settings: Settings) -> Optional[Dict]:
 
 def _wait_ready(processes: List[Dict], settings: Settings,
                 timeout: float) -> None:
-  deadline = time.time() + timeout
-  waiting = 'the JobManager'
-  while time.time() < deadline:
+  """Until every part answers (project/waiting.wait_until); ClusterError
+  naming the part still awaited, or the process that exited, if not."""
+  awaited = ['the JobManager']
+
+  def ready() -> bool:
     for process in processes:
       if not daemons.alive(process):
         raise ClusterError(f'{process["name"]} exited during start-up; the '
@@ -305,19 +308,24 @@ def _wait_ready(processes: List[Dict], settings: Settings,
                            + daemons.tail(process['log']))
     overview = _overview(settings)
     if overview is None:
-      waiting = f'the JobManager (http://{HOST}:{settings.rest_port})'
+      awaited[0] = f'the JobManager (http://{HOST}:{settings.rest_port})'
     elif overview.get('taskmanagers', 0) < settings.task_managers:
-      waiting = (f'{settings.task_managers} TaskManagers (registered: '
-                 f'{overview.get("taskmanagers", 0)})')
+      awaited[0] = (f'{settings.task_managers} TaskManagers (registered: '
+                    f'{overview.get("taskmanagers", 0)})')
     elif not daemons.listening(HOST, settings.job_port):
-      waiting = f'the Beam job server (port {settings.job_port})'
+      awaited[0] = f'the Beam job server (port {settings.job_port})'
     elif not daemons.listening(HOST, settings.worker_pool_port):
-      waiting = f'the worker pool (port {settings.worker_pool_port})'
+      awaited[0] = f'the worker pool (port {settings.worker_pool_port})'
     else:
-      return
-    time.sleep(0.5)
-  raise ClusterError(f'timed out after {timeout:.0f} s waiting for '
-                     f'{waiting}; logs in {settings.state_dir}/log')
+      return True
+    return False
+
+  try:
+    waiting.wait_until(ready, timeout, interval=0.5, what='the cluster')
+  except waiting.WaitTimeout:
+    raise ClusterError(f'timed out after {timeout:.0f} s waiting for '
+                       f'{awaited[0]}; logs in {settings.state_dir}/log'
+                      ) from None
 
 
 def up(settings: Settings, timeout: float = 120, log=print) -> Dict:

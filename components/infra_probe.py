@@ -30,6 +30,7 @@ from tfx.proto import infra_validator_pb2
 from tfx.types import artifact_utils
 
 from models import problem as problems
+from project import waiting
 from serving import client
 from serving import server_process
 
@@ -123,16 +124,20 @@ def _refusal(log_text: str) -> Optional[str]:
 def _wait_until_available(server: server_process.ServerProcess,
                           model_name: str, deadline: float,
                           max_seconds: int) -> None:
+  """Polls the status until every version is AVAILABLE (project/waiting);
+  ModelFault as soon as the server refuses the model."""
   rest = client.RestClient(server.rest_url, model_name,
                            timeout=REQUEST_TIMEOUT_SECONDS)
-  while True:
+  said = ['no answer yet']
+
+  def available() -> bool:
     try:
       states = [s['state'] for s in rest.status()]
       if states and all(s == 'AVAILABLE' for s in states):
-        return
-      said = f'states {states}'
+        return True
+      said[0] = f'states {states}'
     except (RuntimeError, OSError) as e:  # HTTP 404 until a version loads
-      said = str(e)
+      said[0] = str(e)
     refused = _refusal(_log_text(server))
     if refused:
       raise ModelFault(f'the model server could not load the model: '
@@ -140,10 +145,15 @@ def _wait_until_available(server: server_process.ServerProcess,
     if server.proc.poll() is not None:
       raise RuntimeError(f'the model server exited ({server.proc.returncode}) '
                          'before the model was AVAILABLE')
-    if time.monotonic() >= deadline:
-      raise TimeoutError(f'the model was not AVAILABLE within '
-                         f'max_loading_time_seconds={max_seconds} ({said})')
-    time.sleep(POLL_SECONDS)
+    return False
+
+  try:
+    waiting.wait_until(available, max(0.0, deadline - time.monotonic()),
+                       POLL_SECONDS, what='the model AVAILABLE')
+  except waiting.WaitTimeout:
+    raise TimeoutError(f'the model was not AVAILABLE within '
+                       f'max_loading_time_seconds={max_seconds} ({said[0]})'
+                      ) from None
 
 
 def _get_json(url: str, body: Optional[Dict[str, Any]] = None, what: str = ''):

@@ -101,6 +101,7 @@ from tfx.utils import proto_utils
 from components import infra_probe
 from models import problem as problems
 from project import paths
+from project import waiting
 
 # The stock executor's names, private there
 # (tfx/components/infra_validator/executor.py: _BLESSED_KEY,
@@ -120,6 +121,12 @@ PROBLEM_KEY = 'problem'  # models/<problem>/: what a valid answer is
 REASON_KEY = 'not_blessed_reason'  # string custom property, when not blessed
 REPORT_FILE = 'infra_validation.json'
 SERVER_LOG_FILE = 'model_server.log'
+
+
+class _TryAgain(Exception):
+  """A try failed for a reason a fresh server may not have (not the model):
+  project/waiting.retry (tenacity) starts another, up to num_tries."""
+
 
 @contextlib.contextmanager
 def _sigterm_raises():
@@ -208,15 +215,21 @@ class Executor(base_executor.BaseExecutor):
     tries: List[infra_probe.Try] = []
     try:
       io_utils.copy_dir(model_path, os.path.join(base_path, '1'))
+
+      def one_try() -> None:
+        logging.info('Starting infra validation (attempt %d/%d).',
+                     len(tries) + 1, num_tries)
+        tries.append(infra_probe.validate_once(
+            base_path, model_name, records, signatures, max_seconds,
+            problem))
+        if tries[-1].failure and not tries[-1].model_fault:
+          raise _TryAgain(tries[-1].failure)
+
       with _sigterm_raises():
-        while len(tries) < num_tries:
-          logging.info('Starting infra validation (attempt %d/%d).',
-                       len(tries) + 1, num_tries)
-          tries.append(infra_probe.validate_once(
-              base_path, model_name, records, signatures, max_seconds,
-              problem))
-          if not tries[-1].failure or tries[-1].model_fault:
-            break
+        try:
+          waiting.retry(one_try, num_tries, errors=_TryAgain)
+        except _TryAgain:
+          pass  # every try failed: the last one's failure is the verdict
     finally:
       io_utils.delete_dir(base_dir)
 

@@ -142,7 +142,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--wait_seconds', type=float,
                       default=DEFAULT_WAIT_SECONDS,
                       help='how long the server may take to apply a config')
-  parser.add_argument('--lock_timeout', type=float,
+  parser.add_argument('--lock_timeout', type=cli.timeout_seconds,
                       default=base_path.DEFAULT_TIMEOUT_S,
                       help='how long to wait for another CD run, rollback, '
                       'promote or push on the same base path to finish')

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional
 from delivery import cd_infra
 from delivery import config_file
 from delivery import versions
+from project import waiting
 
 CANARY, STABLE = 'canary', 'stable'
 InfraError = cd_infra.InfraError  # nothing judged: exit 2
@@ -109,13 +110,14 @@ class Delivery:
     return f'{self.rest_url}/v1/models/{self.model_name}'
 
   def wait_until(self, what: str, predicate: Callable[[], bool]) -> float:
-    """Seconds until `predicate`; InfraError after --wait_seconds."""
+    """Seconds until `predicate` (project/waiting); InfraError after
+    --wait_seconds."""
     start = time.monotonic()
-    while not predicate():
-      if time.monotonic() - start > self.wait_seconds:
-        raise InfraError(
-            f'the server at {self.rest_url} did not {what} within '
-            f'{self.wait_seconds:.0f} s: does it read {self.config_file} '
-            'with --model_config_file_poll_wait_seconds > 0?')
-      time.sleep(0.2)
+    try:
+      waiting.wait_until(predicate, self.wait_seconds, interval=0.2, what=what)
+    except waiting.WaitTimeout:
+      raise InfraError(
+          f'the server at {self.rest_url} did not {what} within '
+          f'{self.wait_seconds:.0f} s: does it read {self.config_file} '
+          'with --model_config_file_poll_wait_seconds > 0?') from None
     return time.monotonic() - start

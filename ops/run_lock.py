@@ -22,12 +22,14 @@ RUNNING in ML Metadata forever. run_pipeline therefore:
     run that dies before it could mark them passes them on.
 What is done with a dead run's executions: ops/dead_runs.py.
 
-Standard library and ml_metadata's protos only.
+The flock is project/file_lock.py's (the model base path lock's too), and
+who a process is (pid, start time, zombie or not) psutil's, through
+project/processes.py; besides them, the standard library and ml_metadata's
+protos only.
 """
 
 import dataclasses
 import datetime
-import fcntl
 import json
 import os
 import socket
@@ -37,6 +39,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ml_metadata.proto import metadata_store_pb2
 from lineage import secrets
+from project import file_lock
+from project import processes
 
 LOCK_FILE = 'run.lock'
 
@@ -71,28 +75,9 @@ def boot_id() -> str:
   return (_read('/proc/sys/kernel/random/boot_id') or '').strip()
 
 
-def _stat(pid: int) -> Optional[Tuple[str, int]]:
-  """(state, start time in clock ticks since boot) of a live pid, or None."""
-  text = _read(f'/proc/{pid}/stat')
-  if not text:
-    return None
-  fields = text[text.rfind(')') + 2:].split()  # the name may hold spaces
-  return fields[0], int(fields[19])
-
-
-def process_start(pid: int) -> Optional[int]:
-  stat = _stat(pid)
-  return stat[1] if stat else None
-
-
-def _pid_exists(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
+def process_start(pid: int) -> Optional[float]:
+  """When process `pid` started (seconds since boot; project/processes)."""
+  return processes.start_time(pid)
 
 
 @dataclasses.dataclass
@@ -101,7 +86,7 @@ class Holder:
   pid: int
   host: str
   boot_id: str
-  process_start: Optional[int]
+  process_start: Optional[float]  # seconds since boot (project/processes)
   started: float  # Unix seconds
   command: str
   store: str
@@ -129,18 +114,17 @@ class Holder:
       return None, f'it ran on host {self.host}, which this one cannot check'
     if self.boot_id and boot_id() and self.boot_id != boot_id():
       return True, 'the machine has rebooted since'
-    if not _pid_exists(self.pid):
+    state = processes.status(self.pid, self.process_start)
+    if state == processes.GONE:
       return True, 'the process is gone: killed or crashed'
-    stat = _stat(self.pid)
-    if stat is not None and self.process_start is not None and (
-        stat[1] != self.process_start):
+    if state == processes.REUSED:
       return True, (f'the process is gone: killed or crashed (pid '
                     f'{self.pid} is now another process)')
-    if stat is not None and stat[0] == 'Z':
+    if state == processes.ZOMBIE:
       return True, 'the process is gone: killed or crashed (a zombie)'
     if self.pid == os.getpid():
       return True, 'an earlier run of this process ended without marking them'
-    if stat is None:
+    if state == processes.UNKNOWN:
       return None, f'pid {self.pid} is alive and cannot be checked here'
     return False, f'pid {self.pid} is still running'
 
@@ -196,9 +180,7 @@ class RunLock:
       return None
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not file_lock.lock(fd, 0, path=self.path):  # never waits
       holder = _parse(self._text(fd))
       os.close(fd)
       who = (f'{holder.who()} ({holder.command})' if holder else

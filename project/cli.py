@@ -8,17 +8,27 @@
 * `field` / `add_flags` / `from_flags`: a dataclass whose fields are flags
   (field name == flag name), defaults shown in --help, a field may fall back
   to an environment variable. pipeline/configs.py and the ML Metadata
-  connection (lineage/metadata_store.py) are declared this way.
+  connection (lineage/metadata_store.py) are declared this way. A field's
+  type is read with typing.get_origin/get_args (Optional[X] and X | None
+  included); a type it cannot parse is a TypeError naming the field as soon
+  as the class is used (its flags, or its first instance's variables), never
+  a flag silently parsed as a string.
 """
 
 import argparse
+import collections.abc
 import dataclasses
 import os
 import sys
+import types
+import typing
 from typing import Any, Optional, Sequence, Type, TypeVar
+
+from project import file_lock
 
 EXIT_USAGE = 2
 T = TypeVar('T')
+_UNIONS = (typing.Union, types.UnionType)  # Optional[X], X | None
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -75,24 +85,58 @@ def field(default: Any, help_text: str, env: Optional[str] = None,
   return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
-def kind(f: dataclasses.Field) -> str:
-  """'int', 'Optional[int]', 'List[int]', ...: how to parse a flag's text."""
-  return getattr(f.type, '__name__', None) if isinstance(
-      f.type, type) else str(f.type).replace('typing.', '')
+_SCALARS = {int: 'int', float: 'float', str: 'str', bool: 'bool'}
+_LIST_ITEMS = {int: 'int', float: 'float', str: 'str'}
+
+
+def kind_of(annotation: Any, name: str = '?') -> str:
+  """How to parse a flag of type `annotation`: 'int', 'float', 'str',
+  'bool' or 'List[int]' / 'List[float]' / 'List[str]' (comma-separated).
+
+  Read with typing.get_origin/get_args: Optional[X] and X | None are X's
+  kind (no flag, no variable: the field keeps its None default). Anything
+  else is a TypeError naming the field `name`: a flag is never parsed as a
+  string because its type was not understood.
+  """
+  origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+  if origin in _UNIONS and type(None) in args:
+    rest = [a for a in args if a is not type(None)]
+    if len(rest) == 1:
+      annotation = rest[0]
+      origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+  if annotation in _SCALARS:
+    return _SCALARS[annotation]
+  if origin in (list, collections.abc.Sequence) and len(args) == 1 and (
+      args[0] in _LIST_ITEMS):
+    return f'List[{_LIST_ITEMS[args[0]]}]'
+  raise TypeError(
+      f'field {name!r}: project/cli.py cannot make a flag of type '
+      f'{annotation!r} (it parses int, float, str, bool, a list of int, '
+      'float or str, and Optional of those)')
+
+
+def kind(f: dataclasses.Field, owner: Optional[Type] = None) -> str:
+  """`kind_of` a dataclass field's annotation (a string one, as under
+  `from __future__ import annotations`, resolved against `owner`)."""
+  annotation = f.type
+  if isinstance(annotation, str) and owner is not None:
+    annotation = typing.get_type_hints(owner).get(f.name, annotation)
+  return kind_of(annotation, f.name)
 
 
 def parse_value(kind_name: str, text: str) -> Any:
-  if kind_name == 'List[int]':
-    return [int(x) for x in text.split(',') if x.strip()]
+  if kind_name.startswith('List['):
+    item = {'List[int]': int, 'List[float]': float}.get(kind_name, str)
+    return [item(x.strip()) for x in text.split(',') if x.strip()]
   if kind_name == 'bool':
     if text.lower() in ('1', 'true', 'yes'):
       return True
     if text.lower() in ('0', 'false', 'no'):
       return False
     raise argparse.ArgumentTypeError(f'expected true/false, got {text!r}')
-  if kind_name in ('int', 'Optional[int]'):
+  if kind_name == 'int':
     return int(text)
-  if kind_name in ('float', 'Optional[float]'):
+  if kind_name == 'float':
     return float(text)
   return text
 
@@ -102,10 +146,20 @@ def _parser_for(kind_name: str):
   "invalid int value: 'x'"."""
   def parse(text: str) -> Any:
     return parse_value(kind_name, text)
-  parse.__name__ = {'List[int]': 'comma-separated int list',
-                    'Optional[int]': 'int', 'Optional[float]': 'float',
-                    'Optional[str]': 'str'}.get(kind_name, kind_name)
+  parse.__name__ = (f'comma-separated {kind_name[5:-1]} list'
+                    if kind_name.startswith('List[') else kind_name)
   return parse
+
+
+def timeout_seconds(text: str) -> float:
+  """argparse's `type=` for a lock timeout: project/file_lock.py's rule
+  (finite seconds >= 0), so `--lock_timeout nan` is a one-line usage error,
+  not a wait without end."""
+  try:
+    return file_lock.check_timeout(float(text))
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f'expected a finite number of seconds >= 0, got {text!r}') from None
 
 
 def apply_env(config: Any) -> None:
@@ -114,10 +168,11 @@ def apply_env(config: Any) -> None:
     env = f.metadata.get('env')
     if env and getattr(config, f.name) is None:
       text = os.environ.get(env)
+      name = kind(f, type(config))
       try:
-        value = parse_value(kind(f), text) if text else None
+        value = parse_value(name, text) if text else None
       except (ValueError, argparse.ArgumentTypeError) as e:
-        raise SystemExit(f'${env}={text!r} is not a valid {kind(f)}: {e}'
+        raise SystemExit(f'${env}={text!r} is not a valid {name}: {e}'
                         ) from None
       setattr(config, f.name,
               f.metadata['fallback'] if value is None else value)
@@ -143,8 +198,9 @@ def add_flags(parser: argparse.ArgumentParser, config_class: Type,
     env = f.metadata.get('env')
     target = (groups or {}).get(f.name) or group or parser
     # A bool flag alone means true (`--tune`); `--tune false` also parses.
+    name = kind(f, config_class)
     boolean = ({'nargs': '?', 'const': True, 'metavar': 'true|false'}
-               if kind(f) == 'bool' else {'metavar': f.name.upper()})
+               if name == 'bool' else {'metavar': f.name.upper()})
     derived = f.metadata.get('derived')
     shown = (f'{derived}; {default} for {defaults.problem}'
              if derived and hasattr(defaults, 'problem') else
@@ -153,7 +209,7 @@ def add_flags(parser: argparse.ArgumentParser, config_class: Type,
         flag_name(f.name, underscores),
         dest=f.name,
         default=None,
-        type=_parser_for(kind(f)),
+        type=_parser_for(name),
         help=f'{f.metadata.get("help", "")}'
         + (f'; env ${env}' if env else '') + f' (default: {shown})',
         **boolean)

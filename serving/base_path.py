@@ -28,12 +28,13 @@ writes its pid, host and command line into the lock file, so a caller that
 cannot take the lock in time is told who has it. It only works on a local
 (or NFS) filesystem; on GCS there is no lock (the Pusher says so).
 
-Only the standard library: the model server imports this module.
+The flock itself, and the one rule for its timeout, are project/file_lock.py
+(the run lock, ops/run_lock.py, uses it too); besides it, only the standard
+library: the model server imports this module.
 """
 
 import contextlib
 import datetime
-import fcntl
 import json
 import logging
 import os
@@ -41,8 +42,9 @@ import shutil
 import socket
 import sys
 import threading
-import time
 from typing import Dict, Iterator, List, Optional
+
+from project import file_lock
 
 log = logging.getLogger('serving.base_path')
 
@@ -73,7 +75,6 @@ def model_card_path(version_dir: str, kind: str = 'html') -> str:
   """Where version `version_dir`'s model card of `kind` is (may not exist)."""
   return os.path.join(version_dir, MODEL_CARD_DIR, MODEL_CARD_FILES[kind])
 DEFAULT_TIMEOUT_S = 30.0
-_POLL_S = 0.05
 
 _held = threading.local()  # .depth: {realpath of base: re-entry depth}
 
@@ -102,10 +103,8 @@ def _depths() -> Dict[str, int]:
 
 
 def _open(path: str) -> int:
-  try:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o664)
-  except PermissionError:  # another user's lock file: lock it, record nothing
-    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+  """The lock file, read-only if another user's (file_lock.open_lock_file)."""
+  return file_lock.open_lock_file(path)
 
 
 def _read_holder(path: str) -> Optional[Dict]:
@@ -135,8 +134,11 @@ def locked(base: str, timeout: Optional[float] = DEFAULT_TIMEOUT_S,
   """Holds `<base>/.lock` exclusively for the `with` block.
 
   `timeout`: seconds to wait for it (0: fail at once; None: wait for ever),
-  then Busy. `what` is recorded for whoever waits. `base` must exist.
+  then Busy; project/file_lock.py's rule, so nan, inf or a negative
+  number is a ValueError. `what` is recorded for whoever waits. `base`
+  must exist.
   """
+  timeout = file_lock.check_timeout(timeout)  # nan, inf, < 0: ValueError
   key = os.path.realpath(base)
   depths = _depths()
   if key in depths:  # this thread holds it already
@@ -151,16 +153,8 @@ def locked(base: str, timeout: Optional[float] = DEFAULT_TIMEOUT_S,
   path = os.path.join(base, LOCK_FILE)
   fd = _open(path)
   try:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-      try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None
-                                         else fcntl.LOCK_NB))
-        break
-      except BlockingIOError:
-        if time.monotonic() >= deadline:
-          raise Busy(base, timeout, _read_holder(path)) from None
-        time.sleep(_POLL_S)
+    if not file_lock.lock(fd, timeout, path=path):
+      raise Busy(base, timeout, _read_holder(path))
     _record_holder(fd, what)
     depths[key] = 1
     try:
@@ -183,9 +177,8 @@ def holder(base: str) -> Optional[Dict]:
   except OSError:
     return None
   try:
-    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-  except BlockingIOError:
-    return _read_holder(path) or {}
+    if not file_lock.lock(fd, 0, shared=True, path=path):
+      return _read_holder(path) or {}
   finally:
     os.close(fd)
   return None

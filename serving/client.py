@@ -12,6 +12,7 @@ signature expects. An answer is one row of the model's `outputs`: what it
 means is the problem's task's (models/tasks.py).
 """
 
+import http.client
 import json
 import math
 import sys
@@ -83,6 +84,33 @@ def _needed(problem: Optional[problems.Problem]) -> problems.Problem:
   return problem
 
 
+class HttpError(RuntimeError):
+  """The server answered with an error status (a RuntimeError, as before).
+
+  The message is `HTTP <status>: <the body's "error">` for TF Serving's
+  JSON error body; for any other body (a proxy's HTML page, a truncated
+  answer) its first BODY_SHOWN characters, so the status is never hidden
+  behind a JSON decoding error.
+  """
+  BODY_SHOWN = 200
+
+  def __init__(self, status: int, body: str):
+    self.status, self.body = status, body
+    try:
+      detail = json.loads(body)['error']
+    except (ValueError, TypeError, KeyError, IndexError):
+      detail = ' '.join(body[:self.BODY_SHOWN].split()) or '(empty body)'
+    super().__init__(f'HTTP {status}: {detail}')
+
+  @classmethod
+  def of(cls, error: urllib.error.HTTPError) -> 'HttpError':
+    try:
+      body = error.read().decode('utf-8', 'replace')
+    except (OSError, http.client.HTTPException):  # cut short
+      body = ''
+    return cls(error.code, body)
+
+
 class RestClient:
   """TF Serving REST API client.
 
@@ -108,7 +136,7 @@ class RestClient:
       with urllib.request.urlopen(request, timeout=self.timeout) as response:
         return json.loads(response.read())
     except urllib.error.HTTPError as e:
-      raise RuntimeError(f'HTTP {e.code}: {json.loads(e.read())["error"]}') from e
+      raise HttpError.of(e) from e
 
   def status(self) -> List[Dict]:
     return self._call('')['model_version_status']

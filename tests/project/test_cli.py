@@ -1,7 +1,7 @@
 """The one command-line style (project/cli.py)."""
 
 import dataclasses
-from typing import List, Optional
+from typing import Dict, List, Optional, Union
 
 import pytest
 
@@ -62,3 +62,55 @@ def test_list_flags_and_env_fallbacks(monkeypatch):
   monkeypatch.setenv('TEST_CLI_HOST', 'db')
   assert Knobs().host == 'db'
   assert Knobs(host='given').host == 'given'  # a flag beats the variable
+
+
+@dataclasses.dataclass
+class Typed:
+  retries: int | None = cli.field(None, 'tries')
+  ratio: Optional[float] = cli.field(None, 'share')
+  sizes: list[int] = cli.field(None, 'sizes')
+  names: Optional[List[str]] = cli.field(None, 'names')
+  fast: Optional[bool] = cli.field(None, 'fast')
+
+
+def test_optional_and_builtin_generic_fields_parse_to_their_types():
+  parser = cli.ArgumentParser(prog='tool')
+  cli.add_flags(parser, Typed)
+  config = cli.from_flags(parser.parse_args(
+      ['--retries', '3', '--ratio', '0.5', '--sizes', '8,4',
+       '--names', 'a, b', '--fast', 'no']), Typed)
+  assert config == Typed(retries=3, ratio=0.5, sizes=[8, 4],
+                         names=['a', 'b'], fast=False)
+  with pytest.raises(SystemExit):  # not the string 'x'
+    parser.parse_args(['--retries', 'x'])
+
+
+def test_a_field_type_it_cannot_parse_is_refused_naming_the_field():
+  @dataclasses.dataclass
+  class Odd:
+    limits: Dict[str, int] = cli.field(None, 'limits')
+
+  with pytest.raises(TypeError, match="'limits'"):
+    cli.add_flags(cli.ArgumentParser(prog='tool'), Odd)
+
+  @dataclasses.dataclass
+  class Either:
+    size: Union[int, str] = cli.field(None, 'size', env='TEST_CLI_SIZE')
+
+    def __post_init__(self):
+      cli.apply_env(self)
+
+  with pytest.raises(TypeError, match="'size'"):
+    Either()
+
+
+def test_lock_timeout_flags_refuse_nan_in_one_line(capsys):
+  parser = cli.ArgumentParser(prog='tool')
+  parser.add_argument('--lock_timeout', type=cli.timeout_seconds)
+  assert parser.parse_args(['--lock_timeout', '2.5']).lock_timeout == 2.5
+  for bad in ('nan', '-1', 'inf'):
+    with pytest.raises(SystemExit) as e:
+      parser.parse_args(['--lock_timeout', bad])
+    assert e.value.code == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'finite number of seconds' in err, err
