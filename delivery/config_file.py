@@ -6,8 +6,10 @@ running server, for delivery.cd and `delivery.versions promote` alike:
 
 * every write is write-then-rename (`replace`), so a server polling the
   file (--model_config_file_poll_wait_seconds) never reads half a config;
-* every failure to read it is one `Error` naming the file: it cannot be
-  read, it does not parse, or it does not name the model;
+* every failure to read it is one `Error` naming the file, in one line
+  (serving.model_config.ConfigError itself): it cannot be read, is not
+  UTF-8, does not parse, or does not name the model;
+* every label written is one TF Serving can serve (`check_label`);
 * a new file (`new_config`, `create`) has the entries serving/deploy/
   models.config has, and appears whole or not at all, never over another.
 
@@ -18,7 +20,6 @@ the file to writing it, so two editors never interleave.
 import os
 from typing import Callable, Dict, List, Optional
 
-from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import model_config
@@ -27,42 +28,46 @@ POLICIES = ('latest', 'specific')  # what `new_config` writes
 STABLE_LABEL = 'stable'  # the label `new_config` points at a version
 
 
-class Error(Exception):
-  """The model config file cannot be read, parsed, or lacks the model."""
+# Every failure to use the file, the model config reader's own class
+# (serving.model_config.ConfigError): callers catch one class, whichever
+# module read the file.
+Error = model_config.ConfigError
 
-
-def _first_line(e: BaseException) -> str:
-  text = str(e).strip().splitlines()
-  return text[0] if text else type(e).__name__
+# What TF Serving's REST API can name: /labels/([^/:]+) in its URL.
+_LABEL_FORBIDDEN = '/:'
 
 
 def read(path: str):
   """The file's ModelServerConfig proto, as it is now."""
-  try:
-    with open(path) as f:
-      text = f.read()
-  except OSError as e:
-    raise Error(f'model config {path}: {e.strerror or e}') from None
-  try:
-    return model_config.parse_proto(text)
-  except text_format.ParseError as e:
-    raise Error(f'model config {path} does not parse: {_first_line(e)}'
-               ) from None
+  return model_config.read_proto(path)
 
 
 def load(path: str, model_name: str) -> model_config.ModelConfig:
   """The model's checked ModelConfig (base_path resolved as the server
   resolves it: relative to the file)."""
-  try:
-    found = model_config.find(model_config.load(path), model_name)
-  except OSError as e:
-    raise Error(f'model config {path}: {e.strerror or e}') from None
-  except (ValueError, text_format.ParseError) as e:
-    raise Error(f'model config {path} does not parse: {_first_line(e)}'
-               ) from None
+  found = model_config.find(model_config.load(path), model_name)
   if found is None:
     raise Error(f'model {model_name!r} is not in {path}')
   return found
+
+
+def check_label(label: str) -> str:
+  """`label` if a client can ask TF Serving for it, else ValueError (one
+  line). Its REST API matches labels with /labels/([^/:]+): never empty,
+  never '/' or ':'; whitespace and control characters are refused too,
+  since they split `delivery.versions list` and cannot be typed in a URL.
+  Every writer of a label calls this (`set_label`)."""
+  if not label:
+    raise ValueError(f'label {label!r} is empty: TF Serving\'s REST API '
+                     'cannot name it (/labels/<label>)')
+  for c in _LABEL_FORBIDDEN:
+    if c in label:
+      raise ValueError(f'label {label!r} contains {c!r}: TF Serving\'s '
+                       'REST API cannot name it (/labels/<label>)')
+  if any(c.isspace() or not c.isprintable() for c in label):
+    raise ValueError(f'label {label!r} contains whitespace or control '
+                     'characters')
+  return label
 
 
 def entry(proto, model_name: str, path: str):
@@ -149,7 +154,9 @@ def edit(path: str, model_name: str, change: Callable[[object], None]) -> None:
 def set_label(config_entry, label: str, version: int):
   """Points `label` at `version`; a `specific` policy then serves it too
   (TF Serving labels only versions it serves). Returns the label's
-  previous version (None: it had none)."""
+  previous version (None: it had none). ValueError for a label TF
+  Serving cannot serve (`check_label`)."""
+  check_label(label)
   previous = config_entry.version_labels.get(label)
   config_entry.version_labels[label] = version
   specific = config_entry.model_version_policy.specific

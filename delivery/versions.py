@@ -198,7 +198,13 @@ def promote(path: str, model_name: str, version: int,
   policy it is added to the served versions. The file is replaced
   atomically, so a server re-reading it never sees half a config. Holds
   the lock of the model's base path from the version check to the write.
+  A label TF Serving cannot serve (config_file.check_label) is a usage
+  error, before the file is read.
   """
+  try:
+    config_file.check_label(label)
+  except ValueError as e:
+    raise Error(str(e), EXIT_USAGE) from None
   try:
     base = config_file.load(path, model_name).base_path
     with _locked(base, f'promote {version} as {label}', lock_timeout):
@@ -273,7 +279,9 @@ def parser() -> cli.ArgumentParser:
                  'to roll back (default: the newest); restore: the rolled-'
                  'back version to serve again')
   p.add_argument('--label', default=config_file.STABLE_LABEL,
-                 help='promote: label name (default: %(default)s)')
+                 help='promote: label name, one TF Serving can serve: not '
+                 "empty, no '/', ':', whitespace or control characters "
+                 '(default: %(default)s)')
   p.add_argument('--model_config_file', default=paths.MODEL_CONFIG_FILE,
                  help=f'TF Serving model config file: {WRITE_CONFIG} writes '
                  'it, promote edits it, list shows its labels (default: '
@@ -290,7 +298,8 @@ def parser() -> cli.ArgumentParser:
   p.add_argument('--model_base_path', default=None,
                  help='TF Serving model base path (default: '
                  f'{os.path.join(paths.SERVING_DIR, "<model_name>")})')
-  p.add_argument('--lock_timeout', type=float, default=LOCK_TIMEOUT_S,
+  p.add_argument('--lock_timeout', type=cli.timeout_seconds,
+                 default=LOCK_TIMEOUT_S,
                  help='rollback, restore, write-config, promote: seconds to '
                  'wait for another rollback, promote, CD run or push on the '
                  'same base path to finish (default: %(default)s)')
@@ -372,6 +381,9 @@ def _list(args: argparse.Namespace) -> None:
   if labelled is None and infos:
     print(f'(no labels: {args.model_config_file} does not exist; '
           f'{PROG} {WRITE_CONFIG} writes it)')
+  for skipped in model_config.scan_versions(base).skipped:  # never counted
+    print(f'{PROG}: warning: not a version, never served: {skipped.path}: '
+          f'{skipped.why}', file=sys.stderr)
   busy = base_path.holder(base) if os.path.isdir(base) else None
   if busy is not None:
     print(f'(a change is in progress: {base}/{base_path.LOCK_FILE} is held '

@@ -13,6 +13,11 @@ executor.py, tfx_bsl's csv_decoder) and says where, and what is wrong:
            tfx_bsl parses it. A blank record is skipped; any other must have
            as many fields as the header. A NUL byte is an error on any line
            (Python 3.10's csv refuses it).
+  line ends  LF or CRLF; a file whose lines end in CR alone (old Mac) is
+           one line to CsvExampleGen: said once, for the file.
+  rows     a span whose files hold a header and no record is refused: there
+           is nothing to train on or to score (BulkInferrer would write no
+           prediction, and the scoring run blame the model).
 Types and values are not checked here: ExampleValidator does that against
 the curated schema, and names the span and the feature.
 Costs one pass over the files with Python's csv module (README.md has the
@@ -56,25 +61,37 @@ def _fields(record: str) -> Tuple[Optional[List[str]], Optional[str]]:
 def check_file(path: str, header: Optional[List[str]] = None
               ) -> Tuple[Optional[List[str]], List[Problem]]:
   """(the file's header, its problems). `header`: the span's, if known."""
+  names, problems, _ = _check_file(path, header)
+  return names, problems
+
+
+def _check_file(path: str, header: Optional[List[str]]
+               ) -> Tuple[Optional[List[str]], List[Problem], int]:
+  """check_file, and how many records (rows) the file holds."""
   problems: List[Problem] = []
+  rows = 0
   problem = lambda line, what: problems.append(Problem(path, line, what))
   with open(path, 'rb') as f:
     first = f.readline()
     if not first:
       problem(None, 'empty file: no header line')
-      return None, problems
+      return None, problems, rows
     if first.startswith(codecs.BOM_UTF8):
       problem(1, 'starts with a UTF-8 byte-order mark: CsvExampleGen would '
               'read the first column as a different name')
-      return None, problems
+      return None, problems, rows
+    if b'\r' in first.rstrip(b'\r\n'):  # no LF ends the first CR's line
+      problem(None, 'uses CR line endings (old Mac): CsvExampleGen would '
+              'read the whole file as one line; convert them to LF')
+      return None, problems, rows
     try:
       names = first.decode('utf-8').strip().split(',')
     except UnicodeDecodeError as e:
       problem(1, 'header ' + _undecodable(first, e))
-      return None, problems
+      return None, problems, rows
     if b'\0' in first:
       problem(1, 'header has a NUL byte')
-      return None, problems
+      return None, problems, rows
     seen = set()
     for column, name in enumerate(names, start=1):
       if not name:
@@ -86,7 +103,7 @@ def check_file(path: str, header: Optional[List[str]] = None
       differ = ', '.join(sorted(set(names) ^ set(header))) or 'column order'
       problem(1, f"header differs from the span's first file's: {differ}")
     if problems:
-      return names, problems
+      return names, problems, rows
 
     expected = len(names)
     record: List[str] = []
@@ -118,10 +135,12 @@ def check_file(path: str, header: Optional[List[str]] = None
         problem(start, why)
       elif fields and len(fields) != expected:
         problem(start, f'{len(fields)} fields, the header has {expected}')
+      elif fields:
+        rows += 1
     if record:
       problem(start, 'a quote opened on this line is never closed (it runs '
               f'to the end of the file, line {number})')
-  return names, problems
+  return names, problems, rows
 
 
 def _describe(span: int, problems: List[Problem]) -> str:
@@ -150,13 +169,21 @@ def check_span(data_root: str, span: int,
     return (f'span {span}: no file matches '
             f'{console.display_path(os.path.join(data_root, pattern))}'
             .replace('{SPAN}', str(span)))
-  header, problems = None, []
+  header, problems, rows = None, [], 0
   for path in files:
-    names, found = check_file(path, header)
+    names, found, count = _check_file(path, header)
     problems += found
+    rows += count
     if header is None:
       header = names
-  return _describe(span, problems) if problems else None
+  if problems:
+    return _describe(span, problems)
+  if not rows:
+    shown = ', '.join(console.display_path(f) for f in files)
+    return (f'span {span}: no rows: {shown} '
+            f'{"has" if len(files) == 1 else "have"} a header and nothing '
+            'else: nothing to train on or score')
+  return None
 
 
 def check_spans(data_root: str, spans: Sequence[int],

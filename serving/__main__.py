@@ -118,9 +118,13 @@ def main(argv=None) -> int:
   from serving import grpc_api  # pylint: disable=g-import-not-at-top
   from serving import rest_api  # pylint: disable=g-import-not-at-top
 
-  configs = (model_config.load(args.model_config_file)
-             if args.model_config_file else
-             model_config.from_flags(args.model_name, args.model_base_path))
+  try:
+    configs = (model_config.load(args.model_config_file)
+               if args.model_config_file else
+               model_config.from_flags(args.model_name, args.model_base_path))
+  except model_config.ConfigError as e:
+    logging.error('%s', e)  # one line, as tensorflow_model_server's
+    return 2
   batcher = None
   if args.enable_batching:
     try:

@@ -8,12 +8,19 @@ with the official `tensorflow/serving` image, or builds the equivalent of
 The one owner of that file format: `parse_proto` / `read_proto` / `to_text`
 / `proto_entry` / `policy_of` work on the proto itself, for the tools that
 edit the file (delivery/config_file.py replaces it atomically); `parse` and
-`load` turn it into the checked `ModelConfig`s the server serves.
+`load` turn it into the checked `ModelConfig`s the server serves. A file
+that cannot be used (missing, not UTF-8, not a text proto, not a valid
+config) is one `ConfigError` with a one-line message naming the file, for
+every reader: the server, the delivery tools and the UI catch that class.
+
+It also owns which entries of a model base path are versions
+(`scan_versions`), for the server and the delivery tools alike.
 """
 
 import dataclasses
 import os
-from typing import Dict, List, Optional
+import stat
+from typing import Dict, List, Optional, Tuple
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
@@ -22,6 +29,23 @@ from tensorflow_serving.config import model_server_config_pb2
 # log_collector_config.type values this server can write (see
 # serving/request_logging.py for the file format).
 LOG_COLLECTOR_TYPES = ('tfrecord',)
+# TF Serving parses a version directory's name as an int64
+# (file_system_storage_path_source.cc, strings::safe_strto64): a larger
+# number is no version there, and could not be carried by its APIs.
+MAX_VERSION = 2**63 - 1
+
+
+class ConfigError(ValueError):
+  """A model config file that cannot be used: missing, unreadable, not
+  UTF-8, not a text-format ModelServerConfig, or not a valid config (or,
+  from delivery/config_file.py, lacking the model asked for). The message
+  is one line and names the file. A ValueError, so callers that caught a
+  bad config as ValueError still do."""
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return text[0] if text else type(e).__name__
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,14 +68,59 @@ class ModelConfig:
   logging: Optional[LoggingConfig] = None  # no logging_config: no logging
 
 
-def versions_on_disk(base_path: str) -> List[int]:
-  """Numeric version directories under a model base path, ascending."""
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+  """A base path entry that looks like a version and is not served."""
+  path: str
+  why: str
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionScan:
+  versions: List[int]  # ascending
+  skipped: Tuple[Skipped, ...]  # worth a warning: named like a version
+
+
+def scan_versions(base_path: str) -> VersionScan:
+  """The versions under a model base path, and what was skipped and why.
+
+  A version is a real directory (not a symlink: one to the base path or to
+  a folder elsewhere would be served, rolled back and listed as if it were
+  a push) whose name is decimal digits of an int64, as TF Serving reads it.
+  Other names (.incoming-N, .rolled-back, files) are skipped silently;
+  numeric names that fail are in `skipped`, for a warning.
+  """
   try:
     names = os.listdir(base_path)
-  except FileNotFoundError:
-    return []
-  return sorted(int(n) for n in names
-                if n.isascii() and n.isdigit() and os.path.isdir(os.path.join(base_path, n)))
+  except (FileNotFoundError, NotADirectoryError):
+    return VersionScan([], ())
+  versions, skipped = [], []
+  for name in names:
+    if not (name.isascii() and name.isdigit()):
+      continue
+    path = os.path.join(base_path, name)
+    try:
+      mode = os.lstat(path).st_mode
+    except OSError:  # removed meanwhile
+      continue
+    if stat.S_ISLNK(mode):
+      skipped.append(Skipped(path, 'a symlink, not a version directory '
+                             f'(to {os.readlink(path)})'))
+    elif not stat.S_ISDIR(mode):
+      continue  # a file: never a version, as before
+    elif int(name) > MAX_VERSION:
+      skipped.append(Skipped(path, f'version number out of int64 range '
+                             f'(max {MAX_VERSION}), as TF Serving refuses'))
+    else:
+      versions.append(int(name))
+  return VersionScan(sorted(versions),
+                     tuple(sorted(skipped, key=lambda s: s.path)))
+
+
+def versions_on_disk(base_path: str) -> List[int]:
+  """Version directories under a model base path, ascending
+  (`scan_versions`)."""
+  return scan_versions(base_path).versions
 
 
 def wanted_versions(config: ModelConfig, on_disk: List[int]) -> List[int]:
@@ -73,9 +142,30 @@ def parse_proto(text: str) -> model_server_config_pb2.ModelServerConfig:
   return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
 
 
+def read_text(path: str) -> str:
+  """The file's text; ConfigError if it is missing, unreadable or not
+  UTF-8 (text_format reads UTF-8, as TF Serving does)."""
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except OSError as e:
+    raise ConfigError(f'model config {path}: {e.strerror or e}') from None
+  try:
+    return data.decode('utf-8')
+  except UnicodeDecodeError as e:
+    line = data.count(b'\n', 0, e.start) + 1
+    raise ConfigError(f'model config {path} is not UTF-8: byte '
+                      f'0x{data[e.start]:02x} on line {line}') from None
+
+
 def read_proto(path: str) -> model_server_config_pb2.ModelServerConfig:
-  with open(path) as f:
-    return parse_proto(f.read())
+  """The file as a proto; ConfigError if it cannot be read or parsed."""
+  text = read_text(path)
+  try:
+    return parse_proto(text)
+  except text_format.ParseError as e:
+    raise ConfigError(f'model config {path} does not parse: '
+                      f'{_first_line(e)}') from None
 
 
 def to_text(proto: model_server_config_pb2.ModelServerConfig) -> str:
@@ -146,8 +236,14 @@ def _logging_config(c, relative_to: str) -> LoggingConfig:
 
 
 def load(path: str) -> List[ModelConfig]:
-  with open(path) as f:
-    return parse(f.read(), relative_to=os.path.dirname(os.path.abspath(path)))
+  """The file's checked configs; ConfigError (one line, naming the file)
+  for any file that cannot be used."""
+  text = read_text(path)
+  try:
+    return parse(text, relative_to=os.path.dirname(os.path.abspath(path)))
+  except (ValueError, text_format.ParseError) as e:
+    raise ConfigError(f'model config {path} does not parse: '
+                      f'{_first_line(e)}') from None
 
 
 def find(configs: List[ModelConfig], name: str) -> Optional[ModelConfig]:

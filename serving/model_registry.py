@@ -9,7 +9,9 @@ complete; one that fails to load is refused with a log line and retried
 only once any of its files changed (name, size or mtime): a copy still
 under way when it was first tried is served once complete, and a broken
 version costs no load attempt per poll. The versions already served keep
-serving.
+serving. An entry named like a version that is none (a symlink, a number
+past int64: model_config.scan_versions) is never loaded, with one warning
+naming it.
 """
 
 import dataclasses
@@ -121,6 +123,8 @@ class ModelRegistry:
         c.name: {} for c in configs}
     # version dir -> its files when it was refused
     self._refused: Dict[str, DirSignature] = {}
+    # base path -> the entries skipped as no versions, warned about once
+    self._skipped: Dict[str, frozenset] = {}
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
 
@@ -140,7 +144,7 @@ class ModelRegistry:
       loaded = dict(current)
       failed = set()  # tried once this poll: a copy under way waits a poll
       while True:
-        servable = [v for v in model_config.versions_on_disk(config.base_path)
+        servable = [v for v in self._versions_on_disk(config)
                     if v in loaded or
                     (v not in failed and self._may_load(config, v))]
         wanted = model_config.wanted_versions(config, servable)
@@ -158,6 +162,18 @@ class ModelRegistry:
         self._served[config.name] = updated  # one atomic assignment
         log.info('model %s: serving versions %s', config.name,
                  sorted(updated) or 'none')
+
+  def _versions_on_disk(self, config) -> List[int]:
+    """The base path's versions; a warning for each entry skipped as no
+    version, when first seen (not once a poll)."""
+    scan = model_config.scan_versions(config.base_path)
+    seen = self._skipped.get(config.base_path, frozenset())
+    for skipped in scan.skipped:
+      if skipped not in seen:
+        log.warning('model %s: not a version, never served: %s: %s',
+                    config.name, skipped.path, skipped.why)
+    self._skipped[config.base_path] = frozenset(scan.skipped)
+    return scan.versions
 
   def _reload_config(self) -> None:
     """Swaps in the config file's new content; a bad file keeps the old one."""

@@ -140,6 +140,32 @@ def test_more_bad_lines_are_counted_not_listed_forever(tmp_path):
   assert message.endswith('(and 39 more bad lines: 3, 4, 5, 6, 7, ...)')
 
 
+def test_a_span_with_a_header_and_no_rows_is_refused(tmp_path):
+  _write(str(tmp_path / 'span-1' / 'a.csv'), [HEADER])
+  _write(str(tmp_path / 'span-2' / 'a.csv'), [HEADER, '', ''])
+  _write(str(tmp_path / 'span-3' / 'a.csv'), [HEADER])
+  _write(str(tmp_path / 'span-3' / 'b.csv'), [HEADER, ROW])  # one row: fine
+  one, two = csv_check.check_spans(str(tmp_path), [1, 2, 3])
+  assert one.startswith('span 1: no rows: ') and 'a.csv' in one
+  assert 'a header and nothing else' in one
+  assert two.startswith('span 2: no rows: ')
+
+
+def test_cr_line_endings_are_named_once(tmp_path):
+  path = _write(str(tmp_path / 'span-1' / 'a.csv'), None,
+                ('\r'.join([HEADER] + [ROW] * 300) + '\r').encode())
+  [problem] = _problems(path)
+  assert problem.line is None
+  assert problem.what.startswith('uses CR line endings')
+  [message] = csv_check.check_spans(str(tmp_path), [1])
+  assert 'more bad line' not in message and '\n' not in message
+  # One CR line end among LF ones is a field's content, not the file's.
+  mixed = _write(str(tmp_path / 'b.csv'), None,
+                 (HEADER + '\n' + ROW.replace('Cash', '"Ca\rsh"') + '\n'
+                  ).encode())
+  assert _problems(mixed) == []
+
+
 # --- In the pipeline ----------------------------------------------------------
 
 
@@ -198,3 +224,22 @@ def test_local_runner_exits_1_with_the_line(bad_cfg):
   assert 'line 7: 19 fields, the header has 18' in done.stdout
   assert 'span ingested      None' not in done.stdout
   assert 'Traceback' not in done.stdout + done.stderr
+
+
+@pytest.mark.integration
+def test_run_stops_on_an_empty_span_and_names_it(bad_cfg, capsys):
+  from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
+  for span in (3, 4):  # spans 3 and 4: good again, 4 with no rows
+    path = os.path.join(bad_cfg.data_root, f'span-{span}', 'data.csv')
+    with open(path, encoding='utf-8', errors='replace') as f:
+      lines = f.read().split('\n')
+    with open(path, 'w') as f:
+      f.write('\n'.join(lines[:1] if span == 4 else
+                         [lines[0]] + lines[8:]) + '\n')
+  outcome = run_pipeline(bad_cfg, LocalDagRunner)
+  assert not outcome.ok
+  assert outcome.error.startswith(f'span 4: no rows: {_span_file(bad_cfg, 4)}')
+  assert 'span 4: no rows' in capsys.readouterr().out
+  store = metadata_store.open_store(
+      metadata_store.sqlite_config(bad_cfg.metadata_path))
+  assert store.get_executions() == []  # stopped before any ingestion

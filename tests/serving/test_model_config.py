@@ -57,3 +57,21 @@ def test_bad_config_is_rejected_clearly():
     model_config.parse('')
   with pytest.raises(ValueError, match='name and base_path'):
     model_config.parse('model_config_list { config { name: "x" } }')
+
+
+def test_the_server_on_an_unreadable_config_is_one_line_and_exit_2(tmp_path):
+  """As tensorflow_model_server: a config it cannot read stops it at start
+  with one line naming the file (not a traceback)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'models.config'
+  path.write_bytes(b'model_config_list { config { name: "t\xff" } }')
+  done = subprocess.run(
+      [sys.executable, '-m', 'serving', '--model_config_file', str(path)],
+      cwd=helpers.REPO, capture_output=True, text=True, timeout=120,
+      check=False)
+  assert done.returncode == 2, done.stderr
+  assert 'Traceback' not in done.stderr
+  (line,) = [l for l in done.stderr.splitlines() if 'ERROR' in l]
+  assert str(path) in line and 'not UTF-8' in line
