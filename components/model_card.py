@@ -5,7 +5,10 @@ does not install with TFX 1.16 (every release pins tfx below 1.16 or to one
 older minor), so the card is this component's: a JSON document in the
 toolkit's spirit (model details, parameters, quantitative analysis,
 considerations), rendered to Markdown and HTML with Jinja2 templates
-(components/model_card_templates/).
+(components/model_card_templates/). The HTML card is opened from disk, with
+no server to send it headers, and every value on it is read from artifacts:
+so it is escaped (project/web.py's one rule for every HTML template) and
+states the UI's Content-Security-Policy itself, in a <meta> element.
 
 Everything on the card is read from the artifacts the component's inputs
 resolve to in ML Metadata, never restated from the configuration:
@@ -49,6 +52,7 @@ from tfx.types.component_spec import ExecutionParameter
 from lineage import readers
 from models import model as model_lib
 from models import problem as problems
+from project import web
 from components import infra_validator
 from serving import base_path
 
@@ -313,9 +317,10 @@ def with_version(card: Dict[str, Any], version: int,
 
 
 def _environment() -> jinja2.Environment:
+  """HTML escaped by the project's one rule (project/web.py), Markdown not."""
   env = jinja2.Environment(
       loader=jinja2.FileSystemLoader(TEMPLATES),
-      autoescape=jinja2.select_autoescape(['html']),
+      autoescape=web.autoescape,
       undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
       keep_trailing_newline=True)
 
@@ -329,7 +334,8 @@ def _environment() -> jinja2.Environment:
 def render(card: Dict[str, Any]) -> Dict[str, str]:
   """kind ('html', 'md', 'json') -> the card's text."""
   env = _environment()
-  texts = {kind: env.get_template(f'model_card.{kind}.j2').render(card=card)
+  texts = {kind: env.get_template(f'model_card.{kind}.j2').render(
+      card=card, content_security_policy=web.CONTENT_SECURITY_POLICY)
            for kind in ('html', 'md')}
   texts['json'] = json.dumps(card, indent=2, sort_keys=True) + '\n'
   return texts

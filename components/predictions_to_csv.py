@@ -3,7 +3,7 @@
 TFX has no stock component for this: BulkInferrer (stock) writes
 PredictionLogs, TFRecords of the request and the response per example, in
 no order and without the split. This component turns them into what people
-read, an artifact with lineage (graph.SCORES_TYPE): one line per row of the
+read, an artifact with lineage (batch_scoring.SCORES_TYPE): one line per row of the
 scored span, in split and row order, with the columns that identify it (the
 problem's id_columns), its label if the data has one (the problem's rule),
 the answer (the task's columns, models/tasks.py) and the served version.
@@ -28,7 +28,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 
-from lineage import graph
+from lineage import batch_scoring
 from models import problem as problems
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -39,8 +39,8 @@ PREDICTION_LOGS_PATTERN = 'prediction_logs-*'  # what BulkInferrer writes
 
 
 class PredictionsCsv(types.Artifact):
-  """The scored rows as CSV (graph.SCORES_FILE in the artifact's URI)."""
-  TYPE_NAME = graph.SCORES_TYPE
+  """The scored rows as CSV (batch_scoring.SCORES_FILE in the artifact's URI)."""
+  TYPE_NAME = batch_scoring.SCORES_TYPE
 
 
 class ScoringError(RuntimeError):
@@ -154,7 +154,7 @@ def PredictionsToCsv(  # pylint: disable=invalid-name
     served_version: Parameter[int],
     served_model_id: Parameter[int],
     problem: Parameter[str]) -> None:
-  """Writes graph.SCORES_FILE: every row of `examples` with its prediction.
+  """Writes batch_scoring.SCORES_FILE: every row of `examples` with its prediction.
 
   `model` is the one BulkInferrer used (an input for lineage); it must be
   the Model the run was built for (`served_model_id`): the served version
@@ -181,7 +181,7 @@ def PredictionsToCsv(  # pylint: disable=invalid-name
     if why:
       raise ScoringError(f'{r["split"]} row {r["row"]}: the answer '
                          f'{r["prediction"]} is no {task.name} answer: {why}')
-  with fileio.open(os.path.join(scores.uri, graph.SCORES_FILE), 'w') as f:
+  with fileio.open(os.path.join(scores.uri, batch_scoring.SCORES_FILE), 'w') as f:
     f.write(csv_text(spec, rows, span, served_version))
   labels = [spec.label_of(r['raw']) for r in rows]
   labels = [label for label in labels if label is not None]

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from lineage import graph
+from lineage import batch_scoring
 from lineage import provenance
 from lineage import metadata_store
 from lineage import report
@@ -86,7 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-def format_scoring(s: graph.Scoring) -> str:
+def format_scoring(s: batch_scoring.Scoring) -> str:
   """Which model scored a span, and where its rows and predictions are."""
   model = f'Model #{s.model.id}' if s.model else 'Model not recorded'
   lines = [f'Span {s.span} scored by version {s.served_version} ({model}), '
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     print(report.format_run(store, cfg.pipeline_name))
     return 0
   if args.command == 'scores':
-    found = graph.scorings(store, cfg.pipeline_name, args.span)
+    found = batch_scoring.scorings(store, cfg.pipeline_name, args.span)
     if not found:
       what = 'any span' if args.span is None else f'span {args.span}'
       raise SystemExit(f'No scoring of {what} in this ML Metadata store '

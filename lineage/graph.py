@@ -1,20 +1,16 @@
 """The one walk of ML Metadata's event graph: what made what, in which run.
 
-TFX records three context types per pipeline: `pipeline` (name),
-`pipeline_run` (one per run) and `node` (`<pipeline>.<node id>`), and an
-INPUT/OUTPUT event per artifact an execution read or wrote. The steps of
-every question the project asks of that graph are here: the runs and their
-nodes (`latest_run`, `run_nodes`, `run_executions`), who made and who read
-an artifact (`producer`, `consumers`, `execution_artifacts`), the spans
-ExampleGen ingested (`ingested_examples`), the versions a model was pushed
-to (`pushed_versions`), and which model scored a span's rows (`scorings`:
-CSV <- BulkInferrer <- Model, Examples). The lineage of a served version is
-built of these steps in lineage/provenance.py. So it answers for any run of
-this pipeline's runners, on SQLite or MySQL. It reads `ml_metadata`
-directly and never imports TFX or TensorFlow (about a second): the serving
-process, the CT controller and the lineage CLI (`python -m lineage`) import
-it too; files are read by lineage/readers.py, text is made by
-lineage/report.py.
+TFX records `pipeline`, `pipeline_run` and `node` (`<pipeline>.<node id>`)
+contexts, and an INPUT/OUTPUT event per artifact an execution read or
+wrote. Every question the project asks of that graph is answered here: the
+runs and their nodes (`latest_run`, `run_nodes`, `run_executions`), who
+made and read an artifact (`producer`, `consumers`, `execution_artifacts`),
+all that is upstream of one (`upstream`, the version page's graph, on ML
+Metadata's own lineage query), the spans ExampleGen ingested, the versions
+a model was pushed to (lineage/batch_scoring.py: which model scored a span's rows).
+lineage/provenance.py builds a served version's lineage of these steps.
+It reads `ml_metadata` only, never TFX or TensorFlow (the serving process,
+the CT controller and `python -m lineage` import it), on SQLite or MySQL.
 
 Each pipeline run's context also carries the git commit of the checkout that
 ran it (`record_git_revision`): on the run, never in a component's
@@ -23,11 +19,12 @@ is not a cache miss and retrains nothing. Which code made a model is told by
 the per-component fingerprints in Transform's and Trainer's custom_config.
 """
 
+import collections
 import dataclasses
 import datetime
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
@@ -181,7 +178,11 @@ def producer(store: mlmd.MetadataStore, artifact_id: int
   """
   ids = sorted({e.execution_id for e in store.get_events_by_artifact_ids(
       [artifact_id]) if e.type == metadata_store_pb2.Event.OUTPUT})
-  executions = store.get_executions_by_id(ids)
+  return _maker(store.get_executions_by_id(ids))
+
+
+def _maker(executions: List[metadata_store_pb2.Execution]
+          ) -> Optional[metadata_store_pb2.Execution]:
   made = [e for e in executions
           if e.last_known_state != metadata_store_pb2.Execution.CACHED]
   return min(made or executions, key=lambda e: e.id, default=None)
@@ -235,6 +236,87 @@ def ingested_spans(store: mlmd.MetadataStore, pipeline_name: str,
   spans = {prop(a, 'span') for a in ingested_examples(
       store, pipeline_name, data_root, example_gen_id=example_gen_id)}
   return sorted(int(span) for span in spans if span is not None)
+
+
+# --- Everything upstream of an artifact ----------------------------------------
+
+UPSTREAM_HOPS = 20  # hops one query walks: 10 artifact <- execution steps
+
+
+@dataclasses.dataclass
+class Upstream:
+  """An artifact's provenance: nodes by key ('a<id>' an Artifact, 'e<id>'
+  an Execution) in the order walked, edges (upstream key, downstream key),
+  each execution's contexts by id; truncated: stopped at max_nodes."""
+  nodes: Dict[str, Any]
+  edges: Set[Tuple[str, str]] = dataclasses.field(default_factory=set)
+  contexts: Dict[int, Dict[int, Any]] = dataclasses.field(
+      default_factory=lambda: collections.defaultdict(dict))
+  truncated: bool = False
+
+
+def upstream(store: mlmd.MetadataStore, artifact: metadata_store_pb2.Artifact,
+             max_nodes: int, hops: int = UPSTREAM_HOPS) -> Upstream:
+  """Breadth-first from `artifact` to `max_nodes`: its `producer`, what that
+  read (inputs by key, as `execution_artifacts`), their producers... read
+  from ML Metadata's get_lineage_subgraph `hops` at a time, not per node."""
+  walk, frontier = Upstream({f'a{artifact.id}': artifact}), [artifact.id]
+  known = {'a': {artifact.id: artifact}, 'e': {}, 'complete': set(),
+           'made_by': collections.defaultdict(set),
+           'reads': collections.defaultdict(set)}
+  while frontier and len(walk.nodes) < max_nodes:
+    if frontier[0] not in known['complete']:
+      _fetch(store, [a for a in frontier if a not in known['complete']][:100],
+             hops, known, walk.contexts)
+    a_id = frontier.pop(0)
+    made = _maker([known['e'][i] for i in known['made_by'][a_id]])
+    if made is None:
+      continue
+    walk.edges.add((f'e{made.id}', f'a{a_id}'))
+    if f'e{made.id}' in walk.nodes:
+      continue
+    walk.nodes[f'e{made.id}'] = made
+    for _, _, read in sorted(known['reads'][made.id]):
+      walk.edges.add((f'a{read}', f'e{made.id}'))
+      if f'a{read}' not in walk.nodes:
+        walk.nodes[f'a{read}'] = known['a'][read]
+        frontier.append(read)
+  walk.truncated = len(walk.nodes) >= max_nodes
+  return walk
+
+
+def _fetch(store, starts: List[int], hops: int, known, contexts) -> None:
+  """Adds the upstream subgraph of `starts` to `known`. An artifact is
+  `complete` (its makers and their inputs all in) when a path of OUTPUT and
+  input events at most hops - 2 long reaches it from a start."""
+  options = metadata_store_pb2.LineageSubgraphQueryOptions(
+      max_num_hops=hops,
+      direction=metadata_store_pb2.LineageSubgraphQueryOptions.UPSTREAM)
+  options.starting_artifacts.filter_query = f'id IN ({str(starts)[1:-1]})'
+  found = store.get_lineage_subgraph(options, [
+      'artifacts', 'executions', 'events', 'contexts', 'associations'])
+  known['a'].update((a.id, a) for a in found.artifacts)
+  known['e'].update((e.id, e) for e in found.executions)
+  by_id = {c.id: c for c in found.contexts}
+  for a in found.associations:
+    contexts[a.execution_id][a.context_id] = by_id[a.context_id]
+  for e in found.events:
+    steps = e.path.steps
+    if e.type == metadata_store_pb2.Event.OUTPUT:
+      known['made_by'][e.artifact_id].add(e.execution_id)
+    elif e.type in _INPUT:
+      known['reads'][e.execution_id].add((
+          steps[0].key if steps else '',
+          steps[1].index if len(steps) > 1 else 0, e.artifact_id))
+  distance, queue = dict.fromkeys(starts, 0), collections.deque(starts)
+  while queue:
+    a_id = queue.popleft()
+    for e_id in known['made_by'][a_id]:
+      for _, _, read in known['reads'][e_id]:
+        if read not in distance:
+          distance[read] = distance[a_id] + 2
+          queue.append(read)
+  known['complete'].update(a for a, d in distance.items() if d <= hops - 2)
 
 
 # --- Executions and artifacts as the lineage reports show them ---------------
@@ -304,101 +386,3 @@ def pushed_versions(store: mlmd.MetadataStore, model_id: int) -> List[str]:
       if prop(pushed, 'pushed') == 1 and prop(pushed, 'pushed_version'):
         found.add(str(prop(pushed, 'pushed_version')))
   return sorted(found)
-
-
-# --- Batch scoring (pipeline/scoring.py) -------------------------------------
-
-# Scoring runs as a pipeline of its own, `<pipeline>_scoring` (the module
-# docstring of pipeline/scoring.py says why); its last node writes an
-# artifact of this type holding this CSV file.
-SCORING_SUFFIX = '_scoring'
-SCORES_TYPE = 'PredictionsCsv'
-SCORES_FILE = 'scores.csv'
-
-
-def scoring_pipeline_name(pipeline_name: str) -> str:
-  return pipeline_name + SCORING_SUFFIX
-
-
-@dataclasses.dataclass
-class Scoring:
-  """One batch scoring of a span: which model scored which rows, where."""
-  span: Optional[int]
-  csv: ArtifactInfo
-  csv_path: str
-  rows: Optional[int]
-  mean_prediction: Optional[float]
-  served_version: Optional[str]  # the version served when it was scored
-  versions: List[str]  # every version the Model was pushed as
-  scorer: ExecutionInfo  # the execution that wrote the CSV
-  last_run: Optional[str]  # the newest run that made or reused the CSV
-  examples: Optional[ArtifactInfo] = None
-  predictions: Optional[ArtifactInfo] = None  # BulkInferrer's PredictionLogs
-  model: Optional[ArtifactInfo] = None
-  blessing: Optional[ArtifactInfo] = None
-  bulk_inferrer: Optional[ExecutionInfo] = None
-  trainer: Optional[ExecutionInfo] = None
-
-
-def _first(artifacts: Optional[List[metadata_store_pb2.Artifact]]):
-  return artifacts[0] if artifacts else None
-
-
-def _last_output(store: mlmd.MetadataStore, artifact_id: int
-                ) -> Optional[metadata_store_pb2.Execution]:
-  """The newest COMPLETE or CACHED execution that output an artifact: a
-  cached rerun reuses an earlier scoring's CSV, and is its newest use."""
-  ids = [e.execution_id for e in store.get_events_by_artifact_ids(
-      [artifact_id]) if e.type == metadata_store_pb2.Event.OUTPUT]
-  done = [e for e in store.get_executions_by_id(ids) if e.last_known_state in (
-      metadata_store_pb2.Execution.COMPLETE,
-      metadata_store_pb2.Execution.CACHED)]
-  return max(done, key=lambda e: e.id, default=None)
-
-
-def scorings(store: mlmd.MetadataStore, pipeline_name: str,
-             span: Optional[int] = None) -> List[Scoring]:
-  """The scorings of `pipeline_name`'s models (of `span` only, when given),
-  newest use first: the CSV artifact <- its writer <- BulkInferrer's
-  PredictionLogs, the span's Examples and the Model (<- its Trainer), and
-  the ModelBlessing BulkInferrer checked."""
-  context = store.get_context_by_type_and_name(
-      'pipeline', scoring_pipeline_name(pipeline_name))
-  if context is None:
-    return []
-  found = []
-  for csv in store.get_artifacts_by_context(context.id):
-    if (csv.type != SCORES_TYPE or
-        csv.state != metadata_store_pb2.Artifact.LIVE):
-      continue
-    writer, last = producer(store, csv.id), _last_output(store, csv.id)
-    if writer is None or last is None:
-      continue
-    inputs, _ = execution_artifacts(store, writer.id)
-    examples = _first(inputs.get('examples'))
-    scored_span = property_value(examples, 'span') if examples else None
-    if span is not None and scored_span != span:
-      continue
-    predictions = _first(inputs.get('inference_result'))
-    model = _first(inputs.get('model'))
-    bulk = producer(store, predictions.id) if predictions else None
-    blessing = _first(execution_artifacts(store, bulk.id)[0].get(
-        'model_blessing')) if bulk else None
-    trainer = producer(store, model.id) if model else None
-    run = run_context(store, last.id)
-    version = prop(csv, 'served_version')
-    found.append((last.id, Scoring(
-        span=scored_span, csv=artifact_info(csv),
-        csv_path=os.path.join(csv.uri, SCORES_FILE),
-        rows=prop(csv, 'rows'), mean_prediction=prop(csv, 'mean_prediction'),
-        served_version=None if version is None else str(version),
-        versions=pushed_versions(store, model.id) if model else [],
-        scorer=execution_info(store, writer),
-        last_run=run.name if run else None,
-        examples=artifact_info(examples) if examples else None,
-        predictions=artifact_info(predictions) if predictions else None,
-        model=artifact_info(model) if model else None,
-        blessing=artifact_info(blessing) if blessing else None,
-        bulk_inferrer=execution_info(store, bulk) if bulk else None,
-        trainer=execution_info(store, trainer) if trainer else None)))
-  return [s for _, s in sorted(found, key=lambda x: x[0], reverse=True)]

@@ -16,7 +16,7 @@ ModelBlessing the Evaluator gave that Model (`current_model_id`) because it
 silently writes nothing for an unblessed model; the CSV step fails if any
 row has no prediction.
 
-The pipeline is `<pipeline name>_scoring` (lineage.graph.scoring_pipeline_name),
+The pipeline is `<pipeline name>_scoring` (lineage.batch_scoring.scoring_pipeline_name),
 not the training pipeline's name. Under the training name, ExampleGen
 would be a cache hit of the training runs' ingestion, but a scoring run
 would become "the latest run" of the training pipeline for every reader of
@@ -52,6 +52,7 @@ from tfx.types import standard_artifacts
 
 import ml_metadata as mlmd
 from data import spans as span_rules
+from lineage import batch_scoring
 from lineage import graph
 from lineage import metadata_store
 from lineage import readers
@@ -74,7 +75,7 @@ SIGNATURE = 'serving_default'
 
 
 def pipeline_name(cfg: configs.PipelineConfig) -> str:
-  return graph.scoring_pipeline_name(cfg.pipeline_name)
+  return batch_scoring.scoring_pipeline_name(cfg.pipeline_name)
 
 
 # --- The served model, as a Resolver ----------------------------------------
@@ -177,7 +178,7 @@ class ScoringOutcome:
   seconds: float
   run_id: Optional[str] = None
   nodes: Dict[str, graph.NodeRun] = dataclasses.field(default_factory=dict)
-  scoring: Optional[graph.Scoring] = None  # the CSV and its lineage
+  scoring: Optional[batch_scoring.Scoring] = None  # the CSV and its lineage
   copied_to: Optional[str] = None  # the CSV's copy at a stable path
   mean_label: Optional[float] = None
   dead_run_marked: List[Any] = dataclasses.field(default_factory=list)
@@ -198,7 +199,10 @@ def run_scoring(cfg: configs.PipelineConfig, make_runner: Callable[[], Any],
 
   Raises SystemExit, before any TFX work, when the span is missing or
   nothing this store can trace is served; run_lock.RunInProgress while
-  another run holds the pipeline root.
+  another run holds the pipeline root. A span CsvExampleGen cannot read, or
+  with no rows to score (ops/csv_check.py), stops the run before any TFX
+  work too, its summary saying why: BulkInferrer would write nothing and
+  PredictionsToCsv blame the model.
   """
   start = started_at or time.time()
   log_path, progress = runs.start_run_log(cfg, 'score')
@@ -265,7 +269,7 @@ def _hint(error: str) -> str:
 
 def _read_outcome(store: mlmd.MetadataStore, name: str, training_name: str,
                   lock: run_lock.RunLock, outcome: ScoringOutcome) -> None:
-  """The run's nodes and its CSV's lineage (graph.scorings)."""
+  """The run's nodes and its CSV's lineage (batch_scoring.scorings)."""
   run = (store.get_context_by_type_and_name('pipeline_run', lock.runs[-1])
          if lock.runs else None)
   if run is None:
@@ -280,12 +284,12 @@ def _read_outcome(store: mlmd.MetadataStore, name: str, training_name: str,
     return
   outcome.mean_label = metadata_store.custom_property(csv_artifact,
                                                       'mean_label')
-  outcome.scoring = next((s for s in graph.scorings(
+  outcome.scoring = next((s for s in batch_scoring.scorings(
       store, training_name, outcome.span) if s.csv.id == csv_artifact.id),
                          None)
   if outcome.scoring is None and outcome.ok:
     outcome.ok, outcome.error = False, (
-        f'{graph.SCORES_TYPE} #{csv_artifact.id} has no lineage to a span '
+        f'{batch_scoring.SCORES_TYPE} #{csv_artifact.id} has no lineage to a span '
         'and a model in ML Metadata')
 
 
@@ -333,7 +337,7 @@ def format_summary(cfg: configs.PipelineConfig,
     add('copied to', console.display_path(outcome.copied_to))
     trainer = (f' <- Trainer execution {s.trainer.id} (run {s.trainer.run})'
                if s.trainer else '')
-    add('lineage', f'{graph.SCORES_TYPE} #{s.csv.id} <- BulkInferrer '
+    add('lineage', f'{batch_scoring.SCORES_TYPE} #{s.csv.id} <- BulkInferrer '
         f'execution {s.bulk_inferrer.id} <- Examples #{s.examples.id} '
         f'(span {s.span}), Model #{s.model.id}{trainer}')
     add('', f'python -m lineage scores {outcome.span}' + (

@@ -21,42 +21,18 @@ MAX_GRAPH_NODES = 200
 
 def version_graph(store, version: str) -> Optional[Dict[str, Any]]:
   """The provenance of a pushed version: every artifact and execution
-  upstream of its PushedModel, the edges between them (upstream ->
-  downstream) and each node's depth: the longest path from it to the pushed
-  model (0), so every node sits left of everything it fed."""
+  upstream of its PushedModel (lineage/graph.py's walk, to MAX_GRAPH_NODES),
+  the edges between them (upstream -> downstream) and each node's depth: the
+  longest path from it to the pushed model (0), so every node sits left of
+  everything it fed."""
   pushed = provenance.pushed_model(store, version)
   if pushed is None:
     return None
-  nodes: Dict[str, Dict[str, Any]] = {
-      f'a{pushed.id}': {'kind': 'artifact', 'id': pushed.id,
-                        'label': pushed.type, 'detail': f'version {version}'}}
-  edges = set()
-  frontier = [(f'a{pushed.id}', pushed)]
-  while frontier and len(nodes) < MAX_GRAPH_NODES:
-    key, artifact = frontier.pop(0)
-    made = graph.producer(store, artifact.id)
-    if made is None:
-      continue
-    e_key = f'e{made.id}'
-    edges.add((e_key, key))
-    if e_key in nodes:
-      continue
-    nodes[e_key] = {
-        'kind': 'execution', 'id': made.id,
-        'label': graph.node_id(store.get_contexts_by_execution(made.id))
-                 or made.type,
-        'detail': views.STATE_WORDS.get(made.last_known_state, '?')}
-    inputs, _ = graph.execution_artifacts(store, made.id)
-    for _, artifacts in sorted(inputs.items()):
-      for a in artifacts:
-        a_key = f'a{a.id}'
-        edges.add((a_key, e_key))
-        if a_key not in nodes:
-          span = graph.prop(a, 'span')
-          nodes[a_key] = {'kind': 'artifact', 'id': a.id, 'label': a.type,
-                          'detail': f'span {span}' if span is not None
-                          else f'#{a.id}'}
-          frontier.append((a_key, a))
+  walked = graph.upstream(store, pushed, MAX_GRAPH_NODES)
+  nodes = {key: _node(walked, key, entity)
+           for key, entity in walked.nodes.items()}
+  nodes[f'a{pushed.id}']['detail'] = f'version {version}'
+  edges = walked.edges
   downstream: Dict[str, List[str]] = {}
   for source, target in edges:
     downstream.setdefault(source, []).append(target)
@@ -72,7 +48,19 @@ def version_graph(store, version: str) -> Optional[Dict[str, Any]]:
     node['depth'] = depth_of(key)
   return {'version': version, 'nodes': nodes,
           'edges': sorted(e for e in edges if e[0] in nodes and e[1] in nodes),
-          'truncated': len(nodes) >= MAX_GRAPH_NODES}
+          'truncated': walked.truncated}
+
+
+def _node(walked: graph.Upstream, key: str, entity) -> Dict[str, Any]:
+  """How the graph draws one node of the walk."""
+  if key.startswith('e'):
+    contexts = list(walked.contexts.get(entity.id, {}).values())
+    return {'kind': 'execution', 'id': entity.id,
+            'label': graph.node_id(contexts) or entity.type,
+            'detail': views.STATE_WORDS.get(entity.last_known_state, '?')}
+  span = graph.prop(entity, 'span')
+  return {'kind': 'artifact', 'id': entity.id, 'label': entity.type,
+          'detail': f'span {span}' if span is not None else f'#{entity.id}'}
 
 
 def artifact(store, artifact_id: int) -> Optional[Dict[str, Any]]:

@@ -1,7 +1,12 @@
 """The UI's pages: a route table from URL paths to HTML (Jinja2 templates in
-ui/templates/, autoescaped), the data from ui/views.py, the charts from
-project/charts.py. `render(sources, path)` is everything the server (ui/server.py)
-and the static export call; it never writes.
+ui/templates/, escaped by project/web.py's rule for every HTML template), the
+data from ui/views.py, the charts from project/charts.py. `render(sources,
+path)` is everything the server (ui/server.py) and the static export call;
+it never writes.
+
+A link to a run is `run_url(name)` everywhere (the templates' `run_url`
+filter too): the name quoted whole, `/` included, so a run named `a/b` is
+one path segment the `/runs/<name>` route decodes, not a 404.
 """
 
 import dataclasses
@@ -18,6 +23,7 @@ from lineage import secrets
 from models import problem as problems
 from models import tasks
 from project import charts
+from project import web
 from ui import lineage_svg
 from ui import lineage_view
 from ui import serving_view
@@ -26,10 +32,18 @@ from ui import views
 NAV = (('/', 'Overview'), ('/runs', 'Runs'), ('/data', 'Data'),
        ('/models', 'Models'), ('/serving', 'Serving'))
 
+
+
+def run_url(name: str) -> str:
+  """The path of run `name`'s page (run_page decodes it)."""
+  return '/runs/' + urllib.parse.quote(name, safe='')
+
+
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(
         os.path.join(os.path.dirname(__file__), 'templates')),
-    autoescape=True, undefined=jinja2.StrictUndefined)
+    autoescape=web.autoescape, undefined=jinja2.StrictUndefined)
+_ENV.filters['run_url'] = run_url
 
 
 class NotFound(Exception):
@@ -87,7 +101,7 @@ def _run_events(runs, decisions) -> List[charts.Event]:
         'runs', r['started_ms'], r['seconds'] or 0,
         f'{r["name"]}: {", ".join(f"{k} {v}" for k, v in r["states"].items())}'
         + (f'; pushed {", ".join(r["pushed"])}' if r['pushed'] else ''),
-        color, '/runs/' + urllib.parse.quote(r['name'], safe='')))
+        color, run_url(r['name'])))
   for d in decisions:
     events.append(charts.Event(
         'CT decisions', d['time_ms'], 0,
@@ -109,7 +123,8 @@ def overview(sources, store, _match) -> Page:
   if store is None:
     return _html('overview.html.j2', sources, '/', 'Overview', has_store=False,
                  runs=[], decision_count=0, span_count=0, model_count=0,
-                 served=newest, monitoring=served['monitoring'], timeline='')
+                 served=newest, monitoring=served['monitoring'], timeline='',
+                 model_config_problem=served['model_config_problem'])
   runs = views.runs(store, sources.pipeline_name)
   decisions = views.decisions(store, sources.pipeline_name)
   return _html(
@@ -118,7 +133,8 @@ def overview(sources, store, _match) -> Page:
       span_count=len(views.spans(store, sources.pipeline_name)),
       model_count=len(views.models(store, sources.pipeline_name)),
       served=newest, monitoring=served['monitoring'],
-      timeline=_timeline(runs, decisions))
+      timeline=_timeline(runs, decisions),
+      model_config_problem=served['model_config_problem'])
 
 
 def runs_page(sources, store, _match) -> Page:
@@ -137,10 +153,11 @@ def run_page(sources, store, match) -> Page:
 
 
 def data_page(sources, store, _match) -> Page:
+  skipped: List[str] = []
+  drift = views.drift_over_spans(store, sources.pipeline_name, skipped)
   return _html('data.html.j2', sources, '/data', 'Data',
                spans=views.spans(store, sources.pipeline_name),
-               drift_charts=charts.drift_charts(
-                   views.drift_over_spans(store, sources.pipeline_name)))
+               drift_charts=charts.drift_charts(drift), skipped=skipped)
 
 
 def span_page(sources, store, match) -> Page:
@@ -316,7 +333,7 @@ def artifact_page(sources, store, match) -> Page:
 
 def _execution_link(e) -> str:
   from markupsafe import escape  # pylint: disable=g-import-not-at-top
-  run = (f' in run <a href="/runs/{escape(urllib.parse.quote(e["run"], safe=""))}">'
+  run = (f' in run <a href="{escape(run_url(e["run"]))}">'
          f'{escape(e["run"])}</a>' if e['run'] else '')
   return (f'<a href="/executions/{e["id"]}">{escape(e["node"])} #{e["id"]}'
           f'</a> ({escape(e["state"])}){run}')
@@ -348,7 +365,8 @@ ROUTES: Tuple[Tuple[re.Pattern, Handler, bool], ...] = tuple(
     needs_store in (
         (r'/', overview, False),
         (r'/runs', runs_page, True),
-        (r'/runs/([^/]{1,300})', run_page, True),
+        # A name of up to 300 ASCII characters, quoted (run_url: 3 a byte).
+        (r'/runs/([^/]{1,900})', run_page, True),
         (r'/data', data_page, True),
         (r'/data/spans/(\d{1,9})', span_page, True),
         (r'/models', models_page, True),

@@ -23,6 +23,7 @@ import urllib.parse
 from typing import Tuple
 
 from project import http_base
+from project import web
 from ui import pages
 from ui import views
 
@@ -35,9 +36,7 @@ MAX_HEAD_BYTES = 32768  # request line and headers together
 MAX_DISCARDED = 65536  # the largest refused body read (and dropped)
 LOOPBACK_NAMES = ('127.0.0.1', 'localhost', '[::1]')
 SECURITY_HEADERS = (
-    ('Content-Security-Policy',
-     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
-     "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"),
+    ('Content-Security-Policy', web.CONTENT_SECURITY_POLICY),
     ('X-Content-Type-Options', 'nosniff'),
     ('Referrer-Policy', 'no-referrer'),
     ('Cache-Control', 'no-store'),

@@ -6,7 +6,7 @@ model config and the monitoring report; nothing here writes anywhere.
 
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from serving import base_path
 from ui import views
@@ -33,16 +33,21 @@ def version_log(base: str) -> List[Dict[str, Any]]:
   return out
 
 
-def labels(path: Optional[str], model_name: str) -> Dict[int, List[str]]:
-  """version -> the labels a TF Serving model config file points at it
-  (delivery/config_file.py reads it); {} without a readable file."""
+def labels(path: Optional[str], model_name: str
+          ) -> Tuple[Dict[int, List[str]], Optional[str]]:
+  """(version -> the labels a TF Serving model config file points at it,
+  what is wrong with the file). delivery/config_file.py reads it and
+  raises one class for every way the file can be unusable (unreadable, not
+  UTF-8, not a config, without the model), its message one line naming
+  the file: this is the one place the UI catches it, so the page shows that
+  line (None: nothing wrong), never a 500. No file: no labels, no notice."""
   from delivery import config_file  # pylint: disable=g-import-not-at-top
   if not path or not os.path.exists(path):
-    return {}
+    return {}, None
   try:
-    return config_file.version_labels(path, model_name)
-  except (config_file.Error, OSError):
-    return {}
+    return config_file.version_labels(path, model_name), None
+  except config_file.Error as e:
+    return {}, str(e)
 
 
 def monitoring_report(path: str) -> Optional[Dict[str, Any]]:
@@ -81,7 +86,7 @@ def serving(sources: views.Sources, store) -> Dict[str, Any]:
   base = sources.model_base_path
   model_name = os.path.basename(os.path.normpath(base))
   infos = (version_list.list_versions(base, store) if os.path.isdir(base) else [])
-  labelled = labels(sources.model_config_file, model_name)
+  labelled, config_problem = labels(sources.model_config_file, model_name)
   newest_served = next((i.version for i in infos if not i.rolled_back), None)
   return {
       'base': base,
@@ -99,4 +104,5 @@ def serving(sources: views.Sources, store) -> Dict[str, Any]:
       'monitoring': monitoring_report(sources.monitoring_report),
       'monitoring_path': sources.monitoring_report,
       'model_config_file': sources.model_config_file,
+      'model_config_problem': config_problem,
   }

@@ -15,6 +15,7 @@ writes anywhere.
 import collections
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Dict, List, Optional
 
@@ -265,23 +266,53 @@ def feature_distributions(store, statistics_id: int,
   return sorted(out, key=lambda f: f['name'])
 
 
-def drift_over_spans(store, pipeline_name: str) -> Dict[str, Dict[str, Any]]:
-  """feature -> {'points': [(span, distance, drifted)], 'threshold',
-  'comparator'}: every drift comparison the CT controller recorded."""
+def _number(value) -> bool:
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+def _drift_report(text: str) -> ct_drift.DriftReport:
+  """The record, every value the page reads checked (ValueError, KeyError,
+  TypeError or AttributeError if one is not what drift.py writes)."""
+  report = ct_drift.DriftReport.from_json(text)
+  if not isinstance(report.span, int) or isinstance(report.span, bool):
+    raise TypeError(f'span {report.span!r} is not a number')
+  for f in report.features:
+    if not isinstance(f.comparator, str):
+      raise TypeError(f'{f.feature}: comparator {f.comparator!r}')
+    for key in ('distance', 'threshold', 'p_value', 'alpha'):
+      if not _number(getattr(f, key)):
+        raise TypeError(f'{f.feature}: {key} {getattr(f, key)!r} is not '
+                        'a number')
+  return report
+
+
+def drift_over_spans(store, pipeline_name: str,
+                     skipped: Optional[List[str]] = None
+                    ) -> Dict[str, Dict[str, Any]]:
+  """feature -> {'points': [(span, distance, drifted, p_value)],
+  'threshold', 'comparator'}: every drift comparison the CT controller
+  recorded. A record this version cannot read (not JSON, a key missing, a
+  value of the wrong type) is not drawn; a line naming it and why is
+  appended to `skipped`, for the page to say so."""
   out: Dict[str, Dict[str, Any]] = {}
   for e in ct_decisions.past_decisions(store, pipeline_name):
     text = graph.property_value(e, 'drift')
     if not text:
       continue
     try:
-      report = ct_drift.DriftReport.from_json(text)
-    except (ValueError, KeyError, TypeError):
-      continue  # a record this version cannot read: not drawn
-    for f in report.features:
-      entry = out.setdefault(f.feature, {'points': {}, 'threshold':
-                                         f.threshold,
-                                         'comparator': f.comparator})
-      entry['points'][report.span] = (f.distance, f.drifted, f.p_value)
+      report = _drift_report(text)
+      points = [(f.feature, f.comparator, f.threshold,
+                 (f.distance, f.drifted, f.p_value)) for f in report.features]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+      if skipped is not None:
+        skipped.append(f'CT decision {e.id}: its drift record cannot be read '
+                       f'({type(error).__name__}: {error}); not drawn')
+      continue
+    for feature, comparator, threshold, point in points:
+      entry = out.setdefault(feature, {'points': {}, 'threshold': threshold,
+                                       'comparator': comparator})
+      entry['points'][report.span] = point
   for entry in out.values():
     entry['points'] = sorted((s, d, drifted, p)
                              for s, (d, drifted, p) in entry['points'].items())
