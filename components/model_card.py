@@ -335,7 +335,7 @@ def render(card: Dict[str, Any]) -> Dict[str, str]:
   """kind ('html', 'md', 'json') -> the card's text."""
   env = _environment()
   texts = {kind: env.get_template(f'model_card.{kind}.j2').render(
-      card=card, content_security_policy=web.CONTENT_SECURITY_POLICY)
+      card=card, content_security_policy=web.META_CONTENT_SECURITY_POLICY)
            for kind in ('html', 'md')}
   texts['json'] = json.dumps(card, indent=2, sort_keys=True) + '\n'
   return texts

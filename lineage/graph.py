@@ -7,8 +7,9 @@ runs and their nodes (`latest_run`, `run_nodes`, `run_executions`), who
 made and read an artifact (`producer`, `consumers`, `execution_artifacts`),
 all that is upstream of one (`upstream`, the version page's graph, on ML
 Metadata's own lineage query), the spans ExampleGen ingested, the versions
-a model was pushed to (lineage/batch_scoring.py: which model scored a span's rows).
-lineage/provenance.py builds a served version's lineage of these steps.
+a model was pushed to. lineage/provenance.py builds a served version's
+lineage of these steps; lineage/batch_scoring.py, which model scored a
+span's rows.
 It reads `ml_metadata` only, never TFX or TensorFlow (the serving process,
 the CT controller and `python -m lineage` import it), on SQLite or MySQL.
 

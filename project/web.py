@@ -12,8 +12,9 @@ configuration nobody reads before the page shows it, so:
   left `model_card.html.j2` unescaped); Markdown and text templates are not.
 * `CONTENT_SECURITY_POLICY`: no scripts, nothing from a network, inline
   styles only. The UI sends it as a header (ui/server.py); the card, which
-  no server sends, states it in a <meta> element (where `frame-ancestors`
-  is ignored, and harmless).
+  no server sends, states `META_CONTENT_SECURITY_POLICY` in a <meta>
+  element: the same policy less `frame-ancestors`, which a <meta> policy
+  cannot carry (browsers ignore it there with a console error).
 """
 
 import jinja2
@@ -21,6 +22,9 @@ import jinja2
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
+META_CONTENT_SECURITY_POLICY = '; '.join(
+    d for d in CONTENT_SECURITY_POLICY.split('; ')
+    if not d.startswith('frame-ancestors'))
 
 HTML_EXTENSIONS = ('html', 'htm', 'html.j2')
 

@@ -96,9 +96,11 @@ def test_the_real_rule_is_escaped_and_the_card_forbids_scripts():
   policy = re.search(r'<meta http-equiv="Content-Security-Policy" '
                      r'content="([^"]*)">', text)
   assert policy, 'the card names no Content-Security-Policy'
-  assert html.unescape(policy.group(1)) == web.CONTENT_SECURITY_POLICY
-  assert "default-src 'none'" in web.CONTENT_SECURITY_POLICY
-  assert 'script-src' not in web.CONTENT_SECURITY_POLICY  # none: default
+  assert html.unescape(policy.group(1)) == web.META_CONTENT_SECURITY_POLICY
+  assert "default-src 'none'" in web.META_CONTENT_SECURITY_POLICY
+  assert 'script-src' not in web.META_CONTENT_SECURITY_POLICY  # none: default
+  # a <meta> policy cannot carry it: browsers log a console error
+  assert 'frame-ancestors' not in web.META_CONTENT_SECURITY_POLICY
 
 
 def test_the_markdown_card_is_not_html_escaped():
