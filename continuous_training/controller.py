@@ -86,10 +86,20 @@ def run_once(cfg: configs.PipelineConfig, ct: ct_config.CTConfig,
            '\n  (dry run: nothing recorded)'), flush=True)
   if not decision.run or dry_run:
     return Result(decision)
+  from pipeline import release  # pylint: disable=g-import-not-at-top
+  from pipeline import release_run  # pylint: disable=g-import-not-at-top
   from pipeline.run_pipeline import run_pipeline  # pylint: disable=g-import-not-at-top
+  released = release.current(cfg.pipeline_root)
+  if released is not None:
+    decisions.set_release(store, decision.execution_id, released.version)
+  else:
+    print('  no pipeline release yet: running the working tree (python -m '
+          'pipeline.release create freezes it)', flush=True)
   try:
-    outcome = run_pipeline(dataclasses.replace(cfg, span=decision.span),
-                           make_runner, started_at=started_at)
+    run_cfg = dataclasses.replace(cfg, span=decision.span)
+    outcome = (release_run.run(released, run_cfg, started_at=started_at)
+               if released is not None else
+               run_pipeline(run_cfg, make_runner, started_at=started_at))
   except SystemExit as e:  # refused (another run holds the root) or bad input
     decisions.attach_run(metadata_store.open_store(connection),
                          cfg.pipeline_name, decision.execution_id,

@@ -28,7 +28,7 @@ EXECUTION_PROPERTIES = {
     'span': _INT, 'logical_date': _STRING, 'run': _INT, 'drift': _STRING,
     'drift_found': _INT, 'monitor_report': _STRING, 'monitor_created': _STRING,
     'outcome': _STRING, 'blessed': _INT, 'pushed_version': _STRING,
-    'pipeline_run': _STRING,
+    'pipeline_run': _STRING, 'release': _STRING,
 }
 DECISIONS_LOG = os.path.join('ct', 'decisions.jsonl')  # under pipeline root
 
@@ -154,6 +154,17 @@ def record(store: mlmd.MetadataStore, pipeline_name: str,
       execution, artifact_and_events=[],
       contexts=[_context(store, pipeline_name)])
   return execution_id
+
+
+def set_release(store: mlmd.MetadataStore, execution_id: Optional[int],
+                version: str) -> None:
+  """Names the pipeline release the decision's run runs (before it runs:
+  a release that fails at run time is then named by the decision)."""
+  if execution_id is None:
+    return
+  [execution] = store.get_executions_by_id([execution_id])
+  execution.properties['release'].string_value = version
+  store.put_executions([execution])
 
 
 @dataclasses.dataclass

@@ -34,6 +34,7 @@ from lineage import metadata_store
 # Custom properties of a `pipeline_run` context (set by run_pipeline).
 GIT_COMMIT_KEY = 'git_commit'
 GIT_DIRTY_KEY = 'git_dirty'
+RELEASE_KEY = 'pipeline_release'  # the release it ran (pipeline/release.py)
 
 prop = metadata_store.custom_property
 property_value = metadata_store.property_value
@@ -165,6 +166,27 @@ def record_git_revision(store: mlmd.MetadataStore, pipeline_name: str,
     run.custom_properties[GIT_DIRTY_KEY].int_value = int(dirty)
   store.put_contexts([run])
   return run
+
+
+def record_release(store: mlmd.MetadataStore, pipeline_name: str,
+                   version: str, not_before: float) -> List[str]:
+  """Sets the pipeline release a run ran (pipeline/release_run.py) on every
+  `pipeline_run` context of `pipeline_name` created at or after
+  `not_before` (Unix seconds: the ingest runs and the main run); their
+  names."""
+  pipeline = store.get_context_by_type_and_name('pipeline', pipeline_name)
+  if pipeline is None:
+    return []
+  ours = {e.id for e in store.get_executions_by_context(pipeline.id)}
+  runs = [c for c in store.get_contexts_by_type('pipeline_run')
+          if c.create_time_since_epoch >= int(not_before * 1000)
+          and RELEASE_KEY not in c.custom_properties and any(
+              e.id in ours for e in store.get_executions_by_context(c.id))]
+  for run in runs:
+    run.custom_properties[RELEASE_KEY].string_value = version
+  if runs:
+    store.put_contexts(runs)
+  return [run.name for run in runs]
 
 
 # --- Artifacts: who made them, who read them ---------------------------------

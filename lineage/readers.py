@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from project import paths
 
 UNKNOWN = 'unknown'  # the commit of a run that is no git checkout
+RELEASE_RECORD = 'release.json'  # pipeline/release.py's, in a release's code
 
 
 def git_revision(repo_dir: str = paths.REPO_ROOT
@@ -30,8 +31,18 @@ def git_revision(repo_dir: str = paths.REPO_ROOT
 
   ('unknown', None) when it is no git checkout or git is missing: an
   installed package or a container image still runs, its lineage says so.
-  Untracked files count as dirty: a new module may well be imported.
+  Untracked files count as dirty: a new module may well be imported. The
+  code of a pipeline release (pipeline/release.py) is no checkout (though it
+  may lie inside one, under outputs/): its release.json says which commit
+  it was frozen from.
   """
+  try:
+    with open(os.path.join(repo_dir, RELEASE_RECORD)) as f:
+      record = json.load(f)
+    return record['git_commit'], record['git_dirty']
+  except (OSError, ValueError, KeyError, TypeError):
+    pass
+
   def git(*args: str) -> str:
     return subprocess.run(['git', '-C', repo_dir, *args], capture_output=True,
                           text=True, timeout=30, check=True).stdout
