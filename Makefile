@@ -31,7 +31,7 @@ AIRFLOW_VENV  := .venv-airflow
 AIRFLOW_PY    := $(AIRFLOW_VENV)/bin/python
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: venv run score serve ui test unit lock clean help airflow-venv airflow-test airflow-lock vertex replay ct \
+.PHONY: venv run score serve ui test unit lock clean help airflow-venv airflow-test airflow-lock vertex replay ct release \
         flink-fetch flink-up flink-down flink-run test-setup
 
 help:
@@ -41,6 +41,7 @@ help:
 	@echo "make serve  - serve the pushed models (PROBLEM=penguin for another) over TF Serving's REST (8501) and gRPC (8500) APIs"
 	@echo "make ui     - a read-only web UI over ML Metadata on http://127.0.0.1:8080/ (ARGS='--replay outputs/taxi/replay')"
 	@echo "make ct     - continuous training: decide whether to run (and why), run if so (ARGS='--force ...')"
+	@echo "make release - gate the working tree (changed code's tests, a sample run, an experiment against production) and release it for CT"
 	@echo "make replay - replay the 16 spans in time order through the CT controller (ARGS='--spans 1-4 ...')"
 	@echo "make test   - run the test suite (~13 min on 2 cores; TESTS=tests/models for a subset, PYTEST_ARGS='-k ...')"
 	@echo "make unit   - the tests that run no TFX component (477 tests, ~1.5 min; TESTS=... as for make test)"
@@ -89,6 +90,10 @@ vertex: $(STAMP)
 # Continuous training: one decision (and a run if a trigger fired).
 ct: $(STAMP)
 	$(PY) -m continuous_training.controller $(ARGS)
+
+# The gate, then a pipeline release that the CT controller runs.
+release: $(STAMP)
+	$(PY) -m pipeline.release create $(ARGS)
 
 # All spans in time order through the CT controller -> outputs/<problem>/replay/.
 replay: $(STAMP)

@@ -288,6 +288,7 @@ def build(input_dict: Dict[str, List[types.Artifact]],
           'version': None,  # set by the Pusher (`with_version`)
           'code_commit': commit,
           'code_dirty': dirty,
+          'pipeline_release': readers.pipeline_release(),
           'card_made_at': datetime.datetime.now(
               datetime.timezone.utc).isoformat(timespec='seconds'),
       },

@@ -24,6 +24,7 @@ class VersionInfo:
   blessed: Optional[bool] = None
   hparams: Optional[Dict] = None
   code_version: Optional[str] = None
+  release: Optional[str] = None  # the pipeline release that trained it
   # Where run/blessed came from: 'metadata', 'push record' (ML Metadata
   # does not know the version; the Pusher's file in it does), or None.
   lineage_source: Optional[str] = None
@@ -38,6 +39,7 @@ def rolled_back_versions(base: str) -> List[int]:
 def _from_lineage(info: VersionInfo, found: provenance.VersionLineage) -> None:
   info.hparams = found.hparams
   info.code_version = found.trainer_code_version
+  info.release = found.trainer.release if found.trainer else None
   info.train_steps = found.train_steps
   info.tuned = list(found.tuned)
 
@@ -136,6 +138,7 @@ def _row(info: VersionInfo, serving: Optional[int],
   steps = '?' if info.train_steps is None else info.train_steps
   cells += [f'steps={steps}', f'blessed={info.blessed}',
             f'run={info.run or "?"}', f'code={info.code_version}',
+            f'release={info.release or "-"}',
             'hparams: ' + _hparams_text(info.hparams, info.tuned)]
   if info.lineage_source == 'push record':
     cells[-1] += '  (lineage from the push record: not in ML Metadata)'

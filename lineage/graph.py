@@ -356,6 +356,7 @@ class ExecutionInfo:
   finished: str
   git_commit: Optional[str] = None
   git_dirty: Optional[bool] = None
+  release: Optional[str] = None  # the pipeline release its run ran
 
 
 @dataclasses.dataclass
@@ -389,7 +390,8 @@ def execution_info(store: mlmd.MetadataStore,
       started=iso_time(execution.create_time_since_epoch),
       finished=iso_time(execution.last_update_time_since_epoch),
       git_commit=prop(run, GIT_COMMIT_KEY) if run else None,
-      git_dirty=None if dirty is None else bool(dirty))
+      git_dirty=None if dirty is None else bool(dirty),
+      release=prop(run, RELEASE_KEY) if run else None)
 
 
 def custom_config(execution: metadata_store_pb2.Execution) -> Dict[str, Any]:

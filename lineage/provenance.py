@@ -323,6 +323,9 @@ def diff(a: VersionLineage, b: VersionLineage) -> Dict[str, Any]:
                                  b.transform_code_version],
       'git_commit': [a.trainer and a.trainer.git_commit,
                      b.trainer and b.trainer.git_commit],
+      # `python -m pipeline.release diff` shows the change between these.
+      'pipeline_release': [a.trainer and a.trainer.release,
+                           b.trainer and b.trainer.release],
   }
   out['code'] = {k: v for k, v in code.items() if v[0] != v[1]}
   candidate_a = a.metrics.get('candidate', {})

@@ -36,12 +36,9 @@ def git_revision(repo_dir: str = paths.REPO_ROOT
   may lie inside one, under outputs/): its release.json says which commit
   it was frozen from.
   """
-  try:
-    with open(os.path.join(repo_dir, RELEASE_RECORD)) as f:
-      record = json.load(f)
-    return record['git_commit'], record['git_dirty']
-  except (OSError, ValueError, KeyError, TypeError):
-    pass
+  record = _release_record(repo_dir)
+  if record is not None and 'git_commit' in record:
+    return record['git_commit'], record.get('git_dirty')
 
   def git(*args: str) -> str:
     return subprocess.run(['git', '-C', repo_dir, *args], capture_output=True,
@@ -52,6 +49,23 @@ def git_revision(repo_dir: str = paths.REPO_ROOT
   except (OSError, subprocess.SubprocessError):
     return UNKNOWN, None
   return commit or UNKNOWN, dirty
+
+
+def _release_record(repo_dir: str) -> Optional[Dict]:
+  """The release.json of a release's code (pipeline/release.py); None for a
+  checkout, or one that cannot be read."""
+  try:
+    with open(os.path.join(repo_dir, RELEASE_RECORD)) as f:
+      record = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return record if isinstance(record, dict) else None
+
+
+def pipeline_release(repo_dir: str = paths.REPO_ROOT) -> Optional[str]:
+  """The pipeline release whose code this is, None for a checkout."""
+  record = _release_record(repo_dir)
+  return str(record['version']) if record and 'version' in record else None
 
 
 # What models.model.run_fn writes into the Trainer's ModelRun (its

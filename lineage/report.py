@@ -56,9 +56,11 @@ def span_ranges(spans: List[int]) -> str:
 def _git(e: Optional[graph.ExecutionInfo]) -> str:
   if e is None or e.git_commit is None:
     return 'git commit not recorded'
+  release = f', pipeline release {e.release}' if e.release else ''
   if e.git_commit == readers.UNKNOWN:
-    return 'git commit unknown (not a git checkout)'
-  return f'git {e.git_commit[:12]}' + (' (dirty tree)' if e.git_dirty else '')
+    return f'git commit unknown (not a git checkout){release}'
+  return (f'git {e.git_commit[:12]}' + (' (dirty tree)' if e.git_dirty else '')
+          + release)
 
 
 def _execution_line(label: str, e: Optional[graph.ExecutionInfo]) -> str:

@@ -1,6 +1,6 @@
 """Pipeline releases: the code continuous training runs, frozen and versioned.
 
-    python -m pipeline.release create            # freeze the working tree
+    python -m pipeline.release create            # gate the working tree, release it
     python -m pipeline.release list              # releases, the current one
     python -m pipeline.release show [V]          # what V is (default: current)
     python -m pipeline.release diff V1 V2        # the code change between two
@@ -153,9 +153,10 @@ def _set_current(pipeline_root: str, version: str, action: str,
 
 
 def create(source: str, pipeline_root: str, problem: str,
-           compile_ir: bool = True, make_current: bool = True) -> Release:
+           compile_ir: bool = True, activate: bool = True) -> Release:
   """Freezes the tree at `source` as a release (the same code: the same
-  release, returned as it is) and makes it current."""
+  release, returned as it is) and, with `activate`, makes it current: the
+  step the gate (pipeline/release_gate.py) takes once its checks pass."""
   files = source_files(source)
   if not files:
     raise ReleaseError(f'{source}: none of the released files is there')
@@ -186,11 +187,17 @@ def create(source: str, pipeline_root: str, problem: str,
     except OSError:  # made meanwhile by another create of the same code
       shutil.rmtree(incoming, ignore_errors=True)
   release = load(pipeline_root, version)
-  now_current = current(pipeline_root)
-  if make_current and (now_current is None or now_current.version != version):
-    _set_current(pipeline_root, version, 'create',
-                 previous=now_current.version if now_current else None)
+  if activate:
+    make_current(pipeline_root, release, 'create')
   return release
+
+
+def make_current(pipeline_root: str, release: Release, action: str) -> None:
+  """Makes `release` the one CT runs next (no-op if it already is)."""
+  now = current(pipeline_root)
+  if now is None or now.version != release.version:
+    _set_current(pipeline_root, release.version, action,
+                 previous=now.version if now else None)
 
 
 def _compile_ir(code_dir: str, problem: str, out: str,
@@ -276,9 +283,12 @@ def main(argv=None) -> int:
   commands = parser.add_subparsers(dest='command', required=True)
   add = lambda name, text: commands.add_parser(name, help=text,
                                                parents=[common])
-  add('create', 'freeze the working tree').add_argument(
-      '--source', default=paths.REPO_ROOT,
-      help='the tree to release (default: this checkout)')
+  made = add('create', 'run the gate on the working tree; release it if '
+             'it passes (pipeline/release_gate.py)')
+  made.add_argument('--source', default=paths.REPO_ROOT,
+                    help='the tree to release (default: this checkout)')
+  made.add_argument('--gate-span', type=int, default=None,
+                    help='the span the gate\'s runs use (default: the newest)')
   add('list', 'every release, the current one marked')
   add('show', 'one release (default: the current one)').add_argument(
       'version', nargs='?')
@@ -291,8 +301,16 @@ def main(argv=None) -> int:
   root = cfg.pipeline_root
   try:
     if args.command == 'create':
-      release = create(os.path.abspath(args.source), root, cfg.problem)
       from lineage import metadata_store  # pylint: disable=g-import-not-at-top
+      from pipeline import release_gate  # pylint: disable=g-import-not-at-top
+      report = release_gate.gate(os.path.abspath(args.source), cfg,
+                                 args.gate_span)
+      print(report.text())
+      if not report.passed:
+        print('nothing released: continuous training keeps running '
+              f'{report.current or "the working tree"}')
+        return 1
+      release = load(root, report.candidate)
       record(metadata_store.open_store(metadata_store.store_config(cfg)),
              cfg.pipeline_name, release)
       print(f'release {release.version} is current: continuous training '

@@ -135,6 +135,7 @@ def runs(store, pipeline_name: str) -> List[Dict[str, Any]]:
         'failed': states.get('failed', 0) > 0,
         'git_commit': prop(context, graph.GIT_COMMIT_KEY),
         'git_dirty': prop(context, graph.GIT_DIRTY_KEY),
+        'release': prop(context, graph.RELEASE_KEY),
         'decision': by_run.get(context.name),
         'pushed': pushed,
     })

@@ -108,7 +108,9 @@ def test_a_release_records_its_commit_and_runs_report_it(tmp_path):
   assert readers.git_revision(made.code_dir) == ('abc123', False)
 
 
-def test_the_cli_compiles_the_ir_and_names_errors_in_one_line(tmp_path):
+def test_a_release_compiles_its_ir_and_the_cli_reads_it(tmp_path):
+  """The IR is compiled by the release's own code (a process importing
+  from it); the CLI lists and shows releases and names errors in one line."""
   flags = ['--pipeline-root', str(tmp_path / 'pipeline'),
            '--metadata-path', str(tmp_path / 'metadata.sqlite')]
   cli = lambda *args: subprocess.run(
@@ -118,20 +120,27 @@ def test_the_cli_compiles_the_ir_and_names_errors_in_one_line(tmp_path):
   done = cli('show')
   assert done.returncode == 2 and done.stderr.count('\n') == 1, done.stderr
   assert 'no release yet' in done.stderr
-  done = cli('create')
-  assert done.returncode == 0, done.stderr
-  made = [m for m in os.listdir(tmp_path / 'pipeline' / 'releases')
-          if len(m) == release.VERSION_CHARS]
-  [version] = made
-  with open(tmp_path / 'pipeline' / 'releases' / version /
-            release.IR_FILE) as f:
+  made = release.create(_copy_tree(tmp_path / 'src'),
+                        str(tmp_path / 'pipeline'), 'taxi')
+  with open(os.path.join(made.path, release.IR_FILE)) as f:
     ir = json.load(f)
   nodes = {n['pipelineNode']['nodeInfo']['id'] for n in ir['nodes']}
   assert {'CsvExampleGen', 'Transform', 'Trainer', 'Evaluator',
           'Pusher'} <= nodes
-  assert version in cli('list').stdout
-  done = cli('diff', version, 'nope')
+  done = cli('list')
+  assert made.version in done.stdout and 'CURRENT' in done.stdout
+  assert made.version in cli('show').stdout
+  done = cli('diff', made.version, 'nope')
   assert done.returncode == 2 and "no release 'nope'" in done.stderr
+
+
+def test_the_gate_maps_changed_code_to_the_tests_that_mirror_it():
+  from pipeline import release_gate  # pylint: disable=g-import-not-at-top
+  assert release_gate.tests_for(paths.REPO_ROOT, [
+      'models/taxi/preprocessing.py', 'pipeline/blessing.py',
+      'serving/http_server.py', 'schema/taxi/schema.pbtxt', 'setup.py']) == [
+          'tests/models/test_preprocessing.py', 'tests/pipeline/test_blessing.py',
+          'tests/serving/test_http_server.py']
 
 
 MARKER = '''
@@ -187,6 +196,15 @@ def test_ct_runs_the_current_release_not_the_checkout(pipeline_world,
   run = store.get_context_by_type_and_name('pipeline_run', outcome.run_id)
   assert run.custom_properties[graph.RELEASE_KEY].string_value == (
       edited.version)
+  if outcome.pushed_version:  # its lineage and its card name the release
+    from lineage import provenance  # pylint: disable=g-import-not-at-top
+    from serving import base_path  # pylint: disable=g-import-not-at-top
+    found = provenance.version_lineage(store, outcome.pushed_version,
+                                       read_files=False)
+    assert found.trainer.release == edited.version
+    with open(base_path.model_card_path(outcome.pushed_path, 'json')) as f:
+      card = json.load(f)
+    assert card['model_details']['pipeline_release'] == edited.version
 
   assert release.rollback(cfg.pipeline_root).version == checkout.version
   marker.unlink()
@@ -195,3 +213,86 @@ def test_ct_runs_the_current_release_not_the_checkout(pipeline_world,
   assert _trainer_code_version(store, outcome.run_id) == (
       cache_keys.code_version('taxi', cache_keys.TRAINER_CODE))
   assert decision.properties['release'].string_value == checkout.version
+
+  # A release that fails at run time is named by the decision that ran it.
+  _edit(source, 'models/taxi/preprocessing.py', '\nthis is not python\n')
+  broken = release.create(source, cfg.pipeline_root, 'taxi', compile_ir=False)
+  result = controller.run_once(cfg, ct, None, force_reason='test')
+  assert not result.outcome.ok
+  [decision] = world.store().get_executions_by_id(
+      [result.decision.execution_id])
+  assert decision.properties['release'].string_value == broken.version
+  outcome_text = decision.properties['outcome'].string_value
+  assert outcome_text.startswith(f'failed: release {broken.version}: ')
+  assert 'SyntaxError' in outcome_text, outcome_text
+
+
+DROP_PAYMENT_TYPE = """
+import tensorflow as _tf
+from models import features as _features
+
+_all_features = preprocessing_fn
+
+
+def preprocessing_fn(inputs):
+  # A feature-engineering change: payment_type's signal dropped.
+  outputs = _all_features(inputs)
+  name = _features.transformed_name('payment_type')
+  outputs[name] = _tf.zeros_like(outputs[name])
+  return outputs
+"""
+
+
+@pytest.mark.integration
+def test_the_gate_releases_a_harmless_change_and_refuses_a_worse_model(
+    pipeline_world, tmp_path):
+  """The case that flips it: the same code with a comment passes every
+  check and becomes current; payment_type dropped from the features trains
+  a model the blessing rule refuses next to the served one, and nothing is
+  released (the report names the check and the thresholds missed). The
+  source tree holds no tests at first, so the experiment is what refuses
+  it; with the checkout's tests beside it, the unit tests do first."""
+  from pipeline import release_gate  # pylint: disable=g-import-not-at-top
+  world = pipeline_world.copy(tmp_path / 'world')
+  cfg = world.cfg()
+  served, runs = helpers.pushed_versions(cfg), len(
+      world.store().get_contexts_by_type('pipeline_run'))
+  source = _copy_tree(tmp_path / 'src')
+  first = release.create(source, cfg.pipeline_root, 'taxi', compile_ir=False)
+  _edit(source, 'pipeline/summary.py', '\n# a harmless change\n')
+  report = release_gate.gate(source, cfg)
+  assert report.passed, report.text()
+  assert [c.passed for c in report.checks] == [True, True, True]
+  assert 'tests/pipeline/test_summary.py' in report.checks[0].detail or (
+      'no unit test' in report.checks[0].detail)
+  assert release.current(cfg.pipeline_root).version == report.candidate
+  assert report.current == first.version
+  released = report.candidate
+
+  _edit(source, 'models/taxi/preprocessing.py', DROP_PAYMENT_TYPE)
+  report = release_gate.gate(source, cfg)
+  assert not report.passed, report.text()
+  failed = [c for c in report.checks if not c.passed]
+  assert [c.name for c in failed] == [report.checks[-1].name]
+  assert 'experiment' in failed[0].name, report.text()
+  assert 'not blessed' in failed[0].detail, report.text()
+  assert release.current(cfg.pipeline_root).version == released
+  saved = release_gate.read_report(cfg.pipeline_root, report.candidate)
+  assert saved['passed'] is False and saved['candidate'] == report.candidate
+  # Production was never touched: the gate's runs had roots of their own.
+  assert helpers.pushed_versions(cfg) == served
+  assert len(world.store().get_contexts_by_type('pipeline_run')) == runs
+
+  # With the checkout's tests beside the code (as in a real checkout), the
+  # first check already stops it: a vocabulary test of preprocessing fails.
+  shutil.copytree(os.path.join(paths.REPO_ROOT, 'tests'),
+                  os.path.join(source, 'tests'),
+                  ignore=shutil.ignore_patterns('__pycache__'))
+  shutil.copy(os.path.join(paths.REPO_ROOT, 'pytest.ini'), source)
+  shutil.copytree(os.path.join(paths.REPO_ROOT, 'data', 'taxi'),
+                  os.path.join(source, 'data', 'taxi'), dirs_exist_ok=True)
+  report = release_gate.gate(source, cfg)
+  assert [c.passed for c in report.checks] == [False], report.text()
+  assert 'tests/models/test_preprocessing.py' in report.checks[0].detail
+  assert '1 failed' in report.checks[0].detail, report.text()
+  assert release.current(cfg.pipeline_root).version == released
