@@ -215,7 +215,7 @@ def test_ct_runs_the_current_release_not_the_checkout(pipeline_world,
   assert decision.properties['release'].string_value == checkout.version
 
   # A release that fails at run time is named by the decision that ran it.
-  _edit(source, 'models/taxi/preprocessing.py', '\nthis is not python\n')
+  _edit(source, 'models/taxi/preprocessing.py', '\ndef broken(:\n')
   broken = release.create(source, cfg.pipeline_root, 'taxi', compile_ir=False)
   result = controller.run_once(cfg, ct, None, force_reason='test')
   assert not result.outcome.ok
