@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import urllib.error
 import urllib.request
 from typing import Dict, List, Optional
@@ -281,6 +282,8 @@ def system_packages_line(counts: Dict[str, int]) -> str:
 HEAVY_FIRST = [
     'tests/runners/test_beam_runner.py',
     'tests/pipeline/test_pipeline_local.py',
+    'tests/pipeline/test_release_gate.py',
+    'tests/pipeline/test_release.py',
     'tests/continuous_training/test_replay.py',
     'tests/e2e/test_readme_commands.py',
     'tests/e2e/test_adapt.py',
@@ -485,3 +488,22 @@ class Server(server_process.ServerProcess):
         return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as e:
       return e.code, json.loads(e.read())
+
+
+# --- Pipeline releases ---------------------------------------------------------
+
+
+def copy_released_tree(dest) -> str:
+  """This checkout's files a pipeline release holds (pipeline/release.py),
+  copied to `dest`: a tree to release without touching the checkout."""
+  from pipeline import release as release_lib  # pylint: disable=g-import-not-at-top
+  for name in release_lib.source_files(paths.REPO_ROOT):
+    os.makedirs(os.path.dirname(os.path.join(dest, name)), exist_ok=True)
+    shutil.copy2(os.path.join(paths.REPO_ROOT, name), os.path.join(dest, name))
+  return str(dest)
+
+
+def append_to(source: str, relative: str, text: str) -> None:
+  """Appends `text` to the file `relative` of the tree at `source`."""
+  with open(os.path.join(source, relative), 'a') as f:
+    f.write(text)

@@ -10,7 +10,6 @@ pipeline world: on a release whose preprocessing differs from the checkout
 import ast
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -20,19 +19,6 @@ from lineage import graph
 from pipeline import release
 from project import paths
 from tests import helpers
-
-
-def _copy_tree(dest) -> str:
-  """This checkout's released files at `dest`."""
-  for name in release.source_files(paths.REPO_ROOT):
-    os.makedirs(os.path.dirname(os.path.join(dest, name)), exist_ok=True)
-    shutil.copy2(os.path.join(paths.REPO_ROOT, name), os.path.join(dest, name))
-  return str(dest)
-
-
-def _edit(source: str, relative: str, text: str) -> None:
-  with open(os.path.join(source, relative), 'a') as f:
-    f.write(text)
 
 
 def test_a_release_holds_every_package_setup_py_installs():
@@ -51,19 +37,19 @@ def test_a_release_holds_every_package_setup_py_installs():
 
 
 def test_the_version_is_the_digest_of_the_code(tmp_path):
-  source = _copy_tree(tmp_path / 'src')
+  source = helpers.copy_released_tree(tmp_path / 'src')
   root = str(tmp_path / 'pipeline')
   first = release.create(source, root, 'taxi', compile_ir=False)
   assert len(first.version) == release.VERSION_CHARS
   # Bytecode, data and outputs are not code: the same release.
   os.makedirs(os.path.join(source, 'data', 'taxi', 'span-99'))
-  _edit(source, os.path.join('data', 'taxi', 'span-99', 'data.csv'), 'a,b\n')
+  helpers.append_to(source, os.path.join('data', 'taxi', 'span-99', 'data.csv'), 'a,b\n')
   os.makedirs(os.path.join(source, 'models', '__pycache__'), exist_ok=True)
-  _edit(source, os.path.join('models', '__pycache__', 'x.pyc'), 'junk')
+  helpers.append_to(source, os.path.join('models', '__pycache__', 'x.pyc'), 'junk')
   assert release.create(source, root, 'taxi',
                         compile_ir=False).version == first.version
   assert [h['action'] for h in release.history(root)] == ['create']
-  _edit(source, 'models/taxi/preprocessing.py', '\n# a change\n')
+  helpers.append_to(source, 'models/taxi/preprocessing.py', '\n# a change\n')
   second = release.create(source, root, 'taxi', compile_ir=False)
   assert second.version != first.version
   assert release.current(root).version == second.version
@@ -75,14 +61,14 @@ def test_the_version_is_the_digest_of_the_code(tmp_path):
 
 
 def test_rollback_makes_the_previous_release_current(tmp_path):
-  source = _copy_tree(tmp_path / 'src')
+  source = helpers.copy_released_tree(tmp_path / 'src')
   root = str(tmp_path / 'pipeline')
   with pytest.raises(release.ReleaseError, match='no release yet'):
     release.rollback(root)
   first = release.create(source, root, 'taxi', compile_ir=False)
   with pytest.raises(release.ReleaseError, match='only release'):
     release.rollback(root)
-  _edit(source, 'pipeline/configs.py', '\n# two\n')
+  helpers.append_to(source, 'pipeline/configs.py', '\n# two\n')
   second = release.create(source, root, 'taxi', compile_ir=False)
   assert release.rollback(root).version == first.version
   assert release.current(root).version == first.version
@@ -96,7 +82,7 @@ def test_rollback_makes_the_previous_release_current(tmp_path):
 
 
 def test_a_release_records_its_commit_and_runs_report_it(tmp_path):
-  source = _copy_tree(tmp_path / 'src')
+  source = helpers.copy_released_tree(tmp_path / 'src')
   made = release.create(source, str(tmp_path / 'pipeline'), 'taxi',
                         compile_ir=False)
   from lineage import readers  # pylint: disable=g-import-not-at-top
@@ -120,7 +106,7 @@ def test_a_release_compiles_its_ir_and_the_cli_reads_it(tmp_path):
   done = cli('show')
   assert done.returncode == 2 and done.stderr.count('\n') == 1, done.stderr
   assert 'no release yet' in done.stderr
-  made = release.create(_copy_tree(tmp_path / 'src'),
+  made = release.create(helpers.copy_released_tree(tmp_path / 'src'),
                         str(tmp_path / 'pipeline'), 'taxi')
   with open(os.path.join(made.path, release.IR_FILE)) as f:
     ir = json.load(f)
@@ -132,15 +118,6 @@ def test_a_release_compiles_its_ir_and_the_cli_reads_it(tmp_path):
   assert made.version in cli('show').stdout
   done = cli('diff', made.version, 'nope')
   assert done.returncode == 2 and "no release 'nope'" in done.stderr
-
-
-def test_the_gate_maps_changed_code_to_the_tests_that_mirror_it():
-  from pipeline import release_gate  # pylint: disable=g-import-not-at-top
-  assert release_gate.tests_for(paths.REPO_ROOT, [
-      'models/taxi/preprocessing.py', 'pipeline/blessing.py',
-      'serving/http_server.py', 'schema/taxi/schema.pbtxt', 'setup.py']) == [
-          'tests/models/test_preprocessing.py', 'tests/pipeline/test_blessing.py',
-          'tests/serving/test_http_server.py']
 
 
 MARKER = '''
@@ -174,8 +151,8 @@ def test_ct_runs_the_current_release_not_the_checkout(pipeline_world,
   monkeypatch.setenv('RELEASE_MARKER', str(marker))
   checkout = release.create(paths.REPO_ROOT, cfg.pipeline_root, 'taxi',
                             compile_ir=False)
-  source = _copy_tree(tmp_path / 'src')
-  _edit(source, 'models/taxi/preprocessing.py', MARKER)
+  source = helpers.copy_released_tree(tmp_path / 'src')
+  helpers.append_to(source, 'models/taxi/preprocessing.py', MARKER)
   edited = release.create(source, cfg.pipeline_root, 'taxi', compile_ir=False)
   ct = ct_config.CTConfig(
       monitoring_report=str(tmp_path / 'monitoring' / 'report.json'))
@@ -215,7 +192,7 @@ def test_ct_runs_the_current_release_not_the_checkout(pipeline_world,
   assert decision.properties['release'].string_value == checkout.version
 
   # A release that fails at run time is named by the decision that ran it.
-  _edit(source, 'models/taxi/preprocessing.py', '\ndef broken(:\n')
+  helpers.append_to(source, 'models/taxi/preprocessing.py', '\ndef broken(:\n')
   broken = release.create(source, cfg.pipeline_root, 'taxi', compile_ir=False)
   result = controller.run_once(cfg, ct, None, force_reason='test')
   assert not result.outcome.ok
@@ -225,74 +202,3 @@ def test_ct_runs_the_current_release_not_the_checkout(pipeline_world,
   outcome_text = decision.properties['outcome'].string_value
   assert outcome_text.startswith(f'failed: release {broken.version}: ')
   assert 'SyntaxError' in outcome_text, outcome_text
-
-
-DROP_PAYMENT_TYPE = """
-import tensorflow as _tf
-from models import features as _features
-
-_all_features = preprocessing_fn
-
-
-def preprocessing_fn(inputs):
-  # A feature-engineering change: payment_type's signal dropped.
-  outputs = _all_features(inputs)
-  name = _features.transformed_name('payment_type')
-  outputs[name] = _tf.zeros_like(outputs[name])
-  return outputs
-"""
-
-
-@pytest.mark.integration
-def test_the_gate_releases_a_harmless_change_and_refuses_a_worse_model(
-    pipeline_world, tmp_path):
-  """The case that flips it: the same code with a comment passes every
-  check and becomes current; payment_type dropped from the features trains
-  a model the blessing rule refuses next to the served one, and nothing is
-  released (the report names the check and the thresholds missed). The
-  source tree holds no tests at first, so the experiment is what refuses
-  it; with the checkout's tests beside it, the unit tests do first."""
-  from pipeline import release_gate  # pylint: disable=g-import-not-at-top
-  world = pipeline_world.copy(tmp_path / 'world')
-  cfg = world.cfg()
-  served, runs = helpers.pushed_versions(cfg), len(
-      world.store().get_contexts_by_type('pipeline_run'))
-  source = _copy_tree(tmp_path / 'src')
-  first = release.create(source, cfg.pipeline_root, 'taxi', compile_ir=False)
-  _edit(source, 'pipeline/summary.py', '\n# a harmless change\n')
-  report = release_gate.gate(source, cfg)
-  assert report.passed, report.text()
-  assert [c.passed for c in report.checks] == [True, True, True]
-  assert 'tests/pipeline/test_summary.py' in report.checks[0].detail or (
-      'no unit test' in report.checks[0].detail)
-  assert release.current(cfg.pipeline_root).version == report.candidate
-  assert report.current == first.version
-  released = report.candidate
-
-  _edit(source, 'models/taxi/preprocessing.py', DROP_PAYMENT_TYPE)
-  report = release_gate.gate(source, cfg)
-  assert not report.passed, report.text()
-  failed = [c for c in report.checks if not c.passed]
-  assert [c.name for c in failed] == [report.checks[-1].name]
-  assert 'experiment' in failed[0].name, report.text()
-  assert 'not blessed' in failed[0].detail, report.text()
-  assert release.current(cfg.pipeline_root).version == released
-  saved = release_gate.read_report(cfg.pipeline_root, report.candidate)
-  assert saved['passed'] is False and saved['candidate'] == report.candidate
-  # Production was never touched: the gate's runs had roots of their own.
-  assert helpers.pushed_versions(cfg) == served
-  assert len(world.store().get_contexts_by_type('pipeline_run')) == runs
-
-  # With the checkout's tests beside the code (as in a real checkout), the
-  # first check already stops it: a vocabulary test of preprocessing fails.
-  shutil.copytree(os.path.join(paths.REPO_ROOT, 'tests'),
-                  os.path.join(source, 'tests'),
-                  ignore=shutil.ignore_patterns('__pycache__'))
-  shutil.copy(os.path.join(paths.REPO_ROOT, 'pytest.ini'), source)
-  shutil.copytree(os.path.join(paths.REPO_ROOT, 'data', 'taxi'),
-                  os.path.join(source, 'data', 'taxi'), dirs_exist_ok=True)
-  report = release_gate.gate(source, cfg)
-  assert [c.passed for c in report.checks] == [False], report.text()
-  assert 'tests/models/test_preprocessing.py' in report.checks[0].detail
-  assert '1 failed' in report.checks[0].detail, report.text()
-  assert release.current(cfg.pipeline_root).version == released
