@@ -235,16 +235,20 @@ def diff(pipeline_root: str, old: str, new: str, context: int = 3) -> str:
   names = sorted(set(source_files(a.code_dir)) | set(source_files(b.code_dir)))
   out = []
   for name in names:
-    texts = []
-    for release in (a, b):
-      path = os.path.join(release.code_dir, name)
-      with open(path, errors='replace') if os.path.exists(path) else (
-          open(os.devnull)) as f:
-        texts.append(f.read().splitlines(keepends=True))
-    if texts[0] != texts[1]:
-      out += difflib.unified_diff(texts[0], texts[1], f'{old}/{name}',
+    before, after = _lines(a, name), _lines(b, name)
+    if before != after:
+      out += difflib.unified_diff(before, after, f'{old}/{name}',
                                   f'{new}/{name}', n=context)
   return ''.join(out)
+
+
+def _lines(release: Release, name: str) -> List[str]:
+  """A released file's lines; none if the release does not hold it."""
+  path = os.path.join(release.code_dir, name)
+  if not os.path.exists(path):
+    return []
+  with open(path, errors='replace') as f:
+    return f.read().splitlines(keepends=True)
 
 
 def record(store, pipeline_name: str, release: Release):

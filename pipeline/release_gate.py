@@ -24,6 +24,7 @@ directory and pushes. What CT then runs is the released candidate.
 """
 
 import dataclasses
+import filecmp
 import json
 import os
 import shutil
@@ -74,14 +75,10 @@ def changed_files(pipeline_root: str, source: str) -> List[str]:
   files = release_lib.source_files(source)
   if now is None:
     return files
-  changed = []
-  for name in files:
-    old = os.path.join(now.code_dir, name)
-    with open(os.path.join(source, name), 'rb') as f:
-      new_bytes = f.read()
-    if not os.path.exists(old) or open(old, 'rb').read() != new_bytes:
-      changed.append(name)
-  return changed
+  return [name for name in files
+          if not os.path.exists(os.path.join(now.code_dir, name)) or
+          not filecmp.cmp(os.path.join(source, name),
+                          os.path.join(now.code_dir, name), shallow=False)]
 
 
 def tests_for(source: str, changed: List[str]) -> List[str]:
